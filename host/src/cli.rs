@@ -1,0 +1,397 @@
+//! The `keeper` command line: parses arguments and runs one command.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::config::Settings;
+use crate::report::Report;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keeper",
+    version,
+    about = "Keeper sync: moves discovery reports from keeper.db to VH-Database"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The main job: sync worker (and the bot when DISCORD_TOKEN is set) until SIGINT/SIGTERM.
+    Run,
+    /// Store discovery reports in keeper.db and queue them; prints each new id once committed.
+    Submit(Box<SubmitArgs>),
+    /// Run the sync worker alone.
+    Sync {
+        /// Process everything due now, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Queue counts.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Items that exhausted their attempts.
+    Failed {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a failed item (or all of them) due again with a fresh attempt count.
+    Retry {
+        /// The queue id (see `keeper failed`).
+        #[arg(required_unless_present = "all_failed", conflicts_with = "all_failed")]
+        queue_id: Option<i64>,
+        #[arg(long)]
+        all_failed: bool,
+    },
+    /// Delete synced queue items older than N days.
+    Cleanup {
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+    /// Queue discoveries that have no queue row (a keeper.db adopted from the old bot).
+    Backfill,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    /// Read reports as JSON from FILE, or `-` for standard input: one object, or one per line.
+    #[arg(long, value_name = "FILE|-", conflicts_with_all = ["discovery_type", "system", "location", "description", "user"])]
+    json: Option<PathBuf>,
+    /// One of 🦴 📜 🏛️ ⚙️ 🦗 💎 🚀 ⚡ 🆕 📖
+    #[arg(long = "type", required_unless_present = "json")]
+    discovery_type: Option<String>,
+    #[arg(long, required_unless_present = "json")]
+    system: Option<String>,
+    /// planet:NAME, moon:NAME or space:NAME
+    #[arg(long, required_unless_present = "json")]
+    location: Option<String>,
+    #[arg(long, required_unless_present = "json")]
+    description: Option<String>,
+    /// The reporter's name.
+    #[arg(long, required_unless_present = "json")]
+    user: Option<String>,
+    #[arg(long)]
+    user_id: Option<String>,
+    #[arg(long)]
+    guild_id: Option<String>,
+    #[arg(long)]
+    coordinates: Option<String>,
+    #[arg(long)]
+    condition: Option<String>,
+    #[arg(long)]
+    time_period: Option<String>,
+    #[arg(long)]
+    significance: Option<String>,
+    #[arg(long)]
+    evidence_url: Option<String>,
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// A type-specific field, e.g. --field species_type=Vertebrate
+    #[arg(long = "field", value_name = "COLUMN=VALUE")]
+    fields: Vec<String>,
+}
+
+/// A command that did not do what was asked; printed as the process's last word.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    App(#[from] crate::app::AppError),
+    #[error(transparent)]
+    Worker(#[from] crate::worker::WorkerError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("keeper.db: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Retry(#[from] crate::queue::RetryRefused),
+    #[error("{0}")]
+    Input(String),
+    #[error("{count} report(s) rejected, nothing was written:\n{details}")]
+    Rejected { count: usize, details: String },
+}
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let app = App::open(cli.settings).await?;
+    match cli.command {
+        Command::Run => run_main(&app).await,
+        Command::Submit(args) => submit(&app, *args).await,
+        Command::Sync { once } => sync(&app, once).await,
+        Command::Status { json } => {
+            let counts = app.queue.counts().await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"queue": counts, "totals": {"total_synced": counts.synced, "total_failed": counts.failed}})
+                );
+            } else {
+                println!(
+                    "pending {}\nsyncing {}\nsynced  {}\nfailed  {}",
+                    counts.pending, counts.syncing, counts.synced, counts.failed
+                );
+            }
+            Ok(())
+        }
+        Command::Failed { limit, json } => {
+            let items = app.queue.failed(limit).await?;
+            if json {
+                println!("{}", json!({"failed_items": items, "count": items.len()}));
+            } else if items.is_empty() {
+                println!("no failed items");
+            } else {
+                for i in &items {
+                    println!(
+                        "#{} discovery {} after {} attempt(s): {}\n    {} {} / {} by {}",
+                        i.queue_id,
+                        i.discovery_id,
+                        i.sync_attempts,
+                        i.sync_error.as_deref().unwrap_or("-"),
+                        i.discovery_type.as_deref().unwrap_or("?"),
+                        i.system_name.as_deref().unwrap_or("?"),
+                        i.location.as_deref().unwrap_or("?"),
+                        i.username.as_deref().unwrap_or("?"),
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Retry { queue_id, all_failed } => {
+            if all_failed {
+                let n = app.queue.retry_all_failed().await?;
+                println!("{n} failed item(s) marked for retry");
+            } else if let Some(id) = queue_id {
+                app.queue.retry(id).await?;
+                println!("Queue item {id} marked for retry");
+            }
+            Ok(())
+        }
+        Command::Cleanup { days } => {
+            let n = app.queue.cleanup(days).await?;
+            println!("deleted {n} synced item(s) older than {days} day(s)");
+            Ok(())
+        }
+        Command::Backfill => {
+            let n = app.queue.backfill().await?;
+            println!("queued {n} discovery(ies) that had no queue row");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops keeper");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run_main(app: &App) -> Result<(), CliError> {
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    if app.settings.use_haven_database {
+        let worker = app.worker().await?;
+        tracing::info!(
+            haven_db = %worker.sink.path().display(),
+            keeper_db = %app.settings.keeper_db.display(),
+            "🔄 Sync worker started ({}s intervals)",
+            app.settings.sync_interval
+        );
+        tasks.spawn(async move { worker.run(stopped).await });
+    } else {
+        tracing::info!("USE_HAVEN_DATABASE=false: remote mode, this process does not write VH-Database");
+    }
+    if app.settings.discord_token.is_none() {
+        tracing::info!("DISCORD_TOKEN is not set: running without the Discord bot");
+    } else {
+        tracing::warn!(
+            "DISCORD_TOKEN is set, but this build has no Discord bot yet; reports come in through `keeper submit`"
+        );
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing the batch in hand");
+    let _ = stop.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn sync(app: &App, once: bool) -> Result<(), CliError> {
+    if !app.settings.use_haven_database {
+        return Err(CliError::Input(
+            "USE_HAVEN_DATABASE=false: this machine does not write VH-Database (remote mode)".into(),
+        ));
+    }
+    let worker = app.worker().await?;
+    if once {
+        let done = worker.drain().await?;
+        println!("synced {}, failed {}", done.synced, done.failed);
+        return Ok(());
+    }
+    tracing::info!("🔄 Sync worker started ({}s intervals)", app.settings.sync_interval);
+    let (stop, stopped) = watch::channel(false);
+    let handle = tokio::spawn({
+        let worker = worker.clone();
+        async move { worker.run(stopped).await }
+    });
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing the batch in hand");
+    let _ = stop.send(true);
+    let _ = handle.await;
+    Ok(())
+}
+
+async fn submit(app: &App, args: SubmitArgs) -> Result<(), CliError> {
+    let reports = match &args.json {
+        Some(path) => read_reports(path)?,
+        None => {
+            let record = flags_record(&args)?;
+            vec![Report::from_json(&record).map_err(|e| CliError::Rejected {
+                count: 1,
+                details: format!("  {e}"),
+            })?]
+        }
+    };
+    let ids = app.store.submit(&reports, app.settings.sync_max_attempts).await?;
+    app.wake.notify_one();
+    let mut out = String::with_capacity(ids.len() * 8);
+    for id in &ids {
+        out.push_str(&id.to_string());
+        out.push('\n');
+    }
+    print!("{out}");
+    tracing::info!(count = ids.len(), "discoveries archived and queued");
+    Ok(())
+}
+
+/// The JSON record the flags describe, validated like any other.
+fn flags_record(args: &SubmitArgs) -> Result<Value, CliError> {
+    let mut record = Map::new();
+    let mut put = |key: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            record.insert(key.to_owned(), Value::String(v.clone()));
+        }
+    };
+    put("discovery_type", &args.discovery_type);
+    put("system_name", &args.system);
+    put("location", &args.location);
+    put("description", &args.description);
+    put("username", &args.user);
+    put("user_id", &args.user_id);
+    put("guild_id", &args.guild_id);
+    put("coordinates", &args.coordinates);
+    put("condition", &args.condition);
+    put("time_period", &args.time_period);
+    put("significance", &args.significance);
+    put("evidence_url", &args.evidence_url);
+    if !args.tags.is_empty() {
+        record.insert("tags".into(), json!(args.tags));
+    }
+    for field in &args.fields {
+        let (key, value) = field
+            .split_once('=')
+            .ok_or_else(|| CliError::Input(format!("--field {field:?}: expected COLUMN=VALUE")))?;
+        if record.contains_key(key) {
+            return Err(CliError::Input(format!("--field {key}: given twice")));
+        }
+        record.insert(key.to_owned(), Value::String(value.to_owned()));
+    }
+    Ok(Value::Object(record))
+}
+
+/// At most this many problems are listed; the count says how many there were.
+const MAX_LISTED_ERRORS: usize = 50;
+
+/// Reads one JSON object, a JSON array of objects, or one object per line.
+/// Every record is validated before anything is written; all problems are
+/// reported with their line numbers.
+fn read_reports(path: &PathBuf) -> Result<Vec<Report>, CliError> {
+    let bytes = if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| CliError::Input(format!("cannot read standard input: {e}")))?;
+        buf
+    } else {
+        std::fs::read(path).map_err(|e| CliError::Input(format!("cannot read {}: {e}", path.display())))?
+    };
+    let mut reports = Vec::new();
+    let mut errors = Vec::new();
+    // A whole-document object or array (possibly pretty-printed) first.
+    if let Ok(doc) = serde_json::from_slice::<Value>(&bytes) {
+        let records = match doc {
+            Value::Array(items) => items,
+            other => vec![other],
+        };
+        for (i, record) in records.iter().enumerate() {
+            match Report::from_json(record) {
+                Ok(r) => reports.push(r),
+                Err(e) => errors.push(format!("record {}: {e}", i + 1)),
+            }
+        }
+    } else {
+        for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            let number = i + 1;
+            let Ok(text) = std::str::from_utf8(line) else {
+                errors.push(format!("line {number}: not valid UTF-8"));
+                continue;
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Value>(text) {
+                Ok(record) => match Report::from_json(&record) {
+                    Ok(r) => reports.push(r),
+                    Err(e) => errors.push(format!("line {number}: {e}")),
+                },
+                Err(e) => errors.push(format!("line {number}: not JSON: {e}")),
+            }
+        }
+    }
+    if !errors.is_empty() {
+        let count = errors.len();
+        let mut details: Vec<String> = errors
+            .into_iter()
+            .take(MAX_LISTED_ERRORS)
+            .map(|e| format!("  {e}"))
+            .collect();
+        if count > MAX_LISTED_ERRORS {
+            details.push(format!("  … and {} more", count - MAX_LISTED_ERRORS));
+        }
+        return Err(CliError::Rejected {
+            count,
+            details: details.join("\n"),
+        });
+    }
+    if reports.is_empty() {
+        return Err(CliError::Input("no reports in the input".into()));
+    }
+    Ok(reports)
+}

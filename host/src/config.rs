@@ -1,0 +1,134 @@
+//! Settings shared by every command: the environment variables of the old bot
+//! (read from the process and from `.env`), each overridable by a flag.
+//!
+//! Resolution rules that are not plain defaults (where VH-Database is, the API
+//! bind address) live here so that the worker, the API and the CLI agree.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::queue::RetryPolicy;
+
+/// Global options; every one has an environment variable of the same meaning.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// The bot's database; created if missing, adopted in place if it exists.
+    #[arg(long, global = true, env = "KEEPER_DB_PATH", default_value = "data/keeper.db")]
+    pub keeper_db: PathBuf,
+
+    /// The Control Room database. When set and missing it is NOT created:
+    /// items wait and retry. When unset: ~/Desktop/Haven_mdev/data/VH-Database.db
+    /// if it exists, else data/VH-Database.db (created with the VH schema).
+    #[arg(long, global = true, env = "HAVEN_DB_PATH")]
+    pub haven_db: Option<PathBuf>,
+
+    /// `false`: remote mode; this process never writes VH-Database.
+    #[arg(long, global = true, env = "USE_HAVEN_DATABASE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub use_haven_database: bool,
+
+    /// Seconds between polls of the queue (the worker also wakes on a submission).
+    #[arg(long, global = true, env = "SYNC_INTERVAL", default_value_t = 30)]
+    pub sync_interval: u64,
+
+    /// Items claimed per batch.
+    #[arg(long, global = true, env = "SYNC_BATCH_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub sync_batch_size: u32,
+
+    /// Failed attempts before an item becomes `max_retries_exceeded`.
+    #[arg(long, global = true, env = "SYNC_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub sync_max_attempts: u32,
+
+    /// Seconds before the first retry; each later one waits twice as long.
+    #[arg(long, global = true, env = "SYNC_RETRY_BASE", default_value_t = 30)]
+    pub sync_retry_base: u64,
+
+    /// Longest wait between two retries, in seconds.
+    #[arg(long, global = true, env = "SYNC_RETRY_MAX", default_value_t = 86_400)]
+    pub sync_retry_max: u64,
+
+    /// Seconds a claimed batch stays owned by its worker without renewal;
+    /// a killed worker's items are claimable again after this.
+    #[arg(long, global = true, env = "SYNC_LEASE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub sync_lease: u64,
+
+    /// How long a write waits for a lock on VH-Database before the batch
+    /// fails with "database is locked" (milliseconds).
+    #[arg(long, global = true, env = "HAVEN_BUSY_TIMEOUT_MS", default_value_t = 5_000)]
+    pub haven_busy_timeout_ms: u64,
+
+    /// Watched for `.wasm` mapping plugins.
+    #[arg(long, global = true, env = "KEEPER_PLUGINS_DIR", default_value = "plugins")]
+    pub plugins_dir: PathBuf,
+
+    /// Sync API port.
+    #[arg(long, global = true, env = "SYNC_API_PORT", default_value_t = 8080)]
+    pub sync_api_port: u16,
+
+    /// Sync API bind address; 127.0.0.1 unless an API key is set (then 0.0.0.0).
+    #[arg(long, global = true, env = "SYNC_API_HOST")]
+    pub sync_api_host: Option<IpAddr>,
+
+    /// When set, every endpoint but /health requires header X-API-Key.
+    #[arg(long, global = true, env = "SYNC_API_KEY", hide_env_values = true)]
+    pub sync_api_key: Option<String>,
+
+    /// Discord bot token; without it everything runs but the bot.
+    #[arg(long, global = true, env = "DISCORD_TOKEN", hide_env_values = true)]
+    pub discord_token: Option<String>,
+
+    /// Register slash commands in this guild only (instant) instead of globally.
+    #[arg(long, global = true, env = "DISCORD_GUILD_ID")]
+    pub discord_guild_id: Option<u64>,
+}
+
+/// Where VH-Database is and whether we may create it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HavenLocation {
+    pub path: PathBuf,
+    /// Only the built-in default location is ever created; a path the
+    /// operator named must already exist, or items wait for it.
+    pub create_if_missing: bool,
+}
+
+impl Settings {
+    pub fn haven_location(&self) -> HavenLocation {
+        if let Some(path) = &self.haven_db {
+            return HavenLocation {
+                path: path.clone(),
+                create_if_missing: false,
+            };
+        }
+        if let Some(home) = std::env::var_os("HOME") {
+            let legacy = PathBuf::from(home).join("Desktop/Haven_mdev/data/VH-Database.db");
+            if legacy.is_file() {
+                return HavenLocation {
+                    path: legacy,
+                    create_if_missing: false,
+                };
+            }
+        }
+        HavenLocation {
+            path: PathBuf::from("data/VH-Database.db"),
+            create_if_missing: true,
+        }
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            base: Duration::from_secs(self.sync_retry_base),
+            max_delay: Duration::from_secs(self.sync_retry_max),
+            max_attempts: self.sync_max_attempts,
+        }
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.sync_lease)
+    }
+
+    pub fn haven_busy_timeout(&self) -> Duration {
+        Duration::from_millis(self.haven_busy_timeout_ms)
+    }
+}

@@ -1,0 +1,24 @@
+//! Keeper sync: the queue-based sync of No Man's Sky discovery reports from
+//! the Keeper bot's keeper.db to the Control Room's VH-Database, with the
+//! mapping between the two running as a sandboxed wasm plugin.
+//!
+//! Modules, one concern each:
+//! - [`config`] — settings from the environment, `.env` and flags
+//! - [`report`] — the ten report forms and validation of incoming reports
+//! - [`store`] — keeper.db (schema, migrations, submission)
+//! - [`queue`] — the sync queue's states, transitions and retry rule
+//! - [`mapper`] — the wasm plugin sandbox
+//! - [`sink`] — VH-Database (schema check, exactly-once writes)
+//! - [`worker`] — the loop that moves batches from one to the other
+//! - [`app`], [`cli`] — wiring and the command line
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod mapper;
+pub mod queue;
+pub mod report;
+pub mod row;
+pub mod sink;
+pub mod store;
+pub mod worker;

@@ -1,0 +1,524 @@
+//! The mapping sandbox: runs a `keeper:mapper` wasm component on keeper.db
+//! rows and enforces its limits.
+//!
+//! A plugin gets no WASI capability (no files, network, environment or
+//! arguments; its stderr is captured so a panic message can be reported) and
+//! exactly one import, the read-only `lookup` served from a [`Lookup`]
+//! snapshot. Every call has a deadline (epoch interruption), memory is capped
+//! and the output size is checked, so a plugin that loops, allocates without
+//! end or panics fails that one item and never the host.
+//!
+//! A trap poisons a wasmtime `Store`, so an instance is discarded after any
+//! error and a fresh one made from the pre-instantiated component (tens of
+//! microseconds).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::row::{Row, Value};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "mapper",
+        path: "../mapper-guest/wit",
+    });
+}
+
+use bindings::keeper::mapper::{lookup, types as wit};
+
+/// The default mapping plugin, compiled from `mapper-guest` by build.rs.
+pub const DEFAULT_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/default_mapper.wasm"));
+
+/// How often the epoch advances; a call's deadline is a number of ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Limits applied to every plugin call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub deadline: Duration,
+    pub memory_bytes: usize,
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            deadline: Duration::from_millis(100),
+            memory_bytes: 32 << 20,
+            output_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Who wrote a row: recorded with every item the plugin maps.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    /// SHA-256 of the component bytes, hex.
+    pub hash: String,
+}
+
+/// A plugin that cannot be used at all.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("not a keeper:mapper@1 component: {0}")]
+    Invalid(String),
+    #[error("plugin failed to start: {0}")]
+    Start(String),
+}
+
+/// Why one row could not be mapped.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MapError {
+    #[error("mapping failed: {}", match field { Some(f) => format!("{f}: {message}"), None => message.clone() })]
+    Rejected { field: Option<String>, message: String },
+    #[error("mapper timed out after {} ms", .0.as_millis())]
+    TimedOut(Duration),
+    #[error("mapper exceeded memory limit {} MiB", .0 >> 20)]
+    MemoryExceeded(usize),
+    #[error("mapper output too large: {bytes} bytes, the limit is {limit}")]
+    OutputTooLarge { bytes: usize, limit: usize },
+    #[error("mapper trapped: {0}")]
+    Trapped(String),
+}
+
+/// A mapped row with the warnings that did not stop it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapped {
+    pub row: Row,
+    pub warnings: Vec<String>,
+}
+
+/// VH-Database's lookup tables, read once per batch, so lookups cost no I/O
+/// and a batch sees one consistent picture.
+#[derive(Debug, Default)]
+pub struct Lookup {
+    systems_exact: HashMap<String, String>,
+    systems_folded: HashMap<String, String>,
+    /// (system id, name) → planet id
+    planets: Vec<(String, String, i64)>,
+    /// (system id, name, moon id, parent planet id)
+    moons: Vec<(String, String, i64, i64)>,
+}
+
+/// The case-insensitive, trimmed form names are compared in after an exact miss.
+fn fold(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+impl Lookup {
+    /// `systems` as (id, name); `planets` as (id, system id, name); `moons` as
+    /// (id, planet id, name).
+    pub fn new(
+        systems: Vec<(String, String)>,
+        planets: Vec<(i64, String, String)>,
+        moons: Vec<(i64, i64, String)>,
+    ) -> Lookup {
+        let mut lookup = Lookup::default();
+        for (id, name) in systems {
+            lookup.systems_folded.entry(fold(&name)).or_insert_with(|| id.clone());
+            lookup.systems_exact.insert(name, id);
+        }
+        let planet_system: HashMap<i64, String> = planets.iter().map(|(id, sys, _)| (*id, sys.clone())).collect();
+        lookup.planets = planets.into_iter().map(|(id, sys, name)| (sys, name, id)).collect();
+        lookup.moons = moons
+            .into_iter()
+            .filter_map(|(id, planet, name)| planet_system.get(&planet).map(|sys| (sys.clone(), name, id, planet)))
+            .collect();
+        lookup
+    }
+
+    pub fn find_system(&self, name: &str) -> Option<String> {
+        self.systems_exact
+            .get(name)
+            .or_else(|| self.systems_folded.get(&fold(name)))
+            .cloned()
+    }
+
+    /// Exact name first, then folded, among `candidates` of one system.
+    fn find_in<'a, T>(
+        candidates: impl Iterator<Item = &'a T> + Clone,
+        name: &str,
+        name_of: impl Fn(&T) -> &str,
+    ) -> Option<&'a T> {
+        let folded = fold(name);
+        candidates
+            .clone()
+            .find(|c| name_of(c) == name)
+            .or_else(|| candidates.into_iter().find(|c| fold(name_of(c)) == folded))
+    }
+
+    pub fn find_planet(&self, system_id: &str, name: &str) -> Option<(i64, String)> {
+        let in_system = self.planets.iter().filter(|p| p.0 == system_id);
+        Self::find_in(in_system, name, |p| &p.1).map(|p| (p.2, p.1.clone()))
+    }
+
+    /// The moon's id, its parent planet's id and its stored name.
+    pub fn find_moon(&self, system_id: &str, name: &str) -> Option<(i64, i64, String)> {
+        let in_system = self.moons.iter().filter(|m| m.0 == system_id);
+        Self::find_in(in_system, name, |m| &m.1).map(|m| (m.2, m.3, m.1.clone()))
+    }
+}
+
+/// Per-store state: the empty WASI context and what the limiter observed.
+struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryCap,
+    lookup: Arc<Lookup>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit::Host for HostState {}
+
+impl lookup::Host for HostState {
+    fn find_system(&mut self, name: String) -> Option<String> {
+        self.lookup.find_system(&name)
+    }
+
+    fn find_planet(&mut self, system_id: String, name: String) -> Option<lookup::Body> {
+        self.lookup
+            .find_planet(&system_id, &name)
+            .map(|(id, name)| lookup::Body {
+                id,
+                planet_id: id,
+                name,
+            })
+    }
+
+    fn find_moon(&mut self, system_id: String, name: String) -> Option<lookup::Body> {
+        self.lookup
+            .find_moon(&system_id, &name)
+            .map(|(id, planet_id, name)| lookup::Body { id, planet_id, name })
+    }
+}
+
+/// Refuses memory growth past the cap and remembers that it did, so the
+/// resulting trap can be reported as what it is.
+struct MemoryCap {
+    limit: usize,
+    hit: Arc<AtomicBool>,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit.store(true, Ordering::Relaxed);
+            return Err(wasmtime::Error::msg("memory limit exceeded"));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The engine and linker all plugins share; one per process.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+    limits: Limits,
+}
+
+impl Runtime {
+    pub fn new(limits: Limits) -> Result<Runtime, PluginError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| PluginError::Start(e.to_string()))?;
+        start_epoch_ticker(&engine);
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Start(e.to_string()))?;
+        bindings::Mapper::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| PluginError::Start(e.to_string()))?;
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            limits,
+        })
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Compiles and links a component and asks it who it is. Blocking (tens
+    /// to hundreds of milliseconds): call it off the async runtime.
+    pub fn load(&self, bytes: &[u8]) -> Result<Plugin, PluginError> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        let pre = bindings::MapperPre::new(pre).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        let hash = hex::encode(Sha256::digest(bytes));
+        let mut plugin = Plugin {
+            runtime: self.clone(),
+            pre,
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                hash,
+            },
+        };
+        let mut instance = plugin
+            .instantiate(Arc::new(Lookup::default()))
+            .map_err(|e| PluginError::Start(e.to_string()))?;
+        let info = instance.info().map_err(|e| PluginError::Start(e.to_string()))?;
+        plugin.info.name = info.name;
+        plugin.info.version = info.version;
+        Ok(plugin)
+    }
+}
+
+/// Advances every engine's epoch from one background thread.
+fn start_epoch_ticker(engine: &Engine) {
+    static TICKERS: OnceLock<std::sync::Mutex<Vec<Engine>>> = OnceLock::new();
+    let mut started = false;
+    let engines = TICKERS.get_or_init(|| {
+        started = true;
+        std::sync::Mutex::new(Vec::new())
+    });
+    if let Ok(mut list) = engines.lock() {
+        list.push(engine.clone());
+    }
+    if started {
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(EPOCH_TICK);
+                    if let Ok(list) = engines.lock() {
+                        list.iter().for_each(Engine::increment_epoch);
+                    }
+                }
+            })
+            .map(drop)
+            .unwrap_or_else(
+                |e| tracing::error!(error = %e, "cannot start the wasm epoch ticker; plugin deadlines will not fire"),
+            );
+    }
+}
+
+/// The plugin new batches run on. A batch takes it once at its start, so a
+/// switch never splits a batch between two versions.
+#[derive(Clone)]
+pub struct PluginSlot(Arc<std::sync::RwLock<Arc<Plugin>>>);
+
+impl PluginSlot {
+    pub fn new(plugin: Plugin) -> PluginSlot {
+        PluginSlot(Arc::new(std::sync::RwLock::new(Arc::new(plugin))))
+    }
+
+    pub fn current(&self) -> Arc<Plugin> {
+        match self.0.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Makes `plugin` the one new batches use; returns the one it replaces.
+    pub fn replace(&self, plugin: Plugin) -> Arc<Plugin> {
+        let mut slot = match self.0.write() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        std::mem::replace(&mut *slot, Arc::new(plugin))
+    }
+}
+
+/// A compiled, linked plugin, ready to make instances.
+#[derive(Clone)]
+pub struct Plugin {
+    runtime: Runtime,
+    pre: bindings::MapperPre<HostState>,
+    info: PluginInfo,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("info", &self.info).finish()
+    }
+}
+
+impl Plugin {
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    fn instantiate(&self, lookup: Arc<Lookup>) -> Result<Instance, MapError> {
+        let limits = self.runtime.limits;
+        let stderr = MemoryOutputPipe::new(64 << 10);
+        let memory_hit = Arc::new(AtomicBool::new(false));
+        let state = HostState {
+            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
+            table: ResourceTable::new(),
+            limiter: MemoryCap {
+                limit: limits.memory_bytes,
+                hit: memory_hit.clone(),
+            },
+            lookup,
+        };
+        let mut store = Store::new(&self.runtime.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(deadline_ticks(limits.deadline));
+        store.epoch_deadline_trap();
+        let mut instance = Instance {
+            bindings: None,
+            store,
+            stderr,
+            memory_hit,
+            limits,
+        };
+        let bindings = self
+            .pre
+            .instantiate(&mut instance.store)
+            .map_err(|e| instance.classify(e))?;
+        instance.bindings = Some(bindings);
+        Ok(instance)
+    }
+
+    /// Maps rows in order, each independently: one row's failure costs at
+    /// most the deadline and never affects another row. Blocking: run it on
+    /// a blocking thread (WASI must not run on an async worker thread).
+    pub fn map_all(&self, lookup: Arc<Lookup>, rows: &[Row]) -> Vec<Result<Mapped, MapError>> {
+        let mut current: Option<Instance> = None;
+        rows.iter()
+            .map(|row| {
+                let mut instance = match current.take() {
+                    Some(i) => i,
+                    None => self.instantiate(lookup.clone())?,
+                };
+                let result = instance.map(row);
+                if result.is_ok() || matches!(result, Err(MapError::Rejected { .. } | MapError::OutputTooLarge { .. }))
+                {
+                    current = Some(instance);
+                }
+                result
+            })
+            .collect()
+    }
+}
+
+fn deadline_ticks(deadline: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_micros().max(1);
+    u64::try_from(deadline.as_micros().div_ceil(tick))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// One live plugin instance in its own store.
+struct Instance {
+    bindings: Option<bindings::Mapper>,
+    store: Store<HostState>,
+    stderr: MemoryOutputPipe,
+    memory_hit: Arc<AtomicBool>,
+    limits: Limits,
+}
+
+impl Instance {
+    fn not_initialised() -> MapError {
+        MapError::Trapped("instance not initialised".into())
+    }
+
+    fn info(&mut self) -> Result<wit::PluginInfo, MapError> {
+        self.store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
+        let result = match &self.bindings {
+            Some(b) => b.call_info(&mut self.store),
+            None => return Err(Self::not_initialised()),
+        };
+        result.map_err(|e| self.classify(e))
+    }
+
+    fn map(&mut self, row: &Row) -> Result<Mapped, MapError> {
+        let input: Vec<wit::Column> = row
+            .0
+            .iter()
+            .map(|(name, value)| wit::Column {
+                name: name.clone(),
+                value: to_wit(value),
+            })
+            .collect();
+        self.store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
+        let result = match &self.bindings {
+            Some(b) => b.call_map(&mut self.store, &input),
+            None => return Err(Self::not_initialised()),
+        };
+        let output = result.map_err(|e| self.classify(e))?;
+        let mapped = output.map_err(|e| MapError::Rejected {
+            field: e.field,
+            message: e.message,
+        })?;
+        let row = Row(mapped.row.into_iter().map(|c| (c.name, from_wit(c.value))).collect());
+        let bytes = row.size() + mapped.warnings.iter().map(String::len).sum::<usize>();
+        if bytes > self.limits.output_bytes {
+            return Err(MapError::OutputTooLarge {
+                bytes,
+                limit: self.limits.output_bytes,
+            });
+        }
+        Ok(Mapped {
+            row,
+            warnings: mapped.warnings,
+        })
+    }
+
+    /// Turns a wasmtime error into the reason an operator can act on.
+    fn classify(&self, error: wasmtime::Error) -> MapError {
+        if self.memory_hit.load(Ordering::Relaxed) {
+            return MapError::MemoryExceeded(self.limits.memory_bytes);
+        }
+        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return MapError::TimedOut(self.limits.deadline);
+        }
+        let stderr = String::from_utf8_lossy(&self.stderr.contents()).trim().to_owned();
+        let panic = stderr
+            .lines()
+            .skip_while(|l| !l.contains("panicked"))
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        if panic.is_empty() {
+            MapError::Trapped(format!("{error:#}"))
+        } else {
+            MapError::Trapped(panic)
+        }
+    }
+}
+
+fn to_wit(value: &Value) -> wit::Value {
+    match value {
+        Value::Null => wit::Value::Null,
+        Value::Integer(i) => wit::Value::Integer(*i),
+        Value::Real(r) => wit::Value::Real(*r),
+        Value::Text(s) => wit::Value::Text(s.clone()),
+    }
+}
+
+fn from_wit(value: wit::Value) -> Value {
+    match value {
+        wit::Value::Null => Value::Null,
+        wit::Value::Integer(i) => Value::Integer(i),
+        wit::Value::Real(r) => Value::Real(r),
+        wit::Value::Text(s) => Value::Text(s),
+    }
+}

@@ -1,0 +1,546 @@
+//! The sync queue: every state an item can be in and every transition between
+//! them, each one a single SQL statement. Nothing else in the host writes
+//! `sync_queue`.
+//!
+//! ```text
+//!             claim                    complete (ok)
+//!  pending ──────────► syncing ───────────────────────► synced ──► (cleanup deletes)
+//!     ▲                  │  │
+//!     │ retry / heal     │  │ complete (failed, attempts left): next_retry_after = now + backoff
+//!     │                  │  └──────────────────────────────────► pending
+//!     │                  │ complete (failed, no attempts left, or a permanent error)
+//!     │                  ▼
+//!     └──────── max_retries_exceeded
+//! ```
+//!
+//! A claim is a lease: it names a random token and an expiry. A worker that
+//! dies leaves its items `syncing`; once the lease expires the next claim
+//! takes them again. Only the holder of the token may complete an item, so a
+//! worker that lost its lease cannot overwrite its successor's outcome (the
+//! VH-Database ledger makes the write itself idempotent; see `sink`).
+//!
+//! Times are SQLite's UTC text. The ones the queue compares to decide what is
+//! due (`last_sync_attempt`, `next_retry_after`, `lease_expires_at`) carry
+//! milliseconds; the rest keep the guide's `YYYY-MM-DD HH:MM:SS`. A
+//! second-precision value from the old bot still compares correctly.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+use sqlx::{Row as _, SqliteConnection, SqlitePool};
+
+/// The states of the guide, as stored in `sync_status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncStatus {
+    Pending,
+    Syncing,
+    Synced,
+    MaxRetriesExceeded,
+}
+
+impl SyncStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncStatus::Pending => "pending",
+            SyncStatus::Syncing => "syncing",
+            SyncStatus::Synced => "synced",
+            SyncStatus::MaxRetriesExceeded => "max_retries_exceeded",
+        }
+    }
+}
+
+/// When a failed item is tried again: the guide's schedule, 30 s · 2^(n−1)
+/// after the n-th failure, and no more tries after `max_attempts` failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub max_delay: Duration,
+    pub max_attempts: u32,
+}
+
+/// What happens to an item after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    RetryIn(Duration),
+    GiveUp,
+}
+
+impl RetryPolicy {
+    /// The wait after the `failures`-th failed attempt (1-based).
+    pub fn delay_after(&self, failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(63);
+        let factor = 1u64 << exponent;
+        let secs = self.base.as_secs().saturating_mul(factor);
+        Duration::from_secs(secs).min(self.max_delay)
+    }
+
+    /// Decides the next step for an item that has now failed `failures` times.
+    /// A permanent error (the same input always fails) is not retried.
+    pub fn after_failure(&self, failures: u32, permanent: bool) -> AfterFailure {
+        if permanent || failures >= self.max_attempts {
+            AfterFailure::GiveUp
+        } else {
+            AfterFailure::RetryIn(self.delay_after(failures))
+        }
+    }
+}
+
+/// Why an attempt failed, stored in `error_class`; decides whether to retry
+/// and which items a new plugin version heals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// VH-Database missing, unreadable or not a database.
+    Unavailable,
+    /// VH-Database locked by another program past the busy timeout.
+    Locked,
+    /// The mapped row does not fit VH-Database's table.
+    Schema,
+    /// The plugin rejected the row or broke (trap, memory): permanent for
+    /// this plugin version, healed when a new version becomes active.
+    Mapping,
+    /// The plugin ran past its deadline; may pass on a quieter machine.
+    Timeout,
+    /// keeper.db holds bytes that cannot be read (invalid UTF-8).
+    Source,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Unavailable => "unavailable",
+            ErrorClass::Locked => "locked",
+            ErrorClass::Schema => "schema",
+            ErrorClass::Mapping => "mapping",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Source => "source",
+        }
+    }
+
+    /// Retrying the same input with the same plugin cannot succeed.
+    pub fn is_permanent(self) -> bool {
+        matches!(self, ErrorClass::Mapping | ErrorClass::Source)
+    }
+}
+
+/// An item handed to a worker by [`Queue::claim`].
+#[derive(Debug, Clone)]
+pub struct ClaimedItem {
+    pub queue_id: i64,
+    pub discovery_id: i64,
+    /// Attempts that had finished before this one.
+    pub attempts: u32,
+    /// Enqueued by `keeper backfill`: may already be in VH-Database from the old bot.
+    pub backfill: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub token: String,
+    pub items: Vec<ClaimedItem>,
+}
+
+/// A delivered item: its VH-Database id and what to remember about it.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub queue_id: i64,
+    pub haven_id: i64,
+    /// Merged into the item's `metadata` (provenance, warnings).
+    pub metadata: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Failed {
+    pub queue_id: i64,
+    /// Attempts that had finished before this one.
+    pub attempts: u32,
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+/// Queue depth by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct QueueCounts {
+    pub pending: i64,
+    pub syncing: i64,
+    pub synced: i64,
+    pub failed: i64,
+}
+
+/// A `max_retries_exceeded` item with what an operator needs to judge it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedItem {
+    pub queue_id: i64,
+    pub discovery_id: i64,
+    pub sync_attempts: i64,
+    pub sync_error: Option<String>,
+    pub system_name: Option<String>,
+    pub location: Option<String>,
+    pub discovery_type: Option<String>,
+    pub username: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RetryError {
+    #[error("queue item {0} does not exist")]
+    NotFound(i64),
+    #[error("queue item {0} is already synced")]
+    AlreadySynced(i64),
+    #[error("queue item {0} is being synced right now")]
+    InProgress(i64),
+}
+
+/// The queue in keeper.db, with the rules it is run by.
+#[derive(Clone)]
+pub struct Queue {
+    pool: SqlitePool,
+    policy: RetryPolicy,
+    lease: Duration,
+}
+
+const NOW_MS: &str = "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')";
+
+/// `datetime('now', ?)` modifier for a duration in whole seconds.
+fn seconds_modifier(d: Duration) -> String {
+    format!("+{} seconds", d.as_secs())
+}
+
+impl Queue {
+    pub fn new(pool: SqlitePool, policy: RetryPolicy, lease: Duration) -> Queue {
+        Queue { pool, policy, lease }
+    }
+
+    pub fn policy(&self) -> RetryPolicy {
+        self.policy
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// The database's clock with milliseconds, as `last_sync_attempt` is
+    /// stored (it sorts after a second-precision time of the same second).
+    pub async fn now(&self) -> Result<String, sqlx::Error> {
+        sqlx::query_scalar(NOW_MS).fetch_one(&self.pool).await
+    }
+
+    /// Atomically takes up to `limit` due items: pending ones whose retry
+    /// time has come, and syncing ones whose lease has expired. With
+    /// `not_tried_since`, a pending item last attempted at or after that time
+    /// is left for the next pass, so one pass tries each item at most once
+    /// even when its retry delay is zero.
+    pub async fn claim(&self, limit: u32, not_tried_since: Option<&str>) -> Result<Claim, sqlx::Error> {
+        let token = format!("{:032x}", rand::random::<u128>());
+        let rows = sqlx::query(
+            "UPDATE sync_queue
+             SET sync_status = 'syncing', claim_token = ?1,
+                 lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now', ?2), last_sync_attempt = strftime('%Y-%m-%d %H:%M:%f', 'now')
+             WHERE id IN (
+                 SELECT id FROM (
+                     SELECT id FROM sync_queue WHERE sync_status = 'pending'
+                         AND (next_retry_after IS NULL OR next_retry_after <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
+                         AND (?4 IS NULL OR last_sync_attempt IS NULL OR last_sync_attempt < ?4)
+                     UNION ALL
+                     SELECT id FROM sync_queue WHERE sync_status = 'syncing'
+                         AND (lease_expires_at IS NULL OR lease_expires_at <= strftime('%Y-%m-%d %H:%M:%f', 'now')))
+                 ORDER BY id LIMIT ?3)
+             RETURNING id, discovery_id, COALESCE(sync_attempts, 0) AS attempts,
+                 COALESCE(json_valid(metadata) AND metadata ->> 'backfill', 0) AS backfill",
+        )
+        .bind(&token)
+        .bind(seconds_modifier(self.lease))
+        .bind(limit)
+        .bind(not_tried_since)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows
+            .iter()
+            .map(|r| {
+                Ok(ClaimedItem {
+                    queue_id: r.try_get("id")?,
+                    discovery_id: r.try_get("discovery_id")?,
+                    attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
+                    backfill: r.try_get::<i64, _>("backfill")? != 0,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        items.sort_by_key(|i| i.queue_id);
+        Ok(Claim { token, items })
+    }
+
+    /// Extends the lease of a batch that is still being worked on.
+    pub async fn renew(&self, token: &str) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE sync_queue SET lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now', ?2)
+             WHERE claim_token = ?1 AND sync_status = 'syncing'",
+        )
+        .bind(token)
+        .bind(seconds_modifier(self.lease))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Gives a claimed batch back untouched (shutdown before it was worked on).
+    pub async fn release(&self, token: &str) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE sync_queue SET sync_status = 'pending', claim_token = NULL, lease_expires_at = NULL
+             WHERE claim_token = ?1 AND sync_status = 'syncing'",
+        )
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Records the outcome of a batch in one transaction.
+    pub async fn complete(&self, token: &str, delivered: &[Delivered], failed: &[Failed]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if !delivered.is_empty() {
+            let payload: Vec<serde_json::Value> = delivered
+                .iter()
+                .map(|d| json!({"queue_id": d.queue_id, "haven_id": d.haven_id, "meta": d.metadata}))
+                .collect();
+            sqlx::query(
+                "UPDATE sync_queue
+                 SET sync_status = 'synced', haven_discovery_id = j.value ->> 'haven_id',
+                     synced_at = datetime('now'), sync_attempts = COALESCE(sync_attempts, 0) + 1,
+                     sync_error = NULL, error_class = NULL, next_retry_after = NULL,
+                     lease_expires_at = NULL, claim_token = NULL,
+                     metadata = json_patch(
+                         CASE WHEN json_valid(sync_queue.metadata) THEN sync_queue.metadata
+                              WHEN sync_queue.metadata IS NULL THEN '{}'
+                              ELSE json_object('legacy', sync_queue.metadata) END,
+                         j.value -> 'meta')
+                 FROM json_each(?1) AS j
+                 WHERE sync_queue.id = j.value ->> 'queue_id' AND sync_queue.claim_token = ?2",
+            )
+            .bind(serde_json::Value::Array(payload).to_string())
+            .bind(token)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !failed.is_empty() {
+            let payload: Vec<serde_json::Value> = failed
+                .iter()
+                .map(|f| {
+                    let (status, delay) = match self
+                        .policy
+                        .after_failure(f.attempts.saturating_add(1), f.class.is_permanent())
+                    {
+                        AfterFailure::RetryIn(d) => (SyncStatus::Pending, Some(d.as_secs())),
+                        AfterFailure::GiveUp => (SyncStatus::MaxRetriesExceeded, None),
+                    };
+                    json!({"queue_id": f.queue_id, "status": status.as_str(), "delay": delay,
+                           "class": f.class.as_str(), "error": f.message})
+                })
+                .collect();
+            sqlx::query(
+                "UPDATE sync_queue
+                 SET sync_status = j.value ->> 'status',
+                     sync_attempts = COALESCE(sync_attempts, 0) + 1, max_attempts = ?3,
+                     sync_error = j.value ->> 'error', error_class = j.value ->> 'class',
+                     next_retry_after = CASE WHEN j.value ->> 'delay' IS NULL THEN NULL
+                         ELSE strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || (j.value ->> 'delay') || ' seconds') END,
+                     lease_expires_at = NULL, claim_token = NULL
+                 FROM json_each(?1) AS j
+                 WHERE sync_queue.id = j.value ->> 'queue_id' AND sync_queue.claim_token = ?2",
+            )
+            .bind(serde_json::Value::Array(payload).to_string())
+            .bind(token)
+            .bind(self.policy.max_attempts)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Makes one item due now with a fresh attempt count (the guide's manual retry).
+    pub async fn retry(&self, queue_id: i64) -> Result<(), RetryRefused> {
+        let done = sqlx::query(
+            "UPDATE sync_queue SET sync_status = 'pending', sync_attempts = 0, sync_error = NULL,
+                 error_class = NULL, next_retry_after = NULL
+             WHERE id = ?1 AND sync_status IN ('pending', 'max_retries_exceeded')",
+        )
+        .bind(queue_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(());
+        }
+        let status: Option<Option<String>> = sqlx::query_scalar("SELECT sync_status FROM sync_queue WHERE id = ?1")
+            .bind(queue_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Err(RetryRefused::Refused(match status.flatten().as_deref() {
+            None => RetryError::NotFound(queue_id),
+            Some("synced") => RetryError::AlreadySynced(queue_id),
+            Some(_) => RetryError::InProgress(queue_id),
+        }))
+    }
+
+    /// Retries every `max_retries_exceeded` item; returns how many.
+    pub async fn retry_all_failed(&self) -> Result<u64, sqlx::Error> {
+        self.requeue_failed(None).await
+    }
+
+    /// Retries the items a plugin refused (class `mapping`), failed or still
+    /// waiting: called when a new plugin version becomes active.
+    pub async fn requeue_mapping_failures(&self) -> Result<u64, sqlx::Error> {
+        self.requeue_failed(Some(ErrorClass::Mapping)).await
+    }
+
+    async fn requeue_failed(&self, class: Option<ErrorClass>) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE sync_queue SET sync_status = 'pending', sync_attempts = 0, sync_error = NULL,
+                 error_class = NULL, next_retry_after = NULL
+             WHERE (?1 IS NULL AND sync_status = 'max_retries_exceeded')
+                OR (error_class = ?1 AND sync_status IN ('pending', 'max_retries_exceeded'))",
+        )
+        .bind(class.map(ErrorClass::as_str))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes synced items older than `days`; returns how many.
+    pub async fn cleanup(&self, days: u32) -> Result<u64, sqlx::Error> {
+        let done =
+            sqlx::query("DELETE FROM sync_queue WHERE sync_status = 'synced' AND synced_at < datetime('now', ?1)")
+                .bind(format!("-{days} days"))
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn counts(&self) -> Result<QueueCounts, sqlx::Error> {
+        let rows = sqlx::query("SELECT sync_status, COUNT(*) AS n FROM sync_queue GROUP BY sync_status")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts = QueueCounts::default();
+        for row in rows {
+            let n: i64 = row.try_get("n")?;
+            match row.try_get::<Option<String>, _>("sync_status")?.as_deref() {
+                Some("pending") | None => counts.pending += n,
+                Some("syncing") => counts.syncing += n,
+                Some("synced") => counts.synced += n,
+                Some(_) => counts.failed += n,
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The most recently failed items first.
+    pub async fn failed(&self, limit: u32) -> Result<Vec<FailedItem>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT q.id, q.discovery_id, COALESCE(q.sync_attempts, 0) AS sync_attempts, q.sync_error,
+                    d.system_name, d.location, d.discovery_type, d.username
+             FROM sync_queue q LEFT JOIN discoveries d ON d.id = q.discovery_id
+             WHERE q.sync_status = 'max_retries_exceeded'
+             ORDER BY q.last_sync_attempt DESC, q.id DESC LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FailedItem {
+                    queue_id: r.try_get("id")?,
+                    discovery_id: r.try_get("discovery_id")?,
+                    sync_attempts: r.try_get("sync_attempts")?,
+                    sync_error: r.try_get("sync_error")?,
+                    system_name: r.try_get("system_name")?,
+                    location: r.try_get("location")?,
+                    discovery_type: r.try_get("discovery_type")?,
+                    username: r.try_get("username")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Queues every discovery that has no queue row (a keeper.db adopted from
+    /// the old bot); returns how many. They are marked so that the sink links
+    /// any the old bot already wrote instead of inserting them twice.
+    pub async fn backfill(&self) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "INSERT INTO sync_queue (discovery_id, max_attempts, metadata)
+             SELECT d.id, ?1, '{\"backfill\":true}' FROM discoveries d
+             WHERE NOT EXISTS (SELECT 1 FROM sync_queue q WHERE q.discovery_id = d.id)
+             ORDER BY d.id",
+        )
+        .bind(self.policy.max_attempts)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// Queues the discoveries with ids above `after`: called by the submission
+/// transaction that has just inserted them, so both commit together.
+pub async fn enqueue_discoveries_after(
+    conn: &mut SqliteConnection,
+    after: i64,
+    max_attempts: u32,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO sync_queue (discovery_id, max_attempts)
+         SELECT id, ?2 FROM discoveries WHERE id > ?1 ORDER BY id",
+    )
+    .bind(after)
+    .bind(max_attempts)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A manual retry that did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryRefused {
+    #[error(transparent)]
+    Refused(#[from] RetryError),
+    #[error("keeper.db: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            base: Duration::from_secs(30),
+            max_delay: Duration::from_secs(86_400),
+            max_attempts: 10,
+        }
+    }
+
+    #[test]
+    fn backoff_follows_the_guide() {
+        let p = policy();
+        let delays: Vec<u64> = (1..=9).map(|n| p.delay_after(n).as_secs()).collect();
+        assert_eq!(delays, [30, 60, 120, 240, 480, 960, 1920, 3840, 7680]);
+    }
+
+    #[test]
+    fn tenth_failure_gives_up() {
+        let p = policy();
+        assert_eq!(
+            p.after_failure(9, false),
+            AfterFailure::RetryIn(Duration::from_secs(7680))
+        );
+        assert_eq!(p.after_failure(10, false), AfterFailure::GiveUp);
+        assert_eq!(p.after_failure(1, true), AfterFailure::GiveUp);
+    }
+
+    #[test]
+    fn delay_is_capped_and_never_overflows() {
+        let p = RetryPolicy {
+            max_delay: Duration::from_secs(600),
+            ..policy()
+        };
+        assert_eq!(p.delay_after(6).as_secs(), 600);
+        assert_eq!(p.delay_after(u32::MAX).as_secs(), 600);
+    }
+}

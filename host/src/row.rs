@@ -1,0 +1,124 @@
+//! A database row as the plugin contract sees it: named columns holding
+//! SQLite-typed values. Both databases are read and written through this one
+//! representation, so the host never needs to know the columns a plugin maps.
+
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Column, Row as _, TypeInfo, ValueRef};
+
+/// One SQLite value. BLOBs are not part of either schema; a BLOB that holds
+/// UTF-8 is read as text, any other is refused (see [`read_row`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+}
+
+impl Value {
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Value::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Bytes this value costs in memory; used for the plugin output cap.
+    pub fn size(&self) -> usize {
+        match self {
+            Value::Text(s) => s.len(),
+            _ => 8,
+        }
+    }
+
+    /// The SQLite storage class, for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Integer(_) => "integer",
+            Value::Real(_) => "real",
+            Value::Text(_) => "text",
+        }
+    }
+}
+
+/// Columns in table order (as read) or in plugin order (as mapped).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Row(pub Vec<(String, Value)>);
+
+impl Row {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(Value::as_text)
+    }
+
+    pub fn integer(&self, name: &str) -> Option<i64> {
+        match self.get(name) {
+            Some(Value::Integer(i)) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// Approximate size in bytes, names included.
+    pub fn size(&self) -> usize {
+        self.0.iter().map(|(n, v)| n.len() + v.size()).sum()
+    }
+}
+
+/// A column whose stored bytes cannot be given to a plugin.
+#[derive(Debug, thiserror::Error)]
+#[error("column {column}: {reason}")]
+pub struct UnreadableColumn {
+    pub column: String,
+    pub reason: String,
+}
+
+/// Reads every column of a SQLite row with its actual storage class (SQLite
+/// is dynamically typed: the declared type does not say what a legacy row holds).
+pub fn read_row(row: &SqliteRow) -> Result<Row, UnreadableColumn> {
+    let mut out = Vec::with_capacity(row.columns().len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let name = column.name().to_owned();
+        let unreadable = |reason: String| UnreadableColumn {
+            column: name.clone(),
+            reason,
+        };
+        let raw = row.try_get_raw(i).map_err(|e| unreadable(e.to_string()))?;
+        let value = if raw.is_null() {
+            Value::Null
+        } else {
+            match raw.type_info().name() {
+                "INTEGER" => Value::Integer(row.try_get(i).map_err(|e| unreadable(e.to_string()))?),
+                "REAL" => Value::Real(row.try_get(i).map_err(|e| unreadable(e.to_string()))?),
+                "TEXT" => Value::Text(
+                    row.try_get(i)
+                        .map_err(|_| unreadable("text is not valid UTF-8".into()))?,
+                ),
+                _ => {
+                    let bytes: Vec<u8> = row.try_get(i).map_err(|e| unreadable(e.to_string()))?;
+                    Value::Text(String::from_utf8(bytes).map_err(|_| unreadable("holds binary data, not text".into()))?)
+                }
+            }
+        };
+        out.push((name, value));
+    }
+    Ok(Row(out))
+}
+
+/// Binds a value to a dynamically built statement.
+pub fn bind<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    value: &Value,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    match value {
+        Value::Null => query.bind(None::<String>),
+        Value::Integer(i) => query.bind(*i),
+        Value::Real(r) => query.bind(*r),
+        Value::Text(s) => query.bind(s.clone()),
+    }
+}

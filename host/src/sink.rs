@@ -1,0 +1,401 @@
+//! VH-Database: where mapped rows land, exactly once.
+//!
+//! Each batch opens the file afresh (a renamed or deleted database is noticed
+//! at once, never written behind the operator's back), checks every mapped row
+//! against the table's real columns, and writes the batch in ONE transaction
+//! together with a ledger row per discovery (`keeper_sync_ledger`). A retry
+//! after a crash between that commit and the queue update finds the ledger
+//! row and reports the existing id instead of inserting again.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{Connection, Row as _};
+
+use crate::config::HavenLocation;
+use crate::mapper::{Lookup, PluginInfo};
+use crate::queue::ErrorClass;
+use crate::row::{Row, Value, bind};
+
+/// The VH-Database schema as the Control Room creates it; used only to create
+/// the default database on a fresh machine.
+const VH_SCHEMA: &str = include_str!("../schema/vh-database.sql");
+
+const LEDGER_TABLE: &str = "CREATE TABLE IF NOT EXISTS keeper_sync_ledger (
+    source_id TEXT NOT NULL,
+    keeper_discovery_id INTEGER NOT NULL,
+    haven_discovery_id INTEGER NOT NULL,
+    plugin_name TEXT,
+    plugin_version TEXT,
+    plugin_hash TEXT,
+    linked INTEGER NOT NULL DEFAULT 0,
+    written_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (source_id, keeper_discovery_id))";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("VH-Database not accessible: {0}")]
+    Unavailable(String),
+    #[error("database is locked (VH-Database {0} is held by another program)")]
+    Locked(String),
+    #[error("schema mismatch: {0}")]
+    Schema(String),
+}
+
+impl SinkError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            SinkError::Unavailable(_) => ErrorClass::Unavailable,
+            SinkError::Locked(_) => ErrorClass::Locked,
+            SinkError::Schema(_) => ErrorClass::Schema,
+        }
+    }
+
+    fn from_sql(path: &Path, e: sqlx::Error) -> SinkError {
+        let text = e.to_string();
+        if text.contains("database is locked")
+            || text.contains("database table is locked")
+            || text.contains("SQLITE_BUSY")
+        {
+            SinkError::Locked(path.display().to_string())
+        } else {
+            SinkError::Unavailable(format!("{}: {text}", path.display()))
+        }
+    }
+}
+
+/// How a declared column type constrains the values we write: SQLite would
+/// silently convert a wrong type, so we refuse it instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Affinity {
+    Integer,
+    Text,
+    Real,
+    Any,
+}
+
+impl Affinity {
+    /// SQLite's affinity rules (datatype3.html §3.1), NUMERIC and BLOB as Any.
+    fn of(decl: &str) -> Affinity {
+        let d = decl.to_ascii_uppercase();
+        if d.contains("INT") {
+            Affinity::Integer
+        } else if d.contains("CHAR") || d.contains("CLOB") || d.contains("TEXT") {
+            Affinity::Text
+        } else if d.contains("REAL") || d.contains("FLOA") || d.contains("DOUB") {
+            Affinity::Real
+        } else {
+            Affinity::Any
+        }
+    }
+
+    fn accepts(self, value: &Value) -> bool {
+        matches!(
+            (self, value),
+            (_, Value::Null)
+                | (Affinity::Any, _)
+                | (Affinity::Integer, Value::Integer(_))
+                | (Affinity::Text, Value::Text(_))
+                | (Affinity::Real, Value::Real(_) | Value::Integer(_))
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+struct TargetColumn {
+    affinity: Affinity,
+    /// NOT NULL without a default: a row must give it a value.
+    required: bool,
+}
+
+/// The real `discoveries` table of the database we opened.
+#[derive(Debug, Clone)]
+pub struct TargetSchema {
+    columns: HashMap<String, TargetColumn>,
+}
+
+impl TargetSchema {
+    /// Checks a mapped row against the table: every column known, every
+    /// required one present, every value of the declared type.
+    pub fn check(&self, row: &Row) -> Result<(), SinkError> {
+        let mut seen = std::collections::HashSet::new();
+        for (name, value) in &row.0 {
+            if name == "id" {
+                return Err(SinkError::Schema(
+                    "the mapped row sets column id, which VH-Database assigns".into(),
+                ));
+            }
+            if !seen.insert(name.as_str()) {
+                return Err(SinkError::Schema(format!("the mapped row sets column {name} twice")));
+            }
+            let column = self
+                .columns
+                .get(name)
+                .ok_or_else(|| SinkError::Schema(format!("column {name} missing in VH-Database table discoveries")))?;
+            if !column.affinity.accepts(value) {
+                return Err(SinkError::Schema(format!(
+                    "column {name} holds {:?} values, the mapped value is {}",
+                    column.affinity,
+                    value.type_name()
+                )));
+            }
+        }
+        for (name, column) in &self.columns {
+            let given = row.get(name).is_some_and(|v| *v != Value::Null);
+            if column.required && !given && name != "id" {
+                return Err(SinkError::Schema(format!("required column {name} has no value")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One row to deliver.
+pub struct Delivery<'a> {
+    pub keeper_discovery_id: i64,
+    pub row: &'a Row,
+    /// Enqueued by backfill: link to a row the old bot already wrote, if any.
+    pub backfill: bool,
+}
+
+/// Where a delivered row is in VH-Database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub haven_id: i64,
+    /// Found in the ledger (an earlier attempt wrote it) or linked to an
+    /// old bot's row, rather than inserted now.
+    pub already_there: bool,
+}
+
+/// Opens VH-Database per batch according to the configured location.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    location: HavenLocation,
+    busy_timeout: Duration,
+}
+
+/// An open VH-Database for the duration of one batch.
+pub struct Haven {
+    conn: SqliteConnection,
+    path: PathBuf,
+    schema: TargetSchema,
+}
+
+impl Sink {
+    pub fn new(location: HavenLocation, busy_timeout: Duration) -> Sink {
+        Sink { location, busy_timeout }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.location.path
+    }
+
+    pub async fn open(&self) -> Result<Haven, SinkError> {
+        let path = &self.location.path;
+        let create = self.location.create_if_missing && !path.exists();
+        if !create && !path.is_file() {
+            return Err(SinkError::Unavailable(format!("{}: no such file", path.display())));
+        }
+        if create && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| SinkError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(|e| SinkError::Unavailable(e.to_string()))?
+            .filename(path)
+            .create_if_missing(create)
+            .busy_timeout(self.busy_timeout)
+            // The Control Room's own settings, not ours: sqlx leaves the
+            // journal mode alone; foreign keys stay off as in Python's sqlite3.
+            .foreign_keys(false);
+        let mut conn = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(|e| SinkError::from_sql(path, e))?;
+        if create {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(VH_SCHEMA))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| SinkError::from_sql(path, e))?;
+            tracing::info!(path = %path.display(), "created VH-Database with the Control Room schema");
+        }
+        let schema = read_schema(&mut conn, path).await?;
+        Ok(Haven {
+            conn,
+            path: path.clone(),
+            schema,
+        })
+    }
+}
+
+async fn read_schema(conn: &mut SqliteConnection, path: &Path) -> Result<TargetSchema, SinkError> {
+    let rows =
+        sqlx::query("SELECT name, type, \"notnull\" AS nn, dflt_value, pk FROM pragma_table_info('discoveries')")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| SinkError::from_sql(path, e))?;
+    if rows.is_empty() {
+        return Err(SinkError::Schema(format!(
+            "{} has no discoveries table",
+            path.display()
+        )));
+    }
+    let mut columns = HashMap::new();
+    for row in rows {
+        let get = |e: sqlx::Error| SinkError::Schema(format!("cannot read the discoveries table: {e}"));
+        let name: String = row.try_get("name").map_err(get)?;
+        let decl: String = row.try_get("type").map_err(get)?;
+        let not_null: i64 = row.try_get("nn").map_err(get)?;
+        let default: Option<String> = row.try_get("dflt_value").map_err(get)?;
+        let pk: i64 = row.try_get("pk").map_err(get)?;
+        columns.insert(
+            name,
+            TargetColumn {
+                affinity: Affinity::of(&decl),
+                required: not_null != 0 && default.is_none() && pk == 0,
+            },
+        );
+    }
+    Ok(TargetSchema { columns })
+}
+
+impl Haven {
+    pub fn schema(&self) -> &TargetSchema {
+        &self.schema
+    }
+
+    fn sql_err(&self, e: sqlx::Error) -> SinkError {
+        SinkError::from_sql(&self.path, e)
+    }
+
+    /// The lookup tables as they are now.
+    pub async fn lookup(&mut self) -> Result<Lookup, SinkError> {
+        let systems: Vec<(String, String)> = sqlx::query_as("SELECT CAST(id AS TEXT), name FROM systems")
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| self.sql_err(e))?;
+        let planets: Vec<(i64, String, String)> =
+            sqlx::query_as("SELECT id, CAST(system_id AS TEXT), name FROM planets")
+                .fetch_all(&mut self.conn)
+                .await
+                .map_err(|e| self.sql_err(e))?;
+        let moons: Vec<(i64, i64, String)> = sqlx::query_as("SELECT id, planet_id, name FROM moons")
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| self.sql_err(e))?;
+        Ok(Lookup::new(systems, planets, moons))
+    }
+
+    /// Writes checked rows in one transaction with their ledger rows; returns
+    /// where each one is, in input order. All or nothing.
+    pub async fn write(
+        &mut self,
+        source_id: &str,
+        plugin: &PluginInfo,
+        deliveries: &[Delivery<'_>],
+    ) -> Result<Vec<Written>, SinkError> {
+        let path = self.path.clone();
+        let err = |e: sqlx::Error| SinkError::from_sql(&path, e);
+        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
+        sqlx::query(LEDGER_TABLE).execute(&mut *tx).await.map_err(err)?;
+
+        let ids: Vec<i64> = deliveries.iter().map(|d| d.keeper_discovery_id).collect();
+        let known: HashMap<i64, i64> = sqlx::query_as(
+            "SELECT keeper_discovery_id, haven_discovery_id FROM keeper_sync_ledger
+             WHERE source_id = ?1 AND keeper_discovery_id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(source_id)
+        .bind(json!(ids).to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?
+        .into_iter()
+        .collect();
+
+        let mut written = Vec::with_capacity(deliveries.len());
+        let mut ledger = Vec::new();
+        for delivery in deliveries {
+            if let Some(&haven_id) = known.get(&delivery.keeper_discovery_id) {
+                written.push(Written {
+                    haven_id,
+                    already_there: true,
+                });
+                continue;
+            }
+            let linked = if delivery.backfill {
+                find_legacy_copy(&mut tx, delivery.row).await.map_err(err)?
+            } else {
+                None
+            };
+            let (haven_id, already_there) = match linked {
+                Some(id) => (id, true),
+                None => (insert(&mut tx, delivery.row).await.map_err(err)?, false),
+            };
+            ledger.push(json!([delivery.keeper_discovery_id, haven_id, already_there]));
+            written.push(Written {
+                haven_id,
+                already_there,
+            });
+        }
+        if !ledger.is_empty() {
+            sqlx::query(
+                "INSERT INTO keeper_sync_ledger (source_id, keeper_discovery_id, haven_discovery_id,
+                     plugin_name, plugin_version, plugin_hash, linked)
+                 SELECT ?1, value ->> 0, value ->> 1, ?3, ?4, ?5, value ->> 2 FROM json_each(?2)",
+            )
+            .bind(source_id)
+            .bind(serde_json::Value::Array(ledger).to_string())
+            .bind(&plugin.name)
+            .bind(&plugin.version)
+            .bind(&plugin.hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(written)
+    }
+}
+
+async fn insert(conn: &mut SqliteConnection, row: &Row) -> Result<i64, sqlx::Error> {
+    let columns: Vec<String> = row.0.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+    let params: Vec<String> = (1..=row.0.len()).map(|i| format!("?{i}")).collect();
+    // Column names were checked against PRAGMA table_info, so only real
+    // column names reach this string; values are bound.
+    let sql = if row.0.is_empty() {
+        "INSERT INTO discoveries DEFAULT VALUES RETURNING id".to_owned()
+    } else {
+        format!(
+            "INSERT INTO discoveries ({}) VALUES ({}) RETURNING id",
+            columns.join(", "),
+            params.join(", ")
+        )
+    };
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (_, value) in &row.0 {
+        query = bind(query, value);
+    }
+    query.fetch_one(&mut *conn).await?.try_get(0)
+}
+
+/// A row the old bot wrote for the same report: same reporter, same time of
+/// report, same description, and not yet claimed by any ledger row.
+async fn find_legacy_copy(conn: &mut SqliteConnection, row: &Row) -> Result<Option<i64>, sqlx::Error> {
+    let (Some(description), Some(timestamp)) = (row.text("description"), row.text("submission_timestamp")) else {
+        return Ok(None);
+    };
+    sqlx::query_scalar(
+        "SELECT id FROM discoveries
+         WHERE discord_user_id IS ?1 AND submission_timestamp = ?2 AND description = ?3
+           AND id NOT IN (SELECT haven_discovery_id FROM keeper_sync_ledger)
+         ORDER BY id LIMIT 1",
+    )
+    .bind(row.text("discord_user_id"))
+    .bind(timestamp)
+    .bind(description)
+    .fetch_optional(&mut *conn)
+    .await
+}

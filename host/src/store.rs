@@ -1,0 +1,360 @@
+//! keeper.db: the bot's own database, the durable half of every guarantee.
+//!
+//! A report is acknowledged only after its `discoveries` row and its
+//! `sync_queue` row are committed in one transaction. An existing keeper.db
+//! from the Python bot is adopted in place: migrations only add what is
+//! missing and never rewrite a row.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row as _, SqliteConnection, SqlitePool};
+
+use crate::queue;
+use crate::report::Report;
+use crate::row::{Row, UnreadableColumn, read_row};
+
+/// The keeper.db `discoveries` table exactly as the Python bot creates it, so
+/// that a file we create is one the old bot (and its other features) can open.
+const DISCOVERIES_TABLE: &str = "CREATE TABLE IF NOT EXISTS discoveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL,
+    username TEXT NOT NULL,
+    guild_id TEXT,
+    discovery_type TEXT NOT NULL,
+    location TEXT NOT NULL,
+    time_period TEXT,
+    condition TEXT,
+    description TEXT NOT NULL,
+    significance TEXT,
+    evidence_url TEXT,
+    related_discoveries TEXT,
+    coordinates TEXT,
+    planet_name TEXT,
+    galaxy_name TEXT,
+    submission_timestamp DATETIME DEFAULT CURRENT_TIMESTAMP,
+    analysis_status TEXT DEFAULT 'pending',
+    pattern_matches INTEGER DEFAULT 0,
+    mystery_tier INTEGER DEFAULT 0,
+    tags TEXT,
+    metadata TEXT,
+    system_name TEXT)";
+
+/// The `sync_queue` table as in SYNC_SYSTEM_GUIDE.md; our own columns are
+/// added by a later migration so that a legacy queue gets them too.
+const SYNC_QUEUE_TABLE: &str = "CREATE TABLE IF NOT EXISTS sync_queue (
+    id INTEGER PRIMARY KEY,
+    discovery_id INTEGER NOT NULL,
+    sync_status TEXT DEFAULT 'pending',
+    sync_attempts INTEGER DEFAULT 0,
+    max_attempts INTEGER DEFAULT 10,
+    last_sync_attempt DATETIME,
+    next_retry_after DATETIME,
+    sync_error TEXT,
+    haven_discovery_id INTEGER,
+    created_at DATETIME DEFAULT CURRENT_TIMESTAMP,
+    synced_at DATETIME,
+    metadata TEXT)";
+
+/// Columns the host reads or writes; an adopted file lacking one is refused.
+const REQUIRED_DISCOVERY_COLUMNS: &[&str] = &[
+    "id",
+    "user_id",
+    "username",
+    "guild_id",
+    "discovery_type",
+    "location",
+    "description",
+    "submission_timestamp",
+    "metadata",
+    "tags",
+    "system_name",
+];
+
+/// Rows written per transaction by a bulk submission: large enough that the
+/// fsync per commit does not dominate, small enough to keep the write lock short.
+const SUBMIT_CHUNK: usize = 5_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open keeper.db at {path}: {source}")]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("cannot create folder {path} for keeper.db: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a usable keeper.db: {reason}")]
+    Incompatible { path: PathBuf, reason: String },
+    #[error("keeper.db: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+/// Open handle on keeper.db.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    source_id: String,
+}
+
+/// One migration: applied once, in order, inside the start-up transaction.
+struct Migration {
+    version: i64,
+    name: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "discoveries table",
+    },
+    Migration {
+        version: 2,
+        name: "sync_queue table",
+    },
+    Migration {
+        version: 3,
+        name: "sync_queue lease, error class and indexes",
+    },
+    Migration {
+        version: 4,
+        name: "source id",
+    },
+];
+
+impl Store {
+    /// Opens (creating if needed) and migrates keeper.db.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let open_err = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(open_err)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: an acknowledged report survives power loss, not only a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(false);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(ref d) if d.message().contains("not a database") => StoreError::Incompatible {
+                    path: path.to_owned(),
+                    reason: "the file is not a SQLite database".into(),
+                },
+                e => open_err(e),
+            })?;
+        let mut conn = pool.acquire().await?;
+        migrate(&mut conn).await.map_err(|e| match e {
+            StoreError::Sql(sqlx::Error::Database(d)) if d.message().contains("not a database") => {
+                StoreError::Incompatible {
+                    path: path.to_owned(),
+                    reason: "the file is not a SQLite database".into(),
+                }
+            }
+            e => e,
+        })?;
+        check_columns(&mut conn, path).await?;
+        let source_id: String = sqlx::query_scalar("SELECT value FROM keeper_sync_meta WHERE key = 'source_id'")
+            .fetch_one(&mut *conn)
+            .await?;
+        drop(conn);
+        Ok(Store { pool, source_id })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Identifies this keeper.db in VH-Database's ledger, so two bots feeding
+    /// one Control Room never mistake each other's discovery ids.
+    pub fn source_id(&self) -> &str {
+        &self.source_id
+    }
+
+    /// Stores validated reports with their queue rows. Returns the new
+    /// discovery ids in input order, each only after its transaction committed.
+    pub async fn submit(&self, reports: &[Report], max_attempts: u32) -> Result<Vec<i64>, StoreError> {
+        let mut ids = Vec::with_capacity(reports.len());
+        for chunk in reports.chunks(SUBMIT_CHUNK) {
+            let records: Vec<serde_json::Value> = chunk.iter().map(report_record).collect();
+            let payload = serde_json::Value::Array(records).to_string();
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM discoveries")
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO discoveries (user_id, username, guild_id, discovery_type, location,
+                     time_period, condition, description, significance, evidence_url,
+                     coordinates, planet_name, tags, metadata, system_name)
+                 SELECT value ->> 'user_id', value ->> 'username', value ->> 'guild_id',
+                     value ->> 'discovery_type', value ->> 'location', value ->> 'time_period',
+                     value ->> 'condition', value ->> 'description', value ->> 'significance',
+                     value ->> 'evidence_url', value ->> 'coordinates', value ->> 'planet_name',
+                     value ->> 'tags', value ->> 'metadata', value ->> 'system_name'
+                 FROM json_each(?1) ORDER BY key",
+            )
+            .bind(payload)
+            .execute(&mut *tx)
+            .await?;
+            let new_ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM discoveries WHERE id > ?1 ORDER BY id")
+                .bind(before)
+                .fetch_all(&mut *tx)
+                .await?;
+            queue::enqueue_discoveries_after(&mut tx, before, max_attempts).await?;
+            tx.commit().await?;
+            ids.extend(new_ids);
+        }
+        Ok(ids)
+    }
+
+    /// Every column of the given discoveries, as stored, keyed by id. A row
+    /// whose bytes cannot be read (invalid UTF-8) maps to its error.
+    pub async fn discoveries(&self, ids: &[i64]) -> Result<HashMap<i64, Result<Row, UnreadableColumn>>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM discoveries WHERE id IN (SELECT value FROM json_each(?1))")
+            .bind(json!(ids).to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let id: i64 = row.try_get("id")?;
+            out.insert(id, read_row(&row));
+        }
+        Ok(out)
+    }
+}
+
+/// The JSON object `submit` turns into one `discoveries` row.
+fn report_record(report: &Report) -> serde_json::Value {
+    json!({
+        "user_id": report.user_id,
+        "username": report.username,
+        "guild_id": report.guild_id,
+        "discovery_type": report.discovery_type,
+        "location": report.location_column(),
+        "time_period": report.time_period,
+        "condition": report.condition,
+        "description": report.description,
+        "significance": report.significance,
+        "evidence_url": report.evidence_url,
+        "coordinates": report.coordinates,
+        "planet_name": report.planet_name(),
+        "tags": report.tags_json(),
+        "metadata": report.metadata_json(),
+        "system_name": report.system_name,
+    })
+}
+
+async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS keeper_sync_migrations (
+             version INTEGER PRIMARY KEY,
+             name TEXT NOT NULL,
+             applied_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM keeper_sync_migrations")
+        .fetch_one(&mut *tx)
+        .await?;
+    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+        apply(&mut tx, migration.version).await?;
+        sqlx::query("INSERT INTO keeper_sync_migrations (version, name) VALUES (?1, ?2)")
+            .bind(migration.version)
+            .bind(migration.name)
+            .execute(&mut *tx)
+            .await?;
+        tracing::info!(version = migration.version, name = migration.name, "keeper.db migrated");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreError> {
+    match version {
+        1 => {
+            sqlx::query(DISCOVERIES_TABLE).execute(&mut *conn).await?;
+            // Bots older than the system_name column have it missing.
+            add_column_if_missing(conn, "discoveries", "system_name", "TEXT").await?;
+        }
+        2 => {
+            sqlx::query(SYNC_QUEUE_TABLE).execute(&mut *conn).await?;
+        }
+        3 => {
+            add_column_if_missing(conn, "sync_queue", "lease_expires_at", "DATETIME").await?;
+            add_column_if_missing(conn, "sync_queue", "claim_token", "TEXT").await?;
+            add_column_if_missing(conn, "sync_queue", "error_class", "TEXT").await?;
+            for index in [
+                "CREATE INDEX IF NOT EXISTS idx_sync_queue_due ON sync_queue (sync_status, next_retry_after)",
+                "CREATE INDEX IF NOT EXISTS idx_sync_queue_discovery ON sync_queue (discovery_id)",
+                "CREATE INDEX IF NOT EXISTS idx_sync_queue_claim ON sync_queue (claim_token)",
+            ] {
+                sqlx::query(index).execute(&mut *conn).await?;
+            }
+        }
+        4 => {
+            sqlx::query("CREATE TABLE IF NOT EXISTS keeper_sync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(
+                "INSERT OR IGNORE INTO keeper_sync_meta (key, value)
+                 VALUES ('source_id', lower(hex(randomblob(16))))",
+            )
+            .execute(&mut *conn)
+            .await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn columns_of(conn: &mut SqliteConnection, table: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT name FROM pragma_table_info(?1)")
+        .bind(table)
+        .fetch_all(&mut *conn)
+        .await
+}
+
+async fn add_column_if_missing(
+    conn: &mut SqliteConnection,
+    table: &'static str,
+    column: &'static str,
+    decl: &'static str,
+) -> Result<(), StoreError> {
+    if !columns_of(conn, table).await?.iter().any(|c| c == column) {
+        let sql = format!("ALTER TABLE {table} ADD COLUMN {column} {decl}");
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+async fn check_columns(conn: &mut SqliteConnection, path: &Path) -> Result<(), StoreError> {
+    let have = columns_of(conn, "discoveries").await?;
+    let missing: Vec<&str> = REQUIRED_DISCOVERY_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !have.iter().any(|h| h == c))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Incompatible {
+            path: path.to_owned(),
+            reason: format!("table discoveries lacks column(s) {}", missing.join(", ")),
+        })
+    }
+}

@@ -1,0 +1,110 @@
+//! The default keeper.db → VH-Database mapping plugin (MAPPING.md).
+//!
+//! The mapping itself lives in plain Rust modules that know nothing of the
+//! component model, so it can be unit tested natively; `component` only
+//! converts between the WIT types and those modules.
+
+mod location;
+mod mapping;
+mod model;
+mod source;
+
+#[cfg(test)]
+mod tests;
+
+pub use mapping::{TYPE_SPECIFIC_COLUMNS, map_row};
+pub use model::{Body, Lookup, Mapped, MappingError, Value};
+
+/// The name recorded as the provenance of every row this plugin writes.
+pub const PLUGIN_NAME: &str = "keeper-default-mapper";
+
+/// The generated bindings only make sense inside a component: natively the
+/// imports have no host behind them.
+#[cfg(target_arch = "wasm32")]
+mod component {
+    wit_bindgen::generate!({ path: "wit", world: "mapper" });
+
+    use keeper::mapper::lookup;
+    use keeper::mapper::types;
+
+    struct DefaultMapper;
+
+    impl Guest for DefaultMapper {
+        fn info() -> PluginInfo {
+            PluginInfo {
+                name: crate::PLUGIN_NAME.to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            }
+        }
+
+        fn map(row: Row) -> Result<Mapped, MappingError> {
+            let columns: Vec<(String, crate::Value)> = row
+                .into_iter()
+                .map(|column| (column.name, from_wit(column.value)))
+                .collect();
+            match crate::map_row(&columns, &HostLookup) {
+                Ok(mapped) => Ok(Mapped {
+                    row: mapped
+                        .row
+                        .into_iter()
+                        .map(|(name, value)| types::Column {
+                            name: name.to_owned(),
+                            value: to_wit(value),
+                        })
+                        .collect(),
+                    warnings: mapped.warnings,
+                }),
+                Err(error) => Err(MappingError {
+                    field: error.field,
+                    message: error.message,
+                }),
+            }
+        }
+    }
+
+    /// The host's `lookup` import, behind the trait the mapping is written
+    /// against.
+    struct HostLookup;
+
+    impl crate::Lookup for HostLookup {
+        fn find_system(&self, name: &str) -> Option<String> {
+            lookup::find_system(name)
+        }
+
+        fn find_planet(&self, system_id: &str, name: &str) -> Option<crate::Body> {
+            lookup::find_planet(system_id, name).map(from_wit_body)
+        }
+
+        fn find_moon(&self, system_id: &str, name: &str) -> Option<crate::Body> {
+            lookup::find_moon(system_id, name).map(from_wit_body)
+        }
+    }
+
+    fn from_wit_body(body: lookup::Body) -> crate::Body {
+        crate::Body {
+            id: body.id,
+            planet_id: body.planet_id,
+            name: body.name,
+        }
+    }
+
+    fn from_wit(value: types::Value) -> crate::Value {
+        match value {
+            types::Value::Null => crate::Value::Null,
+            types::Value::Integer(number) => crate::Value::Integer(number),
+            types::Value::Real(number) => crate::Value::Real(number),
+            types::Value::Text(text) => crate::Value::Text(text),
+        }
+    }
+
+    fn to_wit(value: crate::Value) -> types::Value {
+        match value {
+            crate::Value::Null => types::Value::Null,
+            crate::Value::Integer(number) => types::Value::Integer(number),
+            crate::Value::Real(number) => types::Value::Real(number),
+            crate::Value::Text(text) => types::Value::Text(text),
+        }
+    }
+
+    export!(DefaultMapper);
+}

@@ -1,0 +1,203 @@
+//! Reading typed values out of a keeper.db row and its `metadata` object.
+//!
+//! Every accessor applies MAPPING.md's text rules (trim surrounding white
+//! space; an optional value that is empty after trimming is absent) so the
+//! column table in `mapping.rs` never has to repeat them.
+
+use crate::model::{MappingError, Value};
+
+/// A keeper.db `discoveries` row as the host passed it.
+pub struct SourceRow<'a> {
+    columns: &'a [(String, Value)],
+}
+
+/// Which JSON shape a JSON-text column must hold.
+#[derive(Clone, Copy)]
+pub enum JsonShape {
+    Object,
+    Array,
+}
+
+impl<'a> SourceRow<'a> {
+    pub fn new(columns: &'a [(String, Value)]) -> Self {
+        SourceRow { columns }
+    }
+
+    /// A missing column reads as NULL, because the host passes the columns
+    /// of whatever keeper.db version it reads, and older rows may lack some.
+    /// Should a name appear twice (the contract forbids it), the first wins,
+    /// so the result is still deterministic.
+    fn get(&self, name: &str) -> &'a Value {
+        const NULL: &Value = &Value::Null;
+        self.columns
+            .iter()
+            .find(|(column, _)| column == name)
+            .map_or(NULL, |(_, value)| value)
+    }
+
+    /// A NOT NULL text column of the target: absent, blank or non-text is a
+    /// permanent error, because the database would reject the row anyway and
+    /// a number in a description is a sign of a corrupt source row.
+    pub fn required_text(&self, name: &str) -> Result<String, MappingError> {
+        match self.get(name) {
+            Value::Text(text) => match text.trim() {
+                "" => Err(MappingError::field(name, format!("{name} is required"))),
+                trimmed => Ok(trimmed.to_owned()),
+            },
+            Value::Null => Err(MappingError::field(name, format!("{name} is required"))),
+            other => Err(MappingError::field(
+                name,
+                format!("{name} must be text, found {}", other.describe()),
+            )),
+        }
+    }
+
+    /// An optional text column. A number is written as its decimal text, as
+    /// SQLite itself does when it stores a number in a TEXT column: nothing
+    /// is lost, and IDs (Discord snowflakes) are often numbers.
+    pub fn optional_text(&self, name: &str) -> Option<String> {
+        match self.get(name) {
+            Value::Null => None,
+            Value::Integer(number) => Some(number.to_string()),
+            Value::Real(number) => Some(format!("{number:?}")),
+            Value::Text(text) => non_blank(text),
+        }
+    }
+
+    /// An INTEGER column. Legacy rows may hold the digits as text; those are
+    /// converted. Anything that is not a whole number is an error rather than
+    /// a silent 0, because the target column could not hold it faithfully.
+    pub fn optional_integer(&self, name: &str) -> Result<Option<i64>, MappingError> {
+        match self.get(name) {
+            Value::Null => Ok(None),
+            Value::Integer(number) => Ok(Some(*number)),
+            Value::Real(number) => real_to_integer(*number)
+                .map(Some)
+                .ok_or_else(|| MappingError::field(name, format!("{name} must be an integer, found {number}"))),
+            Value::Text(text) => match text.trim() {
+                "" => Ok(None),
+                trimmed => trimmed.parse::<i64>().map(Some).map_err(|_| {
+                    MappingError::field(name, format!("{name} must be an integer, found the text '{trimmed}'"))
+                }),
+            },
+        }
+    }
+
+    /// A column copied with its SQL type unchanged (a DATETIME may be text,
+    /// a Unix time or a Julian day); only text gets the text rules.
+    pub fn optional_as_stored(&self, name: &str) -> Option<Value> {
+        match self.get(name) {
+            Value::Null => None,
+            Value::Text(text) => non_blank(text).map(Value::Text),
+            other => Some(other.clone()),
+        }
+    }
+
+    /// A column holding JSON text. Returns the text as stored (trimmed) and
+    /// the parsed value, so `metadata` is parsed once and both copied and
+    /// read. Invalid JSON is a permanent mapping error carrying the parser's
+    /// message, never a panic.
+    pub fn optional_json(
+        &self,
+        name: &str,
+        shape: JsonShape,
+    ) -> Result<Option<(String, serde_json::Value)>, MappingError> {
+        let text = match self.get(name) {
+            Value::Null => return Ok(None),
+            Value::Text(text) => match non_blank(text) {
+                Some(text) => text,
+                None => return Ok(None),
+            },
+            other => {
+                return Err(MappingError::field(
+                    name,
+                    format!("{name} must be JSON text, found {}", other.describe()),
+                ));
+            }
+        };
+        let parsed: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|error| MappingError::field(name, format!("{name} is not valid JSON: {error}")))?;
+        let shape_ok = match shape {
+            JsonShape::Object => parsed.is_object(),
+            JsonShape::Array => parsed.is_array(),
+        };
+        if !shape_ok {
+            let expected = match shape {
+                JsonShape::Object => "a JSON object",
+                JsonShape::Array => "a JSON array",
+            };
+            return Err(MappingError::field(
+                name,
+                format!("{name} must be {expected}, found {}", json_kind(&parsed)),
+            ));
+        }
+        Ok(Some((text, parsed)))
+    }
+}
+
+/// The `metadata` object of a row, where the bot keeps the type-specific
+/// fields and the reporter's location choice.
+pub struct Metadata<'a> {
+    object: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+impl<'a> Metadata<'a> {
+    /// `None` (no metadata) behaves as an empty object: every key absent.
+    pub fn new(value: Option<&'a serde_json::Value>) -> Self {
+        Metadata {
+            object: value.and_then(serde_json::Value::as_object),
+        }
+    }
+
+    /// A text value of `metadata.<key>`. JSON numbers and booleans are
+    /// written as their JSON text, because a form field typed "3" may reach
+    /// us as the number 3 and is still the reporter's answer. An object or
+    /// array has no faithful text form in a TEXT column: that is an error.
+    pub fn text(&self, key: &str) -> Result<Option<String>, MappingError> {
+        let Some(value) = self.object.and_then(|object| object.get(key)) else {
+            return Ok(None);
+        };
+        match value {
+            serde_json::Value::Null => Ok(None),
+            serde_json::Value::String(text) => Ok(non_blank(text)),
+            serde_json::Value::Number(number) => Ok(Some(number.to_string())),
+            serde_json::Value::Bool(flag) => Ok(Some(flag.to_string())),
+            serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                let field = format!("metadata.{key}");
+                let message = format!("{field} must be text, found {}", json_kind(value));
+                Err(MappingError::field(field, message))
+            }
+        }
+    }
+}
+
+fn non_blank(text: &str) -> Option<String> {
+    match text.trim() {
+        "" => None,
+        trimmed => Some(trimmed.to_owned()),
+    }
+}
+
+/// Only whole numbers inside i64's range convert, so that no digit is lost.
+fn real_to_integer(number: f64) -> Option<i64> {
+    // 2^63 is exactly representable; anything at or above it overflows i64.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    if number.fract() == 0.0 && (-LIMIT..LIMIT).contains(&number) {
+        // In range and whole (NaN and infinities fail both tests above), so
+        // the cast is exact.
+        Some(number as i64)
+    } else {
+        None
+    }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a JSON array",
+        serde_json::Value::Object(_) => "a JSON object",
+    }
+}

@@ -1,0 +1,711 @@
+//! The guide's own test scenarios, automated against the real binary and real
+//! SQLite files: submit → synced; VH-Database missing, locked, mismatched;
+//! the backoff schedule; manual retry; cleanup; a worker killed mid-batch;
+//! adoption of a legacy keeper.db; bulk submission.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use sqlx::Row;
+
+#[tokio::test]
+async fn submitted_moon_report_syncs_with_resolved_ids() {
+    let env = Env::new();
+    let id = env.submit(
+        "🦴",
+        "Ixiezh HV",
+        "planet:Getre Beta",
+        "  Ancient alien fossil  ",
+        &[
+            "--field",
+            "species_type=Vertebrate",
+            "--field",
+            "estimated_age=200 million years",
+            "--tag",
+            "bones",
+        ],
+    );
+    assert_eq!(queue_state(&env.keeper, id).await.0, "pending");
+
+    let out = env.ok(&["sync", "--once"]);
+    assert!(out.contains("synced 1, failed 0"), "{out}");
+    assert_eq!(queue_state(&env.keeper, id).await, ("synced".into(), 1, None));
+
+    let vh = rows(
+        &env.haven,
+        "SELECT discovery_type, system_id, planet_id, moon_id, location_type, location_name, description,
+                species_type, estimated_age, discovered_by, discord_user_id, submission_timestamp, tags
+         FROM discoveries",
+    )
+    .await;
+    assert_eq!(vh.len(), 1);
+    let row = &vh[0];
+    assert_eq!(row.get::<String, _>("discovery_type"), "🦴");
+    assert_eq!(row.get::<String, _>("system_id"), "SYS_EUCLID_D148E5FD");
+    // Getre Beta is a moon (id 6) of planet 31, whatever the reporter said.
+    assert_eq!(row.get::<String, _>("location_type"), "moon");
+    assert_eq!(row.get::<Option<i64>, _>("moon_id"), Some(6));
+    assert_eq!(row.get::<Option<i64>, _>("planet_id"), Some(31));
+    assert_eq!(row.get::<String, _>("location_name"), "Getre Beta");
+    assert_eq!(row.get::<String, _>("description"), "Ancient alien fossil");
+    assert_eq!(row.get::<String, _>("species_type"), "Vertebrate");
+    assert_eq!(row.get::<String, _>("estimated_age"), "200 million years");
+    assert_eq!(row.get::<String, _>("discovered_by"), "Explorer#1234");
+    assert_eq!(row.get::<String, _>("discord_user_id"), "123456789");
+    let tags: String = row.get("tags");
+    assert_eq!(serde_json::from_str::<Vec<String>>(&tags).unwrap(), ["bones"]);
+
+    // The time of the report, not of the sync.
+    let mut keeper = connect(&env.keeper).await;
+    let reported: String = sqlx::query_scalar("SELECT submission_timestamp FROM discoveries WHERE id = ?1")
+        .bind(id)
+        .fetch_one(&mut keeper)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String, _>("submission_timestamp"), reported);
+
+    // The queue remembers where it went and which plugin wrote it.
+    let (haven_id, metadata): (i64, String) =
+        sqlx::query_as("SELECT haven_discovery_id, metadata FROM sync_queue WHERE discovery_id = ?1")
+            .bind(id)
+            .fetch_one(&mut keeper)
+            .await
+            .unwrap();
+    assert_eq!(haven_id, scalar_i64(&env.haven, "SELECT id FROM discoveries").await);
+    let metadata: serde_json::Value = serde_json::from_str(&metadata).unwrap();
+    assert_eq!(metadata["plugin"]["name"], "keeper-default-mapper");
+    assert_eq!(metadata["plugin"]["hash"].as_str().map(str::len), Some(64));
+    assert_eq!(
+        scalar_i64(
+            &env.haven,
+            "SELECT COUNT(*) FROM keeper_sync_ledger WHERE plugin_name = 'keeper-default-mapper'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn unresolved_location_syncs_with_a_warning() {
+    let env = Env::new();
+    let id = env.submit("💎", "Nowhere Known", "planet:Atlantis", "Gold everywhere", &[]);
+    env.ok(&["sync", "--once"]);
+    assert_eq!(queue_state(&env.keeper, id).await.0, "synced");
+    let vh = rows(
+        &env.haven,
+        "SELECT system_id, planet_id, location_type, location_name FROM discoveries",
+    )
+    .await;
+    assert_eq!(vh[0].get::<Option<String>, _>("system_id"), None);
+    assert_eq!(vh[0].get::<Option<i64>, _>("planet_id"), None);
+    assert_eq!(vh[0].get::<String, _>("location_type"), "planet");
+    assert_eq!(vh[0].get::<String, _>("location_name"), "Atlantis");
+    let meta: String = rows(&env.keeper, "SELECT metadata FROM sync_queue").await[0].get("metadata");
+    assert!(meta.contains("warnings"), "{meta}");
+}
+
+#[tokio::test]
+async fn missing_vh_database_waits_then_syncs_when_restored() {
+    let env = Env::new();
+    let aside = env.dir.path().join("VH-Database.moved");
+    std::fs::rename(&env.haven, &aside).unwrap();
+    let id = env.submit("🚀", "Oculi", "planet:Erren", "A wreck", &[]);
+
+    let out = env.ok(&["sync", "--once"]);
+    assert!(out.contains("synced 0, failed 1"), "{out}");
+    let (status, attempts, error) = queue_state(&env.keeper, id).await;
+    assert_eq!((status.as_str(), attempts), ("pending", 1));
+    let error = error.unwrap();
+    assert!(error.starts_with("VH-Database not accessible:"), "{error}");
+    assert!(!env.haven.exists(), "an explicitly named VH-Database is never created");
+
+    std::fs::rename(&aside, &env.haven).unwrap();
+    env.ok(&["sync", "--once"]);
+    assert_eq!(queue_state(&env.keeper, id).await, ("synced".into(), 2, None));
+    assert_eq!(scalar_i64(&env.haven, "SELECT COUNT(*) FROM discoveries").await, 1);
+}
+
+#[tokio::test]
+async fn locked_vh_database_fails_fast_then_syncs_when_released() {
+    let mut env = Env::new();
+    env.var("HAVEN_BUSY_TIMEOUT_MS", 200);
+    let id = env.submit("⚡", "Tenex[VH]", "planet:Quarda", "Sandstorms", &[]);
+
+    let mut holder = connect(&env.haven).await;
+    sqlx::raw_sql("BEGIN EXCLUSIVE").execute(&mut holder).await.unwrap();
+    let started = Instant::now();
+    env.ok(&["sync", "--once"]);
+    let (status, _, error) = queue_state(&env.keeper, id).await;
+    assert_eq!(status, "pending");
+    assert!(
+        error.as_deref().unwrap_or("").contains("database is locked"),
+        "{error:?}"
+    );
+    // Bounded by the busy timeout, not a hang (generous bound: shared machines are slow).
+    assert!(started.elapsed() < Duration::from_secs(60));
+
+    sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.unwrap();
+    drop(holder);
+    env.ok(&["sync", "--once"]);
+    assert_eq!(queue_state(&env.keeper, id).await.0, "synced");
+}
+
+#[tokio::test]
+async fn vh_table_missing_a_column_is_a_schema_mismatch() {
+    let env = Env::new();
+    exec(&env.haven, "ALTER TABLE discoveries DROP COLUMN species_type").await;
+    let id = env.submit(
+        "🦴",
+        "Oculi",
+        "planet:Erren",
+        "Bones",
+        &["--field", "species_type=Raptor"],
+    );
+    env.ok(&["sync", "--once"]);
+    let (status, _, error) = queue_state(&env.keeper, id).await;
+    assert_eq!(status, "pending");
+    assert_eq!(
+        error.as_deref(),
+        Some("schema mismatch: column species_type missing in VH-Database table discoveries")
+    );
+    assert_eq!(scalar_i64(&env.haven, "SELECT COUNT(*) FROM discoveries").await, 0);
+}
+
+#[tokio::test]
+async fn backoff_doubles_and_the_tenth_failure_gives_up() {
+    let mut env = Env::new();
+    env.var("SYNC_RETRY_BASE", 30);
+    std::fs::remove_file(&env.haven).unwrap();
+    let id = env.submit("📜", "Oculi", "space:station:Oculi Hub", "A log", &[]);
+
+    let mut delays = Vec::new();
+    for attempt in 1..=10 {
+        env.ok(&["sync", "--once"]);
+        let mut conn = connect(&env.keeper).await;
+        let (status, attempts, delay): (String, i64, Option<i64>) = sqlx::query_as(
+            "SELECT sync_status, sync_attempts,
+                    CAST(round((julianday(next_retry_after) - julianday(last_sync_attempt)) * 86400) AS INTEGER)
+             FROM sync_queue WHERE discovery_id = ?1",
+        )
+        .bind(id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(attempts, attempt);
+        if attempt < 10 {
+            assert_eq!(status, "pending");
+            delays.push(delay.unwrap());
+            // Not due yet: another pass leaves it alone.
+            env.ok(&["sync", "--once"]);
+            assert_eq!(queue_state(&env.keeper, id).await.1, attempt);
+            // Pretend the wait is over.
+            sqlx::query("UPDATE sync_queue SET next_retry_after = datetime('now', '-1 second')")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        } else {
+            assert_eq!(status, "max_retries_exceeded");
+            assert_eq!(delay, None);
+        }
+    }
+    assert_eq!(delays, [30, 60, 120, 240, 480, 960, 1920, 3840, 7680]);
+
+    let failed: serde_json::Value = serde_json::from_str(&env.ok(&["failed", "--json"])).unwrap();
+    assert_eq!(failed["count"], 1);
+    let item = &failed["failed_items"][0];
+    assert_eq!(item["discovery_id"], id);
+    assert_eq!(item["sync_attempts"], 10);
+    assert_eq!(item["discovery_type"], "📜");
+    assert_eq!(item["username"], "Explorer#1234");
+    assert!(
+        item["sync_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("VH-Database not accessible")
+    );
+}
+
+#[tokio::test]
+async fn manual_retry_resets_a_failed_item_and_it_syncs() {
+    let mut env = Env::new();
+    env.var("SYNC_MAX_ATTEMPTS", 1);
+    let aside = env.dir.path().join("aside.db");
+    std::fs::rename(&env.haven, &aside).unwrap();
+    let id = env.submit("🆕", "Oculi", "planet:Erren", "New biome", &[]);
+    env.ok(&["sync", "--once"]);
+    assert_eq!(queue_state(&env.keeper, id).await.0, "max_retries_exceeded");
+    let queue_id = scalar_i64(&env.keeper, "SELECT id FROM sync_queue").await;
+
+    // A failed item is not retried by the worker on its own.
+    std::fs::rename(&aside, &env.haven).unwrap();
+    env.ok(&["sync", "--once"]);
+    assert_eq!(queue_state(&env.keeper, id).await.0, "max_retries_exceeded");
+
+    let out = env.ok(&["retry", &queue_id.to_string()]);
+    assert_eq!(out.trim(), format!("Queue item {queue_id} marked for retry"));
+    assert_eq!(queue_state(&env.keeper, id).await, ("pending".into(), 0, None));
+    env.ok(&["sync", "--once"]);
+    assert_eq!(queue_state(&env.keeper, id).await.0, "synced");
+
+    // Unknown and already-synced items are refused with a reason.
+    let out = env.run(&["retry", "9999"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("queue item 9999 does not exist"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run(&["retry", &queue_id.to_string()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("already synced"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn retry_all_failed_requeues_every_failed_item() {
+    let mut env = Env::new();
+    env.var("SYNC_MAX_ATTEMPTS", 1);
+    std::fs::remove_file(&env.haven).unwrap();
+    for n in 0..3 {
+        env.submit("🦗", "Oculi", "planet:Erren", &format!("Creature {n}"), &[]);
+    }
+    env.ok(&["sync", "--once"]);
+    assert_eq!(
+        scalar_i64(
+            &env.keeper,
+            "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'max_retries_exceeded'"
+        )
+        .await,
+        3
+    );
+    let out = env.ok(&["retry", "--all-failed"]);
+    assert_eq!(out.trim(), "3 failed item(s) marked for retry");
+    assert_eq!(
+        scalar_i64(
+            &env.keeper,
+            "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'pending' AND sync_attempts = 0"
+        )
+        .await,
+        3
+    );
+}
+
+#[tokio::test]
+async fn cleanup_deletes_only_old_synced_items() {
+    let env = Env::new();
+    let old = env.submit("🏛️", "Oculi", "planet:Erren", "Old temple", &[]);
+    let recent = env.submit("🏛️", "Oculi", "planet:Erren", "New temple", &[]);
+    env.ok(&["sync", "--once"]);
+    let pending = env.submit("🏛️", "Oculi", "planet:Erren", "Unsynced temple", &[]);
+    let mut conn = connect(&env.keeper).await;
+    sqlx::query("UPDATE sync_queue SET synced_at = datetime('now', '-40 days') WHERE discovery_id = ?1")
+        .bind(old)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let out = env.ok(&["cleanup", "--days", "30"]);
+    assert_eq!(out.trim(), "deleted 1 synced item(s) older than 30 day(s)");
+    let left: Vec<i64> = sqlx::query_scalar("SELECT discovery_id FROM sync_queue ORDER BY discovery_id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, [recent, pending]);
+    // The discovery itself stays in keeper.db.
+    assert_eq!(scalar_i64(&env.keeper, "SELECT COUNT(*) FROM discoveries").await, 3);
+}
+
+#[tokio::test]
+async fn status_counts_by_state() {
+    let env = Env::new();
+    env.submit("⚙️", "Oculi", "planet:Erren", "Device", &[]);
+    env.submit("⚙️", "Oculi", "planet:Erren", "Device 2", &[]);
+    env.ok(&["sync", "--once"]);
+    env.submit("⚙️", "Oculi", "planet:Erren", "Device 3", &[]);
+    let status: serde_json::Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    assert_eq!(
+        status["queue"],
+        serde_json::json!({"pending": 1, "syncing": 0, "synced": 2, "failed": 0})
+    );
+    assert_eq!(status["totals"]["total_synced"], 2);
+}
+
+/// Reports as JSON lines, valid, `n` of them.
+fn jsonl(n: usize) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        s.push_str(
+            &serde_json::json!({
+                "discovery_type": "💎", "system_name": "Oculi", "location": "planet:New Oculs",
+                "description": format!("Deposit number {i}"), "username": "Miner", "user_id": "42",
+                "resource_type": "Gold",
+            })
+            .to_string(),
+        );
+        s.push('\n');
+    }
+    s
+}
+
+#[tokio::test]
+async fn killed_worker_loses_nothing_and_duplicates_nothing() {
+    const N: usize = 3000;
+    let mut env = Env::new();
+    env.var("SYNC_BATCH_SIZE", 50).var("SYNC_LEASE", 2);
+    let file = env.dir.path().join("bulk.jsonl");
+    std::fs::write(&file, jsonl(N)).unwrap();
+    let ids = env.ok(&["submit", "--json", file.to_str().unwrap()]);
+    assert_eq!(ids.lines().count(), N);
+
+    let mut child = env
+        .command(&["sync"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once it has delivered something but not everything.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let synced = scalar_i64(
+            &env.keeper,
+            "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'",
+        )
+        .await;
+        if synced > 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let done_before = scalar_i64(
+        &env.keeper,
+        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'",
+    )
+    .await;
+    assert!(
+        done_before > 0 && (done_before as usize) < N,
+        "killed after {done_before} of {N}"
+    );
+
+    // The dead worker's lease runs out; a new worker picks everything up.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    env.ok(&["sync", "--once"]);
+    assert_eq!(
+        scalar_i64(
+            &env.keeper,
+            "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'"
+        )
+        .await,
+        N as i64
+    );
+    assert_eq!(
+        scalar_i64(&env.haven, "SELECT COUNT(*) FROM discoveries").await,
+        N as i64
+    );
+    assert_eq!(
+        scalar_i64(&env.haven, "SELECT COUNT(DISTINCT description) FROM discoveries").await,
+        N as i64
+    );
+    // Every queue item points at its own VH row, and the ledger agrees.
+    assert_eq!(
+        scalar_i64(&env.keeper, "SELECT COUNT(DISTINCT haven_discovery_id) FROM sync_queue").await,
+        N as i64
+    );
+    assert_eq!(
+        scalar_i64(&env.haven, "SELECT COUNT(*) FROM keeper_sync_ledger").await,
+        N as i64
+    );
+}
+
+#[tokio::test]
+async fn crash_between_vh_commit_and_queue_update_does_not_insert_twice() {
+    let env = Env::new();
+    let id = env.submit("🦴", "Oculi", "planet:Erren", "Fossil", &[]);
+    env.ok(&["sync", "--once"]);
+    // Put the item back as if the worker died after writing VH-Database but
+    // before marking the queue: the ledger must recognise it.
+    exec(
+        &env.keeper,
+        "UPDATE sync_queue SET sync_status = 'syncing', lease_expires_at = datetime('now', '-1 second'),
+             haven_discovery_id = NULL, synced_at = NULL",
+    )
+    .await;
+    env.ok(&["sync", "--once"]);
+    assert_eq!(queue_state(&env.keeper, id).await.0, "synced");
+    assert_eq!(scalar_i64(&env.haven, "SELECT COUNT(*) FROM discoveries").await, 1);
+    assert_eq!(
+        scalar_i64(&env.keeper, "SELECT haven_discovery_id FROM sync_queue").await,
+        scalar_i64(&env.haven, "SELECT id FROM discoveries").await
+    );
+}
+
+/// Every row of every table, as text, to compare a database before and after.
+async fn dump(path: &std::path::Path, tables: &[&str]) -> Vec<String> {
+    let mut conn = connect(path).await;
+    let mut out = Vec::new();
+    for table in tables {
+        let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?1)")
+            .bind(table)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let quoted: Vec<String> = columns.iter().map(|c| format!("quote(\"{c}\")")).collect();
+        let sql = format!("SELECT {} FROM {table} ORDER BY rowid", quoted.join(" || '|' || "));
+        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        out.extend(rows.into_iter().map(|r| format!("{table}: {r}")));
+    }
+    out
+}
+
+/// Writes rows the way the Python bot did, into a copy of its keeper.db.
+async fn legacy_keeper_with_reports(env: &Env) {
+    std::fs::copy(KEEPER_LEGACY, &env.keeper).unwrap();
+    set_writable(&env.keeper);
+    exec(
+        &env.keeper,
+        r#"INSERT INTO discoveries (user_id, username, guild_id, discovery_type, location, description,
+               planet_name, submission_timestamp, metadata, tags, system_name)
+           VALUES ('111', 'OldTimer', '999', '🦴', 'Getre Beta', 'Bones under the ice', 'Getre Beta',
+               '2025-11-12 10:00:00', '{"location_type":"planet","location_name":"Getre Beta","species_type":"Raptor"}',
+               '["ice"]', 'Ixiezh HV'),
+                  ('222', 'Newcomer', '999', '💎', 'Erren', 'Copper vein', 'Erren',
+               '2025-11-13 11:00:00', '{"resource_type":"Copper"}', NULL, 'Oculi'),
+                  ('333', 'Quiet', NULL, '📖', 'Space', 'A story ✨ with ünïcödé', NULL,
+               '2025-11-14 12:00:00', NULL, NULL, 'Tenex[VH]');"#,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn adopting_a_legacy_keeper_db_leaves_its_rows_untouched() {
+    let env = Env::new();
+    legacy_keeper_with_reports(&env).await;
+    let tables = [
+        "discoveries",
+        "patterns",
+        "user_stats",
+        "server_config",
+        "archive_entries",
+    ];
+    let before = dump(&env.keeper, &tables).await;
+    assert_eq!(before.iter().filter(|r| r.starts_with("discoveries")).count(), 3);
+
+    env.ok(&["status"]);
+    env.ok(&["status"]); // migrations run once; the second open is a no-op
+    assert_eq!(dump(&env.keeper, &tables).await, before);
+    assert_eq!(
+        scalar_i64(&env.keeper, "SELECT COUNT(*) FROM keeper_sync_migrations").await,
+        4
+    );
+    assert_eq!(scalar_i64(&env.keeper, "SELECT COUNT(*) FROM sync_queue").await, 0);
+}
+
+#[tokio::test]
+async fn backfill_queues_legacy_reports_and_links_ones_already_in_vh() {
+    let env = Env::new();
+    legacy_keeper_with_reports(&env).await;
+    // The old bot had already copied the first report into VH-Database.
+    exec(
+        &env.haven,
+        "INSERT INTO discoveries (discovery_type, location_type, location_name, description, discord_user_id, submission_timestamp)
+         VALUES ('🦴', 'planet', 'Getre Beta', 'Bones under the ice', '111', '2025-11-12 10:00:00')",
+    )
+    .await;
+    let out = env.ok(&["backfill"]);
+    assert_eq!(out.trim(), "queued 3 discovery(ies) that had no queue row");
+    assert_eq!(
+        env.ok(&["backfill"]).trim(),
+        "queued 0 discovery(ies) that had no queue row"
+    );
+    env.ok(&["sync", "--once"]);
+    assert_eq!(
+        scalar_i64(
+            &env.keeper,
+            "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'"
+        )
+        .await,
+        3
+    );
+    // One linked, two inserted: three rows, not four.
+    assert_eq!(scalar_i64(&env.haven, "SELECT COUNT(*) FROM discoveries").await, 3);
+    assert_eq!(
+        scalar_i64(&env.haven, "SELECT COUNT(*) FROM keeper_sync_ledger WHERE linked = 1").await,
+        1
+    );
+    let story = rows(
+        &env.haven,
+        "SELECT description, location_type FROM discoveries WHERE discord_user_id = '333'",
+    )
+    .await;
+    assert_eq!(story[0].get::<String, _>("description"), "A story ✨ with ünïcödé");
+}
+
+#[tokio::test]
+async fn bulk_submit_with_malformed_lines_writes_nothing() {
+    let env = Env::new();
+    let mut input = jsonl(3);
+    input.push_str("{not json\n");
+    input.push_str(r#"{"discovery_type":"💎","system_name":"Oculi","location":"planet:X","username":"u"}"#);
+    input.push('\n');
+    input.push_str(
+        r#"{"discovery_type":"🦄","system_name":"Oculi","location":"planet:X","description":"d","username":"u"}"#,
+    );
+    input.push('\n');
+    input.push_str(&format!(
+        r#"{{"discovery_type":"🦴","system_name":"Oculi","location":"planet:X","description":"{}","username":"u"}}"#,
+        "x".repeat(1001)
+    ));
+    input.push('\n');
+    let mut bytes = input.into_bytes();
+    bytes.extend_from_slice(b"\xff\xfe not utf-8\n");
+    let out = env.run_with_stdin(&["submit", "--json", "-"], &bytes);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("5 report(s) rejected, nothing was written"), "{err}");
+    assert!(err.contains("line 4: not JSON"), "{err}");
+    assert!(err.contains("line 5: description"), "{err}");
+    assert!(err.contains("line 6: discovery_type"), "{err}");
+    assert!(err.contains("line 7: description"), "{err}");
+    assert!(err.contains("line 8: not valid UTF-8"), "{err}");
+    assert!(out.stdout.is_empty());
+    assert_eq!(scalar_i64(&env.keeper, "SELECT COUNT(*) FROM discoveries").await, 0);
+    assert_eq!(scalar_i64(&env.keeper, "SELECT COUNT(*) FROM sync_queue").await, 0);
+}
+
+#[tokio::test]
+async fn bad_flags_are_rejected_naming_the_field() {
+    let env = Env::new();
+    for (args, expected) in [
+        (vec!["--type", "🦴", "--field", "resource_type=Gold"], "resource_type"),
+        (vec!["--type", "🦴", "--field", "nonsense=1"], "nonsense"),
+        (vec!["--type", "🦴", "--field", "no-equals-sign"], "COLUMN=VALUE"),
+        (vec!["--type", "🦴", "--location", "house:Home"], "location"),
+        (vec!["--type", "🦴", "--user-id", "DROP TABLE discoveries;"], "user_id"),
+        (
+            vec!["--type", "🦴", "--description", "bell \u{7} in text"],
+            "description",
+        ),
+    ] {
+        let mut full = vec!["submit", "--system", "Oculi", "--user", "u"];
+        if !args.contains(&"--location") {
+            full.extend(["--location", "planet:Erren"]);
+        }
+        if !args.contains(&"--description") {
+            full.extend(["--description", "Something"]);
+        }
+        full.extend(args.iter().copied());
+        let out = env.run(&full);
+        assert!(!out.status.success(), "{full:?} was accepted");
+        assert!(stderr(&out).contains(expected), "{full:?}: {}", stderr(&out));
+    }
+    assert_eq!(scalar_i64(&env.keeper, "SELECT COUNT(*) FROM discoveries").await, 0);
+}
+
+#[tokio::test]
+async fn bulk_submit_of_100k_lines_works() {
+    const N: usize = 100_000;
+    let env = Env::new();
+    let out = env.run_with_stdin(&["submit", "--json", "-"], jsonl(N).as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ids: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), N);
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "ids in input order");
+    assert_eq!(
+        scalar_i64(
+            &env.keeper,
+            "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'pending'"
+        )
+        .await,
+        N as i64
+    );
+    let mut conn = connect(&env.keeper).await;
+    let last: String = sqlx::query_scalar("SELECT description FROM discoveries WHERE id = ?1")
+        .bind(ids[N - 1])
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(last, format!("Deposit number {}", N - 1));
+}
+
+#[tokio::test]
+async fn default_vh_database_is_created_when_none_is_configured() {
+    let env = Env::new();
+    let id = env.submit("🦴", "Oculi", "planet:Erren", "Fossil", &[]);
+    let out = env
+        .command(&["sync", "--once"])
+        .env_remove("HAVEN_DB_PATH")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let created = env.dir.path().join("data/VH-Database.db");
+    assert!(created.is_file());
+    assert_eq!(queue_state(&env.keeper, id).await.0, "synced");
+    assert_eq!(scalar_i64(&created, "SELECT COUNT(*) FROM discoveries").await, 1);
+    assert_eq!(
+        scalar_i64(&created, "SELECT COUNT(*) FROM pragma_table_info('discoveries')").await,
+        64
+    );
+}
+
+#[tokio::test]
+async fn keeper_db_that_is_not_a_database_is_refused_clearly() {
+    let env = Env::new();
+    std::fs::write(
+        &env.keeper,
+        b"this is not sqlite, just text that is long enough to look like a header",
+    )
+    .unwrap();
+    let out = env.run(&["status"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not a SQLite database") || stderr(&out).contains("not a database"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn run_logs_start_up_syncs_and_stops_cleanly_on_sigterm() {
+    let mut env = Env::new();
+    env.var("SYNC_INTERVAL", 1);
+    let id = env.submit("🦗", "Oculi", "planet:Erren", "Glowing moth", &[]);
+    let child = env
+        .command(&["run"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while queue_state(&env.keeper, id).await.0 != "synced" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(queue_state(&env.keeper, id).await.0, "synced");
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(log.contains("🔄 Sync worker started (1s intervals)"), "{log}");
+    assert!(log.contains("DISCORD_TOKEN is not set"), "{log}");
+    assert_eq!(
+        scalar_i64(
+            &env.keeper,
+            "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'syncing'"
+        )
+        .await,
+        0
+    );
+}
