@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 use crate::config::Settings;
 use crate::mapper::{DEFAULT_PLUGIN, Limits, PluginError, PluginSlot, Runtime};
 use crate::queue::Queue;
+use crate::registry::{BUILT_IN, Registry};
 use crate::sink::Sink;
 use crate::store::{Store, StoreError};
 use crate::worker::{Worker, WorkerStatus};
@@ -19,6 +20,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("the built-in mapping plugin cannot be loaded: {0}")]
     Plugin(#[from] PluginError),
+    #[error("keeper.db: {0}")]
+    Sql(#[from] sqlx::Error),
 }
 
 /// The open databases and the rules they are run by.
@@ -27,6 +30,7 @@ pub struct App {
     pub settings: Settings,
     pub store: Store,
     pub queue: Queue,
+    pub registry: Registry,
     pub wake: Arc<Notify>,
 }
 
@@ -35,10 +39,12 @@ impl App {
     pub async fn open(settings: Settings) -> Result<App, AppError> {
         let store = Store::open(&settings.keeper_db).await?;
         let queue = Queue::new(store.pool().clone(), settings.retry_policy(), settings.lease());
+        let registry = Registry::new(store.pool().clone());
         Ok(App {
             settings,
             store,
             queue,
+            registry,
             wake: Arc::new(Notify::new()),
         })
     }
@@ -56,6 +62,7 @@ impl App {
             hash = %plugin.info().hash,
             "mapping plugin active"
         );
+        self.registry.activated(plugin.info(), BUILT_IN).await?;
         let settings = &self.settings;
         Ok(Worker {
             store: self.store.clone(),

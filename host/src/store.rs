@@ -121,6 +121,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "source id",
     },
+    Migration {
+        version: 5,
+        name: "plugin registry",
+    },
 ];
 
 impl Store {
@@ -316,6 +320,25 @@ async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreErr
             )
             .execute(&mut *conn)
             .await?;
+        }
+        5 => {
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS keeper_plugins (
+                     id INTEGER PRIMARY KEY,
+                     name TEXT NOT NULL,
+                     version TEXT NOT NULL,
+                     hash TEXT NOT NULL,
+                     source TEXT NOT NULL,
+                     status TEXT NOT NULL CHECK (status IN ('active', 'retired', 'rejected')),
+                     reason TEXT,
+                     recorded_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+                     retired_at DATETIME)",
+            )
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("CREATE INDEX IF NOT EXISTS idx_keeper_plugins_status ON keeper_plugins (status, id)")
+                .execute(&mut *conn)
+                .await?;
         }
         _ => {}
     }

@@ -1,0 +1,130 @@
+//! The plugin registry: which mapping plugins this keeper.db has run, which
+//! one is active, and which were refused and why.
+//!
+//! It lives in keeper.db (table `keeper_plugins`, one row per event) so that
+//! `keeper plugin list`, `GET /plugins` and every process sharing the
+//! database see the same answer, and it survives restarts. The plugin slot in
+//! memory decides what a batch runs on; this table is its record.
+
+use serde::Serialize;
+use sqlx::SqlitePool;
+
+use crate::mapper::PluginInfo;
+
+/// Where the built-in plugin comes from, in `source`.
+pub const BUILT_IN: &str = "built-in";
+
+/// How many retired and rejected plugins [`Registry::list`] returns.
+const LIST_LIMIT: i64 = 50;
+
+/// One registry row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct PluginRecord {
+    /// Empty for a file that never reported a name (not a plugin at all).
+    pub name: String,
+    pub version: String,
+    /// SHA-256 of the file, hex.
+    pub hash: String,
+    /// `built-in` or the path of the `.wasm` file.
+    pub source: String,
+    /// `active`, `retired` or `rejected`.
+    pub status: String,
+    /// Why a plugin was rejected.
+    pub reason: Option<String>,
+    /// When this row was written (UTC, `YYYY-MM-DD HH:MM:SS`).
+    pub recorded_at: String,
+    /// When an active plugin was replaced.
+    pub retired_at: Option<String>,
+}
+
+/// Active, earlier and refused plugins, newest first.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PluginHistory {
+    pub active: Option<PluginRecord>,
+    pub history: Vec<PluginRecord>,
+    pub rejected: Vec<PluginRecord>,
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    pool: SqlitePool,
+}
+
+impl Registry {
+    pub fn new(pool: SqlitePool) -> Registry {
+        Registry { pool }
+    }
+
+    /// Records `plugin` as the active one, retiring the previous one. Nothing
+    /// changes when it already is active (every process start reports the
+    /// plugin it loaded). Returns whether it was newly activated.
+    pub async fn activated(&self, plugin: &PluginInfo, source: &str) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let retired = sqlx::query(
+            "UPDATE keeper_plugins SET status = 'retired', retired_at = datetime('now')
+             WHERE status = 'active' AND NOT (hash = ?1 AND source = ?2)",
+        )
+        .bind(&plugin.hash)
+        .bind(source)
+        .execute(&mut *tx)
+        .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO keeper_plugins (name, version, hash, source, status)
+             SELECT ?1, ?2, ?3, ?4, 'active'
+             WHERE NOT EXISTS (SELECT 1 FROM keeper_plugins WHERE status = 'active')",
+        )
+        .bind(&plugin.name)
+        .bind(&plugin.version)
+        .bind(&plugin.hash)
+        .bind(source)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(retired.rows_affected() > 0 || inserted.rows_affected() > 0)
+    }
+
+    /// Records a plugin that was refused; the active one stays.
+    pub async fn rejected(
+        &self,
+        name: &str,
+        version: &str,
+        hash: &str,
+        source: &str,
+        reason: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO keeper_plugins (name, version, hash, source, status, reason)
+             VALUES (?1, ?2, ?3, ?4, 'rejected', ?5)",
+        )
+        .bind(name)
+        .bind(version)
+        .bind(hash)
+        .bind(source)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn list(&self) -> Result<PluginHistory, sqlx::Error> {
+        const COLUMNS: &str = "name, version, hash, source, status, reason, recorded_at, retired_at";
+        let active = sqlx::query_as::<_, PluginRecord>(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM keeper_plugins WHERE status = 'active' ORDER BY id DESC LIMIT 1"
+        )))
+        .fetch_optional(&self.pool)
+        .await?;
+        let of_status = |status: &'static str| {
+            sqlx::query_as::<_, PluginRecord>(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM keeper_plugins WHERE status = ?1 ORDER BY id DESC LIMIT ?2"
+            )))
+            .bind(status)
+            .bind(LIST_LIMIT)
+            .fetch_all(&self.pool)
+        };
+        Ok(PluginHistory {
+            active,
+            history: of_status("retired").await?,
+            rejected: of_status("rejected").await?,
+        })
+    }
+}
