@@ -7,9 +7,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::config::Settings;
-use crate::mapper::{DEFAULT_PLUGIN, Limits, PluginError, PluginSlot, Runtime};
+use crate::mapper::{PluginError, PluginSlot};
+use crate::plugins::{PluginManager, PluginsError};
 use crate::queue::Queue;
-use crate::registry::{BUILT_IN, Registry};
+use crate::registry::Registry;
 use crate::sink::Sink;
 use crate::store::{Store, StoreError};
 use crate::worker::{Worker, WorkerStatus};
@@ -22,6 +23,8 @@ pub enum AppError {
     Plugin(#[from] PluginError),
     #[error("keeper.db: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Plugins(#[from] PluginsError),
 }
 
 /// The open databases and the rules they are run by.
@@ -49,30 +52,30 @@ impl App {
         })
     }
 
-    /// The worker, with the built-in plugin compiled (blocking work done on
-    /// a blocking thread).
+    /// The worker, on the start-up plugin (see [`PluginManager::start`]).
     pub async fn worker(&self) -> Result<Worker, AppError> {
-        let runtime = Runtime::new(Limits::default())?;
-        let plugin = tokio::task::spawn_blocking(move || runtime.load(DEFAULT_PLUGIN))
-            .await
-            .map_err(|e| PluginError::Start(e.to_string()))??;
-        tracing::info!(
-            name = %plugin.info().name,
-            version = %plugin.info().version,
-            hash = %plugin.info().hash,
-            "mapping plugin active"
-        );
-        self.registry.activated(plugin.info(), BUILT_IN).await?;
+        let plugins = self.plugins().await?;
+        Ok(self.worker_on(plugins.slot()))
+    }
+
+    /// The plugin manager, with the start-up plugin chosen and recorded;
+    /// `keeper run` also lets it watch the plugins folder.
+    pub async fn plugins(&self) -> Result<PluginManager, AppError> {
+        Ok(PluginManager::start(self).await?)
+    }
+
+    /// A worker that takes each batch's plugin from `plugins`.
+    pub fn worker_on(&self, plugins: PluginSlot) -> Worker {
         let settings = &self.settings;
-        Ok(Worker {
+        Worker {
             store: self.store.clone(),
             queue: self.queue.clone(),
             sink: Sink::new(settings.haven_location(), settings.haven_busy_timeout()),
-            plugins: PluginSlot::new(plugin),
+            plugins,
             batch_size: settings.sync_batch_size,
             interval: Duration::from_secs(settings.sync_interval.max(1)),
             wake: self.wake.clone(),
             status: Arc::new(WorkerStatus::default()),
-        })
+        }
     }
 }

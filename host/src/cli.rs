@@ -63,6 +63,11 @@ pub enum Command {
     },
     /// Queue discoveries that have no queue row (a keeper.db adopted from the old bot).
     Backfill,
+    /// Mapping plugins: check a file, list active/earlier/rejected ones, preview a change.
+    Plugin {
+        #[command(subcommand)]
+        command: crate::plugins::commands::PluginCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -117,6 +122,8 @@ pub enum CliError {
     Sql(#[from] sqlx::Error),
     #[error(transparent)]
     Retry(#[from] crate::queue::RetryRefused),
+    #[error(transparent)]
+    Plugins(#[from] crate::plugins::PluginsError),
     #[error("{0}")]
     Input(String),
     #[error("{count} report(s) rejected, nothing was written:\n{details}")]
@@ -182,6 +189,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             println!("deleted {n} synced item(s) older than {days} day(s)");
             Ok(())
         }
+        Command::Plugin { command } => Ok(crate::plugins::commands::run(&app, command).await?),
         Command::Backfill => {
             let n = app.queue.backfill().await?;
             println!("queued {n} discovery(ies) that had no queue row");
@@ -218,7 +226,9 @@ async fn run_main(app: &App) -> Result<(), CliError> {
     let (stop, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     if app.settings.use_haven_database {
-        let worker = app.worker().await?;
+        let plugins = app.plugins().await?;
+        let worker = app.worker_on(plugins.slot());
+        tasks.spawn(plugins.watch(stopped.clone()));
         tracing::info!(
             haven_db = %worker.sink.path().display(),
             keeper_db = %app.settings.keeper_db.display(),

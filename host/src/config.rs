@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::mapper::Limits;
 use crate::queue::RetryPolicy;
 
 /// Global options; every one has an environment variable of the same meaning.
@@ -62,6 +63,14 @@ pub struct Settings {
     /// Watched for `.wasm` mapping plugins.
     #[arg(long, global = true, env = "KEEPER_PLUGINS_DIR", default_value = "plugins")]
     pub plugins_dir: PathBuf,
+
+    /// Deadline of one plugin call, in milliseconds (default: the contract's 100).
+    #[arg(long, global = true, env = "KEEPER_PLUGIN_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub plugin_timeout_ms: Option<u64>,
+
+    /// Memory cap of one plugin instance, in MiB (default: the contract's 32).
+    #[arg(long, global = true, env = "KEEPER_PLUGIN_MEMORY_MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub plugin_memory_mib: Option<u64>,
 
     /// Sync API port.
     #[arg(long, global = true, env = "SYNC_API_PORT", default_value_t = 8080)]
@@ -126,6 +135,25 @@ impl Settings {
 
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.sync_lease)
+    }
+
+    /// The plugin sandbox's limits: the contract's defaults unless overridden.
+    pub fn plugin_limits(&self) -> Limits {
+        let mut limits = Limits::default();
+        if let Some(ms) = self.plugin_timeout_ms {
+            limits.deadline = Duration::from_millis(ms);
+        }
+        if let Some(mib) = self.plugin_memory_mib.and_then(|m| usize::try_from(m).ok()) {
+            limits.memory_bytes = mib << 20;
+        }
+        limits
+    }
+
+    /// Where compiled plugins are kept between runs: beside keeper.db, since
+    /// that is the one folder the operator has already given us to write in.
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        let dir = self.keeper_db.parent().filter(|d| !d.as_os_str().is_empty());
+        dir.unwrap_or(std::path::Path::new(".")).join("plugin-cache")
     }
 
     pub fn haven_busy_timeout(&self) -> Duration {

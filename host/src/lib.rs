@@ -8,6 +8,7 @@
 //! - [`store`] — keeper.db (schema, migrations, submission)
 //! - [`queue`] — the sync queue's states, transitions and retry rule
 //! - [`mapper`] — the wasm plugin sandbox
+//! - [`plugins`] — start-up choice, hot reload, conformance, `keeper plugin`
 //! - [`registry`] — which plugins were active, retired or rejected
 //! - [`sink`] — VH-Database (schema check, exactly-once writes)
 //! - [`worker`] — the loop that moves batches from one to the other
@@ -17,6 +18,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod mapper;
+pub mod plugins;
 pub mod queue;
 pub mod registry;
 pub mod report;

@@ -40,11 +40,16 @@ pub const DEFAULT_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/defa
 /// How often the epoch advances; a call's deadline is a number of ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Limits applied to every plugin call.
+/// Limits applied to every plugin call. The defaults are the contract's
+/// (plugins/README.md); `Settings::plugin_limits` lets an operator override
+/// them, and nothing else in the host decides a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// Wall-clock time one `map` or `info` call may take.
     pub deadline: Duration,
+    /// Linear memory one plugin instance may grow to.
     pub memory_bytes: usize,
+    /// Size of one mapped row plus its warnings (see [`Row::size`]).
     pub output_bytes: usize,
 }
 
@@ -67,11 +72,18 @@ pub struct PluginInfo {
     pub hash: String,
 }
 
+/// The world every plugin must implement, as named in error messages.
+pub const WORLD: &str = "keeper:mapper/mapper@1.0.0";
+
 /// A plugin that cannot be used at all.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("not a keeper:mapper@1 component: {0}")]
-    Invalid(String),
+    /// The bytes do not even compile as a WebAssembly component.
+    #[error("not a WebAssembly component (build it with `cargo build --target wasm32-wasip2`): {0}")]
+    NotWasm(String),
+    /// A component, but not of our world (other imports or exports).
+    #[error("not a {WORLD} component: {0}")]
+    WrongWorld(String),
     #[error("plugin failed to start: {0}")]
     Start(String),
 }
@@ -261,16 +273,32 @@ impl Runtime {
         self.limits
     }
 
+    /// The engine plugins are compiled for; a precompiled plugin is only
+    /// valid for an engine of the same configuration (see `plugins::cache`).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Compiles and links a component and asks it who it is. Blocking (tens
     /// to hundreds of milliseconds): call it off the async runtime.
     pub fn load(&self, bytes: &[u8]) -> Result<Plugin, PluginError> {
-        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        let component = self.compile(bytes)?;
+        self.link(&component, content_hash(bytes))
+    }
+
+    /// Compiles a component without linking it. Blocking.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Component, PluginError> {
+        Component::new(&self.engine, bytes).map_err(|e| PluginError::NotWasm(one_line(&format!("{e:#}"))))
+    }
+
+    /// Links a compiled component against the contract and asks it who it
+    /// is; `hash` is the content hash of the `.wasm` it was compiled from.
+    pub fn link(&self, component: &Component, hash: String) -> Result<Plugin, PluginError> {
         let pre = self
             .linker
-            .instantiate_pre(&component)
-            .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
-        let pre = bindings::MapperPre::new(pre).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
-        let hash = hex::encode(Sha256::digest(bytes));
+            .instantiate_pre(component)
+            .map_err(|e| PluginError::WrongWorld(one_line(&format!("{e:#}"))))?;
+        let pre = bindings::MapperPre::new(pre).map_err(|e| PluginError::WrongWorld(one_line(&format!("{e:#}"))))?;
         let mut plugin = Plugin {
             runtime: self.clone(),
             pre,
@@ -288,6 +316,18 @@ impl Runtime {
         plugin.info.version = info.version;
         Ok(plugin)
     }
+}
+
+/// wasmtime's messages may embed pretty-printed values over several lines;
+/// the registry, the log and the queue want one line.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The content hash recorded as a plugin's provenance: SHA-256 of the
+/// `.wasm` bytes, hex.
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Advances every engine's epoch from one background thread.

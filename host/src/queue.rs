@@ -460,6 +460,18 @@ impl Queue {
             .collect()
     }
 
+    /// The most recently synced items, newest first, as (queue id, discovery
+    /// id): what `keeper plugin preview` maps again.
+    pub async fn last_synced(&self, limit: u32) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, discovery_id FROM sync_queue WHERE sync_status = 'synced'
+             ORDER BY synced_at DESC, id DESC LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// Queues every discovery that has no queue row (a keeper.db adopted from
     /// the old bot); returns how many. They are marked so that the sink links
     /// any the old bot already wrote instead of inserting them twice.

@@ -83,7 +83,9 @@ impl Registry {
         Ok(retired.rows_affected() > 0 || inserted.rows_affected() > 0)
     }
 
-    /// Records a plugin that was refused; the active one stays.
+    /// Records a plugin that was refused; the active one stays. The same
+    /// file refused for the same reason again (every start-up looks at it)
+    /// only moves the existing record's time.
     pub async fn rejected(
         &self,
         name: &str,
@@ -92,18 +94,30 @@ impl Registry {
         source: &str,
         reason: &str,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO keeper_plugins (name, version, hash, source, status, reason)
-             VALUES (?1, ?2, ?3, ?4, 'rejected', ?5)",
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let seen = sqlx::query(
+            "UPDATE keeper_plugins SET recorded_at = datetime('now')
+             WHERE status = 'rejected' AND hash = ?1 AND source = ?2 AND reason = ?3",
         )
-        .bind(name)
-        .bind(version)
         .bind(hash)
         .bind(source)
         .bind(reason)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        if seen.rows_affected() == 0 {
+            sqlx::query(
+                "INSERT INTO keeper_plugins (name, version, hash, source, status, reason)
+                 VALUES (?1, ?2, ?3, ?4, 'rejected', ?5)",
+            )
+            .bind(name)
+            .bind(version)
+            .bind(hash)
+            .bind(source)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
     }
 
     pub async fn list(&self) -> Result<PluginHistory, sqlx::Error> {

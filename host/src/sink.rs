@@ -119,6 +119,21 @@ pub struct TargetSchema {
 }
 
 impl TargetSchema {
+    /// The `discoveries` table of the VH-Database schema the Control Room
+    /// creates (host/schema/vh-database.sql), read from an in-memory copy:
+    /// what a plugin is validated against before it may become active.
+    pub async fn reference() -> Result<TargetSchema, SinkError> {
+        let memory = Path::new(":memory:");
+        let mut conn = SqliteConnection::connect("sqlite::memory:")
+            .await
+            .map_err(|e| SinkError::from_sql(memory, e))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(VH_SCHEMA))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| SinkError::from_sql(memory, e))?;
+        read_schema(&mut conn, memory).await
+    }
+
     /// Checks a mapped row against the table: every column known, every
     /// required one present, every value of the declared type.
     pub fn check(&self, row: &Row) -> Result<(), SinkError> {

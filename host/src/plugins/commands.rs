@@ -1,0 +1,305 @@
+//! `keeper plugin check | list | preview`: the operator's view of plugins.
+//!
+//! None of them changes what `keeper run` runs; they read keeper.db and the
+//! plugin files, and `check` applies exactly the test hot reload applies.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Subcommand;
+
+use super::{Loader, PluginsError};
+use crate::app::App;
+use crate::mapper::{DEFAULT_PLUGIN, Lookup, MapError, Mapped, Plugin, content_hash};
+use crate::registry::{BUILT_IN, PluginRecord};
+use crate::row::{Row, Value};
+use crate::sink::Sink;
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Run the conformance corpus against a plugin file; exit non-zero if hot reload would reject it.
+    Check { file: PathBuf },
+    /// The active plugin, earlier ones, and rejected ones with their reasons.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Map the last N synced items with FILE and with the active plugin; print the columns that would change.
+    Preview {
+        file: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        last: u32,
+    },
+}
+
+pub async fn run(app: &App, command: PluginCommand) -> Result<(), PluginsError> {
+    match command {
+        PluginCommand::Check { file } => check(app, &file).await,
+        PluginCommand::List { json } => list(app, json).await,
+        PluginCommand::Preview { file, last } => preview(app, &file, last).await,
+    }
+}
+
+async fn check(app: &App, file: &Path) -> Result<(), PluginsError> {
+    let loader = Loader::new(app, false).await?;
+    let verdict = loader.check_file(file).await?;
+    print!("{}", verdict.report());
+    match verdict.rejection {
+        None => Ok(()),
+        Some(rejection) => Err(PluginsError::Rejected(rejection)),
+    }
+}
+
+async fn list(app: &App, json: bool) -> Result<(), PluginsError> {
+    let plugins = app.registry.list().await?;
+    if json {
+        println!("{}", serde_json::json!(plugins));
+        return Ok(());
+    }
+    let describe = |r: &PluginRecord| {
+        format!(
+            "{} {}  sha256:{}  {}",
+            r.name,
+            r.version,
+            r.hash.get(..12).unwrap_or(&r.hash),
+            r.source
+        )
+    };
+    match &plugins.active {
+        Some(a) => println!("active:\n  {}  since {}", describe(a), a.recorded_at),
+        None => println!("active:\n  (none recorded yet; the built-in plugin is used)"),
+    }
+    println!("history:");
+    if plugins.history.is_empty() {
+        println!("  (none)");
+    }
+    for r in &plugins.history {
+        println!(
+            "  {}  {} .. {}",
+            describe(r),
+            r.recorded_at,
+            r.retired_at.as_deref().unwrap_or("?")
+        );
+    }
+    println!("rejected:");
+    if plugins.rejected.is_empty() {
+        println!("  (none)");
+    }
+    for r in &plugins.rejected {
+        let who = if r.name.is_empty() {
+            format!(
+                "(no plugin info)  sha256:{}  {}",
+                r.hash.get(..12).unwrap_or(&r.hash),
+                r.source
+            )
+        } else {
+            describe(r)
+        };
+        println!(
+            "  {}  at {}\n      reason: {}",
+            who,
+            r.recorded_at,
+            r.reason.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+/// The plugin `keeper run` has active according to the registry, loaded
+/// from where it came from; the note says when that is not possible.
+async fn active_plugin(app: &App, loader: &Loader) -> Result<(Plugin, Option<String>), PluginsError> {
+    let active = app.registry.list().await?.active;
+    let (bytes, note) = match active.as_ref().filter(|a| a.source != BUILT_IN) {
+        None => (DEFAULT_PLUGIN.to_vec(), None),
+        Some(record) => match tokio::fs::read(&record.source).await {
+            Ok(bytes) if content_hash(&bytes) == record.hash => (bytes, None),
+            Ok(bytes) => (
+                bytes,
+                Some(format!(
+                    "note: {} changed since it became active; comparing with its current content",
+                    record.source
+                )),
+            ),
+            Err(e) => (
+                DEFAULT_PLUGIN.to_vec(),
+                Some(format!(
+                    "note: the active plugin {} cannot be read ({e}); comparing with the built-in plugin",
+                    record.source
+                )),
+            ),
+        },
+    };
+    let runtime = loader.runtime.clone();
+    let plugin = tokio::task::spawn_blocking(move || runtime.load(&bytes))
+        .await
+        .map_err(|e| PluginsError::Join(e.to_string()))??;
+    Ok((plugin, note))
+}
+
+async fn preview(app: &App, file: &Path, last: u32) -> Result<(), PluginsError> {
+    let loader = Loader::new(app, false).await?;
+    let candidate = loader.check_file(file).await?;
+    let verdict_line = match &candidate.rejection {
+        None => "passes the conformance check".to_owned(),
+        Some(why) => format!("would be REJECTED by hot reload: {why}"),
+    };
+    let candidate = candidate.plugin.ok_or_else(|| {
+        PluginsError::Rejected(super::conformance::Rejection::Load(format!(
+            "{} cannot be loaded",
+            file.display()
+        )))
+    })?;
+    let (active, note) = active_plugin(app, &loader).await?;
+    println!(
+        "active    {} {}\ncandidate {} {} ({verdict_line})",
+        active.info().name,
+        active.info().version,
+        candidate.info().name,
+        candidate.info().version
+    );
+    if let Some(note) = note {
+        println!("{note}");
+    }
+
+    let items = app.queue.last_synced(last).await?;
+    if items.is_empty() {
+        println!("no synced items to compare");
+        return Ok(());
+    }
+    let ids: Vec<i64> = items.iter().map(|(_, d)| *d).collect();
+    let mut rows = app.store.discoveries(&ids).await?;
+    let lookup = Arc::new(vh_lookup(app).await);
+    let mut readable: Vec<(i64, i64, Row)> = Vec::new();
+    for (queue_id, discovery_id) in items {
+        match rows.remove(&discovery_id) {
+            Some(Ok(row)) => readable.push((queue_id, discovery_id, row)),
+            Some(Err(e)) => println!("#{queue_id} (discovery {discovery_id}): cannot be read: {e}"),
+            None => println!("#{queue_id} (discovery {discovery_id}): no longer in keeper.db"),
+        }
+    }
+    let input: Vec<Row> = readable.iter().map(|(_, _, r)| r.clone()).collect();
+    let (before, after) = tokio::task::spawn_blocking(move || {
+        (
+            active.map_all(lookup.clone(), &input),
+            candidate.map_all(lookup, &input),
+        )
+    })
+    .await
+    .map_err(|e| PluginsError::Join(e.to_string()))?;
+
+    let mut changed = 0;
+    for (((queue_id, discovery_id, _), old), new) in readable.iter().zip(before).zip(after) {
+        let lines = compare(&old, &new);
+        if lines.is_empty() {
+            println!("#{queue_id} (discovery {discovery_id}): no change");
+        } else {
+            changed += 1;
+            println!("#{queue_id} (discovery {discovery_id}): {} difference(s)", lines.len());
+            for line in lines {
+                println!("    {line}");
+            }
+        }
+    }
+    println!("{changed} of {} item(s) would change", readable.len());
+    Ok(())
+}
+
+/// VH-Database's lookup tables, if the database is there; an empty lookup
+/// otherwise (preview never creates VH-Database).
+async fn vh_lookup(app: &App) -> Lookup {
+    let location = app.settings.haven_location();
+    if !location.path.is_file() {
+        println!(
+            "note: VH-Database {} not found; locations are not resolved in this preview",
+            location.path.display()
+        );
+        return Lookup::default();
+    }
+    let sink = Sink::new(location, app.settings.haven_busy_timeout());
+    let lookup = match sink.open().await {
+        Ok(mut haven) => haven.lookup().await,
+        Err(e) => Err(e),
+    };
+    lookup.unwrap_or_else(|e| {
+        println!("note: {e}; locations are not resolved in this preview");
+        Lookup::default()
+    })
+}
+
+/// The differences between the active plugin's result and the candidate's,
+/// one line each: changed columns, or a changed outcome.
+fn compare(old: &Result<Mapped, MapError>, new: &Result<Mapped, MapError>) -> Vec<String> {
+    match (old, new) {
+        (Ok(old), Ok(new)) => column_changes(&old.row, &new.row),
+        (Ok(_), Err(e)) => vec![format!("would FAIL: {e}")],
+        (Err(e), Ok(_)) => vec![format!("would now map (the active plugin fails: {e})")],
+        (Err(a), Err(b)) if a == b => Vec::new(),
+        (Err(a), Err(b)) => vec![format!("fails differently: {a} → {b}")],
+    }
+}
+
+fn column_changes(old: &Row, new: &Row) -> Vec<String> {
+    let new_values: HashMap<&str, &Value> = new.0.iter().map(|(c, v)| (c.as_str(), v)).collect();
+    let mut lines = Vec::new();
+    for (column, value) in &old.0 {
+        match new_values.get(column.as_str()) {
+            Some(v) if *v == value => {}
+            Some(v) => lines.push(format!("{column}: {} → {}", show(Some(value)), show(Some(v)))),
+            None => lines.push(format!("{column}: {} → {}", show(Some(value)), show(None))),
+        }
+    }
+    for (column, value) in &new.0 {
+        if old.get(column).is_none() {
+            lines.push(format!("{column}: {} → {}", show(None), show(Some(value))));
+        }
+    }
+    lines
+}
+
+/// A value for a one-line diff: text quoted and cut at 80 characters.
+fn show(value: Option<&Value>) -> String {
+    const MAX: usize = 80;
+    match value {
+        None => "(not set)".into(),
+        Some(Value::Null) => "NULL".into(),
+        Some(Value::Integer(i)) => i.to_string(),
+        Some(Value::Real(r)) => r.to_string(),
+        Some(Value::Text(s)) if s.chars().count() > MAX => {
+            format!("{:?}…", s.chars().take(MAX).collect::<String>())
+        }
+        Some(Value::Text(s)) => format!("{s:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(cols: &[(&str, Value)]) -> Row {
+        Row(cols.iter().map(|(c, v)| (c.to_string(), v.clone())).collect())
+    }
+
+    #[test]
+    fn column_changes_lists_changed_added_and_removed_columns() {
+        let old = row(&[
+            ("discovered_by", Value::Text("Explorer".into())),
+            ("planet_id", Value::Integer(3)),
+            ("tags", Value::Text("[]".into())),
+        ]);
+        let new = row(&[
+            ("discovered_by", Value::Text("EXPLORER".into())),
+            ("planet_id", Value::Integer(3)),
+            ("moon_id", Value::Integer(6)),
+        ]);
+        assert_eq!(
+            column_changes(&old, &new),
+            [
+                "discovered_by: \"Explorer\" → \"EXPLORER\"",
+                "tags: \"[]\" → (not set)",
+                "moon_id: (not set) → 6"
+            ]
+        );
+        assert!(column_changes(&old, &old).is_empty());
+    }
+}

@@ -1,0 +1,344 @@
+//! Mapping plugins: which one the worker runs, and how a new one gets there.
+//!
+//! At start-up the newest `.wasm` in the plugins folder that passes the
+//! conformance check becomes active, else the built-in default mapper.
+//! While `keeper run` serves, the folder is watched: a new or changed file
+//! is compiled (off the async runtime), checked against the corpus
+//! ([`conformance::verify`]) and only then swapped into the [`PluginSlot`];
+//! a batch already running finishes on the version it started with. A plugin
+//! that fails is recorded as rejected with its reason and the active one
+//! stays. Removing the active plugin's file falls back to the built-in one.
+//!
+//! When a new version becomes active, items a plugin had refused (error
+//! class `mapping`) are queued again and the worker is woken: that is how a
+//! fixed plugin heals them without a manual retry.
+
+pub mod cache;
+pub mod commands;
+pub mod conformance;
+mod watch;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::{Notify, watch as signal};
+
+use crate::app::App;
+use crate::mapper::{DEFAULT_PLUGIN, Plugin, PluginError, PluginInfo, PluginSlot, Runtime};
+use crate::queue::Queue;
+use crate::registry::{BUILT_IN, Registry};
+use crate::sink::{SinkError, TargetSchema};
+use cache::Cache;
+use conformance::Rejection;
+
+/// A plugin file larger than this is refused unread: the default mapper is
+/// a few hundred KiB.
+pub const MAX_PLUGIN_FILE: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginsError {
+    #[error("the built-in mapping plugin cannot be loaded: {0}")]
+    BuiltIn(#[from] PluginError),
+    #[error("cannot build the reference VH-Database schema: {0}")]
+    Schema(#[from] SinkError),
+    #[error("keeper.db: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("plugin rejected: {0}")]
+    Rejected(Rejection),
+    #[error("cannot read plugin {path}: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("plugin work stopped unexpectedly: {0}")]
+    Join(String),
+}
+
+/// Where the active plugin came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    BuiltIn,
+    File(PathBuf),
+}
+
+impl fmt::Display for Source {
+    /// As recorded in the registry's `source` column.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::BuiltIn => f.write_str(BUILT_IN),
+            Source::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// What loads and checks plugins: shared by start-up, hot reload and the
+/// `keeper plugin` commands.
+#[derive(Clone)]
+pub struct Loader {
+    pub runtime: Runtime,
+    pub schema: TargetSchema,
+    cache: Option<Cache>,
+}
+
+impl Loader {
+    /// `cache`: where compiled plugins are kept, or `None` to always compile
+    /// (the read-only `keeper plugin` commands).
+    pub async fn new(app: &App, cache: bool) -> Result<Loader, PluginsError> {
+        let runtime = Runtime::new(app.settings.plugin_limits())?;
+        let schema = TargetSchema::reference().await?;
+        let cache = cache.then(|| Cache::new(app.settings.plugin_cache_dir(), app.store.source_id()));
+        Ok(Loader { runtime, schema, cache })
+    }
+
+    /// Compiles (or takes from the cache) and links. Blocking.
+    fn load(&self, bytes: &[u8]) -> Result<(Plugin, bool), PluginError> {
+        match &self.cache {
+            Some(cache) => cache.load(&self.runtime, bytes),
+            None => self.runtime.load(bytes).map(|p| (p, false)),
+        }
+    }
+
+    /// The built-in default mapper.
+    pub async fn built_in(&self) -> Result<(Plugin, bool), PluginsError> {
+        let loader = self.clone();
+        Ok(tokio::task::spawn_blocking(move || loader.load(DEFAULT_PLUGIN))
+            .await
+            .map_err(|e| PluginsError::Join(e.to_string()))??)
+    }
+
+    /// Reads a plugin file and runs the conformance check on it, on a
+    /// blocking thread.
+    pub async fn check_file(&self, path: &Path) -> Result<conformance::Verdict, PluginsError> {
+        let unreadable = |reason: String| PluginsError::Unreadable {
+            path: path.to_owned(),
+            reason,
+        };
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| unreadable(e.to_string()))?
+            .len();
+        if size > MAX_PLUGIN_FILE {
+            return Err(unreadable(format!(
+                "{size} bytes; the limit is {} MiB",
+                MAX_PLUGIN_FILE >> 20
+            )));
+        }
+        let bytes = tokio::fs::read(path).await.map_err(|e| unreadable(e.to_string()))?;
+        let loader = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let hash = crate::mapper::content_hash(&bytes);
+            let (loaded, cached) = match loader.load(&bytes) {
+                Ok((plugin, cached)) => (Ok(plugin), cached),
+                Err(e) => (Err(e), false),
+            };
+            let mut verdict = conformance::verify(hash, loaded, &loader.schema);
+            verdict.cached = cached;
+            verdict
+        })
+        .await
+        .map_err(|e| PluginsError::Join(e.to_string()))
+    }
+}
+
+/// Owns the plugin slot the worker reads, and changes it.
+pub struct PluginManager {
+    loader: Loader,
+    registry: Registry,
+    queue: Queue,
+    wake: Arc<Notify>,
+    dir: PathBuf,
+    slot: PluginSlot,
+    active: Source,
+}
+
+impl PluginManager {
+    /// Chooses the start-up plugin: the newest valid `.wasm` in the plugins
+    /// folder, else the built-in one; records it and heals if it is new.
+    pub async fn start(app: &App) -> Result<PluginManager, PluginsError> {
+        let loader = Loader::new(app, true).await?;
+        let dir = std::path::absolute(&app.settings.plugins_dir).unwrap_or_else(|_| app.settings.plugins_dir.clone());
+        let previous = app.registry.list().await?.active.map(|a| a.hash);
+
+        let mut chosen = None;
+        for path in candidates(&dir) {
+            match loader.check_file(&path).await {
+                Ok(verdict) if verdict.rejection.is_none() => {
+                    let cached = verdict.cached;
+                    if let Ok(plugin) = verdict.accepted() {
+                        chosen = Some((plugin, Source::File(path), cached));
+                        break;
+                    }
+                }
+                Ok(verdict) => record_rejection(&app.registry, &path, &verdict.info(), &verdict.rejection).await,
+                Err(error) => tracing::warn!(path = %path.display(), %error, "plugin file skipped"),
+            }
+        }
+        let (plugin, active, cached) = match chosen {
+            Some(c) => c,
+            None => {
+                let (plugin, cached) = loader.built_in().await?;
+                (plugin, Source::BuiltIn, cached)
+            }
+        };
+        let info = plugin.info().clone();
+        let manager = PluginManager {
+            loader,
+            registry: app.registry.clone(),
+            queue: app.queue.clone(),
+            wake: app.wake.clone(),
+            dir,
+            slot: PluginSlot::new(plugin),
+            active,
+        };
+        manager
+            .record_active(&info, previous.as_deref() != Some(info.hash.as_str()), cached)
+            .await?;
+        Ok(manager)
+    }
+
+    /// The slot the worker takes its plugin from.
+    pub fn slot(&self) -> PluginSlot {
+        self.slot.clone()
+    }
+
+    /// Watches the plugins folder until `shutdown` turns true.
+    pub async fn watch(mut self, mut shutdown: signal::Receiver<bool>) {
+        if let Err(error) = std::fs::create_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), %error, "cannot create the plugins folder; hot reload is off");
+            return;
+        }
+        let mut events = match watch::DirWatch::new(&self.dir) {
+            Ok(w) => w,
+            Err(error) => {
+                tracing::warn!(dir = %self.dir.display(), %error, "cannot watch the plugins folder; hot reload is off");
+                return;
+            }
+        };
+        tracing::info!(dir = %self.dir.display(), "🔌 Watching for mapping plugins");
+        while !*shutdown.borrow() {
+            tokio::select! {
+                changed = shutdown.changed() => if changed.is_err() { break },
+                settled = events.settled() => match settled {
+                    Some(paths) => {
+                        for path in paths {
+                            self.consider(path).await;
+                        }
+                    }
+                    None => {
+                        tracing::warn!(dir = %self.dir.display(), "the plugins folder watch ended; hot reload is off");
+                        break;
+                    }
+                },
+            }
+        }
+    }
+
+    /// A plugin file that changed or disappeared.
+    async fn consider(&mut self, path: PathBuf) {
+        if !path.exists() {
+            if self.active == Source::File(path.clone()) {
+                tracing::info!(path = %path.display(), "the active plugin's file is gone; falling back to the built-in plugin");
+                match self.loader.built_in().await {
+                    Ok((plugin, cached)) => self.switch(plugin, Source::BuiltIn, cached).await,
+                    Err(error) => {
+                        tracing::error!(%error, "the built-in plugin cannot be loaded; the removed one stays active")
+                    }
+                }
+            }
+            return;
+        }
+        match self.loader.check_file(&path).await {
+            Ok(verdict) if verdict.rejection.is_none() => {
+                let cached = verdict.cached;
+                if let Ok(plugin) = verdict.accepted() {
+                    self.switch(plugin, Source::File(path), cached).await;
+                }
+            }
+            Ok(verdict) => record_rejection(&self.registry, &path, &verdict.info(), &verdict.rejection).await,
+            Err(error) => tracing::warn!(path = %path.display(), %error, "plugin file skipped"),
+        }
+    }
+
+    /// Makes `plugin` the one new batches use.
+    async fn switch(&mut self, plugin: Plugin, source: Source, cached: bool) {
+        let info = plugin.info().clone();
+        let current = self.slot.current();
+        if current.info().hash == info.hash && self.active == source {
+            tracing::debug!(source = %source, "plugin unchanged");
+            return;
+        }
+        let hash_changed = current.info().hash != info.hash;
+        drop(current);
+        self.slot.replace(plugin);
+        self.active = source;
+        if let Err(error) = self.record_active(&info, hash_changed, cached).await {
+            tracing::error!(%error, "the new plugin is active but keeper.db could not record it");
+        }
+    }
+
+    /// Records the active plugin and, for a new version, re-queues the items
+    /// plugins had refused and wakes the worker.
+    async fn record_active(&self, info: &PluginInfo, new_version: bool, cached: bool) -> Result<(), sqlx::Error> {
+        let source = self.active.to_string();
+        self.registry.activated(info, &source).await?;
+        tracing::info!(
+            name = %info.name,
+            version = %info.version,
+            hash = %info.hash,
+            source = %source,
+            cached,
+            "mapping plugin active"
+        );
+        if new_version {
+            let healed = self.queue.requeue_mapping_failures().await?;
+            if healed > 0 {
+                tracing::info!(healed, version = %info.version, "items refused by a mapping plugin are queued again for the new version");
+            }
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// Logs and records a plugin that may not become active.
+async fn record_rejection(registry: &Registry, path: &Path, info: &PluginInfo, rejection: &Option<Rejection>) {
+    let reason = rejection
+        .as_ref()
+        .map_or_else(|| "rejected".to_owned(), ToString::to_string);
+    tracing::warn!(
+        path = %path.display(),
+        name = %info.name,
+        version = %info.version,
+        hash = %info.hash,
+        reason = %reason,
+        "mapping plugin rejected; the active plugin stays"
+    );
+    let source = path.display().to_string();
+    if let Err(error) = registry
+        .rejected(&info.name, &info.version, &info.hash, &source, &reason)
+        .await
+    {
+        tracing::error!(%error, "cannot record the plugin rejection in keeper.db");
+    }
+}
+
+/// The `.wasm` files of the folder, newest first (then by name, so the
+/// order is stable). A missing folder has none.
+fn candidates(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| watch::is_plugin_file(p) && p.is_file())
+        .map(|p| {
+            let modified = std::fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (modified, p)
+        })
+        .collect();
+    files.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    files.into_iter().map(|(_, p)| p).collect()
+}
