@@ -19,8 +19,9 @@ pub use model::{Body, Lookup, Mapped, MappingError, Value};
 pub const PLUGIN_NAME: &str = "keeper-default-mapper";
 
 /// The generated bindings only make sense inside a component: natively the
-/// imports have no host behind them.
-#[cfg(target_arch = "wasm32")]
+/// imports have no host behind them. A plugin that reuses this crate as a
+/// library disables the `component` feature and exports its own.
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component {
     wit_bindgen::generate!({ path: "wit", world: "mapper" });
 

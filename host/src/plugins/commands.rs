@@ -139,17 +139,16 @@ async fn active_plugin(app: &App, loader: &Loader) -> Result<(Plugin, Option<Str
 
 async fn preview(app: &App, file: &Path, last: u32) -> Result<(), PluginsError> {
     let loader = Loader::new(app, false).await?;
-    let candidate = loader.check_file(file).await?;
-    let verdict_line = match &candidate.rejection {
+    let verdict = loader.check_file(file).await?;
+    let verdict_line = match &verdict.rejection {
         None => "passes the conformance check".to_owned(),
         Some(why) => format!("would be REJECTED by hot reload: {why}"),
     };
-    let candidate = candidate.plugin.ok_or_else(|| {
-        PluginsError::Rejected(super::conformance::Rejection::Load(format!(
-            "{} cannot be loaded",
-            file.display()
-        )))
-    })?;
+    let candidate = match (verdict.plugin, verdict.rejection) {
+        (Some(plugin), _) => plugin,
+        (None, Some(why)) => return Err(PluginsError::Rejected(why)),
+        (None, None) => return Err(PluginsError::Join("the plugin was neither loaded nor rejected".into())),
+    };
     let (active, note) = active_plugin(app, &loader).await?;
     println!(
         "active    {} {}\ncandidate {} {} ({verdict_line})",

@@ -1,0 +1,230 @@
+//! Test plugins for the host's plugin tests; see Cargo.toml for the
+//! behaviour each feature selects. Everything but `wrong-world` implements
+//! `keeper:mapper@1.0.0` by calling the default mapping (`mapper-guest` as a
+//! library) and then doing the one thing its feature asks.
+
+#[cfg(all(target_arch = "wasm32", not(feature = "wrong-world")))]
+mod mapper {
+    wit_bindgen::generate!({ path: "../../mapper-guest/wit", world: "mapper" });
+
+    use keeper::mapper::{lookup, types};
+
+    /// What this build does instead of (or on top of) the default mapping.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Misbehaviour {
+        Loop,
+        Alloc,
+        Panic,
+        Oversized,
+    }
+
+    const NAME: &str = if cfg!(feature = "loop") {
+        "test-loop"
+    } else if cfg!(feature = "alloc") {
+        "test-alloc"
+    } else if cfg!(feature = "panic") {
+        "test-panic"
+    } else if cfg!(feature = "unknown-column") {
+        "test-unknown-column"
+    } else if cfg!(feature = "wrong-type") {
+        "test-wrong-type"
+    } else if cfg!(feature = "oversized") {
+        "test-oversized"
+    } else if cfg!(feature = "upper") {
+        "test-upper"
+    } else if cfg!(feature = "lenient") {
+        "test-lenient"
+    } else if cfg!(feature = "trapdoor") {
+        "test-trapdoor"
+    } else {
+        "test-default"
+    };
+
+    const VERSION: &str = if cfg!(feature = "upper") {
+        "1.1.0"
+    } else if cfg!(feature = "lenient") {
+        "1.2.0"
+    } else {
+        "0.0.1"
+    };
+
+    fn misbehaviour(description: &str) -> Option<Misbehaviour> {
+        let always = if cfg!(feature = "loop") {
+            Some(Misbehaviour::Loop)
+        } else if cfg!(feature = "alloc") {
+            Some(Misbehaviour::Alloc)
+        } else if cfg!(feature = "panic") {
+            Some(Misbehaviour::Panic)
+        } else if cfg!(feature = "oversized") {
+            Some(Misbehaviour::Oversized)
+        } else {
+            None
+        };
+        if always.is_some() || !cfg!(feature = "trapdoor") {
+            return always;
+        }
+        [
+            ("[loop]", Misbehaviour::Loop),
+            ("[alloc]", Misbehaviour::Alloc),
+            ("[panic]", Misbehaviour::Panic),
+            ("[oversized]", Misbehaviour::Oversized),
+        ]
+        .into_iter()
+        .find(|(marker, _)| description.contains(marker))
+        .map(|(_, m)| m)
+    }
+
+    struct TestPlugin;
+
+    impl Guest for TestPlugin {
+        fn info() -> PluginInfo {
+            PluginInfo {
+                name: NAME.to_owned(),
+                version: VERSION.to_owned(),
+            }
+        }
+
+        fn map(row: Row) -> Result<Mapped, MappingError> {
+            let mut columns: Vec<(String, mapper_guest::Value)> =
+                row.into_iter().map(|c| (c.name, from_wit(c.value))).collect();
+            let description = columns
+                .iter()
+                .find_map(|(name, value)| match (name.as_str(), value) {
+                    ("description", mapper_guest::Value::Text(text)) => Some(text.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let misbehaviour = misbehaviour(&description);
+            match misbehaviour {
+                Some(Misbehaviour::Loop) => {
+                    let mut n = 0u64;
+                    loop {
+                        n = std::hint::black_box(n.wrapping_add(1));
+                    }
+                }
+                Some(Misbehaviour::Alloc) => {
+                    let mut hoard: Vec<Vec<u8>> = Vec::new();
+                    loop {
+                        hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                    }
+                }
+                Some(Misbehaviour::Panic) => panic!("test plugin panics on purpose"),
+                _ => {}
+            }
+
+            let mut warnings = Vec::new();
+            let mapped = match mapper_guest::map_row(&columns, &HostLookup) {
+                Err(e) if cfg!(feature = "lenient") && e.field.as_deref() == Some("metadata") => {
+                    warnings.push(format!("metadata ignored: {}", e.message));
+                    for (name, value) in columns.iter_mut() {
+                        if name == "metadata" {
+                            *value = mapper_guest::Value::Null;
+                        }
+                    }
+                    mapper_guest::map_row(&columns, &HostLookup)
+                }
+                other => other,
+            }
+            .map_err(|e| MappingError {
+                field: e.field,
+                message: e.message,
+            })?;
+            warnings.extend(mapped.warnings);
+
+            let mut out: Vec<types::Column> = mapped
+                .row
+                .into_iter()
+                .map(|(name, value)| types::Column {
+                    name: name.to_owned(),
+                    value: to_wit(value),
+                })
+                .collect();
+            for column in out.iter_mut() {
+                match column.name.as_str() {
+                    "discovered_by" if cfg!(feature = "upper") => {
+                        if let types::Value::Text(text) = &column.value {
+                            column.value = types::Value::Text(text.to_uppercase());
+                        }
+                    }
+                    "description" if cfg!(feature = "wrong-type") => column.value = types::Value::Integer(42),
+                    "description" if misbehaviour == Some(Misbehaviour::Oversized) => {
+                        column.value = types::Value::Text("x".repeat(2 << 20));
+                    }
+                    _ => {}
+                }
+            }
+            if cfg!(feature = "unknown-column") {
+                out.push(types::Column {
+                    name: "no_such_column".to_owned(),
+                    value: types::Value::Text("surprise".to_owned()),
+                });
+            }
+            Ok(Mapped { row: out, warnings })
+        }
+    }
+
+    struct HostLookup;
+
+    impl mapper_guest::Lookup for HostLookup {
+        fn find_system(&self, name: &str) -> Option<String> {
+            lookup::find_system(name)
+        }
+
+        fn find_planet(&self, system_id: &str, name: &str) -> Option<mapper_guest::Body> {
+            lookup::find_planet(system_id, name).map(from_wit_body)
+        }
+
+        fn find_moon(&self, system_id: &str, name: &str) -> Option<mapper_guest::Body> {
+            lookup::find_moon(system_id, name).map(from_wit_body)
+        }
+    }
+
+    fn from_wit_body(body: lookup::Body) -> mapper_guest::Body {
+        mapper_guest::Body {
+            id: body.id,
+            planet_id: body.planet_id,
+            name: body.name,
+        }
+    }
+
+    fn from_wit(value: types::Value) -> mapper_guest::Value {
+        match value {
+            types::Value::Null => mapper_guest::Value::Null,
+            types::Value::Integer(n) => mapper_guest::Value::Integer(n),
+            types::Value::Real(n) => mapper_guest::Value::Real(n),
+            types::Value::Text(t) => mapper_guest::Value::Text(t),
+        }
+    }
+
+    fn to_wit(value: mapper_guest::Value) -> types::Value {
+        match value {
+            mapper_guest::Value::Null => types::Value::Null,
+            mapper_guest::Value::Integer(n) => types::Value::Integer(n),
+            mapper_guest::Value::Real(n) => types::Value::Real(n),
+            mapper_guest::Value::Text(t) => types::Value::Text(t),
+        }
+    }
+
+    export!(TestPlugin);
+}
+
+/// A well-formed component of a world the host does not know.
+#[cfg(all(target_arch = "wasm32", feature = "wrong-world"))]
+mod other_world {
+    wit_bindgen::generate!({
+        inline: "package other:greeter@0.1.0;
+                 world greeter {
+                     export greet: func(name: string) -> string;
+                 }",
+    });
+
+    struct Greeter;
+
+    impl Guest for Greeter {
+        fn greet(name: String) -> String {
+            format!("hello, {name}")
+        }
+    }
+
+    export!(Greeter);
+}

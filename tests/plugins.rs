@@ -1,0 +1,600 @@
+//! Mapping plugins end to end, with the real binary and plugins built from
+//! source (tests/guest-plugins): hostile ones are rejected by `keeper plugin
+//! check` and by hot reload with the right reason while the active plugin
+//! keeps syncing; a hot swap loses and duplicates nothing and every row
+//! carries the provenance of the version that wrote it; a fixed plugin heals
+//! items the active one refused; the sandbox fails single items.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sqlx::Row;
+
+/// One cargo feature of tests/guest-plugins per test plugin.
+const FEATURES: [&str; 10] = [
+    "loop",
+    "alloc",
+    "panic",
+    "unknown-column",
+    "wrong-type",
+    "oversized",
+    "wrong-world",
+    "upper",
+    "lenient",
+    "trapdoor",
+];
+
+/// The hostile plugins and the reason each must be rejected with.
+const HOSTILE: [(&str, &str); 8] = [
+    ("loop", "mapper timed out after 100 ms"),
+    ("alloc", "mapper exceeded memory limit 32 MiB"),
+    ("panic", "mapper trapped: "),
+    (
+        "unknown-column",
+        "schema mismatch: column no_such_column missing in VH-Database table discoveries",
+    ),
+    (
+        "wrong-type",
+        "schema mismatch: column description holds Text values, the mapped value is integer",
+    ),
+    ("oversized", "mapper output too large"),
+    ("wrong-world", "not a keeper:mapper/mapper@1.0.0 component"),
+    ("not-wasm", "not a WebAssembly component"),
+];
+
+/// Generous: hot reload compiles a component, which a busy 2-core machine
+/// running a debug build may take a while to do.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The test plugin `name` (a feature of tests/guest-plugins, or `not-wasm`).
+/// All are built once per test run, in the dev profile, into the test
+/// target's temporary folder.
+fn plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(build_plugins).join(format!("{name}.wasm"))
+}
+
+fn build_plugins() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guest-plugins/Cargo.toml");
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guest-plugins");
+    let out = target.join("out");
+    std::fs::create_dir_all(&out).expect("create plugin output folder");
+    for feature in FEATURES {
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args([
+                "build",
+                "--locked",
+                "--quiet",
+                "--target",
+                "wasm32-wasip2",
+                "--features",
+                feature,
+            ])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target);
+        for var in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+        ] {
+            build.env_remove(var);
+        }
+        let status = build.status().expect("run cargo");
+        assert!(status.success(), "building test plugin {feature} failed");
+        let wasm = target.join("wasm32-wasip2/debug/keeper_test_plugins.wasm");
+        std::fs::copy(&wasm, out.join(format!("{feature}.wasm"))).expect("copy test plugin");
+    }
+    std::fs::write(out.join("not-wasm.wasm"), b"this is a text file, not WebAssembly\n").expect("write not-wasm");
+    out
+}
+
+/// An environment whose plugins folder is `<tmp>/plugins`.
+fn plugin_env() -> (Env, PathBuf) {
+    let mut env = Env::new();
+    let dir = env.dir.path().join("plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    env.var("KEEPER_PLUGINS_DIR", dir.display())
+        .var("SYNC_INTERVAL", 1)
+        // Plain log lines, so the tests can read fields like `cached=true`.
+        .var("NO_COLOR", 1);
+    (env, dir)
+}
+
+/// Drops a plugin into the folder the way an operator would (`cp`).
+fn install(name: &str, dir: &Path) -> PathBuf {
+    let dest = dir.join(format!("{name}.wasm"));
+    std::fs::copy(plugin(name), &dest).unwrap();
+    dest
+}
+
+/// `keeper run`, stopped with SIGTERM when dropped. Its log goes to a file
+/// (a pipe nobody reads would fill up and stall it).
+struct Running {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Running {
+    fn start(env: &Env) -> Running {
+        let log = env.dir.path().join("run.log");
+        let child = env
+            .command(&["run"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start keeper run");
+        Running {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Stops it and returns its log.
+    fn stop(mut self) -> String {
+        let mut child = self.child.take().expect("running");
+        terminate(&child);
+        let status = child.wait().expect("wait keeper run");
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(status.success(), "keeper run failed: {log}");
+        log
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&child);
+            let _ = child.wait();
+        }
+    }
+}
+
+fn terminate(child: &Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+}
+
+async fn query_i64(path: &Path, sql: &str) -> i64 {
+    let mut conn = connect(path).await;
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Polls `sql` until it returns `want`; fails with the last value otherwise.
+async fn wait_for(path: &Path, sql: &str, want: i64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = query_i64(path, sql).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {sql} = {want}, last {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The registry's reason for rejecting the file `name`.wasm, once recorded.
+async fn rejection_reason(keeper: &Path, name: &str) -> String {
+    let sql = format!("SELECT COUNT(*) FROM keeper_plugins WHERE status = 'rejected' AND source LIKE '%/{name}.wasm'");
+    wait_for(keeper, &sql, 1, RELOAD_TIMEOUT).await;
+    let mut conn = connect(keeper).await;
+    sqlx::query_scalar("SELECT reason FROM keeper_plugins WHERE status = 'rejected' AND source LIKE ?1")
+        .bind(format!("%/{name}.wasm"))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// (name, version, hash) of the active plugin in the registry.
+async fn active_plugin(keeper: &Path) -> (String, String, String) {
+    let mut conn = connect(keeper).await;
+    sqlx::query_as("SELECT name, version, hash FROM keeper_plugins WHERE status = 'active'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+async fn wait_for_active(keeper: &Path, name: &str) {
+    let sql = format!("SELECT COUNT(*) FROM keeper_plugins WHERE status = 'active' AND name = '{name}'");
+    wait_for(keeper, &sql, 1, RELOAD_TIMEOUT).await;
+}
+
+fn jsonl(n: usize, prefix: &str) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        s.push_str(
+            &serde_json::json!({
+                "discovery_type": "💎", "system_name": "Oculi", "location": "planet:Erren",
+                "description": format!("{prefix} {i}"), "username": "Miner Joe", "resource_type": "Gold",
+            })
+            .to_string(),
+        );
+        s.push('\n');
+    }
+    s
+}
+
+fn submit_many(env: &Env, n: usize, prefix: &str) {
+    let out = env.run_with_stdin(&["submit", "--json", "-"], jsonl(n, prefix).as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn check_rejects_each_hostile_plugin_with_its_reason() {
+    let env = Env::new();
+    for (name, reason) in HOSTILE {
+        let file = plugin(name);
+        let out = env.run(&["plugin", "check", file.to_str().unwrap()]);
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{name} passed the check:\n{report}");
+        assert!(report.contains("verdict  rejected: "), "{name}:\n{report}");
+        assert!(report.contains(reason), "{name}: expected {reason:?} in\n{report}");
+        assert!(stderr(&out).contains(reason), "{name}: {}", stderr(&out));
+    }
+    // The panic's own message is reported, not just "unreachable".
+    let out = env.run(&["plugin", "check", plugin("panic").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("panics on purpose"));
+
+    // Well-behaved plugins pass, with a per-case report.
+    for name in ["upper", "lenient", "trapdoor"] {
+        let report = env.ok(&["plugin", "check", plugin(name).to_str().unwrap()]);
+        assert!(report.contains("verdict  accepted"), "{name}:\n{report}");
+        assert!(report.contains("0 failed"), "{name}:\n{report}");
+        assert!(report.contains("🦴 maximum lengths"), "{report}");
+    }
+    // A check changes nothing: no plugin was recorded as rejected or active.
+    assert_eq!(
+        query_i64(
+            &env.keeper,
+            "SELECT COUNT(*) FROM keeper_plugins WHERE status = 'rejected'"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn hot_reload_rejects_hostile_plugins_while_the_active_one_keeps_syncing() {
+    let (env, dir) = plugin_env();
+    submit_many(&env, 5, "Before");
+    let run = Running::start(&env);
+    wait_for(
+        &env.keeper,
+        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'",
+        5,
+        RELOAD_TIMEOUT,
+    )
+    .await;
+
+    for (name, _) in HOSTILE {
+        install(name, &dir);
+    }
+    for (name, reason) in HOSTILE {
+        let recorded = rejection_reason(&env.keeper, name).await;
+        assert!(
+            recorded.contains(reason),
+            "{name}: expected {reason:?}, recorded {recorded:?}"
+        );
+    }
+    // Still the built-in plugin, and it still syncs.
+    assert_eq!(active_plugin(&env.keeper).await.0, "keeper-default-mapper");
+    submit_many(&env, 5, "After");
+    wait_for(
+        &env.keeper,
+        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'",
+        10,
+        RELOAD_TIMEOUT,
+    )
+    .await;
+    assert_eq!(
+        query_i64(
+            &env.haven,
+            "SELECT COUNT(*) FROM keeper_sync_ledger WHERE plugin_name = 'keeper-default-mapper'"
+        )
+        .await,
+        10
+    );
+
+    // `keeper plugin list` shows the active one and every rejection with its reason.
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["plugin", "list", "--json"])).unwrap();
+    assert_eq!(list["active"]["name"], "keeper-default-mapper");
+    assert_eq!(list["rejected"].as_array().unwrap().len(), HOSTILE.len());
+    let text = env.ok(&["plugin", "list"]);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("reason: ") && l.contains("mapper timed out after 100 ms")),
+        "{text}"
+    );
+
+    let log = run.stop();
+    assert!(
+        log.contains("mapping plugin rejected; the active plugin stays"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn hot_swap_during_sync_loses_nothing_and_records_who_wrote_each_row() {
+    const FIRST: usize = 2000;
+    const SECOND: usize = 200;
+    let (mut env, dir) = plugin_env();
+    env.var("SYNC_BATCH_SIZE", 10);
+    submit_many(&env, FIRST, "Early");
+    let run = Running::start(&env);
+    // Swap once the worker is under way.
+    wait_for(
+        &env.keeper,
+        "SELECT COUNT(*) > 0 FROM sync_queue WHERE sync_status = 'synced'",
+        1,
+        RELOAD_TIMEOUT,
+    )
+    .await;
+    install("upper", &dir);
+    wait_for_active(&env.keeper, "test-upper").await;
+    let (_, version, upper_hash) = active_plugin(&env.keeper).await;
+    assert_eq!(version, "1.1.0");
+    // Submitted after the swap: must be written by the new version.
+    submit_many(&env, SECOND, "Late");
+    let total = (FIRST + SECOND) as i64;
+    wait_for(
+        &env.keeper,
+        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'",
+        total,
+        Duration::from_secs(300),
+    )
+    .await;
+    run.stop();
+
+    // Nothing lost, nothing twice.
+    assert_eq!(query_i64(&env.haven, "SELECT COUNT(*) FROM discoveries").await, total);
+    assert_eq!(
+        query_i64(&env.haven, "SELECT COUNT(DISTINCT description) FROM discoveries").await,
+        total
+    );
+    assert_eq!(
+        query_i64(&env.haven, "SELECT COUNT(*) FROM keeper_sync_ledger").await,
+        total
+    );
+    assert_eq!(
+        query_i64(&env.keeper, "SELECT COUNT(DISTINCT haven_discovery_id) FROM sync_queue").await,
+        total
+    );
+
+    // Each row shows the mapping of the version its provenance names.
+    let ledger: std::collections::HashMap<i64, (String, String, String)> = rows(
+        &env.haven,
+        "SELECT haven_discovery_id, plugin_name, plugin_version, plugin_hash FROM keeper_sync_ledger",
+    )
+    .await
+    .iter()
+    .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+    .collect();
+    let vh = rows(&env.haven, "SELECT id, discovered_by, description FROM discoveries").await;
+    let (mut by_default, mut by_upper) = (0, 0);
+    for row in &vh {
+        let (name, _, hash) = &ledger[&row.get::<i64, _>("id")];
+        let discovered_by: String = row.get("discovered_by");
+        let description: String = row.get("description");
+        match name.as_str() {
+            "keeper-default-mapper" => {
+                assert_eq!(discovered_by, "Miner Joe", "{description}");
+                assert!(
+                    description.starts_with("Early"),
+                    "{description} written by the old version"
+                );
+                by_default += 1;
+            }
+            "test-upper" => {
+                assert_eq!(discovered_by, "MINER JOE", "{description}");
+                assert_eq!(hash, &upper_hash);
+                by_upper += 1;
+            }
+            other => panic!("row {description} written by {other}"),
+        }
+    }
+    assert!(by_default > 0 && by_upper >= SECOND, "{by_default} / {by_upper}");
+
+    // The queue's provenance agrees with the ledger's, item by item.
+    let queue = rows(&env.keeper, "SELECT haven_discovery_id, metadata FROM sync_queue").await;
+    for item in &queue {
+        let meta: serde_json::Value = serde_json::from_str(&item.get::<String, _>("metadata")).unwrap();
+        let (name, version, hash) = &ledger[&item.get::<i64, _>("haven_discovery_id")];
+        assert_eq!(meta["plugin"]["name"], name.as_str());
+        assert_eq!(meta["plugin"]["version"], version.as_str());
+        assert_eq!(meta["plugin"]["hash"], hash.as_str());
+    }
+    // The old version is history now.
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["plugin", "list", "--json"])).unwrap();
+    assert_eq!(list["active"]["name"], "test-upper");
+    assert_eq!(list["history"][0]["name"], "keeper-default-mapper");
+}
+
+#[tokio::test]
+async fn a_fixed_plugin_heals_items_the_active_one_refused() {
+    let (env, dir) = plugin_env();
+    let broken = env.submit("📖", "Oculi", "planet:Erren", "A story with broken metadata", &[]);
+    let fine = env.submit("📖", "Oculi", "planet:Erren", "A story", &[]);
+    let mut conn = connect(&env.keeper).await;
+    sqlx::query("UPDATE discoveries SET metadata = '{not json' WHERE id = ?1")
+        .bind(broken)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let run = Running::start(&env);
+    let refused = format!(
+        "SELECT COUNT(*) FROM sync_queue WHERE discovery_id = {broken} AND sync_status = 'max_retries_exceeded'"
+    );
+    wait_for(&env.keeper, &refused, 1, RELOAD_TIMEOUT).await;
+    let (_, _, error) = queue_state(&env.keeper, broken).await;
+    assert!(error.unwrap().starts_with("mapping failed: metadata"));
+    assert_eq!(queue_state(&env.keeper, fine).await.0, "synced");
+
+    // The fix is dropped in; no retry is asked for.
+    let file = install("lenient", &dir);
+    let synced = format!("SELECT COUNT(*) FROM sync_queue WHERE discovery_id = {broken} AND sync_status = 'synced'");
+    wait_for(&env.keeper, &synced, 1, RELOAD_TIMEOUT).await;
+    let meta: String = sqlx::query_scalar("SELECT metadata FROM sync_queue WHERE discovery_id = ?1")
+        .bind(broken)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    assert_eq!(meta["plugin"]["name"], "test-lenient");
+    assert!(meta["warnings"].to_string().contains("metadata ignored"), "{meta}");
+    assert_eq!(
+        query_i64(
+            &env.haven,
+            "SELECT COUNT(*) FROM keeper_sync_ledger WHERE plugin_name = 'test-lenient'"
+        )
+        .await,
+        1
+    );
+
+    // Removing the active plugin's file falls back to the built-in one.
+    std::fs::remove_file(&file).unwrap();
+    wait_for_active(&env.keeper, "keeper-default-mapper").await;
+    let log = run.stop();
+    assert!(log.contains("queued again for the new version"), "{log}");
+}
+
+#[tokio::test]
+async fn start_up_takes_the_newest_valid_plugin_and_reuses_its_compiled_form() {
+    let (env, dir) = plugin_env();
+    install("upper", &dir);
+    // Newer, but rejected: start-up skips it.
+    let hostile = install("unknown-column", &dir);
+    let touch = std::fs::File::options().append(true).open(&hostile).unwrap();
+    touch
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    drop(touch);
+
+    let id = env.submit("🦗", "Oculi", "planet:Erren", "Moth", &[]);
+    let first = env.run(&["sync", "--once"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(queue_state(&env.keeper, id).await.0, "synced");
+    assert_eq!(
+        rows(&env.haven, "SELECT discovered_by FROM discoveries").await[0].get::<String, _>(0),
+        "EXPLORER#1234"
+    );
+    assert_eq!(active_plugin(&env.keeper).await.0, "test-upper");
+    assert!(
+        rejection_reason(&env.keeper, "unknown-column")
+            .await
+            .contains("no_such_column")
+    );
+    assert!(stderr(&first).contains("cached=false"), "{}", stderr(&first));
+
+    // The compiled plugin was kept beside keeper.db; the next start uses it.
+    let cache = env.dir.path().join("plugin-cache");
+    let cached = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"));
+    assert!(cached.count() >= 1);
+    let second = env.run(&["sync", "--once"]);
+    assert!(second.status.success());
+    assert!(stderr(&second).contains("cached=true"), "{}", stderr(&second));
+    // The same rejection is not recorded twice.
+    assert_eq!(
+        query_i64(
+            &env.keeper,
+            "SELECT COUNT(*) FROM keeper_plugins WHERE status = 'rejected'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn sandbox_limits_fail_single_items_and_the_worker_goes_on() {
+    let (env, dir) = plugin_env();
+    install("trapdoor", &dir);
+    let cases = [
+        ("plain one", None),
+        ("[loop] spins", Some(("pending", "mapper timed out after 100 ms"))),
+        (
+            "[alloc] hoards",
+            Some(("max_retries_exceeded", "mapper exceeded memory limit 32 MiB")),
+        ),
+        ("[panic] panics", Some(("max_retries_exceeded", "mapper trapped: "))),
+        (
+            "[oversized] is huge",
+            Some(("max_retries_exceeded", "mapper output too large")),
+        ),
+        ("plain two", None),
+    ];
+    let ids: Vec<i64> = cases
+        .iter()
+        .map(|(d, _)| env.submit("⚙️", "Oculi", "planet:Erren", d, &[]))
+        .collect();
+    let out = env.ok(&["sync", "--once"]);
+    assert!(out.contains("synced 2, failed 4"), "{out}");
+    for (id, (description, expected)) in ids.iter().zip(cases) {
+        let (status, _, error) = queue_state(&env.keeper, *id).await;
+        match expected {
+            None => assert_eq!(status, "synced", "{description}"),
+            Some((want_status, reason)) => {
+                assert_eq!(status, want_status, "{description}");
+                let error = error.unwrap_or_default();
+                assert!(error.starts_with(reason), "{description}: {error}");
+            }
+        }
+    }
+    let (_, _, panic) = queue_state(&env.keeper, ids[3]).await;
+    assert!(panic.unwrap().contains("panics on purpose"));
+    assert_eq!(
+        query_i64(
+            &env.haven,
+            "SELECT COUNT(*) FROM keeper_sync_ledger WHERE plugin_name = 'test-trapdoor'"
+        )
+        .await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn preview_prints_the_columns_a_plugin_would_change() {
+    let env = Env::new();
+    for n in 0..3 {
+        env.submit("🦴", "Ixiezh HV", "planet:Getre Beta", &format!("Bones {n}"), &[]);
+    }
+    env.ok(&["sync", "--once"]);
+    let out = env.ok(&["plugin", "preview", plugin("upper").to_str().unwrap(), "--last", "2"]);
+    assert!(out.contains("active    keeper-default-mapper 1.0.0"), "{out}");
+    assert!(
+        out.contains("candidate test-upper 1.1.0 (passes the conformance check)"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("discovered_by: \"Explorer#1234\" → \"EXPLORER#1234\"")
+            .count(),
+        2,
+        "{out}"
+    );
+    assert!(out.contains("2 of 2 item(s) would change"), "{out}");
+    // Locations resolved through VH-Database: the moon is the same in both.
+    assert!(!out.contains("moon_id"), "{out}");
+
+    let out = env.ok(&["plugin", "preview", plugin("lenient").to_str().unwrap()]);
+    assert!(out.contains("0 of 3 item(s) would change"), "{out}");
+    let out = env.run(&["plugin", "preview", plugin("not-wasm").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not a WebAssembly component"), "{}", stderr(&out));
+}
