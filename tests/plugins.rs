@@ -567,6 +567,75 @@ async fn sandbox_limits_fail_single_items_and_the_worker_goes_on() {
         .await,
         2
     );
+
+    // A newer version started with is a new version too: everything the
+    // trapdoor refused or timed out on is healed by it.
+    let newer = install("upper", &dir);
+    let touch = std::fs::File::options().append(true).open(&newer).unwrap();
+    touch
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    drop(touch);
+    let out = env.ok(&["sync", "--once"]);
+    assert!(out.contains("synced 4, failed 0"), "{out}");
+    assert_eq!(
+        query_i64(
+            &env.haven,
+            "SELECT COUNT(*) FROM keeper_sync_ledger WHERE plugin_name = 'test-upper'"
+        )
+        .await,
+        4
+    );
+}
+
+#[tokio::test]
+async fn the_deadline_can_be_configured() {
+    let mut env = Env::new();
+    env.var("KEEPER_PLUGIN_TIMEOUT_MS", 30);
+    let out = env.run(&["plugin", "check", plugin("loop").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("mapper timed out after 30 ms"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test]
+async fn plugins_written_in_pieces_or_renamed_into_place_are_taken_once_complete() {
+    use std::io::Write;
+    let (env, dir) = plugin_env();
+    env.ok(&["status"]); // creates keeper.db, so it can be watched from here
+    let run = Running::start(&env);
+    wait_for_active(&env.keeper, "keeper-default-mapper").await;
+
+    // Written in two pieces with a pause, like a slow copy: the half-written
+    // file is never judged (it would be rejected as not wasm).
+    let bytes = std::fs::read(plugin("lenient")).unwrap();
+    let (head, tail) = bytes.split_at(bytes.len() / 2);
+    let mut file = std::fs::File::create(dir.join("lenient.wasm")).unwrap();
+    file.write_all(head).unwrap();
+    file.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    file.write_all(tail).unwrap();
+    drop(file);
+    wait_for_active(&env.keeper, "test-lenient").await;
+
+    // Written aside under another name and renamed into place, like an editor.
+    let aside = dir.join("upper.partial");
+    std::fs::copy(plugin("upper"), &aside).unwrap();
+    std::fs::rename(&aside, dir.join("upper.wasm")).unwrap();
+    wait_for_active(&env.keeper, "test-upper").await;
+
+    run.stop();
+    assert_eq!(
+        query_i64(
+            &env.keeper,
+            "SELECT COUNT(*) FROM keeper_plugins WHERE status = 'rejected'"
+        )
+        .await,
+        0
+    );
 }
 
 #[tokio::test]

@@ -2,8 +2,9 @@
 //! rows and enforces its limits.
 //!
 //! A plugin gets no WASI capability (no files, network, environment or
-//! arguments; its stderr is captured so a panic message can be reported) and
-//! exactly one import, the read-only `lookup` served from a [`Lookup`]
+//! arguments; its stderr is captured so a panic message can be reported; its
+//! clocks read zero and its random numbers are a fixed sequence, so the same
+//! row always maps the same way) and exactly one import, the read-only `lookup` served from a [`Lookup`]
 //! snapshot. Every call has a deadline (epoch interruption), memory is capped
 //! and the output size is checked, so a plugin that loops, allocates without
 //! end or panics fails that one item and never the host.
@@ -21,7 +22,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use crate::row::{Row, Value};
 
@@ -410,7 +411,7 @@ impl Plugin {
         let stderr = MemoryOutputPipe::new(64 << 10);
         let memory_hit = Arc::new(AtomicBool::new(false));
         let state = HostState {
-            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
+            wasi: sandbox_wasi(stderr.clone()),
             table: ResourceTable::new(),
             limiter: MemoryCap {
                 limit: limits.memory_bytes,
@@ -456,6 +457,45 @@ impl Plugin {
                 result
             })
             .collect()
+    }
+}
+
+/// The WASI a std guest needs to start, granting nothing: no preopened
+/// directories, environment, arguments or sockets; stderr captured; time
+/// frozen at zero and randomness a fixed sequence (the contract promises a
+/// plugin no clock, and a mapping must not depend on when it runs).
+fn sandbox_wasi(stderr: MemoryOutputPipe) -> WasiCtx {
+    const RANDOM: [u8; 8] = [0x9e, 0x37, 0x79, 0xb9, 0x7f, 0x4a, 0x7c, 0x15];
+    WasiCtx::builder()
+        .stderr(stderr)
+        .wall_clock(FrozenClock)
+        .monotonic_clock(FrozenClock)
+        .secure_random(Deterministic::new(RANDOM.to_vec()))
+        .insecure_random(Deterministic::new(RANDOM.to_vec()))
+        .insecure_random_seed(0)
+        .build()
+}
+
+/// A clock that always reads zero.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
     }
 }
 

@@ -383,23 +383,29 @@ impl Queue {
 
     /// Retries every `max_retries_exceeded` item; returns how many.
     pub async fn retry_all_failed(&self) -> Result<u64, sqlx::Error> {
-        self.requeue_failed(None).await
+        self.requeue_failed(&[]).await
     }
 
-    /// Retries the items a plugin refused (class `mapping`), failed or still
-    /// waiting: called when a new plugin version becomes active.
+    /// Retries the items that failed because of what the plugin did — it
+    /// refused or broke (`mapping`), ran past its deadline (`timeout`), or
+    /// returned a row that does not fit the table (`schema`) — failed or
+    /// still waiting: called when a new plugin version becomes active.
     pub async fn requeue_mapping_failures(&self) -> Result<u64, sqlx::Error> {
-        self.requeue_failed(Some(ErrorClass::Mapping)).await
+        self.requeue_failed(&[ErrorClass::Mapping, ErrorClass::Timeout, ErrorClass::Schema])
+            .await
     }
 
-    async fn requeue_failed(&self, class: Option<ErrorClass>) -> Result<u64, sqlx::Error> {
+    /// `classes` empty: every `max_retries_exceeded` item.
+    async fn requeue_failed(&self, classes: &[ErrorClass]) -> Result<u64, sqlx::Error> {
+        let classes = (!classes.is_empty()).then(|| json!(classes.iter().map(|c| c.as_str()).collect::<Vec<_>>()));
         let done = sqlx::query(
             "UPDATE sync_queue SET sync_status = 'pending', sync_attempts = 0, sync_error = NULL,
                  error_class = NULL, next_retry_after = NULL
              WHERE (?1 IS NULL AND sync_status = 'max_retries_exceeded')
-                OR (error_class = ?1 AND sync_status IN ('pending', 'max_retries_exceeded'))",
+                OR (error_class IN (SELECT value FROM json_each(?1))
+                    AND sync_status IN ('pending', 'max_retries_exceeded'))",
         )
-        .bind(class.map(ErrorClass::as_str))
+        .bind(classes.map(|c| c.to_string()))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
