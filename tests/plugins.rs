@@ -214,6 +214,28 @@ async fn wait_for_active(keeper: &Path, name: &str) {
     wait_for(keeper, &sql, 1, RELOAD_TIMEOUT).await;
 }
 
+/// Plugins the registry recorded as rejected.
+async fn rejected_count(keeper: &Path) -> i64 {
+    query_i64(keeper, "SELECT COUNT(*) FROM keeper_plugins WHERE status = 'rejected'").await
+}
+
+/// VH rows the ledger says plugin `name` wrote.
+async fn written_by(haven: &Path, name: &str) -> i64 {
+    let mut conn = connect(haven).await;
+    sqlx::query_scalar("SELECT COUNT(*) FROM keeper_sync_ledger WHERE plugin_name = ?1")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Dates a file into the future, so it is the newest in its folder.
+fn make_newest(path: &Path) {
+    let file = std::fs::File::options().append(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+}
+
 fn jsonl(n: usize, prefix: &str) -> String {
     let mut s = String::new();
     for i in 0..n {
@@ -258,14 +280,7 @@ async fn check_rejects_each_hostile_plugin_with_its_reason() {
         assert!(report.contains("🦴 maximum lengths"), "{report}");
     }
     // A check changes nothing: no plugin was recorded as rejected or active.
-    assert_eq!(
-        query_i64(
-            &env.keeper,
-            "SELECT COUNT(*) FROM keeper_plugins WHERE status = 'rejected'"
-        )
-        .await,
-        0
-    );
+    assert_eq!(rejected_count(&env.keeper).await, 0);
 }
 
 #[tokio::test]
@@ -301,14 +316,7 @@ async fn hot_reload_rejects_hostile_plugins_while_the_active_one_keeps_syncing()
         RELOAD_TIMEOUT,
     )
     .await;
-    assert_eq!(
-        query_i64(
-            &env.haven,
-            "SELECT COUNT(*) FROM keeper_sync_ledger WHERE plugin_name = 'keeper-default-mapper'"
-        )
-        .await,
-        10
-    );
+    assert_eq!(written_by(&env.haven, "keeper-default-mapper").await, 10);
 
     // `keeper plugin list` shows the active one and every rejection with its reason.
     let list: serde_json::Value = serde_json::from_str(&env.ok(&["plugin", "list", "--json"])).unwrap();
@@ -457,14 +465,7 @@ async fn a_fixed_plugin_heals_items_the_active_one_refused() {
     let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
     assert_eq!(meta["plugin"]["name"], "test-lenient");
     assert!(meta["warnings"].to_string().contains("metadata ignored"), "{meta}");
-    assert_eq!(
-        query_i64(
-            &env.haven,
-            "SELECT COUNT(*) FROM keeper_sync_ledger WHERE plugin_name = 'test-lenient'"
-        )
-        .await,
-        1
-    );
+    assert_eq!(written_by(&env.haven, "test-lenient").await, 1);
 
     // Removing the active plugin's file falls back to the built-in one.
     std::fs::remove_file(&file).unwrap();
@@ -479,11 +480,7 @@ async fn start_up_takes_the_newest_valid_plugin_and_reuses_its_compiled_form() {
     install("upper", &dir);
     // Newer, but rejected: start-up skips it.
     let hostile = install("unknown-column", &dir);
-    let touch = std::fs::File::options().append(true).open(&hostile).unwrap();
-    touch
-        .set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
-        .unwrap();
-    drop(touch);
+    make_newest(&hostile);
 
     let id = env.submit("🦗", "Oculi", "planet:Erren", "Moth", &[]);
     let first = env.run(&["sync", "--once"]);
@@ -512,14 +509,7 @@ async fn start_up_takes_the_newest_valid_plugin_and_reuses_its_compiled_form() {
     assert!(second.status.success());
     assert!(stderr(&second).contains("cached=true"), "{}", stderr(&second));
     // The same rejection is not recorded twice.
-    assert_eq!(
-        query_i64(
-            &env.keeper,
-            "SELECT COUNT(*) FROM keeper_plugins WHERE status = 'rejected'"
-        )
-        .await,
-        1
-    );
+    assert_eq!(rejected_count(&env.keeper).await, 1);
 }
 
 #[tokio::test]
@@ -559,33 +549,15 @@ async fn sandbox_limits_fail_single_items_and_the_worker_goes_on() {
     }
     let (_, _, panic) = queue_state(&env.keeper, ids[3]).await;
     assert!(panic.unwrap().contains("panics on purpose"));
-    assert_eq!(
-        query_i64(
-            &env.haven,
-            "SELECT COUNT(*) FROM keeper_sync_ledger WHERE plugin_name = 'test-trapdoor'"
-        )
-        .await,
-        2
-    );
+    assert_eq!(written_by(&env.haven, "test-trapdoor").await, 2);
 
     // A newer version started with is a new version too: everything the
     // trapdoor refused or timed out on is healed by it.
     let newer = install("upper", &dir);
-    let touch = std::fs::File::options().append(true).open(&newer).unwrap();
-    touch
-        .set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
-        .unwrap();
-    drop(touch);
+    make_newest(&newer);
     let out = env.ok(&["sync", "--once"]);
     assert!(out.contains("synced 4, failed 0"), "{out}");
-    assert_eq!(
-        query_i64(
-            &env.haven,
-            "SELECT COUNT(*) FROM keeper_sync_ledger WHERE plugin_name = 'test-upper'"
-        )
-        .await,
-        4
-    );
+    assert_eq!(written_by(&env.haven, "test-upper").await, 4);
 }
 
 #[tokio::test]
@@ -628,14 +600,7 @@ async fn plugins_written_in_pieces_or_renamed_into_place_are_taken_once_complete
     wait_for_active(&env.keeper, "test-upper").await;
 
     run.stop();
-    assert_eq!(
-        query_i64(
-            &env.keeper,
-            "SELECT COUNT(*) FROM keeper_plugins WHERE status = 'rejected'"
-        )
-        .await,
-        0
-    );
+    assert_eq!(rejected_count(&env.keeper).await, 0);
 }
 
 #[tokio::test]
