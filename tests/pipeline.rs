@@ -709,3 +709,67 @@ async fn run_logs_start_up_syncs_and_stops_cleanly_on_sigterm() {
         0
     );
 }
+
+#[tokio::test]
+async fn sigterm_mid_drain_stops_after_the_batch_in_hand() {
+    const N: usize = 3000;
+    let mut env = Env::new();
+    env.var("SYNC_BATCH_SIZE", 20);
+    let file = env.dir.path().join("bulk.jsonl");
+    std::fs::write(&file, jsonl(N)).unwrap();
+    env.ok(&["submit", "--json", file.to_str().unwrap()]);
+
+    let child = env
+        .command(&["sync"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while scalar_i64(
+        &env.keeper,
+        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'",
+    )
+    .await
+        == 0
+    {
+        assert!(Instant::now() < deadline, "nothing synced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let synced = scalar_i64(
+        &env.keeper,
+        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'",
+    )
+    .await;
+    let pending = scalar_i64(
+        &env.keeper,
+        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'pending'",
+    )
+    .await;
+    assert_eq!(
+        scalar_i64(
+            &env.keeper,
+            "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'syncing'"
+        )
+        .await,
+        0,
+        "nothing is left syncing"
+    );
+    assert!(
+        pending > 0,
+        "the worker stopped between batches instead of draining all {N}"
+    );
+    assert_eq!(synced + pending, N as i64);
+    assert_eq!(scalar_i64(&env.haven, "SELECT COUNT(*) FROM discoveries").await, synced);
+}
