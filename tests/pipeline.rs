@@ -495,12 +495,12 @@ async fn adopting_a_legacy_keeper_db_leaves_its_rows_untouched() {
     assert_eq!(before.iter().filter(|r| r.starts_with("discoveries")).count(), 3);
 
     env.ok(&["status"]);
+    let migrations = "SELECT COUNT(*) FROM keeper_sync_migrations";
+    let applied = scalar_i64(&env.keeper, migrations).await;
+    assert!(applied >= 5, "{applied} migrations applied");
     env.ok(&["status"]); // migrations run once; the second open is a no-op
     assert_eq!(dump(&env.keeper, &tables).await, before);
-    assert_eq!(
-        scalar_i64(&env.keeper, "SELECT COUNT(*) FROM keeper_sync_migrations").await,
-        4
-    );
+    assert_eq!(scalar_i64(&env.keeper, migrations).await, applied);
     assert_eq!(scalar_i64(&env.keeper, "SELECT COUNT(*) FROM sync_queue").await, 0);
 }
 
@@ -708,4 +708,118 @@ async fn run_logs_start_up_syncs_and_stops_cleanly_on_sigterm() {
         .await,
         0
     );
+}
+
+#[tokio::test]
+async fn sigterm_mid_drain_stops_after_the_batch_in_hand() {
+    const N: usize = 3000;
+    let mut env = Env::new();
+    env.var("SYNC_BATCH_SIZE", 20);
+    let file = env.dir.path().join("bulk.jsonl");
+    std::fs::write(&file, jsonl(N)).unwrap();
+    env.ok(&["submit", "--json", file.to_str().unwrap()]);
+
+    let child = env
+        .command(&["sync"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while scalar_i64(
+        &env.keeper,
+        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'",
+    )
+    .await
+        == 0
+    {
+        assert!(Instant::now() < deadline, "nothing synced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let synced = scalar_i64(
+        &env.keeper,
+        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'",
+    )
+    .await;
+    let pending = scalar_i64(
+        &env.keeper,
+        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'pending'",
+    )
+    .await;
+    assert_eq!(
+        scalar_i64(
+            &env.keeper,
+            "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'syncing'"
+        )
+        .await,
+        0,
+        "nothing is left syncing"
+    );
+    assert!(
+        pending > 0,
+        "the worker stopped between batches instead of draining all {N}"
+    );
+    assert_eq!(synced + pending, N as i64);
+    assert_eq!(scalar_i64(&env.haven, "SELECT COUNT(*) FROM discoveries").await, synced);
+}
+
+#[tokio::test]
+async fn every_item_of_a_batch_points_at_its_own_vh_row() {
+    let mut env = Env::new();
+    env.var("SYNC_BATCH_SIZE", 100);
+    let kinds = [
+        ("🦴", "species_type"),
+        ("💎", "resource_type"),
+        ("🚀", "ship_class"),
+        ("📖", "story_type"),
+    ];
+    let mut input = String::new();
+    for i in 0..40 {
+        let (kind, field) = kinds[i % kinds.len()];
+        let mut record = serde_json::json!({
+            "discovery_type": kind, "system_name": "Ixiezh HV", "location": "moon:Getre Beta",
+            "description": format!("Report number {i}"), "username": format!("user{i}"),
+        });
+        if i % 3 != 0 {
+            record[field] = serde_json::json!(format!("value {i}"));
+        }
+        input.push_str(&record.to_string());
+        input.push('\n');
+    }
+    let out = env.run_with_stdin(&["submit", "--json", "-"], input.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(env.ok(&["sync", "--once"]).contains("synced 40, failed 0"));
+
+    let mut conn = connect(&env.keeper).await;
+    sqlx::query("ATTACH DATABASE ?1 AS vh")
+        .bind(env.haven.to_str().unwrap())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mismatched: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sync_queue q JOIN discoveries d ON d.id = q.discovery_id
+         LEFT JOIN vh.discoveries v ON v.id = q.haven_discovery_id
+         WHERE v.id IS NULL OR v.description IS NOT d.description OR v.discovered_by IS NOT d.username
+            OR v.discovery_type IS NOT d.discovery_type",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(mismatched, 0);
+    let distinct: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT haven_discovery_id) FROM sync_queue")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(distinct, 40);
 }

@@ -296,6 +296,10 @@ impl Queue {
     }
 
     /// Records the outcome of a batch in one transaction.
+    ///
+    /// The batch arrives as one JSON array, unpacked once in a MATERIALIZED
+    /// CTE: joined directly, `json_each` was rescanned for every claimed row
+    /// (quadratic in the batch size: 1,000 items/s at batches of 1,000).
     pub async fn complete(&self, token: &str, delivered: &[Delivered], failed: &[Failed]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if !delivered.is_empty() {
@@ -304,8 +308,12 @@ impl Queue {
                 .map(|d| json!({"queue_id": d.queue_id, "haven_id": d.haven_id, "meta": d.metadata}))
                 .collect();
             sqlx::query(
-                "UPDATE sync_queue
-                 SET sync_status = 'synced', haven_discovery_id = j.value ->> 'haven_id',
+                "WITH j AS MATERIALIZED (
+                     SELECT value ->> 'queue_id' AS queue_id, value ->> 'haven_id' AS haven_id,
+                         value -> 'meta' AS meta
+                     FROM json_each(?1))
+                 UPDATE sync_queue
+                 SET sync_status = 'synced', haven_discovery_id = j.haven_id,
                      synced_at = datetime('now'), sync_attempts = COALESCE(sync_attempts, 0) + 1,
                      sync_error = NULL, error_class = NULL, next_retry_after = NULL,
                      lease_expires_at = NULL, claim_token = NULL,
@@ -313,9 +321,9 @@ impl Queue {
                          CASE WHEN json_valid(sync_queue.metadata) THEN sync_queue.metadata
                               WHEN sync_queue.metadata IS NULL THEN '{}'
                               ELSE json_object('legacy', sync_queue.metadata) END,
-                         j.value -> 'meta')
-                 FROM json_each(?1) AS j
-                 WHERE sync_queue.id = j.value ->> 'queue_id' AND sync_queue.claim_token = ?2",
+                         j.meta)
+                 FROM j
+                 WHERE sync_queue.id = j.queue_id AND sync_queue.claim_token = ?2",
             )
             .bind(serde_json::Value::Array(payload).to_string())
             .bind(token)
@@ -338,15 +346,19 @@ impl Queue {
                 })
                 .collect();
             sqlx::query(
-                "UPDATE sync_queue
-                 SET sync_status = j.value ->> 'status',
+                "WITH j AS MATERIALIZED (
+                     SELECT value ->> 'queue_id' AS queue_id, value ->> 'status' AS status,
+                         value ->> 'error' AS error, value ->> 'class' AS class, value ->> 'delay' AS delay
+                     FROM json_each(?1))
+                 UPDATE sync_queue
+                 SET sync_status = j.status,
                      sync_attempts = COALESCE(sync_attempts, 0) + 1, max_attempts = ?3,
-                     sync_error = j.value ->> 'error', error_class = j.value ->> 'class',
-                     next_retry_after = CASE WHEN j.value ->> 'delay' IS NULL THEN NULL
-                         ELSE strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || (j.value ->> 'delay') || ' seconds') END,
+                     sync_error = j.error, error_class = j.class,
+                     next_retry_after = CASE WHEN j.delay IS NULL THEN NULL
+                         ELSE strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || j.delay || ' seconds') END,
                      lease_expires_at = NULL, claim_token = NULL
-                 FROM json_each(?1) AS j
-                 WHERE sync_queue.id = j.value ->> 'queue_id' AND sync_queue.claim_token = ?2",
+                 FROM j
+                 WHERE sync_queue.id = j.queue_id AND sync_queue.claim_token = ?2",
             )
             .bind(serde_json::Value::Array(payload).to_string())
             .bind(token)

@@ -33,6 +33,18 @@ impl Value {
         }
     }
 
+    /// The value as JSON, for statements that take a batch as one JSON
+    /// parameter. A non-finite real has no JSON form and becomes null: the
+    /// sink's schema check refuses such values before they get here.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Null => serde_json::Value::Null,
+            Value::Integer(i) => (*i).into(),
+            Value::Real(r) => serde_json::Number::from_f64(*r).map_or(serde_json::Value::Null, Into::into),
+            Value::Text(s) => s.as_str().into(),
+        }
+    }
+
     /// The SQLite storage class, for error messages.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -108,17 +120,4 @@ pub fn read_row(row: &SqliteRow) -> Result<Row, UnreadableColumn> {
         out.push((name, value));
     }
     Ok(Row(out))
-}
-
-/// Binds a value to a dynamically built statement.
-pub fn bind<'q>(
-    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    value: &Value,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    match value {
-        Value::Null => query.bind(None::<String>),
-        Value::Integer(i) => query.bind(*i),
-        Value::Real(r) => query.bind(*r),
-        Value::Text(s) => query.bind(s.clone()),
-    }
 }

@@ -19,7 +19,7 @@ use sqlx::{Connection, Row as _};
 use crate::config::HavenLocation;
 use crate::mapper::{Lookup, PluginInfo};
 use crate::queue::ErrorClass;
-use crate::row::{Row, Value, bind};
+use crate::row::{Row, Value};
 
 /// The VH-Database schema as the Control Room creates it; used only to create
 /// the default database on a fresh machine.
@@ -151,6 +151,11 @@ impl TargetSchema {
                 .columns
                 .get(name)
                 .ok_or_else(|| SinkError::Schema(format!("column {name} missing in VH-Database table discoveries")))?;
+            if matches!(value, Value::Real(r) if !r.is_finite()) {
+                return Err(SinkError::Schema(format!(
+                    "column {name}: the mapped real value is not a finite number"
+                )));
+            }
             if !column.affinity.accepts(value) {
                 return Err(SinkError::Schema(format!(
                     "column {name} holds {:?} values, the mapped value is {}",
@@ -330,31 +335,54 @@ impl Haven {
         .into_iter()
         .collect();
 
-        let mut written = Vec::with_capacity(deliveries.len());
-        let mut ledger = Vec::new();
-        for delivery in deliveries {
+        // Where each delivery ends up; rows to insert are grouped by their
+        // column list so that a batch costs one INSERT per distinct shape
+        // (one, for a plugin that always sets the same columns).
+        let mut written: Vec<Option<Written>> = vec![None; deliveries.len()];
+        let mut shapes: Vec<(Vec<&str>, Vec<usize>)> = Vec::new();
+        for (i, delivery) in deliveries.iter().enumerate() {
             if let Some(&haven_id) = known.get(&delivery.keeper_discovery_id) {
-                written.push(Written {
+                written[i] = Some(Written {
                     haven_id,
                     already_there: true,
                 });
                 continue;
             }
-            let linked = if delivery.backfill {
-                find_legacy_copy(&mut tx, delivery.row).await.map_err(err)?
-            } else {
-                None
-            };
-            let (haven_id, already_there) = match linked {
-                Some(id) => (id, true),
-                None => (insert(&mut tx, delivery.row).await.map_err(err)?, false),
-            };
-            ledger.push(json!([delivery.keeper_discovery_id, haven_id, already_there]));
-            written.push(Written {
-                haven_id,
-                already_there,
-            });
+            if delivery.backfill
+                && let Some(haven_id) = find_legacy_copy(&mut tx, delivery.row).await.map_err(err)?
+            {
+                written[i] = Some(Written {
+                    haven_id,
+                    already_there: true,
+                });
+                continue;
+            }
+            let columns: Vec<&str> = delivery.row.0.iter().map(|(n, _)| n.as_str()).collect();
+            match shapes.iter_mut().find(|(c, _)| *c == columns) {
+                Some((_, members)) => members.push(i),
+                None => shapes.push((columns, vec![i])),
+            }
         }
+        for (columns, members) in &shapes {
+            let rows: Vec<&Row> = members.iter().map(|&i| deliveries[i].row).collect();
+            let ids = insert_rows(&mut tx, columns, &rows).await.map_err(err)?;
+            for (&i, haven_id) in members.iter().zip(ids) {
+                written[i] = Some(Written {
+                    haven_id,
+                    already_there: false,
+                });
+            }
+        }
+        let written: Vec<Written> = written
+            .into_iter()
+            .collect::<Option<_>>()
+            .ok_or_else(|| SinkError::Unavailable(format!("{}: an insert returned too few ids", path.display())))?;
+        let ledger: Vec<serde_json::Value> = deliveries
+            .iter()
+            .zip(&written)
+            .filter(|(d, _)| !known.contains_key(&d.keeper_discovery_id))
+            .map(|(d, w)| json!([d.keeper_discovery_id, w.haven_id, w.already_there]))
+            .collect();
         if !ledger.is_empty() {
             sqlx::query(
                 "INSERT INTO keeper_sync_ledger (source_id, keeper_discovery_id, haven_discovery_id,
@@ -375,25 +403,42 @@ impl Haven {
     }
 }
 
-async fn insert(conn: &mut SqliteConnection, row: &Row) -> Result<i64, sqlx::Error> {
-    let columns: Vec<String> = row.0.iter().map(|(n, _)| format!("\"{n}\"")).collect();
-    let params: Vec<String> = (1..=row.0.len()).map(|i| format!("?{i}")).collect();
-    // Column names were checked against PRAGMA table_info, so only real
-    // column names reach this string; values are bound.
-    let sql = if row.0.is_empty() {
-        "INSERT INTO discoveries DEFAULT VALUES RETURNING id".to_owned()
-    } else {
-        format!(
-            "INSERT INTO discoveries ({}) VALUES ({}) RETURNING id",
-            columns.join(", "),
-            params.join(", ")
-        )
-    };
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (_, value) in &row.0 {
-        query = bind(query, value);
+/// Inserts rows that all set `columns`, in one statement; returns their ids
+/// in input order. The values travel as one JSON array of arrays: `->>`
+/// gives back each value with its SQLite type (NULL, INTEGER, REAL, TEXT).
+async fn insert_rows(conn: &mut SqliteConnection, columns: &[&str], rows: &[&Row]) -> Result<Vec<i64>, sqlx::Error> {
+    if columns.is_empty() {
+        let mut ids = Vec::with_capacity(rows.len());
+        for _ in rows {
+            ids.push(
+                sqlx::query_scalar("INSERT INTO discoveries DEFAULT VALUES RETURNING id")
+                    .fetch_one(&mut *conn)
+                    .await?,
+            );
+        }
+        return Ok(ids);
     }
-    query.fetch_one(&mut *conn).await?.try_get(0)
+    let names: Vec<String> = columns.iter().map(|n| format!("\"{n}\"")).collect();
+    let values: Vec<String> = (0..columns.len()).map(|i| format!("value ->> {i}")).collect();
+    // Column names were checked against PRAGMA table_info, so only real
+    // column names reach this string; the values are one bound parameter.
+    let sql = format!(
+        "INSERT INTO discoveries ({}) SELECT {} FROM json_each(?1) ORDER BY key RETURNING id",
+        names.join(", "),
+        values.join(", ")
+    );
+    let payload: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| serde_json::Value::Array(row.0.iter().map(|(_, v)| v.to_json()).collect()))
+        .collect();
+    let mut ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::Value::Array(payload).to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    // Rows are inserted in `key` order inside one write transaction, so
+    // their ids ascend in input order (RETURNING itself promises no order).
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// A row the old bot wrote for the same report: same reporter, same time of

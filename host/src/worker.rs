@@ -70,9 +70,18 @@ impl Worker {
     /// Processes everything due now, batch after batch, each item at most
     /// once, and returns.
     pub async fn drain(&self) -> Result<Drained, WorkerError> {
+        self.drain_until(None).await
+    }
+
+    /// [`Worker::drain`], stopping between two batches once `stop` turns
+    /// true: a shutdown waits for the batch in hand, not for the whole queue.
+    async fn drain_until(&self, stop: Option<&watch::Receiver<bool>>) -> Result<Drained, WorkerError> {
         let mut total = Drained::default();
         let started = self.queue.now().await?;
         loop {
+            if stop.is_some_and(|s| *s.borrow()) {
+                return Ok(total);
+            }
             let claim = self.queue.claim(self.batch_size, Some(&started)).await?;
             if claim.items.is_empty() {
                 return Ok(total);
@@ -88,7 +97,7 @@ impl Worker {
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         self.status.running.store(true, Ordering::Relaxed);
         while !*shutdown.borrow() {
-            if let Err(error) = self.drain().await {
+            if let Err(error) = self.drain_until(Some(&shutdown)).await {
                 tracing::error!(%error, "sync pass failed; trying again next interval");
             }
             tokio::select! {
