@@ -103,9 +103,10 @@ mod mapper {
                     }
                 }
                 Some(Misbehaviour::Alloc) => {
+                    // Capacity only: growing memory is the point, not filling it.
                     let mut hoard: Vec<Vec<u8>> = Vec::new();
                     loop {
-                        hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                        hoard.push(std::hint::black_box(Vec::with_capacity(4 << 20)));
                     }
                 }
                 Some(Misbehaviour::Panic) => panic!("test plugin panics on purpose"),
