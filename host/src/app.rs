@@ -54,14 +54,14 @@ impl App {
 
     /// The worker, on the start-up plugin (see [`PluginManager::start`]).
     pub async fn worker(&self) -> Result<Worker, AppError> {
-        let plugins = self.plugins().await?;
+        let plugins = PluginManager::start(self, false).await?;
         Ok(self.worker_on(plugins.slot()))
     }
 
-    /// The plugin manager, with the start-up plugin chosen and recorded;
-    /// `keeper run` also lets it watch the plugins folder.
+    /// The plugin manager of `keeper run`: the start-up plugin chosen and
+    /// recorded, the plugins folder watched (run its `watch` for hot reload).
     pub async fn plugins(&self) -> Result<PluginManager, AppError> {
-        Ok(PluginManager::start(self).await?)
+        Ok(PluginManager::start(self, true).await?)
     }
 
     /// A worker that takes each batch's plugin from `plugins`.

@@ -106,6 +106,27 @@ impl Loader {
             .map_err(|e| PluginsError::Join(e.to_string()))??)
     }
 
+    /// The plugin in `path` with whether it came from the cache, if it
+    /// passes the conformance check; otherwise the rejection is logged and
+    /// recorded in `registry`, and `None` returned.
+    async fn admit(&self, path: &Path, registry: &Registry) -> Option<(Plugin, bool)> {
+        let verdict = match self.check_file(path).await {
+            Ok(v) => v,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "plugin file skipped");
+                return None;
+            }
+        };
+        let (info, cached) = (verdict.info(), verdict.cached);
+        match verdict.accepted() {
+            Ok(plugin) => Some((plugin, cached)),
+            Err(rejection) => {
+                record_rejection(registry, path, &info, &rejection).await;
+                None
+            }
+        }
+    }
+
     /// Reads a plugin file and runs the conformance check on it, on a
     /// blocking thread.
     pub async fn check_file(&self, path: &Path) -> Result<conformance::Verdict, PluginsError> {
@@ -149,28 +170,27 @@ pub struct PluginManager {
     dir: PathBuf,
     slot: PluginSlot,
     active: Source,
+    /// Events on the plugins folder, when hot reload is on.
+    events: Option<watch::DirWatch>,
 }
 
 impl PluginManager {
     /// Chooses the start-up plugin: the newest valid `.wasm` in the plugins
     /// folder, else the built-in one; records it and heals if it is new.
-    pub async fn start(app: &App) -> Result<PluginManager, PluginsError> {
+    /// With `hot_reload` the folder is watched from before that choice, so a
+    /// file dropped in meanwhile is not missed ([`PluginManager::watch`]
+    /// then acts on it).
+    pub async fn start(app: &App, hot_reload: bool) -> Result<PluginManager, PluginsError> {
         let loader = Loader::new(app, true).await?;
         let dir = std::path::absolute(&app.settings.plugins_dir).unwrap_or_else(|_| app.settings.plugins_dir.clone());
+        let events = if hot_reload { watch_folder(&dir) } else { None };
         let previous = app.registry.list().await?.active.map(|a| a.hash);
 
         let mut chosen = None;
         for path in candidates(&dir) {
-            match loader.check_file(&path).await {
-                Ok(verdict) if verdict.rejection.is_none() => {
-                    let cached = verdict.cached;
-                    if let Ok(plugin) = verdict.accepted() {
-                        chosen = Some((plugin, Source::File(path), cached));
-                        break;
-                    }
-                }
-                Ok(verdict) => record_rejection(&app.registry, &path, &verdict.info(), &verdict.rejection).await,
-                Err(error) => tracing::warn!(path = %path.display(), %error, "plugin file skipped"),
+            if let Some((plugin, cached)) = loader.admit(&path, &app.registry).await {
+                chosen = Some((plugin, Source::File(path), cached));
+                break;
             }
         }
         let (plugin, active, cached) = match chosen {
@@ -189,6 +209,7 @@ impl PluginManager {
             dir,
             slot: PluginSlot::new(plugin),
             active,
+            events,
         };
         manager
             .record_active(&info, previous.as_deref() != Some(info.hash.as_str()), cached)
@@ -201,20 +222,13 @@ impl PluginManager {
         self.slot.clone()
     }
 
-    /// Watches the plugins folder until `shutdown` turns true.
+    /// Acts on changes in the plugins folder until `shutdown` turns true.
+    /// Returns at once when the manager was started without hot reload or
+    /// the folder cannot be watched.
     pub async fn watch(mut self, mut shutdown: signal::Receiver<bool>) {
-        if let Err(error) = std::fs::create_dir_all(&self.dir) {
-            tracing::warn!(dir = %self.dir.display(), %error, "cannot create the plugins folder; hot reload is off");
+        let Some(mut events) = self.events.take() else {
             return;
-        }
-        let mut events = match watch::DirWatch::new(&self.dir) {
-            Ok(w) => w,
-            Err(error) => {
-                tracing::warn!(dir = %self.dir.display(), %error, "cannot watch the plugins folder; hot reload is off");
-                return;
-            }
         };
-        tracing::info!(dir = %self.dir.display(), "🔌 Watching for mapping plugins");
         while !*shutdown.borrow() {
             tokio::select! {
                 changed = shutdown.changed() => if changed.is_err() { break },
@@ -247,15 +261,8 @@ impl PluginManager {
             }
             return;
         }
-        match self.loader.check_file(&path).await {
-            Ok(verdict) if verdict.rejection.is_none() => {
-                let cached = verdict.cached;
-                if let Ok(plugin) = verdict.accepted() {
-                    self.switch(plugin, Source::File(path), cached).await;
-                }
-            }
-            Ok(verdict) => record_rejection(&self.registry, &path, &verdict.info(), &verdict.rejection).await,
-            Err(error) => tracing::warn!(path = %path.display(), %error, "plugin file skipped"),
+        if let Some((plugin, cached)) = self.loader.admit(&path, &self.registry).await {
+            self.switch(plugin, Source::File(path), cached).await;
         }
     }
 
@@ -300,11 +307,28 @@ impl PluginManager {
     }
 }
 
+/// Starts watching the plugins folder (creating it if needed); `None`, with
+/// a warning, when that is impossible: the worker runs on without hot reload.
+fn watch_folder(dir: &Path) -> Option<watch::DirWatch> {
+    if let Err(error) = std::fs::create_dir_all(dir) {
+        tracing::warn!(dir = %dir.display(), %error, "cannot create the plugins folder; hot reload is off");
+        return None;
+    }
+    match watch::DirWatch::new(dir) {
+        Ok(events) => {
+            tracing::info!(dir = %dir.display(), "🔌 Watching for mapping plugins");
+            Some(events)
+        }
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), %error, "cannot watch the plugins folder; hot reload is off");
+            None
+        }
+    }
+}
+
 /// Logs and records a plugin that may not become active.
-async fn record_rejection(registry: &Registry, path: &Path, info: &PluginInfo, rejection: &Option<Rejection>) {
-    let reason = rejection
-        .as_ref()
-        .map_or_else(|| "rejected".to_owned(), ToString::to_string);
+async fn record_rejection(registry: &Registry, path: &Path, info: &PluginInfo, rejection: &Rejection) {
+    let reason = rejection.to_string();
     tracing::warn!(
         path = %path.display(),
         name = %info.name,
