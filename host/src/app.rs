@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::config::Settings;
-use crate::mapper::{PluginError, PluginSlot};
+use crate::mapper::PluginSlot;
 use crate::plugins::{PluginManager, PluginsError};
 use crate::queue::Queue;
 use crate::registry::Registry;
@@ -19,8 +19,6 @@ use crate::worker::{Worker, WorkerStatus};
 pub enum AppError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the built-in mapping plugin cannot be loaded: {0}")]
-    Plugin(#[from] PluginError),
     #[error("keeper.db: {0}")]
     Sql(#[from] sqlx::Error),
     #[error(transparent)]
