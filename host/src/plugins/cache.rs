@@ -23,6 +23,11 @@ use crate::mapper::{Plugin, PluginError, Runtime, content_hash};
 
 const TAG_LEN: usize = 32;
 
+/// Compiled plugins kept; the least recently written go first. Every plugin
+/// ever dropped into the folder is compiled once (rejected ones too), so
+/// without a bound the folder would only grow.
+const KEEP: usize = 16;
+
 #[derive(Clone)]
 pub struct Cache {
     dir: PathBuf,
@@ -105,6 +110,26 @@ impl Cache {
         })();
         if let Err(error) = result {
             tracing::warn!(dir = %self.dir.display(), %error, "cannot cache the compiled plugin; it will be compiled again next start");
+        }
+        self.prune();
+    }
+
+    /// Deletes all but the [`KEEP`] newest compiled plugins.
+    fn prune(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+            .filter_map(|p| Some((std::fs::metadata(&p).and_then(|m| m.modified()).ok()?, p)))
+            .collect();
+        files.sort_by_key(|f| std::cmp::Reverse(f.0));
+        for (_, old) in files.into_iter().skip(KEEP) {
+            if let Err(error) = std::fs::remove_file(&old) {
+                tracing::debug!(path = %old.display(), %error, "cannot prune a cached plugin");
+            }
         }
     }
 }
