@@ -149,6 +149,9 @@ def main():
     ]
     for _, _, sql in legacy:
         conn.execute(sql)
+    # Fixed times for rows stamped now, so regenerating changes only what changed.
+    conn.execute("UPDATE discoveries SET submission_timestamp = datetime('2025-06-01 12:00:00', '+' || id || ' minutes')"
+                 " WHERE submission_timestamp >= date('now', '-1 day')")
     conn.commit()
     rows = [dict(r) for r in conn.execute("SELECT * FROM discoveries ORDER BY id")]
     names = [(n, e) for n, e, _ in cases] + [(n, e) for n, e, _ in legacy]
