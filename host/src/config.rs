@@ -4,7 +4,7 @@
 //! Resolution rules that are not plain defaults (where VH-Database is, the API
 //! bind address) live here so that the worker, the API and the CLI agree.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -126,6 +126,22 @@ impl Settings {
 
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.sync_lease)
+    }
+
+    /// The API key, if one is set (an empty `SYNC_API_KEY=` counts as unset).
+    pub fn api_key(&self) -> Option<&str> {
+        self.sync_api_key.as_deref().filter(|k| !k.is_empty())
+    }
+
+    /// Where the API listens: `SYNC_API_HOST`, else all interfaces when an
+    /// API key protects it, else loopback only.
+    pub fn api_addr(&self) -> SocketAddr {
+        let host = self.sync_api_host.unwrap_or(if self.api_key().is_some() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        });
+        SocketAddr::new(host, self.sync_api_port)
     }
 
     pub fn haven_busy_timeout(&self) -> Duration {

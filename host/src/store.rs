@@ -125,6 +125,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "plugin registry",
     },
+    Migration {
+        version: 6,
+        name: "queue counters maintained by triggers",
+    },
 ];
 
 impl Store {
@@ -339,6 +343,17 @@ async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreErr
             sqlx::query("CREATE INDEX IF NOT EXISTS idx_keeper_plugins_status ON keeper_plugins (status, id)")
                 .execute(&mut *conn)
                 .await?;
+        }
+        6 => {
+            for statement in queue::counter_schema() {
+                sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut *conn).await?;
+            }
+            sqlx::query(
+                "CREATE INDEX IF NOT EXISTS idx_sync_queue_synced_at ON sync_queue (synced_at)
+                 WHERE sync_status = 'synced'",
+            )
+            .execute(&mut *conn)
+            .await?;
         }
         _ => {}
     }
