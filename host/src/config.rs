@@ -148,3 +148,41 @@ impl Settings {
         Duration::from_millis(self.haven_busy_timeout_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn settings(args: &[&str]) -> Settings {
+        let mut argv = vec!["keeper"];
+        argv.extend_from_slice(args);
+        Cli::parse_from(argv).settings
+    }
+
+    #[test]
+    fn api_binds_loopback_unless_a_key_protects_it() {
+        // Flags, not the environment, so the test's own environment cannot leak in.
+        let open = settings(&["--sync-api-port", "8080", "--sync-api-key", ""]);
+        assert_eq!(open.api_key(), None);
+        assert_eq!(open.api_addr(), "127.0.0.1:8080".parse().unwrap());
+        let keyed = settings(&["--sync-api-port", "8080", "--sync-api-key", "k"]);
+        assert_eq!(keyed.api_addr(), "0.0.0.0:8080".parse().unwrap());
+        let pinned = settings(&[
+            "--sync-api-port",
+            "9",
+            "--sync-api-key",
+            "k",
+            "--sync-api-host",
+            "127.0.0.1",
+        ]);
+        assert_eq!(pinned.api_addr(), "127.0.0.1:9".parse().unwrap());
+    }
+}

@@ -175,12 +175,11 @@ pub struct QueueCounts {
 
 /// A `max_retries_exceeded` item with what an operator needs to judge it
 /// (the guide's `failed_items` entry).
-#[derive(Debug, Clone, Serialize, poem_openapi::Object)]
+#[derive(Debug, Clone, Serialize)]
 pub struct FailedItem {
     pub queue_id: i64,
     pub discovery_id: i64,
     pub sync_attempts: i64,
-    /// The last attempt's error, in words an operator can act on.
     pub sync_error: Option<String>,
     pub system_name: Option<String>,
     pub location: Option<String>,

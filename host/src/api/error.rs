@@ -139,8 +139,16 @@ pub fn to_json_response(error: poem::Error, method: &Method, path: &str) -> Resp
         // Built by a handler or the API key check: already JSON.
         return error.into_response();
     }
-    let status = error.status();
+    // A body that is not declared as JSON is a malformed request like any
+    // other: 400, as documented, with what to do about it.
+    let status = match error.status() {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::BAD_REQUEST,
+        s => s,
+    };
     let message = match status {
+        StatusCode::BAD_REQUEST if error.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            format!("{error}; send the body as JSON with Content-Type: application/json")
+        }
         StatusCode::NOT_FOUND => format!("no endpoint {method} {path}; the list is at /docs"),
         StatusCode::METHOD_NOT_ALLOWED => format!("{path} does not accept {method}; see /docs"),
         StatusCode::PAYLOAD_TOO_LARGE => format!("request body is larger than {} bytes", super::MAX_BODY_BYTES),

@@ -15,6 +15,7 @@ mod auth;
 mod error;
 mod metrics;
 pub mod model;
+mod nullable;
 mod routes;
 mod timestamp;
 
@@ -22,7 +23,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use poem::http::header::CONTENT_LENGTH;
+use poem::http::header::{ALLOW, CONTENT_LENGTH};
+use poem::http::{HeaderValue, StatusCode};
 use poem::listener::TcpAcceptor;
 use poem::middleware::CatchPanic;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
@@ -71,7 +73,7 @@ impl ApiState {
             is_running: running,
             sync_interval: self.app.settings.sync_interval,
             uptime_seconds: if running { u64::try_from(uptime).unwrap_or(0) } else { 0 },
-            last_sync_time: self.last_sync_time(),
+            last_sync_time: self.last_sync_time().into(),
         }
     }
 }
@@ -95,6 +97,7 @@ pub fn document() -> String {
 /// The whole HTTP surface: operations, documentation, body limit, JSON errors.
 pub fn endpoint(state: Arc<ApiState>) -> impl Endpoint {
     let api = service();
+    let allow = Arc::new(AllowedMethods::from_document(&api.spec()));
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
     Route::new()
@@ -103,20 +106,72 @@ pub fn endpoint(state: Arc<ApiState>) -> impl Endpoint {
         .nest("/", api)
         .with(CatchPanic::new())
         .data(state)
-        .around(|next, req| async move { Ok(guard(next.as_ref(), req).await) })
+        .around(move |next, req| {
+            let allow = allow.clone();
+            async move { Ok(guard(next.as_ref(), req, &allow).await) }
+        })
 }
 
 /// Limits the body, then turns whatever error the request meets into JSON.
-async fn guard<E: Endpoint>(next: &E, mut req: Request) -> Response {
+async fn guard<E: Endpoint>(next: &E, mut req: Request, allow: &AllowedMethods) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     if let Err(error) = limit_body(&mut req).await {
         return error::to_json_response(error, &method, &path);
     }
-    match next.call(req).await {
+    let mut response = match next.call(req).await {
         Ok(response) => response.into_response(),
         Err(error) => error::to_json_response(error, &method, &path),
+    };
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(methods) = allow.of(&path)
+        && let Ok(value) = HeaderValue::from_str(methods)
+    {
+        // RFC 9110: a 405 lists what the resource does accept.
+        response.headers_mut().insert(ALLOW, value);
     }
+    response
+}
+
+/// The methods each documented path accepts, for the `Allow` header of a 405.
+struct AllowedMethods(Vec<(Vec<String>, String)>);
+
+impl AllowedMethods {
+    fn from_document(document: &str) -> AllowedMethods {
+        let parsed: serde_json::Value = serde_json::from_str(document).unwrap_or_default();
+        let mut table: Vec<(Vec<String>, String)> = vec![
+            (segments("/openapi.json"), "GET".into()),
+            (segments("/docs"), "GET".into()),
+        ];
+        if let Some(paths) = parsed.get("paths").and_then(|p| p.as_object()) {
+            for (template, operations) in paths {
+                let methods: Vec<String> = operations
+                    .as_object()
+                    .map(|o| o.keys().map(|m| m.to_uppercase()).collect())
+                    .unwrap_or_default();
+                table.push((segments(template), methods.join(", ")));
+            }
+        }
+        AllowedMethods(table)
+    }
+
+    fn of(&self, path: &str) -> Option<&str> {
+        let wanted = segments(path);
+        self.0
+            .iter()
+            .find(|(template, _)| {
+                template.len() == wanted.len()
+                    && template
+                        .iter()
+                        .zip(&wanted)
+                        .all(|(t, w)| t == w || (t.starts_with('{') && t.ends_with('}')))
+            })
+            .map(|(_, methods)| methods.as_str())
+    }
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 /// Reads the body into memory up to [`MAX_BODY_BYTES`]: a larger declared or

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use poem_openapi::{Enum, Object};
 use time::OffsetDateTime;
 
+use super::nullable::Nullable;
 use crate::queue::{FailedItem, QueueCounts};
 
 /// `ok` on every successful answer (errors say `error`).
@@ -50,7 +51,7 @@ pub struct WorkerReport {
     /// Seconds since the worker started.
     pub uptime_seconds: u64,
     /// When the worker last finished a batch; null before the first.
-    pub last_sync_time: Option<OffsetDateTime>,
+    pub last_sync_time: Nullable<OffsetDateTime>,
 }
 
 /// The guide's `totals`.
@@ -94,12 +95,43 @@ impl SyncStatusReport {
     }
 }
 
+/// A `max_retries_exceeded` item with what an operator needs to judge it
+/// (the guide's `failed_items` entry).
+#[derive(Debug, Clone, Object)]
+pub struct FailedItemView {
+    pub queue_id: i64,
+    pub discovery_id: i64,
+    pub sync_attempts: i64,
+    /// The last attempt's error, in words an operator can act on.
+    pub sync_error: Nullable<String>,
+    /// From the keeper.db discovery (null if it is gone).
+    pub system_name: Nullable<String>,
+    pub location: Nullable<String>,
+    pub discovery_type: Nullable<String>,
+    pub username: Nullable<String>,
+}
+
+impl From<FailedItem> for FailedItemView {
+    fn from(i: FailedItem) -> FailedItemView {
+        FailedItemView {
+            queue_id: i.queue_id,
+            discovery_id: i.discovery_id,
+            sync_attempts: i.sync_attempts,
+            sync_error: i.sync_error.into(),
+            system_name: i.system_name.into(),
+            location: i.location.into(),
+            discovery_type: i.discovery_type.into(),
+            username: i.username.into(),
+        }
+    }
+}
+
 /// `GET /sync/failed` (and `keeper failed --json`).
 #[derive(Debug, Clone, Object)]
 pub struct FailedList {
     pub status: OkStatus,
     /// Most recently failed first.
-    pub failed_items: Vec<FailedItem>,
+    pub failed_items: Vec<FailedItemView>,
     pub count: u64,
 }
 
@@ -108,7 +140,7 @@ impl FailedList {
         FailedList {
             status: OkStatus::Ok,
             count: failed_items.len() as u64,
-            failed_items,
+            failed_items: failed_items.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -151,9 +183,9 @@ pub struct AttemptsCount {
 #[derive(Debug, Clone, Object)]
 pub struct OldestPending {
     pub queue_id: i64,
-    pub created_at: Option<OffsetDateTime>,
+    pub created_at: Nullable<OffsetDateTime>,
     /// Seconds since it was submitted.
-    pub age_seconds: Option<i64>,
+    pub age_seconds: Nullable<i64>,
 }
 
 /// Submission-to-synced latency, in seconds.
@@ -161,10 +193,10 @@ pub struct OldestPending {
 pub struct LatencyStats {
     /// Items the figures are about.
     pub count: i64,
-    pub average_seconds: Option<f64>,
-    pub p50_seconds: Option<f64>,
-    pub p95_seconds: Option<f64>,
-    pub max_seconds: Option<f64>,
+    pub average_seconds: Nullable<f64>,
+    pub p50_seconds: Nullable<f64>,
+    pub p95_seconds: Nullable<f64>,
+    pub max_seconds: Nullable<f64>,
 }
 
 /// `GET /sync/statistics`: the queue in more detail than `/sync/status`.
@@ -184,7 +216,7 @@ pub struct Statistics {
     /// Unsynced items by number of finished attempts.
     pub attempts: Vec<AttemptsCount>,
     /// Null when nothing is pending.
-    pub oldest_pending: Option<OldestPending>,
+    pub oldest_pending: Nullable<OldestPending>,
     pub synced_last_hour: i64,
     pub synced_last_day: i64,
     /// Over the items synced in the last 24 hours.
@@ -209,23 +241,23 @@ pub struct QueueItemView {
     pub sync_status: String,
     /// Finished attempts.
     pub sync_attempts: i64,
-    pub max_attempts: Option<i64>,
-    pub last_sync_attempt: Option<OffsetDateTime>,
+    pub max_attempts: Nullable<i64>,
+    pub last_sync_attempt: Nullable<OffsetDateTime>,
     /// When a pending item is due again; null means now.
-    pub next_retry_after: Option<OffsetDateTime>,
+    pub next_retry_after: Nullable<OffsetDateTime>,
     /// The last attempt's error: the only error history keeper.db keeps
     /// (every failure is also in the log).
-    pub sync_error: Option<String>,
-    pub error_class: Option<String>,
+    pub sync_error: Nullable<String>,
+    pub error_class: Nullable<String>,
     /// The row id in VH-Database's `discoveries`, once synced.
-    pub haven_discovery_id: Option<i64>,
+    pub haven_discovery_id: Nullable<i64>,
     /// When it was submitted.
-    pub created_at: Option<OffsetDateTime>,
-    pub synced_at: Option<OffsetDateTime>,
+    pub created_at: Nullable<OffsetDateTime>,
+    pub synced_at: Nullable<OffsetDateTime>,
     /// The plugin that mapped it, once synced by this host.
-    pub provenance: Option<Provenance>,
+    pub provenance: Nullable<Provenance>,
     /// The item's `metadata` JSON as stored (warnings, provenance, backfill marks).
-    pub metadata: Option<serde_json::Value>,
+    pub metadata: Nullable<serde_json::Value>,
 }
 
 /// `GET /sync/items/{queue_id}`.
@@ -235,7 +267,7 @@ pub struct ItemDetail {
     pub item: QueueItemView,
     /// The keeper.db `discoveries` row, column by column; null if it is gone
     /// or unreadable (see `discovery_error`).
-    pub discovery: Option<serde_json::Value>,
+    pub discovery: Nullable<serde_json::Value>,
     #[oai(skip_serializing_if_is_none)]
     pub discovery_error: Option<String>,
 }
@@ -264,9 +296,9 @@ pub struct PluginEntry {
     /// `active`, `retired` or `rejected`.
     pub status: String,
     /// Why a plugin was rejected.
-    pub reason: Option<String>,
-    pub recorded_at: Option<OffsetDateTime>,
-    pub retired_at: Option<OffsetDateTime>,
+    pub reason: Nullable<String>,
+    pub recorded_at: Nullable<OffsetDateTime>,
+    pub retired_at: Nullable<OffsetDateTime>,
 }
 
 /// `GET /plugins`: newest first.
@@ -274,7 +306,7 @@ pub struct PluginEntry {
 pub struct Plugins {
     pub status: OkStatus,
     /// The plugin new batches run on; null before a worker ever started.
-    pub active: Option<PluginEntry>,
+    pub active: Nullable<PluginEntry>,
     /// Plugins that were active before.
     pub history: Vec<PluginEntry>,
     /// Plugins that were refused, with the reason.
@@ -287,10 +319,10 @@ pub struct ExportedItem {
     pub queue_id: i64,
     pub discovery_id: i64,
     pub sync_attempts: i64,
-    pub created_at: Option<OffsetDateTime>,
+    pub created_at: Nullable<OffsetDateTime>,
     /// The keeper.db `discoveries` row, column by column (what a mapping
     /// plugin receives); null if it is gone or unreadable.
-    pub discovery: Option<serde_json::Value>,
+    pub discovery: Nullable<serde_json::Value>,
     #[oai(skip_serializing_if_is_none)]
     pub discovery_error: Option<String>,
 }
@@ -317,11 +349,11 @@ pub struct AckEntry {
     pub haven_discovery_id: i64,
 }
 
-/// `POST /sync/ack` body.
+/// `POST /sync/ack` body (at most 1 MiB, like every body: some 25,000 items).
 #[derive(Debug, Clone, Object)]
 #[oai(deny_unknown_fields)]
 pub struct AckRequest {
-    #[oai(validator(min_items = 1, max_items = 10000))]
+    #[oai(validator(min_items = 1))]
     pub items: Vec<AckEntry>,
 }
 

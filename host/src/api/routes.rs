@@ -124,22 +124,25 @@ impl SyncApi {
                 .into_iter()
                 .map(|(attempts, count)| AttemptsCount { attempts, count })
                 .collect(),
-            oldest_pending: stats.oldest_pending.map(|(queue_id, created_at)| {
-                let created_at = timestamp::parse_opt(created_at.as_deref());
-                OldestPending {
-                    queue_id,
-                    created_at,
-                    age_seconds: created_at.map(|t| (now - t).whole_seconds().max(0)),
-                }
-            }),
+            oldest_pending: stats
+                .oldest_pending
+                .map(|(queue_id, created_at)| {
+                    let created_at = timestamp::parse_opt(created_at.as_deref());
+                    OldestPending {
+                        queue_id,
+                        created_at: created_at.into(),
+                        age_seconds: created_at.map(|t| (now - t).whole_seconds().max(0)).into(),
+                    }
+                })
+                .into(),
             synced_last_hour: stats.synced_last_hour,
             synced_last_day: stats.synced_last_day,
             latency_last_day: LatencyStats {
                 count: l.count,
-                average_seconds: l.average,
-                p50_seconds: l.p50,
-                p95_seconds: l.p95,
-                max_seconds: l.max,
+                average_seconds: l.average.into(),
+                p50_seconds: l.p50.into(),
+                p95_seconds: l.p95.into(),
+                max_seconds: l.max.into(),
             },
         }))
     }
@@ -238,18 +241,18 @@ impl SyncApi {
                 discovery_id: item.discovery_id,
                 sync_status: item.sync_status.unwrap_or_else(|| "pending".into()),
                 sync_attempts: item.sync_attempts,
-                max_attempts: item.max_attempts,
-                last_sync_attempt: timestamp::parse_opt(item.last_sync_attempt.as_deref()),
-                next_retry_after: timestamp::parse_opt(item.next_retry_after.as_deref()),
-                sync_error: item.sync_error,
-                error_class: item.error_class,
-                haven_discovery_id: item.haven_discovery_id,
-                created_at: timestamp::parse_opt(item.created_at.as_deref()),
-                synced_at: timestamp::parse_opt(item.synced_at.as_deref()),
-                provenance,
-                metadata,
+                max_attempts: item.max_attempts.into(),
+                last_sync_attempt: timestamp::parse_opt(item.last_sync_attempt.as_deref()).into(),
+                next_retry_after: timestamp::parse_opt(item.next_retry_after.as_deref()).into(),
+                sync_error: item.sync_error.into(),
+                error_class: item.error_class.into(),
+                haven_discovery_id: item.haven_discovery_id.into(),
+                created_at: timestamp::parse_opt(item.created_at.as_deref()).into(),
+                synced_at: timestamp::parse_opt(item.synced_at.as_deref()).into(),
+                provenance: provenance.into(),
+                metadata: metadata.into(),
             },
-            discovery,
+            discovery: discovery.into(),
             discovery_error,
         }))
     }
@@ -301,7 +304,7 @@ impl SyncApi {
         let list = state.app.registry.list().await?;
         Ok(Json(Plugins {
             status: OkStatus::Ok,
-            active: list.active.map(plugin_entry),
+            active: list.active.map(plugin_entry).into(),
             history: list.history.into_iter().map(plugin_entry).collect(),
             rejected: list.rejected.into_iter().map(plugin_entry).collect(),
         }))
@@ -340,8 +343,8 @@ impl SyncApi {
                     queue_id: i.queue_id,
                     discovery_id: i.discovery_id,
                     sync_attempts: i.sync_attempts,
-                    created_at: timestamp::parse_opt(i.created_at.as_deref()),
-                    discovery,
+                    created_at: timestamp::parse_opt(i.created_at.as_deref()).into(),
+                    discovery: discovery.into(),
                     discovery_error,
                 }
             })
@@ -414,14 +417,14 @@ impl SyncApi {
 
 fn plugin_entry(p: PluginRecord) -> PluginEntry {
     PluginEntry {
-        recorded_at: timestamp::parse(&p.recorded_at),
-        retired_at: timestamp::parse_opt(p.retired_at.as_deref()),
+        recorded_at: timestamp::parse(&p.recorded_at).into(),
+        retired_at: timestamp::parse_opt(p.retired_at.as_deref()).into(),
         name: p.name,
         version: p.version,
         hash: p.hash,
         source: p.source,
         status: p.status,
-        reason: p.reason,
+        reason: p.reason.into(),
     }
 }
 
