@@ -497,9 +497,10 @@ async fn adopting_a_legacy_keeper_db_leaves_its_rows_untouched() {
     env.ok(&["status"]);
     env.ok(&["status"]); // migrations run once; the second open is a no-op
     assert_eq!(dump(&env.keeper, &tables).await, before);
+    // Each migration recorded once (whatever their number, which grows).
     assert_eq!(
         scalar_i64(&env.keeper, "SELECT COUNT(*) FROM keeper_sync_migrations").await,
-        4
+        scalar_i64(&env.keeper, "SELECT MAX(version) FROM keeper_sync_migrations").await
     );
     assert_eq!(scalar_i64(&env.keeper, "SELECT COUNT(*) FROM sync_queue").await, 0);
 }
