@@ -810,3 +810,49 @@ async fn live_server_conforms_to_its_openapi_document() {
     assert!(out.status.success(), "schemathesis found problems:\n{report}");
     assert!(!server.log().contains("panicked"), "{}", server.log());
 }
+
+/// Benchmark, not a check: `/sync/status` on a queue of 1,000,000 items
+/// against the full scan it replaced. Run with
+/// `cargo test --test api -- --ignored --nocapture status_on_a_million_items`.
+#[tokio::test]
+#[ignore = "benchmark: run by hand"]
+async fn status_on_a_million_items() {
+    let mut env = Env::new();
+    env.var("USE_HAVEN_DATABASE", "false");
+    env.ok(&["status"]);
+    let started = Instant::now();
+    exec(
+        &env.keeper,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000)
+         INSERT INTO sync_queue (discovery_id, sync_status)
+         SELECT i, CASE i % 10 WHEN 0 THEN 'max_retries_exceeded' WHEN 1 THEN 'pending' ELSE 'synced' END FROM n",
+    )
+    .await;
+    println!(
+        "1,000,000 queue rows inserted (counters kept by trigger) in {:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    let rows = rows(
+        &env.keeper,
+        "SELECT sync_status, COUNT(*) FROM sync_queue GROUP BY sync_status",
+    )
+    .await;
+    println!(
+        "full scan GROUP BY sync_status: {:?} ({} states)",
+        started.elapsed(),
+        rows.len()
+    );
+    let server = Server::start(&env);
+    let started = Instant::now();
+    const N: u32 = 200;
+    let mut status = Value::Null;
+    for _ in 0..N {
+        status = server.get("/sync/status");
+    }
+    println!("GET /sync/status: {:?} per request over {N}", started.elapsed() / N);
+    assert_eq!(
+        status["queue"],
+        json!({"pending": 100000, "syncing": 0, "synced": 800000, "failed": 100000})
+    );
+}

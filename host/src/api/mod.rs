@@ -16,6 +16,7 @@ mod error;
 mod metrics;
 pub mod model;
 mod nullable;
+mod report_body;
 mod routes;
 mod timestamp;
 

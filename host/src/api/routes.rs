@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use super::auth::ApiKeyGuard;
 use super::error::ApiError;
 use super::model::*;
+use super::report_body::ReportBody;
 use super::{ApiState, metrics, timestamp};
 use crate::queue::Ack;
 use crate::registry::PluginRecord;
@@ -272,9 +273,9 @@ impl SyncApi {
         &self,
         _key: ApiKeyGuard,
         state: Data<&Arc<ApiState>>,
-        report: Json<serde_json::Value>,
+        report: Json<ReportBody>,
     ) -> Result<CreatedResponse, ApiError> {
-        let report = Report::from_json(&report.0).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let report = Report::from_json(&report.0.0).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let app = &state.app;
         let ids = app.store.submit(&[report], app.settings.sync_max_attempts).await?;
         let discovery_id = ids
