@@ -105,12 +105,26 @@ pub fn endpoint(state: Arc<ApiState>) -> impl Endpoint {
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .nest("/", api)
-        .with(CatchPanic::new())
+        .with(CatchPanic::new().with_handler(panic_response))
         .data(state)
         .around(move |next, req| {
             let allow = allow.clone();
             async move { Ok(guard(next.as_ref(), req, &allow).await) }
         })
+}
+
+/// A bug of ours, never the client's doing: JSON like every other answer,
+/// details in the log (the panic message is printed there).
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("sync API: a request handler panicked");
+    let status = StatusCode::INTERNAL_SERVER_ERROR;
+    error::json_response(
+        status,
+        error::ErrorBody::new(
+            status,
+            "internal error: the request could not be handled; see the server log",
+        ),
+    )
 }
 
 /// Limits the body, then turns whatever error the request meets into JSON.
