@@ -851,6 +851,12 @@ async fn status_on_a_million_items() {
         status = server.get("/sync/status");
     }
     println!("GET /sync/status: {:?} per request over {N}", started.elapsed() / N);
+    for path in ["/metrics", "/sync/statistics", "/sync/failed?limit=20"] {
+        let started = Instant::now();
+        let (code, _, _) = server.send("GET", path, None, None);
+        assert_eq!(code, 200);
+        println!("GET {path}: {:?}", started.elapsed());
+    }
     assert_eq!(
         status["queue"],
         json!({"pending": 100000, "syncing": 0, "synced": 800000, "failed": 100000})

@@ -642,7 +642,8 @@ impl Queue {
             }
         }
         totals.failed_by_class = sqlx::query_as(
-            "SELECT IFNULL(error_class, 'unknown') AS class, COUNT(*) FROM sync_queue
+            "SELECT IFNULL(error_class, 'unknown') AS class, COUNT(*)
+             FROM sync_queue INDEXED BY idx_sync_queue_failed_class
              WHERE sync_status = 'max_retries_exceeded' GROUP BY class ORDER BY class",
         )
         .fetch_all(&self.pool)
@@ -680,13 +681,15 @@ impl Queue {
         .fetch_optional(&self.pool)
         .await?;
         let (synced_last_hour, synced_last_day): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*) FILTER (WHERE synced_at >= datetime('now', '-1 hour')), COUNT(*) FROM sync_queue
+            "SELECT COUNT(*) FILTER (WHERE synced_at >= datetime('now', '-1 hour')), COUNT(*)
+             FROM sync_queue INDEXED BY idx_sync_queue_synced_at
              WHERE sync_status = 'synced' AND synced_at >= datetime('now', '-1 day')",
         )
         .fetch_one(&self.pool)
         .await?;
         let latency = sqlx::query(
-            "WITH l AS (SELECT (julianday(synced_at) - julianday(created_at)) * 86400.0 AS s FROM sync_queue
+            "WITH l AS (SELECT (julianday(synced_at) - julianday(created_at)) * 86400.0 AS s
+                        FROM sync_queue INDEXED BY idx_sync_queue_synced_at
                         WHERE sync_status = 'synced' AND synced_at >= datetime('now', '-1 day')
                           AND julianday(synced_at) IS NOT NULL AND julianday(created_at) IS NOT NULL),
                   n AS (SELECT COUNT(*) AS c FROM l)
@@ -835,7 +838,8 @@ impl Queue {
         let rows = sqlx::query(
             "SELECT q.id, q.discovery_id, COALESCE(q.sync_attempts, 0) AS sync_attempts, q.sync_error,
                     d.system_name, d.location, d.discovery_type, d.username
-             FROM sync_queue q LEFT JOIN discoveries d ON d.id = q.discovery_id
+             FROM sync_queue q INDEXED BY idx_sync_queue_failed_recent
+             LEFT JOIN discoveries d ON d.id = q.discovery_id
              WHERE q.sync_status = 'max_retries_exceeded'
              ORDER BY q.last_sync_attempt DESC, q.id DESC LIMIT ?1",
         )
