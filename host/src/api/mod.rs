@@ -74,7 +74,7 @@ impl ApiState {
             is_running: running,
             sync_interval: self.app.settings.sync_interval,
             uptime_seconds: if running { u64::try_from(uptime).unwrap_or(0) } else { 0 },
-            last_sync_time: self.last_sync_time().into(),
+            last_sync_time: self.last_sync_time().map(timestamp::whole_seconds).into(),
         }
     }
 }

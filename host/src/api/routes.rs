@@ -9,7 +9,6 @@ use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, OpenApi, Tags};
-use time::OffsetDateTime;
 
 use super::auth::ApiKeyGuard;
 use super::error::ApiError;
@@ -76,7 +75,7 @@ impl SyncApi {
             },
             bot_online: false,
             sync_worker_running,
-            timestamp: OffsetDateTime::now_utc(),
+            timestamp: timestamp::now(),
             keeper_db_reachable,
         })
     }
@@ -102,7 +101,7 @@ impl SyncApi {
         let counts = queue.counts().await?;
         let totals = queue.totals().await?;
         let stats = queue.statistics().await?;
-        let now = OffsetDateTime::now_utc();
+        let now = timestamp::now();
         let l = stats.latency_last_day;
         Ok(Json(Statistics {
             status: OkStatus::Ok,

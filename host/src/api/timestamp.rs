@@ -10,6 +10,17 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
+/// Now, to the second: clients of the old API parse its times with
+/// second precision (Python's `fromisoformat` refuses nanoseconds).
+pub fn now() -> OffsetDateTime {
+    whole_seconds(OffsetDateTime::now_utc())
+}
+
+/// `t` without its fraction of a second.
+pub fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).unwrap_or(t)
+}
+
 /// Parses a stored time; text without an offset is UTC (SQLite's clock).
 pub fn parse(text: &str) -> Option<OffsetDateTime> {
     let text = text.trim();
