@@ -27,7 +27,6 @@ impl Server {
     fn start(env: &Env) -> Server {
         let mut child = env
             .command(&["run"])
-            .env("SYNC_API_PORT", "0")
             .env("KEEPER_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
