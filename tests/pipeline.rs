@@ -699,6 +699,7 @@ async fn run_logs_start_up_syncs_and_stops_cleanly_on_sigterm() {
     assert!(out.status.success(), "{}", stderr(&out));
     let log = stderr(&out);
     assert!(log.contains("🔄 Sync worker started (1s intervals)"), "{log}");
+    assert!(log.contains("🌐 Sync API available on port "), "{log}");
     assert!(log.contains("DISCORD_TOKEN is not set"), "{log}");
     assert_eq!(
         scalar_i64(

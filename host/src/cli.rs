@@ -7,6 +7,9 @@ use clap::{Parser, Subcommand};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
+use poem_openapi::types::ToJSON as _;
+
+use crate::api::model::{FailedList, SyncStatusReport};
 use crate::app::App;
 use crate::config::Settings;
 use crate::report::Report;
@@ -68,6 +71,8 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::plugins::commands::PluginCommand,
     },
+    /// Print the sync API's OpenAPI document (as served at /openapi.json).
+    Openapi,
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,6 +129,8 @@ pub enum CliError {
     Retry(#[from] crate::queue::RetryRefused),
     #[error(transparent)]
     Plugins(#[from] crate::plugins::PluginsError),
+    #[error(transparent)]
+    Api(#[from] crate::api::ServeError),
     #[error("{0}")]
     Input(String),
     #[error("{count} report(s) rejected, nothing was written:\n{details}")]
@@ -131,6 +138,11 @@ pub enum CliError {
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Openapi = cli.command {
+        // Needs no database: the document is generated from the code alone.
+        println!("{}", crate::api::document());
+        return Ok(());
+    }
     let app = App::open(cli.settings).await?;
     match cli.command {
         Command::Run => run_main(&app).await,
@@ -139,10 +151,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status { json } => {
             let counts = app.queue.counts().await?;
             if json {
-                println!(
-                    "{}",
-                    json!({"queue": counts, "totals": {"total_synced": counts.synced, "total_failed": counts.failed}})
-                );
+                // The shape of GET /sync/status, without the worker this process does not run.
+                println!("{}", SyncStatusReport::new(None, counts).to_json_string());
             } else {
                 println!(
                     "pending {}\nsyncing {}\nsynced  {}\nfailed  {}",
@@ -154,7 +164,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Failed { limit, json } => {
             let items = app.queue.failed(limit).await?;
             if json {
-                println!("{}", json!({"failed_items": items, "count": items.len()}));
+                println!("{}", FailedList::new(items).to_json_string());
             } else if items.is_empty() {
                 println!("no failed items");
             } else {
@@ -195,6 +205,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             println!("queued {n} discovery(ies) that had no queue row");
             Ok(())
         }
+        Command::Openapi => Ok(()),
     }
 }
 
@@ -225,10 +236,15 @@ async fn shutdown_signal() {
 async fn run_main(app: &App) -> Result<(), CliError> {
     let (stop, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    // Bound before anything starts, so a taken port fails the start-up.
+    let api = crate::api::Listening::bind(app.settings.api_addr()).await?;
+    let api_stopped = stopped.clone();
+    let mut worker_status = Default::default();
     if app.settings.use_haven_database {
         let plugins = app.plugins().await?;
         let worker = app.worker_on(plugins.slot());
         tasks.spawn(plugins.watch(stopped.clone()));
+        worker_status = worker.status.clone();
         tracing::info!(
             haven_db = %worker.sink.path().display(),
             keeper_db = %app.settings.keeper_db.display(),
@@ -239,6 +255,7 @@ async fn run_main(app: &App) -> Result<(), CliError> {
     } else {
         tracing::info!("USE_HAVEN_DATABASE=false: remote mode, this process does not write VH-Database");
     }
+    tasks.spawn(api.serve(crate::api::ApiState::new(app.clone(), worker_status), api_stopped));
     if app.settings.discord_token.is_none() {
         tracing::info!("DISCORD_TOKEN is not set: running without the Discord bot");
     } else {

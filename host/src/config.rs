@@ -4,7 +4,7 @@
 //! Resolution rules that are not plain defaults (where VH-Database is, the API
 //! bind address) live here so that the worker, the API and the CLI agree.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -156,7 +156,61 @@ impl Settings {
         dir.unwrap_or(std::path::Path::new(".")).join("plugin-cache")
     }
 
+    /// The API key, if one is set (an empty `SYNC_API_KEY=` counts as unset).
+    pub fn api_key(&self) -> Option<&str> {
+        self.sync_api_key.as_deref().filter(|k| !k.is_empty())
+    }
+
+    /// Where the API listens: `SYNC_API_HOST`, else all interfaces when an
+    /// API key protects it, else loopback only.
+    pub fn api_addr(&self) -> SocketAddr {
+        let host = self.sync_api_host.unwrap_or(if self.api_key().is_some() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        });
+        SocketAddr::new(host, self.sync_api_port)
+    }
+
     pub fn haven_busy_timeout(&self) -> Duration {
         Duration::from_millis(self.haven_busy_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn settings(args: &[&str]) -> Settings {
+        let mut argv = vec!["keeper"];
+        argv.extend_from_slice(args);
+        Cli::parse_from(argv).settings
+    }
+
+    #[test]
+    fn api_binds_loopback_unless_a_key_protects_it() {
+        // Flags, not the environment, so the test's own environment cannot leak in.
+        let open = settings(&["--sync-api-port", "8080", "--sync-api-key", ""]);
+        assert_eq!(open.api_key(), None);
+        assert_eq!(open.api_addr(), "127.0.0.1:8080".parse().unwrap());
+        let keyed = settings(&["--sync-api-port", "8080", "--sync-api-key", "k"]);
+        assert_eq!(keyed.api_addr(), "0.0.0.0:8080".parse().unwrap());
+        let pinned = settings(&[
+            "--sync-api-port",
+            "9",
+            "--sync-api-key",
+            "k",
+            "--sync-api-host",
+            "127.0.0.1",
+        ]);
+        assert_eq!(pinned.api_addr(), "127.0.0.1:9".parse().unwrap());
     }
 }

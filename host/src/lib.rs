@@ -12,8 +12,10 @@
 //! - [`registry`] — which plugins were active, retired or rejected
 //! - [`sink`] — VH-Database (schema check, exactly-once writes)
 //! - [`worker`] — the loop that moves batches from one to the other
+//! - [`api`] — the sync API (HTTP, OpenAPI, Swagger UI, metrics)
 //! - [`app`], [`cli`] — wiring and the command line
 
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;

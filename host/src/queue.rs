@@ -160,16 +160,21 @@ pub struct Failed {
     pub message: String,
 }
 
-/// Queue depth by state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// Queue depth by state (the guide's `queue` object).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, poem_openapi::Object)]
 pub struct QueueCounts {
+    /// Waiting for their first or next attempt.
     pub pending: i64,
+    /// Claimed by a worker right now.
     pub syncing: i64,
+    /// Written to VH-Database (until `cleanup` deletes them).
     pub synced: i64,
+    /// `max_retries_exceeded`: need a manual retry.
     pub failed: i64,
 }
 
-/// A `max_retries_exceeded` item with what an operator needs to judge it.
+/// A `max_retries_exceeded` item with what an operator needs to judge it
+/// (the guide's `failed_items` entry).
 #[derive(Debug, Clone, Serialize)]
 pub struct FailedItem {
     pub queue_id: i64,
@@ -180,6 +185,180 @@ pub struct FailedItem {
     pub location: Option<String>,
     pub discovery_type: Option<String>,
     pub username: Option<String>,
+}
+
+/// One queue row as stored, for `GET /sync/items/{queue_id}`. Times are
+/// SQLite's UTC text.
+#[derive(Debug, Clone)]
+pub struct QueueItem {
+    pub queue_id: i64,
+    pub discovery_id: i64,
+    pub sync_status: Option<String>,
+    pub sync_attempts: i64,
+    pub max_attempts: Option<i64>,
+    pub last_sync_attempt: Option<String>,
+    pub next_retry_after: Option<String>,
+    pub sync_error: Option<String>,
+    pub error_class: Option<String>,
+    pub haven_discovery_id: Option<i64>,
+    pub created_at: Option<String>,
+    pub synced_at: Option<String>,
+    /// The `metadata` column: JSON text (provenance under `plugin`), or
+    /// whatever a legacy bot stored there.
+    pub metadata: Option<String>,
+}
+
+/// A pending item offered to a remote puller.
+#[derive(Debug, Clone)]
+pub struct ExportedItem {
+    pub queue_id: i64,
+    pub discovery_id: i64,
+    pub sync_attempts: i64,
+    pub created_at: Option<String>,
+}
+
+/// A remote puller's report that it wrote an item to its VH-Database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub queue_id: i64,
+    pub haven_discovery_id: i64,
+}
+
+/// What became of a batch of acknowledgements.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AckOutcome {
+    /// Marked synced by this call.
+    pub acknowledged: Vec<i64>,
+    /// Already synced before (a repeated acknowledgement; nothing changed).
+    pub already_synced: Vec<i64>,
+    /// Claimed by a local worker right now; not changed.
+    pub in_progress: Vec<i64>,
+    /// No such queue item.
+    pub unknown: Vec<i64>,
+}
+
+/// Counts by (state, error class) for items that are not synced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassCount {
+    pub sync_status: String,
+    pub error_class: String,
+    pub count: i64,
+}
+
+/// Figures for `GET /sync/statistics` that need more than the counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueStatistics {
+    /// Unsynced items that have an error, by state and error class.
+    pub errors: Vec<ClassCount>,
+    /// Unsynced items by number of finished attempts: (attempts, count).
+    pub attempts: Vec<(i64, i64)>,
+    /// The oldest pending item: (queue id, created_at).
+    pub oldest_pending: Option<(i64, Option<String>)>,
+    pub synced_last_hour: i64,
+    pub synced_last_day: i64,
+    /// Submission-to-synced latency of the items synced in the last day.
+    pub latency_last_day: LatencySummary,
+}
+
+/// Seconds from submission (`created_at`) to `synced_at`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LatencySummary {
+    pub count: i64,
+    pub average: Option<f64>,
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub max: Option<f64>,
+}
+
+/// Monotonic totals and the latency histogram, maintained by triggers on
+/// `sync_queue` in `keeper_sync_counters` (since the keeper.db was migrated).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueTotals {
+    /// Transitions to `synced`.
+    pub synced: i64,
+    /// Failed attempts by error class.
+    pub failures_by_class: Vec<(String, i64)>,
+    /// Items now `max_retries_exceeded`, by error class (`unknown` if none recorded).
+    pub failed_by_class: Vec<(String, i64)>,
+    /// Synced items per latency bucket: (upper bound in seconds, `None` for
+    /// +Inf; count in that bucket alone, not cumulative).
+    pub latency_buckets: Vec<(Option<u64>, i64)>,
+    /// Sum of all observed latencies, seconds.
+    pub latency_sum_seconds: i64,
+}
+
+/// Upper bounds (seconds) of the submission-to-synced latency histogram.
+/// Fixed when migration 6 creates the trigger that fills it.
+pub const LATENCY_BUCKETS: &[u64] = &[1, 5, 15, 30, 60, 300, 900, 3600, 21_600, 86_400];
+
+/// The table and triggers that keep queue counts and totals current, so
+/// `/sync/status` and `/metrics` read a handful of rows instead of scanning a
+/// queue of millions. Each trigger touches one or two counter rows per
+/// changed queue row. Run once by keeper.db migration 6, which then fills the
+/// counters from the rows already there ([`COUNTERS_INIT`]).
+pub fn counter_schema() -> Vec<String> {
+    let latency = "max(0, CAST(round((julianday(NEW.synced_at) - julianday(NEW.created_at)) * 86400) AS INTEGER))";
+    let mut bucket = String::from("CASE");
+    for le in LATENCY_BUCKETS {
+        bucket.push_str(&format!(" WHEN {latency} <= {le} THEN '{le}'"));
+    }
+    bucket.push_str(" ELSE '+Inf' END");
+    let bump = |counter: &str, label: &str, by: &str| {
+        format!(
+            "INSERT INTO keeper_sync_counters (counter, label, value) VALUES ('{counter}', {label}, {by})
+             ON CONFLICT (counter, label) DO UPDATE SET value = value + excluded.value;"
+        )
+    };
+    vec![
+        "CREATE TABLE IF NOT EXISTS keeper_sync_counters (
+             counter TEXT NOT NULL,
+             label TEXT NOT NULL DEFAULT '',
+             value INTEGER NOT NULL DEFAULT 0,
+             PRIMARY KEY (counter, label)) WITHOUT ROWID"
+            .to_owned(),
+        format!(
+            "CREATE TRIGGER IF NOT EXISTS keeper_sync_count_insert AFTER INSERT ON sync_queue BEGIN {} END",
+            bump("depth", "IFNULL(NEW.sync_status, 'pending')", "1")
+        ),
+        format!(
+            "CREATE TRIGGER IF NOT EXISTS keeper_sync_count_delete AFTER DELETE ON sync_queue BEGIN {} END",
+            bump("depth", "IFNULL(OLD.sync_status, 'pending')", "-1")
+        ),
+        format!(
+            "CREATE TRIGGER IF NOT EXISTS keeper_sync_count_status AFTER UPDATE OF sync_status ON sync_queue
+             WHEN IFNULL(OLD.sync_status, 'pending') IS NOT IFNULL(NEW.sync_status, 'pending')
+             BEGIN {} {} END",
+            bump("depth", "IFNULL(OLD.sync_status, 'pending')", "-1"),
+            bump("depth", "IFNULL(NEW.sync_status, 'pending')", "1")
+        ),
+        format!(
+            "CREATE TRIGGER IF NOT EXISTS keeper_sync_count_synced AFTER UPDATE OF sync_status ON sync_queue
+             WHEN NEW.sync_status = 'synced' AND IFNULL(OLD.sync_status, 'pending') <> 'synced'
+             BEGIN {} END",
+            bump("synced_total", "''", "1")
+        ),
+        format!(
+            "CREATE TRIGGER IF NOT EXISTS keeper_sync_count_latency AFTER UPDATE OF sync_status ON sync_queue
+             WHEN NEW.sync_status = 'synced' AND IFNULL(OLD.sync_status, 'pending') <> 'synced'
+                 AND julianday(NEW.synced_at) IS NOT NULL AND julianday(NEW.created_at) IS NOT NULL
+             BEGIN {} {} END",
+            bump("latency_bucket", &bucket, "1"),
+            bump("latency_seconds_sum", "''", latency)
+        ),
+        format!(
+            "CREATE TRIGGER IF NOT EXISTS keeper_sync_count_failure AFTER UPDATE OF sync_attempts ON sync_queue
+             WHEN NEW.error_class IS NOT NULL AND IFNULL(NEW.sync_attempts, 0) > IFNULL(OLD.sync_attempts, 0)
+             BEGIN {} END",
+            bump("failures_total", "NEW.error_class", "1")
+        ),
+        // An adopted keeper.db: start from the rows already there.
+        "INSERT OR REPLACE INTO keeper_sync_counters (counter, label, value)
+             SELECT 'depth', IFNULL(sync_status, 'pending'), COUNT(*) FROM sync_queue GROUP BY 2"
+            .to_owned(),
+        "INSERT OR REPLACE INTO keeper_sync_counters (counter, label, value)
+             SELECT 'synced_total', '', COUNT(*) FROM sync_queue WHERE sync_status = 'synced'"
+            .to_owned(),
+    ]
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -433,21 +612,243 @@ impl Queue {
         Ok(done.rows_affected())
     }
 
+    /// Queue depth by state, from the trigger-maintained counters: a few
+    /// rows read whatever the queue's size.
     pub async fn counts(&self) -> Result<QueueCounts, sqlx::Error> {
-        let rows = sqlx::query("SELECT sync_status, COUNT(*) AS n FROM sync_queue GROUP BY sync_status")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT label, value FROM keeper_sync_counters WHERE counter = 'depth'")
+                .fetch_all(&self.pool)
+                .await?;
         let mut counts = QueueCounts::default();
-        for row in rows {
-            let n: i64 = row.try_get("n")?;
-            match row.try_get::<Option<String>, _>("sync_status")?.as_deref() {
-                Some("pending") | None => counts.pending += n,
-                Some("syncing") => counts.syncing += n,
-                Some("synced") => counts.synced += n,
-                Some(_) => counts.failed += n,
+        for (status, n) in rows {
+            match status.as_str() {
+                "pending" => counts.pending += n,
+                "syncing" => counts.syncing += n,
+                "synced" => counts.synced += n,
+                _ => counts.failed += n,
             }
         }
         Ok(counts)
+    }
+
+    /// Totals and the latency histogram for `/metrics`.
+    pub async fn totals(&self) -> Result<QueueTotals, sqlx::Error> {
+        let counters: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT counter, label, value FROM keeper_sync_counters WHERE counter <> 'depth'")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut totals = QueueTotals {
+            latency_buckets: LATENCY_BUCKETS
+                .iter()
+                .map(|le| (Some(*le), 0))
+                .chain([(None, 0)])
+                .collect(),
+            ..QueueTotals::default()
+        };
+        for (counter, label, value) in counters {
+            match counter.as_str() {
+                "synced_total" => totals.synced += value,
+                "failures_total" => totals.failures_by_class.push((label, value)),
+                "latency_seconds_sum" => totals.latency_sum_seconds += value,
+                "latency_bucket" => {
+                    let le = label.parse::<u64>().ok();
+                    if let Some(bucket) = totals.latency_buckets.iter_mut().find(|(b, _)| *b == le) {
+                        bucket.1 += value;
+                    }
+                }
+                _ => {}
+            }
+        }
+        totals.failed_by_class = sqlx::query_as(
+            "SELECT IFNULL(error_class, 'unknown') AS class, COUNT(*)
+             FROM sync_queue INDEXED BY idx_sync_queue_failed_class
+             WHERE sync_status = 'max_retries_exceeded' GROUP BY class ORDER BY class",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(totals)
+    }
+
+    /// The detailed figures of `/sync/statistics`. Unlike [`Queue::counts`]
+    /// these read the unsynced items (and the last day's synced ones).
+    pub async fn statistics(&self) -> Result<QueueStatistics, sqlx::Error> {
+        let errors = sqlx::query_as::<_, (String, String, i64)>(
+            "SELECT sync_status, IFNULL(error_class, 'unknown') AS class, COUNT(*) FROM sync_queue
+             WHERE sync_status IN ('pending', 'max_retries_exceeded') AND sync_error IS NOT NULL
+             GROUP BY sync_status, class ORDER BY sync_status, class",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|(sync_status, error_class, count)| ClassCount {
+            sync_status,
+            error_class,
+            count,
+        })
+        .collect();
+        let attempts = sqlx::query_as(
+            "SELECT IFNULL(sync_attempts, 0) AS n, COUNT(*) FROM sync_queue
+             WHERE IFNULL(sync_status, 'pending') <> 'synced' GROUP BY n ORDER BY n",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let oldest_pending = sqlx::query_as(
+            "SELECT id, created_at FROM sync_queue WHERE IFNULL(sync_status, 'pending') = 'pending'
+             ORDER BY id LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let (synced_last_hour, synced_last_day): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE synced_at >= datetime('now', '-1 hour')), COUNT(*)
+             FROM sync_queue INDEXED BY idx_sync_queue_synced_at
+             WHERE sync_status = 'synced' AND synced_at >= datetime('now', '-1 day')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let latency = sqlx::query(
+            "WITH l AS (SELECT (julianday(synced_at) - julianday(created_at)) * 86400.0 AS s
+                        FROM sync_queue INDEXED BY idx_sync_queue_synced_at
+                        WHERE sync_status = 'synced' AND synced_at >= datetime('now', '-1 day')
+                          AND julianday(synced_at) IS NOT NULL AND julianday(created_at) IS NOT NULL),
+                  n AS (SELECT COUNT(*) AS c FROM l)
+             SELECT c, (SELECT avg(s) FROM l) AS average, (SELECT max(s) FROM l) AS max,
+                    (SELECT s FROM l ORDER BY s LIMIT 1 OFFSET (SELECT (c - 1) * 50 / 100 FROM n)) AS p50,
+                    (SELECT s FROM l ORDER BY s LIMIT 1 OFFSET (SELECT (c - 1) * 95 / 100 FROM n)) AS p95
+             FROM n",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(QueueStatistics {
+            errors,
+            attempts,
+            oldest_pending,
+            synced_last_hour,
+            synced_last_day,
+            latency_last_day: LatencySummary {
+                count: latency.try_get("c")?,
+                average: latency.try_get("average")?,
+                p50: latency.try_get("p50")?,
+                p95: latency.try_get("p95")?,
+                max: latency.try_get("max")?,
+            },
+        })
+    }
+
+    /// One queue row, or `None` when there is no such item.
+    pub async fn item(&self, queue_id: i64) -> Result<Option<QueueItem>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT id, discovery_id, sync_status, IFNULL(sync_attempts, 0) AS sync_attempts, max_attempts,
+                    last_sync_attempt, next_retry_after, sync_error, error_class, haven_discovery_id,
+                    created_at, synced_at, metadata
+             FROM sync_queue WHERE id = ?1",
+        )
+        .bind(queue_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(QueueItem {
+                queue_id: r.try_get("id")?,
+                discovery_id: r.try_get("discovery_id")?,
+                sync_status: r.try_get("sync_status")?,
+                sync_attempts: r.try_get("sync_attempts")?,
+                max_attempts: r.try_get("max_attempts")?,
+                last_sync_attempt: r.try_get("last_sync_attempt")?,
+                next_retry_after: r.try_get("next_retry_after")?,
+                sync_error: r.try_get("sync_error")?,
+                error_class: r.try_get("error_class")?,
+                haven_discovery_id: r.try_get("haven_discovery_id")?,
+                created_at: r.try_get("created_at")?,
+                synced_at: r.try_get("synced_at")?,
+                metadata: r.try_get("metadata")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The queue item of a discovery (the newest, should there be several).
+    pub async fn queue_id_of(&self, discovery_id: i64) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::query_scalar("SELECT MAX(id) FROM sync_queue WHERE discovery_id = ?1")
+            .bind(discovery_id)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Pending items with a queue id above `after`, in id order: the remote
+    /// puller's page (remote mode; no worker here claims them).
+    pub async fn pending_after(&self, after: i64, limit: u32) -> Result<Vec<ExportedItem>, sqlx::Error> {
+        let rows: Vec<(i64, i64, i64, Option<String>)> = sqlx::query_as(
+            "SELECT id, discovery_id, IFNULL(sync_attempts, 0), created_at FROM sync_queue
+             WHERE id > ?1 AND IFNULL(sync_status, 'pending') = 'pending' ORDER BY id LIMIT ?2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(queue_id, discovery_id, sync_attempts, created_at)| ExportedItem {
+                queue_id,
+                discovery_id,
+                sync_attempts,
+                created_at,
+            })
+            .collect())
+    }
+
+    /// Marks items a remote puller wrote to its VH-Database as synced, in one
+    /// statement; items already synced, being synced here, or unknown are
+    /// reported and left alone.
+    pub async fn acknowledge(&self, acks: &[Ack]) -> Result<AckOutcome, sqlx::Error> {
+        let payload = serde_json::Value::Array(
+            acks.iter()
+                .map(|a| json!({"queue_id": a.queue_id, "haven_id": a.haven_discovery_id}))
+                .collect(),
+        )
+        .to_string();
+        let mut acknowledged: Vec<i64> = sqlx::query_scalar(
+            "UPDATE sync_queue
+             SET sync_status = 'synced', haven_discovery_id = j.value ->> 'haven_id',
+                 synced_at = datetime('now'), sync_attempts = COALESCE(sync_attempts, 0) + 1,
+                 sync_error = NULL, error_class = NULL, next_retry_after = NULL,
+                 lease_expires_at = NULL, claim_token = NULL,
+                 metadata = json_patch(
+                     CASE WHEN json_valid(sync_queue.metadata) THEN sync_queue.metadata
+                          WHEN sync_queue.metadata IS NULL THEN '{}'
+                          ELSE json_object('legacy', sync_queue.metadata) END,
+                     '{\"pulled\":true}')
+             FROM json_each(?1) AS j
+             WHERE sync_queue.id = j.value ->> 'queue_id'
+               AND IFNULL(sync_queue.sync_status, 'pending') IN ('pending', 'max_retries_exceeded')
+             RETURNING sync_queue.id",
+        )
+        .bind(&payload)
+        .fetch_all(&self.pool)
+        .await?;
+        acknowledged.sort_unstable();
+        let states: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT id, sync_status FROM sync_queue WHERE id IN (SELECT j.value ->> 'queue_id' FROM json_each(?1) AS j)",
+        )
+        .bind(&payload)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut outcome = AckOutcome::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for ack in acks {
+            if !seen.insert(ack.queue_id) || acknowledged.binary_search(&ack.queue_id).is_ok() {
+                continue;
+            }
+            match states
+                .iter()
+                .find(|(id, _)| *id == ack.queue_id)
+                .map(|(_, s)| s.as_deref())
+            {
+                None => outcome.unknown.push(ack.queue_id),
+                Some(Some("synced")) => outcome.already_synced.push(ack.queue_id),
+                Some(_) => outcome.in_progress.push(ack.queue_id),
+            }
+        }
+        outcome.acknowledged = acknowledged;
+        Ok(outcome)
     }
 
     /// The most recently failed items first.
@@ -455,7 +856,8 @@ impl Queue {
         let rows = sqlx::query(
             "SELECT q.id, q.discovery_id, COALESCE(q.sync_attempts, 0) AS sync_attempts, q.sync_error,
                     d.system_name, d.location, d.discovery_type, d.username
-             FROM sync_queue q LEFT JOIN discoveries d ON d.id = q.discovery_id
+             FROM sync_queue q INDEXED BY idx_sync_queue_failed_recent
+             LEFT JOIN discoveries d ON d.id = q.discovery_id
              WHERE q.sync_status = 'max_retries_exceeded'
              ORDER BY q.last_sync_attempt DESC, q.id DESC LIMIT ?1",
         )

@@ -125,6 +125,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "plugin registry",
     },
+    Migration {
+        version: 6,
+        name: "queue counters maintained by triggers, partial indexes for the API",
+    },
 ];
 
 impl Store {
@@ -339,6 +343,26 @@ async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreErr
             sqlx::query("CREATE INDEX IF NOT EXISTS idx_keeper_plugins_status ON keeper_plugins (status, id)")
                 .execute(&mut *conn)
                 .await?;
+        }
+        6 => {
+            for statement in queue::counter_schema() {
+                sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut *conn).await?;
+            }
+            // Partial indexes: only synced or failed rows are in them, so
+            // submitting and claiming pay nothing for them (a sync pays one
+            // entry). With `INDEXED BY` in `queue` they keep the
+            // API's recent-throughput, failed-list and failed-by-class reads
+            // from scanning a large queue.
+            for index in [
+                "CREATE INDEX IF NOT EXISTS idx_sync_queue_synced_at ON sync_queue (synced_at)
+                 WHERE sync_status = 'synced'",
+                "CREATE INDEX IF NOT EXISTS idx_sync_queue_failed_recent ON sync_queue (last_sync_attempt, id)
+                 WHERE sync_status = 'max_retries_exceeded'",
+                "CREATE INDEX IF NOT EXISTS idx_sync_queue_failed_class ON sync_queue (error_class)
+                 WHERE sync_status = 'max_retries_exceeded'",
+            ] {
+                sqlx::query(index).execute(&mut *conn).await?;
+            }
         }
         _ => {}
     }

@@ -77,6 +77,8 @@ impl Env {
             .env("KEEPER_DB_PATH", &self.keeper)
             .env("HAVEN_DB_PATH", &self.haven)
             .env("SYNC_RETRY_BASE", "0")
+            // `keeper run` serves the API: any free port, so parallel tests never collide.
+            .env("SYNC_API_PORT", "0")
             .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .args(args)
             .stdin(Stdio::null());

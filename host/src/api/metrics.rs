@@ -1,0 +1,164 @@
+//! `GET /metrics`: the Prometheus text exposition format, rendered by hand
+//! (a dozen series do not need a metrics library and its global registry).
+//!
+//! Everything comes from keeper.db (trigger-maintained counters, see
+//! `queue::counter_schema`), so the figures are right after a restart and
+//! agree between several processes sharing one keeper.db.
+
+use std::fmt::Write as _;
+
+use time::OffsetDateTime;
+
+use crate::queue::{QueueCounts, QueueTotals};
+
+/// What one scrape shows.
+pub struct Snapshot {
+    pub counts: QueueCounts,
+    pub totals: QueueTotals,
+    /// Name, version and hash of the active plugin.
+    pub active_plugin: Option<(String, String, String)>,
+    pub worker_running: bool,
+    pub last_sync: Option<OffsetDateTime>,
+}
+
+/// A label value with `\`, `"` and line breaks escaped, as the format requires.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+pub fn render(s: &Snapshot) -> String {
+    let mut out = String::with_capacity(2048);
+    header(
+        &mut out,
+        "keeper_sync_queue_items",
+        "gauge",
+        "Items in the sync queue by state.",
+    );
+    for (state, n) in [
+        ("pending", s.counts.pending),
+        ("syncing", s.counts.syncing),
+        ("synced", s.counts.synced),
+        ("max_retries_exceeded", s.counts.failed),
+    ] {
+        let _ = writeln!(out, "keeper_sync_queue_items{{state=\"{state}\"}} {n}");
+    }
+
+    header(
+        &mut out,
+        "keeper_sync_synced_total",
+        "counter",
+        "Items synced to VH-Database (not reduced by cleanup).",
+    );
+    let _ = writeln!(out, "keeper_sync_synced_total {}", s.totals.synced);
+
+    header(
+        &mut out,
+        "keeper_sync_failed_attempts_total",
+        "counter",
+        "Failed sync attempts by error class.",
+    );
+    for (class, n) in &s.totals.failures_by_class {
+        let _ = writeln!(
+            out,
+            "keeper_sync_failed_attempts_total{{error_class=\"{}\"}} {n}",
+            label(class)
+        );
+    }
+
+    header(
+        &mut out,
+        "keeper_sync_failed_items",
+        "gauge",
+        "Items that exhausted their attempts (max_retries_exceeded), by error class.",
+    );
+    for (class, n) in &s.totals.failed_by_class {
+        let _ = writeln!(out, "keeper_sync_failed_items{{error_class=\"{}\"}} {n}", label(class));
+    }
+
+    header(
+        &mut out,
+        "keeper_sync_latency_seconds",
+        "histogram",
+        "Time from submission to synced.",
+    );
+    let mut cumulative = 0;
+    for (le, n) in &s.totals.latency_buckets {
+        cumulative += n;
+        let le = le.map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+        let _ = writeln!(out, "keeper_sync_latency_seconds_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "keeper_sync_latency_seconds_sum {}", s.totals.latency_sum_seconds);
+    let _ = writeln!(out, "keeper_sync_latency_seconds_count {cumulative}");
+
+    header(
+        &mut out,
+        "keeper_sync_plugin_info",
+        "gauge",
+        "The active mapping plugin (value always 1).",
+    );
+    if let Some((name, version, hash)) = &s.active_plugin {
+        let _ = writeln!(
+            out,
+            "keeper_sync_plugin_info{{name=\"{}\",version=\"{}\",hash=\"{}\"}} 1",
+            label(name),
+            label(version),
+            label(hash)
+        );
+    }
+
+    header(
+        &mut out,
+        "keeper_sync_worker_running",
+        "gauge",
+        "1 when this process's sync worker runs.",
+    );
+    let _ = writeln!(out, "keeper_sync_worker_running {}", u8::from(s.worker_running));
+    if let Some(t) = s.last_sync {
+        header(
+            &mut out,
+            "keeper_sync_last_batch_timestamp_seconds",
+            "gauge",
+            "When the worker last finished a batch (Unix time).",
+        );
+        let _ = writeln!(out, "keeper_sync_last_batch_timestamp_seconds {}", t.unix_timestamp());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_and_labels_are_escaped() {
+        let text = render(&Snapshot {
+            counts: QueueCounts {
+                pending: 2,
+                syncing: 0,
+                synced: 5,
+                failed: 1,
+            },
+            totals: QueueTotals {
+                synced: 5,
+                failures_by_class: vec![("unavailable".into(), 3)],
+                failed_by_class: vec![("mapping".into(), 1)],
+                latency_buckets: vec![(Some(1), 2), (Some(5), 3), (None, 0)],
+                latency_sum_seconds: 11,
+            },
+            active_plugin: Some(("default \"mapper\"".into(), "1.0.0".into(), "ab".into())),
+            worker_running: true,
+            last_sync: None,
+        });
+        assert!(text.contains("keeper_sync_queue_items{state=\"max_retries_exceeded\"} 1\n"));
+        assert!(text.contains("keeper_sync_latency_seconds_bucket{le=\"5\"} 5\n"));
+        assert!(text.contains("keeper_sync_latency_seconds_bucket{le=\"+Inf\"} 5\n"));
+        assert!(text.contains("keeper_sync_latency_seconds_count 5\n"));
+        assert!(text.contains("name=\"default \\\"mapper\\\"\""));
+        assert!(text.contains("keeper_sync_failed_attempts_total{error_class=\"unavailable\"} 3\n"));
+    }
+}

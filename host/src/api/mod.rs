@@ -1,0 +1,265 @@
+//! The sync API (poem + poem-openapi), served by `keeper run`.
+//!
+//! - [`routes`] — the operations; their types ([`model`]) are the documentation
+//! - [`auth`] — the optional API key
+//! - [`error`] — one JSON error shape for everything that is not a success
+//! - [`metrics`] — Prometheus text
+//! - [`timestamp`] — keeper.db times as RFC 3339 UTC
+//!
+//! Swagger UI is at `/docs`, the OpenAPI document at `/openapi.json`; both are
+//! open without the API key (the document is public: it is in the repository).
+//! `keeper openapi` prints the same document, committed as
+//! `openapi/openapi.json`.
+
+mod auth;
+mod error;
+mod metrics;
+pub mod model;
+mod nullable;
+mod report_body;
+mod routes;
+mod timestamp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use poem::http::header::{ALLOW, CONTENT_LENGTH};
+use poem::http::{HeaderValue, StatusCode};
+use poem::listener::TcpAcceptor;
+use poem::middleware::CatchPanic;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
+use poem_openapi::OpenApiService;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::worker::WorkerStatus;
+pub use auth::ApiKey;
+pub use routes::SyncApi;
+
+/// The largest request body accepted; a larger one gets 413.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// What the operations serve from, attached to every request.
+pub struct ApiState {
+    pub app: App,
+    /// The worker of this process (never running in remote mode).
+    pub worker: Arc<WorkerStatus>,
+    /// Whether this process is meant to run a worker (not in remote mode):
+    /// a worker that should run and does not makes `/health` degraded.
+    pub worker_expected: bool,
+    /// `None`: the API is open.
+    pub api_key: Option<ApiKey>,
+}
+
+impl ApiState {
+    pub fn new(app: App, worker: Arc<WorkerStatus>) -> ApiState {
+        ApiState {
+            worker_expected: app.settings.use_haven_database,
+            api_key: app.settings.api_key().map(ApiKey::new),
+            app,
+            worker,
+        }
+    }
+
+    fn last_sync_time(&self) -> Option<OffsetDateTime> {
+        self.worker.last_sync_time.lock().ok().and_then(|t| *t)
+    }
+
+    fn worker_report(&self) -> model::WorkerReport {
+        let running = self.worker.running.load(Ordering::Relaxed);
+        let uptime = (OffsetDateTime::now_utc() - self.worker.started_at).whole_seconds();
+        model::WorkerReport {
+            is_running: running,
+            sync_interval: self.app.settings.sync_interval,
+            uptime_seconds: if running { u64::try_from(uptime).unwrap_or(0) } else { 0 },
+            last_sync_time: self.last_sync_time().map(timestamp::whole_seconds).into(),
+        }
+    }
+}
+
+/// The OpenAPI service: the operations and the document's front matter.
+pub fn service() -> OpenApiService<SyncApi, ()> {
+    OpenApiService::new(SyncApi, "Keeper sync API", env!("CARGO_PKG_VERSION")).description(
+        "Status and control of Keeper sync's queue (keeper.db → VH-Database): the old bot's endpoints \
+         with their shapes, plus item detail, retries, intake, plugins, remote-mode export and \
+         acknowledgement, and Prometheus metrics. Times are RFC 3339 UTC. Every error is a JSON \
+         object with a `message`. When the server has SYNC_API_KEY set, every operation but \
+         /health needs header X-API-Key.",
+    )
+}
+
+/// The OpenAPI document as served at `/openapi.json` and printed by `keeper openapi`.
+pub fn document() -> String {
+    service().spec()
+}
+
+/// The whole HTTP surface: operations, documentation, body limit, JSON errors.
+pub fn endpoint(state: Arc<ApiState>) -> impl Endpoint {
+    let api = service();
+    let allow = Arc::new(AllowedMethods::from_document(&api.spec()));
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    Route::new()
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .nest("/", api)
+        .with(CatchPanic::new().with_handler(panic_response))
+        .data(state)
+        .around(move |next, req| {
+            let allow = allow.clone();
+            async move { Ok(guard(next.as_ref(), req, &allow).await) }
+        })
+}
+
+/// A bug of ours, never the client's doing: JSON like every other answer,
+/// details in the log (the panic message is printed there).
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("sync API: a request handler panicked");
+    let status = StatusCode::INTERNAL_SERVER_ERROR;
+    error::json_response(
+        status,
+        error::ErrorBody::new(
+            status,
+            "internal error: the request could not be handled; see the server log",
+        ),
+    )
+}
+
+/// Limits the body, then turns whatever error the request meets into JSON.
+async fn guard<E: Endpoint>(next: &E, mut req: Request, allow: &AllowedMethods) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    if let Err(error) = limit_body(&mut req).await {
+        return error::to_json_response(error, &method, &path);
+    }
+    let mut response = match next.call(req).await {
+        Ok(response) => response.into_response(),
+        Err(error) => error::to_json_response(error, &method, &path),
+    };
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(methods) = allow.of(&path)
+        && let Ok(value) = HeaderValue::from_str(methods)
+    {
+        // RFC 9110: a 405 lists what the resource does accept.
+        response.headers_mut().insert(ALLOW, value);
+    }
+    response
+}
+
+/// The methods each documented path accepts, for the `Allow` header of a 405.
+struct AllowedMethods(Vec<(Vec<String>, String)>);
+
+impl AllowedMethods {
+    fn from_document(document: &str) -> AllowedMethods {
+        let parsed: serde_json::Value = serde_json::from_str(document).unwrap_or_default();
+        let mut table: Vec<(Vec<String>, String)> = vec![
+            (segments("/openapi.json"), "GET".into()),
+            (segments("/docs"), "GET".into()),
+        ];
+        if let Some(paths) = parsed.get("paths").and_then(|p| p.as_object()) {
+            for (template, operations) in paths {
+                let methods: Vec<String> = operations
+                    .as_object()
+                    .map(|o| o.keys().map(|m| m.to_uppercase()).collect())
+                    .unwrap_or_default();
+                table.push((segments(template), methods.join(", ")));
+            }
+        }
+        AllowedMethods(table)
+    }
+
+    fn of(&self, path: &str) -> Option<&str> {
+        let wanted = segments(path);
+        self.0
+            .iter()
+            .find(|(template, _)| {
+                template.len() == wanted.len()
+                    && template
+                        .iter()
+                        .zip(&wanted)
+                        .all(|(t, w)| t == w || (t.starts_with('{') && t.ends_with('}')))
+            })
+            .map(|(_, methods)| methods.as_str())
+    }
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// Reads the body into memory up to [`MAX_BODY_BYTES`]: a larger declared or
+/// actual body is refused with 413 before anything parses it.
+async fn limit_body(req: &mut Request) -> poem::Result<()> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(poem::error::ReadBodyError::PayloadTooLarge.into());
+    }
+    let body = req.take_body().into_bytes_limit(MAX_BODY_BYTES).await?;
+    req.set_body(body);
+    Ok(())
+}
+
+/// A server that could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr} for the sync API: {source} (set SYNC_API_PORT or SYNC_API_HOST)")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A bound, not yet serving, API: binding first lets `keeper run` fail at
+/// start-up when the port is taken, before the worker starts.
+pub struct Listening {
+    listener: tokio::net::TcpListener,
+    pub addr: SocketAddr,
+}
+
+impl Listening {
+    pub async fn bind(addr: SocketAddr) -> Result<Listening, ServeError> {
+        let bind_err = |source| ServeError::Bind { addr, source };
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
+        Ok(Listening { listener, addr })
+    }
+
+    /// Serves until `shutdown` turns true, then lets requests in flight finish.
+    pub async fn serve(self, state: ApiState, mut shutdown: watch::Receiver<bool>) {
+        let addr = self.addr;
+        let protected = state.api_key.is_some();
+        tracing::info!(host = %addr.ip(), protected, "🌐 Sync API available on port {}", addr.port());
+        if !protected && !addr.ip().is_loopback() {
+            tracing::warn!(
+                host = %addr.ip(),
+                port = addr.port(),
+                "the sync API is reachable from other machines without an API key: anyone who can \
+                 connect can read the queue and submit reports; set SYNC_API_KEY"
+            );
+        }
+        let acceptor = match TcpAcceptor::from_tokio(self.listener) {
+            Ok(a) => a,
+            Err(error) => {
+                tracing::error!(%error, %addr, "sync API cannot start");
+                return;
+            }
+        };
+        let stop = async move {
+            while !*shutdown.borrow() {
+                if shutdown.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let served = Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(endpoint(Arc::new(state)), stop, Some(std::time::Duration::from_secs(5)))
+            .await;
+        match served {
+            Ok(()) => tracing::info!("sync API stopped"),
+            Err(error) => tracing::error!(%error, %addr, "sync API failed"),
+        }
+    }
+}

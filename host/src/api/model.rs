@@ -1,0 +1,372 @@
+//! The API's request and response bodies. These types are the documentation:
+//! their doc comments become the OpenAPI descriptions. The guide's five
+//! endpoints keep its field names exactly; ours add fields, never rename.
+//! `keeper status --json` and `keeper failed --json` print the same types.
+
+use std::collections::BTreeMap;
+
+use poem_openapi::{Enum, Object};
+use time::OffsetDateTime;
+
+use super::nullable::Nullable;
+use crate::queue::{FailedItem, QueueCounts};
+
+/// `ok` on every successful answer (errors say `error`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum OkStatus {
+    #[default]
+    Ok,
+}
+
+/// Whether the service can do its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum HealthState {
+    /// keeper.db answers and the sync worker runs (or is not meant to: remote mode).
+    Healthy,
+    /// keeper.db does not answer, or the worker should run and does not.
+    Degraded,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, Object)]
+pub struct Health {
+    pub status: HealthState,
+    /// The Discord bot is connected (always false in a build without the bot).
+    pub bot_online: bool,
+    pub sync_worker_running: bool,
+    /// Now, UTC.
+    pub timestamp: OffsetDateTime,
+    /// keeper.db answered a trivial query.
+    pub keeper_db_reachable: bool,
+}
+
+/// The sync worker of this process.
+#[derive(Debug, Clone, Object)]
+pub struct WorkerReport {
+    pub is_running: bool,
+    /// Seconds between polls (a submission wakes it at once).
+    pub sync_interval: u64,
+    /// Seconds since the worker started.
+    pub uptime_seconds: u64,
+    /// When the worker last finished a batch; null before the first.
+    pub last_sync_time: Nullable<OffsetDateTime>,
+}
+
+/// The guide's `totals`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Object)]
+pub struct Totals {
+    /// Items now `synced` (cleanup deletes old ones).
+    pub total_synced: i64,
+    /// Items now `max_retries_exceeded`.
+    pub total_failed: i64,
+}
+
+impl From<QueueCounts> for Totals {
+    fn from(counts: QueueCounts) -> Totals {
+        Totals {
+            total_synced: counts.synced,
+            total_failed: counts.failed,
+        }
+    }
+}
+
+/// `GET /sync/status` (and `keeper status --json`, without `sync_worker`).
+#[derive(Debug, Clone, Object)]
+pub struct SyncStatusReport {
+    pub status: OkStatus,
+    /// The worker of the serving process; absent from `keeper status --json`,
+    /// which runs none.
+    #[oai(skip_serializing_if_is_none)]
+    pub sync_worker: Option<WorkerReport>,
+    pub queue: QueueCounts,
+    pub totals: Totals,
+}
+
+impl SyncStatusReport {
+    pub fn new(sync_worker: Option<WorkerReport>, queue: QueueCounts) -> SyncStatusReport {
+        SyncStatusReport {
+            status: OkStatus::Ok,
+            sync_worker,
+            queue,
+            totals: queue.into(),
+        }
+    }
+}
+
+/// A `max_retries_exceeded` item with what an operator needs to judge it
+/// (the guide's `failed_items` entry).
+#[derive(Debug, Clone, Object)]
+pub struct FailedItemView {
+    pub queue_id: i64,
+    pub discovery_id: i64,
+    pub sync_attempts: i64,
+    /// The last attempt's error, in words an operator can act on.
+    pub sync_error: Nullable<String>,
+    /// From the keeper.db discovery (null if it is gone).
+    pub system_name: Nullable<String>,
+    pub location: Nullable<String>,
+    pub discovery_type: Nullable<String>,
+    pub username: Nullable<String>,
+}
+
+impl From<FailedItem> for FailedItemView {
+    fn from(i: FailedItem) -> FailedItemView {
+        FailedItemView {
+            queue_id: i.queue_id,
+            discovery_id: i.discovery_id,
+            sync_attempts: i.sync_attempts,
+            sync_error: i.sync_error.into(),
+            system_name: i.system_name.into(),
+            location: i.location.into(),
+            discovery_type: i.discovery_type.into(),
+            username: i.username.into(),
+        }
+    }
+}
+
+/// `GET /sync/failed` (and `keeper failed --json`).
+#[derive(Debug, Clone, Object)]
+pub struct FailedList {
+    pub status: OkStatus,
+    /// Most recently failed first.
+    pub failed_items: Vec<FailedItemView>,
+    pub count: u64,
+}
+
+impl FailedList {
+    pub fn new(failed_items: Vec<FailedItem>) -> FailedList {
+        FailedList {
+            status: OkStatus::Ok,
+            count: failed_items.len() as u64,
+            failed_items: failed_items.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// A done deed, in words.
+#[derive(Debug, Clone, Object)]
+pub struct Message {
+    pub status: OkStatus,
+    pub message: String,
+}
+
+/// `POST /sync/retry`.
+#[derive(Debug, Clone, Object)]
+pub struct RetriedAll {
+    pub status: OkStatus,
+    pub message: String,
+    /// How many `max_retries_exceeded` items were made due again.
+    pub retried: u64,
+}
+
+/// Unsynced items with an error, by state and error class.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorClassCount {
+    /// `pending` (will be retried) or `max_retries_exceeded`.
+    pub sync_status: String,
+    /// `unavailable`, `locked`, `schema`, `mapping`, `timeout`, `source`, or
+    /// `unknown` for an error recorded by the old bot.
+    pub error_class: String,
+    pub count: i64,
+}
+
+/// Unsynced items that have had this many attempts.
+#[derive(Debug, Clone, Object)]
+pub struct AttemptsCount {
+    pub attempts: i64,
+    pub count: i64,
+}
+
+/// The item that has waited longest.
+#[derive(Debug, Clone, Object)]
+pub struct OldestPending {
+    pub queue_id: i64,
+    pub created_at: Nullable<OffsetDateTime>,
+    /// Seconds since it was submitted.
+    pub age_seconds: Nullable<i64>,
+}
+
+/// Submission-to-synced latency, in seconds.
+#[derive(Debug, Clone, Object)]
+pub struct LatencyStats {
+    /// Items the figures are about.
+    pub count: i64,
+    pub average_seconds: Nullable<f64>,
+    pub p50_seconds: Nullable<f64>,
+    pub p95_seconds: Nullable<f64>,
+    pub max_seconds: Nullable<f64>,
+}
+
+/// `GET /sync/statistics`: the queue in more detail than `/sync/status`.
+#[derive(Debug, Clone, Object)]
+pub struct Statistics {
+    pub status: OkStatus,
+    pub generated_at: OffsetDateTime,
+    pub queue: QueueCounts,
+    pub totals: Totals,
+    /// Items that went from another state to `synced` since keeper.db got its
+    /// counters (adopted rows included); not reduced by cleanup.
+    pub synced_ever: i64,
+    /// Failed attempts by error class since keeper.db got its counters.
+    pub failed_attempts_by_class: BTreeMap<String, i64>,
+    /// Unsynced items that carry an error, by state and class.
+    pub errors: Vec<ErrorClassCount>,
+    /// Unsynced items by number of finished attempts.
+    pub attempts: Vec<AttemptsCount>,
+    /// Null when nothing is pending.
+    pub oldest_pending: Nullable<OldestPending>,
+    pub synced_last_hour: i64,
+    pub synced_last_day: i64,
+    /// Over the items synced in the last 24 hours.
+    pub latency_last_day: LatencyStats,
+}
+
+/// Which plugin version wrote an item to VH-Database.
+#[derive(Debug, Clone, Object)]
+pub struct Provenance {
+    pub name: String,
+    pub version: String,
+    /// SHA-256 of the plugin's wasm, hex.
+    pub hash: String,
+}
+
+/// One queue item with everything keeper.db keeps about it.
+#[derive(Debug, Clone, Object)]
+pub struct QueueItemView {
+    pub queue_id: i64,
+    pub discovery_id: i64,
+    /// `pending`, `syncing`, `synced` or `max_retries_exceeded`.
+    pub sync_status: String,
+    /// Finished attempts.
+    pub sync_attempts: i64,
+    pub max_attempts: Nullable<i64>,
+    pub last_sync_attempt: Nullable<OffsetDateTime>,
+    /// When a pending item is due again; null means now.
+    pub next_retry_after: Nullable<OffsetDateTime>,
+    /// The last attempt's error: the only error history keeper.db keeps
+    /// (every failure is also in the log).
+    pub sync_error: Nullable<String>,
+    pub error_class: Nullable<String>,
+    /// The row id in VH-Database's `discoveries`, once synced.
+    pub haven_discovery_id: Nullable<i64>,
+    /// When it was submitted.
+    pub created_at: Nullable<OffsetDateTime>,
+    pub synced_at: Nullable<OffsetDateTime>,
+    /// The plugin that mapped it, once synced by this host.
+    pub provenance: Nullable<Provenance>,
+    /// The item's `metadata` JSON as stored (warnings, provenance, backfill marks).
+    pub metadata: Nullable<serde_json::Value>,
+}
+
+/// `GET /sync/items/{queue_id}`.
+#[derive(Debug, Clone, Object)]
+pub struct ItemDetail {
+    pub status: OkStatus,
+    pub item: QueueItemView,
+    /// The keeper.db `discoveries` row, column by column; null if it is gone
+    /// or unreadable (see `discovery_error`).
+    pub discovery: Nullable<serde_json::Value>,
+    #[oai(skip_serializing_if_is_none)]
+    pub discovery_error: Option<String>,
+}
+
+/// `POST /discoveries`: the report was stored and queued.
+#[derive(Debug, Clone, Object)]
+pub struct Created {
+    pub status: OkStatus,
+    /// The new keeper.db discovery id.
+    pub discovery_id: i64,
+    /// Its sync queue item (see `/sync/items/{queue_id}`).
+    pub queue_id: i64,
+    pub message: String,
+}
+
+/// One plugin in the registry.
+#[derive(Debug, Clone, Object)]
+pub struct PluginEntry {
+    /// Empty for a file that never reported a name (not a plugin at all).
+    pub name: String,
+    pub version: String,
+    /// SHA-256 of the wasm, hex.
+    pub hash: String,
+    /// `built-in` or the path of the `.wasm` file.
+    pub source: String,
+    /// `active`, `retired` or `rejected`.
+    pub status: String,
+    /// Why a plugin was rejected.
+    pub reason: Nullable<String>,
+    pub recorded_at: Nullable<OffsetDateTime>,
+    pub retired_at: Nullable<OffsetDateTime>,
+}
+
+/// `GET /plugins`: newest first.
+#[derive(Debug, Clone, Object)]
+pub struct Plugins {
+    pub status: OkStatus,
+    /// The plugin new batches run on; null before a worker ever started.
+    pub active: Nullable<PluginEntry>,
+    /// Plugins that were active before.
+    pub history: Vec<PluginEntry>,
+    /// Plugins that were refused, with the reason.
+    pub rejected: Vec<PluginEntry>,
+}
+
+/// A pending item for a remote puller, with its whole keeper.db row.
+#[derive(Debug, Clone, Object)]
+pub struct ExportedItem {
+    pub queue_id: i64,
+    pub discovery_id: i64,
+    pub sync_attempts: i64,
+    pub created_at: Nullable<OffsetDateTime>,
+    /// The keeper.db `discoveries` row, column by column (what a mapping
+    /// plugin receives); null if it is gone or unreadable.
+    pub discovery: Nullable<serde_json::Value>,
+    #[oai(skip_serializing_if_is_none)]
+    pub discovery_error: Option<String>,
+}
+
+/// `GET /sync/export`: one page of pending items.
+#[derive(Debug, Clone, Object)]
+pub struct ExportPage {
+    pub status: OkStatus,
+    pub items: Vec<ExportedItem>,
+    pub count: u64,
+    /// Pass as `after` to get the next page (the last queue id here, or the
+    /// given `after` when the page is empty).
+    pub next_after: i64,
+    /// The page was full: there may be more.
+    pub has_more: bool,
+}
+
+/// One item a remote puller wrote to its VH-Database.
+#[derive(Debug, Clone, Copy, Object)]
+pub struct AckEntry {
+    #[oai(validator(minimum(value = "1")))]
+    pub queue_id: i64,
+    /// The row id it got in VH-Database's `discoveries`.
+    pub haven_discovery_id: i64,
+}
+
+/// `POST /sync/ack` body (at most 1 MiB, like every body: some 25,000 items).
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct AckRequest {
+    #[oai(validator(min_items = 1))]
+    pub items: Vec<AckEntry>,
+}
+
+/// `POST /sync/ack`: what became of each acknowledged queue id.
+#[derive(Debug, Clone, Object)]
+pub struct AckResult {
+    pub status: OkStatus,
+    /// Marked synced now.
+    pub acknowledged: Vec<i64>,
+    /// Were synced already (a repeated acknowledgement changes nothing).
+    pub already_synced: Vec<i64>,
+    /// Claimed by this server's own worker right now; left alone.
+    pub in_progress: Vec<i64>,
+    /// No such queue item.
+    pub unknown: Vec<i64>,
+}

@@ -1,0 +1,459 @@
+//! The operations: each one a method whose signature (parameters, body,
+//! response types) is its documentation. They only translate: the queue's
+//! rules live in `queue`, validation in `report`, storage in `store`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::{ApiResponse, OpenApi, Tags};
+
+use super::auth::ApiKeyGuard;
+use super::error::ApiError;
+use super::model::*;
+use super::report_body::ReportBody;
+use super::{ApiState, metrics, timestamp};
+use crate::queue::Ack;
+use crate::registry::PluginRecord;
+use crate::report::Report;
+use crate::row::{Row, UnreadableColumn, Value};
+
+#[derive(Tags)]
+enum Tag {
+    /// Liveness, for Control Room and load balancers. Never needs the API key.
+    Health,
+    /// The sync queue: counts, failures, retries (the old bot's endpoints and more).
+    Sync,
+    /// Reports from clients other than Discord, validated like `keeper submit`.
+    Intake,
+    /// The mapping plugins this keeper.db has run.
+    Plugins,
+    /// Remote mode: a puller beside Control Room fetches pending items, writes
+    /// them to its VH-Database, and acknowledges them.
+    Remote,
+    /// Prometheus scrape endpoint.
+    Metrics,
+}
+
+/// The sync API. Stateless: what it serves comes from [`ApiState`], which
+/// the server attaches to every request, so the document can be generated
+/// without opening a database (`keeper openapi`).
+pub struct SyncApi;
+
+fn default_failed_limit() -> u32 {
+    20
+}
+
+fn default_export_limit() -> u32 {
+    100
+}
+
+#[derive(ApiResponse)]
+enum CreatedResponse {
+    /// Stored in keeper.db and queued; the worker was woken.
+    #[oai(status = 201)]
+    Created(Json<Created>),
+}
+
+#[OpenApi]
+impl SyncApi {
+    /// Health check
+    ///
+    /// Whether keeper.db answers and the sync worker runs. Open without an API key.
+    #[oai(path = "/health", method = "get", tag = "Tag::Health")]
+    async fn health(&self, state: Data<&Arc<ApiState>>) -> Json<Health> {
+        let keeper_db_reachable = state.app.queue.counts().await.is_ok();
+        let sync_worker_running = state.worker.running.load(Ordering::Relaxed);
+        let healthy = keeper_db_reachable && (sync_worker_running || !state.worker_expected);
+        Json(Health {
+            status: if healthy {
+                HealthState::Healthy
+            } else {
+                HealthState::Degraded
+            },
+            bot_online: false,
+            sync_worker_running,
+            timestamp: timestamp::now(),
+            keeper_db_reachable,
+        })
+    }
+
+    /// Queue status
+    ///
+    /// Queue depth by state and the worker's state. Reads counters kept by
+    /// keeper.db itself, so it stays fast on a queue of millions and is right
+    /// after a restart.
+    #[oai(path = "/sync/status", method = "get", tag = "Tag::Sync")]
+    async fn status(&self, _key: ApiKeyGuard, state: Data<&Arc<ApiState>>) -> Result<Json<SyncStatusReport>, ApiError> {
+        let counts = state.app.queue.counts().await?;
+        Ok(Json(SyncStatusReport::new(Some(state.worker_report()), counts)))
+    }
+
+    /// Queue statistics
+    ///
+    /// Errors by class, attempts, the oldest pending item, recent throughput
+    /// and latency. Heavier than `/sync/status`: it reads the unsynced items.
+    #[oai(path = "/sync/statistics", method = "get", tag = "Tag::Sync")]
+    async fn statistics(&self, _key: ApiKeyGuard, state: Data<&Arc<ApiState>>) -> Result<Json<Statistics>, ApiError> {
+        let queue = &state.app.queue;
+        let counts = queue.counts().await?;
+        let totals = queue.totals().await?;
+        let stats = queue.statistics().await?;
+        let now = timestamp::now();
+        let l = stats.latency_last_day;
+        Ok(Json(Statistics {
+            status: OkStatus::Ok,
+            generated_at: now,
+            queue: counts,
+            totals: counts.into(),
+            synced_ever: totals.synced,
+            failed_attempts_by_class: totals.failures_by_class.into_iter().collect(),
+            errors: stats
+                .errors
+                .into_iter()
+                .map(|c| ErrorClassCount {
+                    sync_status: c.sync_status,
+                    error_class: c.error_class,
+                    count: c.count,
+                })
+                .collect(),
+            attempts: stats
+                .attempts
+                .into_iter()
+                .map(|(attempts, count)| AttemptsCount { attempts, count })
+                .collect(),
+            oldest_pending: stats
+                .oldest_pending
+                .map(|(queue_id, created_at)| {
+                    let created_at = timestamp::parse_opt(created_at.as_deref());
+                    OldestPending {
+                        queue_id,
+                        created_at: created_at.into(),
+                        age_seconds: created_at.map(|t| (now - t).whole_seconds().max(0)).into(),
+                    }
+                })
+                .into(),
+            synced_last_hour: stats.synced_last_hour,
+            synced_last_day: stats.synced_last_day,
+            latency_last_day: LatencyStats {
+                count: l.count,
+                average_seconds: l.average.into(),
+                p50_seconds: l.p50.into(),
+                p95_seconds: l.p95.into(),
+                max_seconds: l.max.into(),
+            },
+        }))
+    }
+
+    /// Failed items
+    ///
+    /// Items that exhausted their attempts (`max_retries_exceeded`), most
+    /// recently failed first.
+    #[oai(path = "/sync/failed", method = "get", tag = "Tag::Sync")]
+    async fn failed(
+        &self,
+        _key: ApiKeyGuard,
+        state: Data<&Arc<ApiState>>,
+        /// How many items at most.
+        #[oai(
+            default = "default_failed_limit",
+            validator(minimum(value = "1"), maximum(value = "1000"))
+        )]
+        limit: Query<u32>,
+    ) -> Result<Json<FailedList>, ApiError> {
+        Ok(Json(FailedList::new(state.app.queue.failed(limit.0).await?)))
+    }
+
+    /// Retry one item
+    ///
+    /// Makes a failed (or waiting) item due now with a fresh attempt count.
+    /// 404 for an unknown id, 409 for an item that is synced or being synced.
+    #[oai(path = "/sync/retry/:queue_id", method = "post", tag = "Tag::Sync")]
+    async fn retry(
+        &self,
+        _key: ApiKeyGuard,
+        state: Data<&Arc<ApiState>>,
+        /// The queue item's id (see `/sync/failed`).
+        #[oai(validator(minimum(value = "1")))]
+        queue_id: Path<i64>,
+    ) -> Result<Json<Message>, ApiError> {
+        state.app.queue.retry(queue_id.0).await?;
+        state.app.wake.notify_one();
+        tracing::info!(queue_id = queue_id.0, "sync API: item marked for retry");
+        Ok(Json(Message {
+            status: OkStatus::Ok,
+            message: format!("Queue item {} marked for retry", queue_id.0),
+        }))
+    }
+
+    /// Retry all failed items
+    ///
+    /// Every `max_retries_exceeded` item becomes due now with a fresh attempt count.
+    #[oai(path = "/sync/retry", method = "post", tag = "Tag::Sync")]
+    async fn retry_all(&self, _key: ApiKeyGuard, state: Data<&Arc<ApiState>>) -> Result<Json<RetriedAll>, ApiError> {
+        let retried = state.app.queue.retry_all_failed().await?;
+        state.app.wake.notify_one();
+        tracing::info!(retried, "sync API: all failed items marked for retry");
+        Ok(Json(RetriedAll {
+            status: OkStatus::Ok,
+            message: format!("{retried} failed item(s) marked for retry"),
+            retried,
+        }))
+    }
+
+    /// One item in detail
+    ///
+    /// The queue row, its keeper.db discovery, its last error and the plugin
+    /// version that synced it.
+    #[oai(path = "/sync/items/:queue_id", method = "get", tag = "Tag::Sync")]
+    async fn item(
+        &self,
+        _key: ApiKeyGuard,
+        state: Data<&Arc<ApiState>>,
+        #[oai(validator(minimum(value = "1")))] queue_id: Path<i64>,
+    ) -> Result<Json<ItemDetail>, ApiError> {
+        let item = state
+            .app
+            .queue
+            .item(queue_id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("queue item {} does not exist", queue_id.0)))?;
+        let mut rows = state.app.store.discoveries(&[item.discovery_id]).await?;
+        let (discovery, discovery_error) = discovery_json(item.discovery_id, rows.remove(&item.discovery_id));
+        let metadata = item
+            .metadata
+            .as_deref()
+            .map(|m| serde_json::from_str(m).unwrap_or_else(|_| serde_json::Value::String(m.to_owned())));
+        let provenance = metadata.as_ref().and_then(|m| m.get("plugin")).and_then(|p| {
+            let text = |key: &str| p.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+            Some(Provenance {
+                name: text("name")?,
+                version: text("version")?,
+                hash: text("hash")?,
+            })
+        });
+        Ok(Json(ItemDetail {
+            status: OkStatus::Ok,
+            item: QueueItemView {
+                queue_id: item.queue_id,
+                discovery_id: item.discovery_id,
+                sync_status: item.sync_status.unwrap_or_else(|| "pending".into()),
+                sync_attempts: item.sync_attempts,
+                max_attempts: item.max_attempts.into(),
+                last_sync_attempt: timestamp::parse_opt(item.last_sync_attempt.as_deref()).into(),
+                next_retry_after: timestamp::parse_opt(item.next_retry_after.as_deref()).into(),
+                sync_error: item.sync_error.into(),
+                error_class: item.error_class.into(),
+                haven_discovery_id: item.haven_discovery_id.into(),
+                created_at: timestamp::parse_opt(item.created_at.as_deref()).into(),
+                synced_at: timestamp::parse_opt(item.synced_at.as_deref()).into(),
+                provenance: provenance.into(),
+                metadata: metadata.into(),
+            },
+            discovery: discovery.into(),
+            discovery_error,
+        }))
+    }
+
+    /// Submit a discovery
+    ///
+    /// One report as a JSON object, with the keys and rules of
+    /// `keeper submit --json`: `discovery_type` (one of 🦴 📜 🏛️ ⚙️ 🦗 💎 🚀 ⚡ 🆕 📖),
+    /// `system_name`, `location` (`planet:NAME`, `moon:NAME` or `space:NAME`),
+    /// `description`, `username`; optionally `user_id`, `guild_id`,
+    /// `coordinates`, `condition`, `time_period`, `significance`,
+    /// `evidence_url`, `tags` (array of strings), `discovery_name` and the
+    /// type-specific fields of that discovery type. A bad report gets 400
+    /// naming the field, and nothing is stored.
+    #[oai(path = "/discoveries", method = "post", tag = "Tag::Intake")]
+    async fn submit(
+        &self,
+        _key: ApiKeyGuard,
+        state: Data<&Arc<ApiState>>,
+        report: Json<ReportBody>,
+    ) -> Result<CreatedResponse, ApiError> {
+        let report = Report::from_json(&report.0.0).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let app = &state.app;
+        let ids = app.store.submit(&[report], app.settings.sync_max_attempts).await?;
+        let discovery_id = ids
+            .first()
+            .copied()
+            .ok_or_else(|| ApiError::from(sqlx::Error::RowNotFound))?;
+        let queue_id = app
+            .queue
+            .queue_id_of(discovery_id)
+            .await?
+            .ok_or_else(|| ApiError::from(sqlx::Error::RowNotFound))?;
+        app.wake.notify_one();
+        tracing::info!(discovery_id, queue_id, "sync API: discovery archived and queued");
+        Ok(CreatedResponse::Created(Json(Created {
+            status: OkStatus::Ok,
+            discovery_id,
+            queue_id,
+            message: format!("Discovery {discovery_id} archived and queued"),
+        })))
+    }
+
+    /// Mapping plugins
+    ///
+    /// The active plugin, the ones active before, and the ones refused with the reason.
+    #[oai(path = "/plugins", method = "get", tag = "Tag::Plugins")]
+    async fn plugins(&self, _key: ApiKeyGuard, state: Data<&Arc<ApiState>>) -> Result<Json<Plugins>, ApiError> {
+        let list = state.app.registry.list().await?;
+        Ok(Json(Plugins {
+            status: OkStatus::Ok,
+            active: list.active.map(plugin_entry).into(),
+            history: list.history.into_iter().map(plugin_entry).collect(),
+            rejected: list.rejected.into_iter().map(plugin_entry).collect(),
+        }))
+    }
+
+    /// Export pending items
+    ///
+    /// One page of pending items with a queue id above `after`, in id order,
+    /// each with its whole keeper.db discovery row. Follow `next_after` while
+    /// `has_more`. Exporting changes nothing: acknowledge what was written.
+    #[oai(path = "/sync/export", method = "get", tag = "Tag::Remote")]
+    async fn export(
+        &self,
+        _key: ApiKeyGuard,
+        state: Data<&Arc<ApiState>>,
+        /// The cursor: the last queue id of the previous page (0 to start).
+        #[oai(default, validator(minimum(value = "0")))]
+        after: Query<i64>,
+        /// Items per page.
+        #[oai(
+            default = "default_export_limit",
+            validator(minimum(value = "1"), maximum(value = "1000"))
+        )]
+        limit: Query<u32>,
+    ) -> Result<Json<ExportPage>, ApiError> {
+        let app = &state.app;
+        let pending = app.queue.pending_after(after.0, limit.0).await?;
+        let ids: Vec<i64> = pending.iter().map(|i| i.discovery_id).collect();
+        let mut rows = app.store.discoveries(&ids).await?;
+        let next_after = pending.last().map_or(after.0, |i| i.queue_id);
+        let items: Vec<ExportedItem> = pending
+            .into_iter()
+            .map(|i| {
+                let (discovery, discovery_error) = discovery_json(i.discovery_id, rows.remove(&i.discovery_id));
+                ExportedItem {
+                    queue_id: i.queue_id,
+                    discovery_id: i.discovery_id,
+                    sync_attempts: i.sync_attempts,
+                    created_at: timestamp::parse_opt(i.created_at.as_deref()).into(),
+                    discovery: discovery.into(),
+                    discovery_error,
+                }
+            })
+            .collect();
+        Ok(Json(ExportPage {
+            status: OkStatus::Ok,
+            count: items.len() as u64,
+            has_more: items.len() as u64 == u64::from(limit.0),
+            items,
+            next_after,
+        }))
+    }
+
+    /// Acknowledge exported items
+    ///
+    /// Marks items a remote puller wrote to its VH-Database as synced, with
+    /// their VH ids. Idempotent: repeating an acknowledgement changes nothing.
+    /// Unknown queue ids are listed, not an error.
+    #[oai(path = "/sync/ack", method = "post", tag = "Tag::Remote")]
+    async fn ack(
+        &self,
+        _key: ApiKeyGuard,
+        state: Data<&Arc<ApiState>>,
+        body: Json<AckRequest>,
+    ) -> Result<Json<AckResult>, ApiError> {
+        let acks: Vec<Ack> = body
+            .0
+            .items
+            .iter()
+            .map(|a| Ack {
+                queue_id: a.queue_id,
+                haven_discovery_id: a.haven_discovery_id,
+            })
+            .collect();
+        let outcome = state.app.queue.acknowledge(&acks).await?;
+        tracing::info!(
+            acknowledged = outcome.acknowledged.len(),
+            unknown = outcome.unknown.len(),
+            "sync API: remote acknowledgement"
+        );
+        Ok(Json(AckResult {
+            status: OkStatus::Ok,
+            acknowledged: outcome.acknowledged,
+            already_synced: outcome.already_synced,
+            in_progress: outcome.in_progress,
+            unknown: outcome.unknown,
+        }))
+    }
+
+    /// Prometheus metrics
+    ///
+    /// Queue depth by state, synced and failed totals by error class, the
+    /// submission-to-synced latency histogram, the active plugin version and
+    /// the worker's state, in Prometheus text format.
+    #[oai(path = "/metrics", method = "get", tag = "Tag::Metrics")]
+    async fn metrics(&self, _key: ApiKeyGuard, state: Data<&Arc<ApiState>>) -> Result<PlainText<String>, ApiError> {
+        let app = &state.app;
+        let counts = app.queue.counts().await?;
+        let totals = app.queue.totals().await?;
+        let active = app.registry.list().await?.active;
+        Ok(PlainText(metrics::render(&metrics::Snapshot {
+            counts,
+            totals,
+            active_plugin: active.map(|p| (p.name, p.version, p.hash)),
+            worker_running: state.worker.running.load(Ordering::Relaxed),
+            last_sync: state.last_sync_time(),
+        })))
+    }
+}
+
+fn plugin_entry(p: PluginRecord) -> PluginEntry {
+    PluginEntry {
+        recorded_at: timestamp::parse(&p.recorded_at).into(),
+        retired_at: timestamp::parse_opt(p.retired_at.as_deref()).into(),
+        name: p.name,
+        version: p.version,
+        hash: p.hash,
+        source: p.source,
+        status: p.status,
+        reason: p.reason.into(),
+    }
+}
+
+/// A keeper.db discovery row as a JSON object (column → value), or why not.
+fn discovery_json(
+    discovery_id: i64,
+    row: Option<Result<Row, UnreadableColumn>>,
+) -> (Option<serde_json::Value>, Option<String>) {
+    match row {
+        Some(Ok(row)) => {
+            let object = row
+                .0
+                .into_iter()
+                .map(|(column, value)| {
+                    let value = match value {
+                        Value::Null => serde_json::Value::Null,
+                        Value::Integer(i) => i.into(),
+                        Value::Real(r) => serde_json::Number::from_f64(r).map_or(serde_json::Value::Null, Into::into),
+                        Value::Text(t) => t.into(),
+                    };
+                    (column, value)
+                })
+                .collect();
+            (Some(serde_json::Value::Object(object)), None)
+        }
+        Some(Err(e)) => (None, Some(format!("keeper.db discovery {discovery_id}: {e}"))),
+        None => (
+            None,
+            Some(format!("discovery {discovery_id} no longer exists in keeper.db")),
+        ),
+    }
+}

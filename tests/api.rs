@@ -1,0 +1,863 @@
+//! The sync API through real HTTP on 127.0.0.1: the real `keeper run` on
+//! temporary copies of real database files, with `SYNC_API_PORT=0` (the port
+//! is read from the start-up line). Also: Swagger UI in headless Chromium,
+//! and schemathesis checking the live server against its own document.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A running `keeper run`; stopped with SIGTERM when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    log: Arc<Mutex<String>>,
+    key: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Server {
+    fn start(env: &Env) -> Server {
+        let mut child = env
+            .command(&["run"])
+            .env("KEEPER_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn keeper run");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("Sync API available on port ").nth(1) {
+                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    let _ = tx.send(digits.parse::<u16>().expect("port number"));
+                }
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+            }
+        });
+        let port = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(port) => port,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no `🌐 Sync API available on port N` line:\n{}", log.lock().unwrap());
+            }
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let key = env
+            .vars
+            .iter()
+            .find(|(k, _)| k == "SYNC_API_KEY")
+            .map(|(_, v)| v.clone());
+        Server {
+            child,
+            port,
+            log,
+            key,
+            agent,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends a request (with the API key, when the server has one).
+    fn send(&self, method: &str, path: &str, body: Option<&[u8]>, key: Option<&str>) -> (u16, String, String) {
+        let url = self.url(path);
+        let key = key.or(self.key.as_deref());
+        let with_key = |h: ureq::RequestBuilder<ureq::typestate::WithoutBody>| match key {
+            Some(k) => h.header("X-API-Key", k),
+            None => h,
+        };
+        let with_key_body = |h: ureq::RequestBuilder<ureq::typestate::WithBody>| match key {
+            Some(k) => h.header("X-API-Key", k),
+            None => h,
+        };
+        let response = match method {
+            "GET" => with_key(self.agent.get(&url)).call(),
+            "DELETE" => with_key(self.agent.delete(&url)).call(),
+            "POST" => {
+                let req = with_key_body(self.agent.post(&url)).header("content-type", "application/json");
+                match body {
+                    Some(b) => req.send(b),
+                    None => req.send_empty(),
+                }
+            }
+            other => panic!("method {other}"),
+        };
+        let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()));
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(20 << 20)
+            .read_to_string()
+            .unwrap_or_default();
+        (status, content_type, text)
+    }
+
+    /// A JSON answer with its status.
+    fn json(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let body = body.map(|b| b.to_string());
+        let (status, content_type, text) = self.send(method, path, body.as_deref().map(str::as_bytes), None);
+        assert!(
+            content_type.starts_with("application/json"),
+            "{method} {path}: {status} {content_type}: {text}"
+        );
+        let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"));
+        (status, value)
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let (status, value) = self.json("GET", path, None);
+        assert_eq!(status, 200, "GET {path}: {value}");
+        value
+    }
+
+    /// Waits until `GET /sync/items/{queue_id}` shows `state`.
+    fn wait_for_state(&self, queue_id: i64, state: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let item = self.get(&format!("/sync/items/{queue_id}"));
+            if item["item"]["sync_status"] == state {
+                return item;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "item {queue_id} never became {state}: {item}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn report(description: &str) -> Value {
+    json!({
+        "discovery_type": "🦴",
+        "system_name": "Oculi",
+        "location": "planet:Erren",
+        "description": description,
+        "username": "Explorer#1234",
+        "user_id": "123456789",
+        "species_type": "Vertebrate",
+    })
+}
+
+fn is_rfc3339_utc(v: &Value) -> bool {
+    v.as_str()
+        .is_some_and(|s| s.ends_with('Z') && s.contains('T') && s.len() >= 20)
+}
+
+/// Every error is a JSON object with `status: error` and a message.
+fn assert_error(status: u16, body: &Value, expected: u16, message_part: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["status"], "error", "{body}");
+    let message = body["message"].as_str().unwrap_or_else(|| panic!("no message: {body}"));
+    assert!(message.contains(message_part), "{message:?} lacks {message_part:?}");
+}
+
+#[tokio::test]
+async fn guide_endpoints_answer_with_the_guide_shapes() {
+    let mut env = Env::new();
+    env.var("SYNC_INTERVAL", 1);
+    let discovery_id = env.submit("🦗", "Oculi", "planet:Erren", "Glowing moth", &[]);
+    let server = Server::start(&env);
+    let synced = server.wait_for_state(1, "synced");
+    assert_eq!(synced["item"]["discovery_id"], discovery_id);
+
+    let health = server.get("/health");
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["bot_online"], false);
+    assert_eq!(health["sync_worker_running"], true);
+    assert!(is_rfc3339_utc(&health["timestamp"]), "{health}");
+
+    let status = server.get("/sync/status");
+    assert_eq!(status["status"], "ok");
+    let worker = &status["sync_worker"];
+    assert_eq!(worker["is_running"], true);
+    assert_eq!(worker["sync_interval"], 1);
+    assert!(worker["uptime_seconds"].is_u64());
+    assert!(is_rfc3339_utc(&worker["last_sync_time"]), "{status}");
+    assert_eq!(
+        status["queue"],
+        json!({"pending": 0, "syncing": 0, "synced": 1, "failed": 0})
+    );
+    assert_eq!(status["totals"], json!({"total_synced": 1, "total_failed": 0}));
+
+    let failed = server.get("/sync/failed?limit=20");
+    assert_eq!(failed, json!({"status": "ok", "failed_items": [], "count": 0}));
+
+    let stats = server.get("/sync/statistics");
+    assert_eq!(stats["status"], "ok");
+    assert_eq!(stats["queue"]["synced"], 1);
+    assert_eq!(stats["synced_ever"], 1);
+    assert_eq!(stats["synced_last_hour"], 1);
+    assert_eq!(stats["synced_last_day"], 1);
+    assert_eq!(stats["latency_last_day"]["count"], 1);
+    assert!(stats["latency_last_day"]["p95_seconds"].is_number(), "{stats}");
+    assert_eq!(stats["oldest_pending"], Value::Null);
+
+    // The item in detail: its discovery row and the plugin that synced it.
+    let item = &synced["item"];
+    assert_eq!(item["sync_attempts"], 1);
+    assert!(item["haven_discovery_id"].is_i64());
+    assert!(is_rfc3339_utc(&item["created_at"]) && is_rfc3339_utc(&item["synced_at"]));
+    assert_eq!(item["provenance"]["name"], "keeper-default-mapper");
+    assert_eq!(synced["discovery"]["description"], "Glowing moth");
+    assert_eq!(synced["discovery"]["discovery_type"], "🦗");
+
+    let plugins = server.get("/plugins");
+    assert_eq!(plugins["active"]["name"], "keeper-default-mapper");
+    assert_eq!(plugins["active"]["status"], "active");
+    assert_eq!(plugins["active"]["hash"], item["provenance"]["hash"]);
+    assert!(plugins["history"].is_array() && plugins["rejected"].is_array());
+
+    let (code, content_type, metrics) = server.send("GET", "/metrics", None, None);
+    assert_eq!(code, 200);
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    for line in [
+        "keeper_sync_queue_items{state=\"synced\"} 1",
+        "keeper_sync_queue_items{state=\"pending\"} 0",
+        "keeper_sync_synced_total 1",
+        "keeper_sync_latency_seconds_bucket{le=\"+Inf\"} 1",
+        "keeper_sync_latency_seconds_count 1",
+        "# TYPE keeper_sync_latency_seconds histogram",
+        "keeper_sync_worker_running 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("keeper_sync_plugin_info{name=\"keeper-default-mapper\",version=\"")),
+        "{metrics}"
+    );
+
+    // Not exposed without a key, and it says so.
+    let log = server.log();
+    assert!(
+        log.contains(&format!("🌐 Sync API available on port {}", server.port)),
+        "{log}"
+    );
+    assert!(!log.contains("without an API key"), "{log}");
+}
+
+#[tokio::test]
+async fn a_failed_item_is_retried_through_the_api_and_then_syncs() {
+    let mut env = Env::new();
+    env.var("SYNC_INTERVAL", 1).var("SYNC_MAX_ATTEMPTS", 1);
+    let aside = env.dir.path().join("aside.db");
+    std::fs::rename(&env.haven, &aside).unwrap();
+    env.submit("🆕", "Oculi", "planet:Erren", "New biome", &[]);
+    env.submit("🆕", "Oculi", "planet:Erren", "Second biome", &[]);
+    let server = Server::start(&env);
+    server.wait_for_state(1, "max_retries_exceeded");
+    server.wait_for_state(2, "max_retries_exceeded");
+
+    let failed = server.get("/sync/failed?limit=20");
+    assert_eq!(failed["count"], 2);
+    let first = failed["failed_items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["queue_id"] == 1)
+        .unwrap()
+        .clone();
+    let keys: Vec<&str> = first.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut expected = vec![
+        "queue_id",
+        "discovery_id",
+        "sync_attempts",
+        "sync_error",
+        "system_name",
+        "location",
+        "discovery_type",
+        "username",
+    ];
+    expected.sort_unstable();
+    let mut keys = keys;
+    keys.sort_unstable();
+    assert_eq!(keys, expected, "the guide's failed_items fields");
+    assert_eq!(first["sync_attempts"], 1);
+    assert_eq!(first["discovery_type"], "🆕");
+    assert!(
+        first["sync_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("VH-Database not accessible")
+    );
+    assert_eq!(server.get("/sync/failed?limit=1")["count"], 1);
+    let status = server.get("/sync/status");
+    assert_eq!(status["queue"]["failed"], 2);
+    assert_eq!(status["totals"]["total_failed"], 2);
+    let stats = server.get("/sync/statistics");
+    assert_eq!(
+        stats["errors"],
+        json!([{"sync_status": "max_retries_exceeded", "error_class": "unavailable", "count": 2}])
+    );
+    assert_eq!(stats["failed_attempts_by_class"]["unavailable"], 2);
+    let (_, _, metrics) = server.send("GET", "/metrics", None, None);
+    assert!(
+        metrics.contains("keeper_sync_failed_items{error_class=\"unavailable\"} 2\n"),
+        "{metrics}"
+    );
+
+    std::fs::rename(&aside, &env.haven).unwrap();
+    let (code, body) = server.json("POST", "/sync/retry/1", None);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"status": "ok", "message": "Queue item 1 marked for retry"})
+    );
+    let synced = server.wait_for_state(1, "synced");
+    assert_eq!(synced["item"]["sync_error"], Value::Null);
+    assert_eq!(
+        server.get("/sync/items/2")["item"]["sync_status"],
+        "max_retries_exceeded"
+    );
+
+    let (code, body) = server.json("POST", "/sync/retry", None);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["retried"], 1);
+    server.wait_for_state(2, "synced");
+    assert_eq!(server.get("/sync/status")["queue"]["synced"], 2);
+
+    // A synced item cannot be retried; an unknown one does not exist.
+    let (code, body) = server.json("POST", "/sync/retry/1", None);
+    assert_error(code, &body, 409, "already synced");
+    let (code, body) = server.json("POST", "/sync/retry/999", None);
+    assert_error(code, &body, 404, "queue item 999 does not exist");
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors_with_the_right_codes() {
+    let env = Env::new();
+    let server = Server::start(&env);
+
+    for (method, path, code, part) in [
+        ("GET", "/sync/items/424242", 404, "queue item 424242 does not exist"),
+        ("POST", "/sync/retry/424242", 404, "queue item 424242 does not exist"),
+        ("GET", "/sync/items/abc", 400, "queue_id"),
+        ("POST", "/sync/retry/12x", 400, "queue_id"),
+        ("GET", "/sync/items/0", 400, "queue_id"),
+        ("GET", "/sync/items/99999999999999999999999", 400, "queue_id"),
+        ("GET", "/sync/failed?limit=abc", 400, "limit"),
+        ("GET", "/sync/failed?limit=0", 400, "limit"),
+        ("GET", "/sync/failed?limit=-5", 400, "limit"),
+        ("GET", "/sync/export?after=x", 400, "after"),
+        ("GET", "/no/such/endpoint", 404, "no endpoint GET /no/such/endpoint"),
+        ("DELETE", "/sync/status", 405, "does not accept DELETE"),
+    ] {
+        let (status, body) = server.json(method, path, None);
+        assert_error(status, &body, code, part);
+    }
+
+    // Bodies: malformed JSON, a valid JSON that is no report, a bad field.
+    for (body, part) in [
+        (&b"{not json"[..], "parse request payload"),
+        (&b"[1, 2]"[..], "a report must be a JSON object"),
+        (&b""[..], "JSON object"),
+    ] {
+        let (status, _, text) = server.send("POST", "/discoveries", Some(body), None);
+        let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_error(status, &value, 400, part);
+    }
+    let mut bad = report("Fossil");
+    bad["location"] = json!("nowhere");
+    let (status, body) = server.json("POST", "/discoveries", Some(bad));
+    assert_error(status, &body, 400, "location");
+    let mut bad = report("Fossil");
+    bad["hull_condition"] = json!("Scratched");
+    let (status, body) = server.json("POST", "/discoveries", Some(bad));
+    assert_error(status, &body, 400, "hull_condition");
+    let (status, body) = server.json("POST", "/sync/ack", Some(json!({"items": [{"queue_id": "x"}]})));
+    assert_error(status, &body, 400, "");
+    let (status, body) = server.json("POST", "/sync/ack", Some(json!({"items": []})));
+    assert_error(status, &body, 400, "");
+    assert_eq!(
+        scalar_i64(&env.keeper, "SELECT COUNT(*) FROM discoveries").await,
+        0,
+        "nothing was written"
+    );
+
+    // Over 1 MiB: refused on its declared length, before it is read. (Raw
+    // TCP: the server answers without reading the body, and an HTTP client
+    // still sending it would see a broken pipe instead of the answer.)
+    {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        write!(
+            tcp,
+            "POST /discoveries HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            (1 << 20) + 1
+        )
+        .unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap();
+        assert_error(413, &body, 413, "larger than 1048576 bytes");
+    }
+
+    // The server is still fine.
+    assert_eq!(server.get("/health")["status"], "healthy");
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+#[tokio::test]
+async fn with_an_api_key_every_endpoint_but_health_needs_it() {
+    let mut env = Env::new();
+    // Loopback only in tests (a key alone would bind 0.0.0.0).
+    env.var("SYNC_API_KEY", "s3cret-key").var("SYNC_API_HOST", "127.0.0.1");
+    let server = Server::start(&env);
+    let document: Value = serde_json::from_str(&server.send("GET", "/openapi.json", None, Some("")).2).unwrap();
+    assert_eq!(
+        document["components"]["securitySchemes"]["ApiKey"],
+        json!({"type": "apiKey", "name": "X-API-Key", "in": "header",
+               "description": "Required on every operation but /health when the server has SYNC_API_KEY set."})
+    );
+    let mut checked = 0;
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let method = method.to_uppercase();
+            let concrete = path.replace("{queue_id}", "1");
+            let body = (method == "POST").then_some(&b"{}"[..]);
+            if path == "/health" {
+                assert!(operation.get("security").is_none(), "/health is open");
+                let (status, _, _) = server.send(&method, &concrete, body, Some(""));
+                assert_eq!(status, 200);
+                continue;
+            }
+            assert_eq!(operation["security"], json!([{"ApiKey": []}]), "{method} {path}");
+            for wrong in [None, Some("wrong"), Some("s3cret-ke"), Some("S3CRET-KEY")] {
+                let (status, _, text) = match wrong {
+                    None => {
+                        let url = server.url(&concrete);
+                        let mut r = if method == "GET" {
+                            server.agent.get(&url).call().unwrap()
+                        } else {
+                            server.agent.post(&url).send_empty().unwrap()
+                        };
+                        (
+                            r.status().as_u16(),
+                            String::new(),
+                            r.body_mut().read_to_string().unwrap(),
+                        )
+                    }
+                    Some(k) => server.send(&method, &concrete, body, Some(k)),
+                };
+                let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+                assert_error(status, &value, 401, "X-API-Key");
+            }
+            let (status, _, text) = server.send(&method, &concrete, body, Some("s3cret-key"));
+            assert_ne!(status, 401, "{method} {path} with the key: {text}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 11, "only {checked} operations checked");
+    assert_eq!(server.get("/sync/status")["status"], "ok");
+    // Swagger UI and the document are public (the document is in the repository).
+    assert_eq!(server.send("GET", "/docs", None, Some("")).0, 200);
+}
+
+#[tokio::test]
+async fn posted_discovery_is_stored_queued_and_synced_at_once() {
+    let mut env = Env::new();
+    // Only the wake-up can make it sync within the test's time.
+    env.var("SYNC_INTERVAL", 3600);
+    let server = Server::start(&env);
+    // Let the worker finish its first (empty) pass and go to sleep.
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, body) = server.json("POST", "/discoveries", Some(report("Ancient spine")));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "ok");
+    let queue_id = body["queue_id"].as_i64().unwrap();
+    let discovery_id = body["discovery_id"].as_i64().unwrap();
+    let item = server.wait_for_state(queue_id, "synced");
+    assert_eq!(item["item"]["discovery_id"], discovery_id);
+    assert_eq!(item["discovery"]["description"], "Ancient spine");
+    assert_eq!(item["discovery"]["user_id"], "123456789");
+    let mut conn = connect(&env.haven).await;
+    let (species, by): (String, String) =
+        sqlx::query_as("SELECT species_type, discovered_by FROM discoveries WHERE description = 'Ancient spine'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!((species.as_str(), by.as_str()), ("Vertebrate", "Explorer#1234"));
+}
+
+#[tokio::test]
+async fn remote_mode_exports_pending_items_and_takes_acknowledgements() {
+    let mut env = Env::new();
+    env.var("USE_HAVEN_DATABASE", "false");
+    for n in 0..3 {
+        env.submit("💎", "Oculi", "planet:Erren", &format!("Deposit {n}"), &[]);
+    }
+    let server = Server::start(&env);
+    let health = server.get("/health");
+    assert_eq!(health["status"], "healthy", "no worker is expected in remote mode");
+    assert_eq!(health["sync_worker_running"], false);
+
+    let page = server.get("/sync/export?after=0&limit=2");
+    assert_eq!(page["count"], 2);
+    assert_eq!(page["has_more"], true);
+    assert_eq!(page["next_after"], 2);
+    let first = &page["items"][0];
+    assert_eq!(first["queue_id"], 1);
+    assert_eq!(first["discovery"]["description"], "Deposit 0");
+    assert_eq!(first["discovery"]["id"], first["discovery_id"]);
+    assert!(is_rfc3339_utc(&first["created_at"]));
+    let page2 = server.get("/sync/export?after=2&limit=2");
+    assert_eq!(page2["count"], 1);
+    assert_eq!(page2["has_more"], false);
+    assert_eq!(page2["next_after"], 3);
+    assert_eq!(server.get("/sync/export?after=3")["next_after"], 3);
+
+    let acks = json!({"items": [
+        {"queue_id": 1, "haven_discovery_id": 501},
+        {"queue_id": 2, "haven_discovery_id": 502},
+        {"queue_id": 77, "haven_discovery_id": 503},
+    ]});
+    let (status, body) = server.json("POST", "/sync/ack", Some(acks.clone()));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["acknowledged"], json!([1, 2]));
+    assert_eq!(body["unknown"], json!([77]));
+    let item = server.get("/sync/items/1");
+    assert_eq!(item["item"]["sync_status"], "synced");
+    assert_eq!(item["item"]["haven_discovery_id"], 501);
+    assert_eq!(
+        server.get("/sync/status")["queue"],
+        json!({"pending": 1, "syncing": 0, "synced": 2, "failed": 0})
+    );
+    // Acknowledged items are no longer exported; repeating changes nothing.
+    assert_eq!(server.get("/sync/export")["items"][0]["queue_id"], 3);
+    let (_, again) = server.json("POST", "/sync/ack", Some(acks));
+    assert_eq!(again["acknowledged"], json!([]));
+    assert_eq!(again["already_synced"], json!([1, 2]));
+    assert_eq!(server.get("/sync/items/2")["item"]["haven_discovery_id"], 502);
+}
+
+/// An old bot's keeper.db with a queue in every state: the counters that
+/// /sync/status reads start from the rows that are there.
+#[tokio::test]
+async fn counts_of_an_adopted_keeper_db_come_from_its_rows() {
+    let env = Env::new();
+    std::fs::copy(KEEPER_LEGACY, &env.keeper).unwrap();
+    set_writable(&env.keeper);
+    exec(
+        &env.keeper,
+        "CREATE TABLE sync_queue (
+            id INTEGER PRIMARY KEY, discovery_id INTEGER NOT NULL, sync_status TEXT DEFAULT 'pending',
+            sync_attempts INTEGER DEFAULT 0, max_attempts INTEGER DEFAULT 10, last_sync_attempt DATETIME,
+            next_retry_after DATETIME, sync_error TEXT, haven_discovery_id INTEGER,
+            created_at DATETIME DEFAULT CURRENT_TIMESTAMP, synced_at DATETIME, metadata TEXT);
+         INSERT INTO sync_queue (discovery_id, sync_status, sync_error, synced_at) VALUES
+            (1, 'synced', NULL, '2025-11-13 20:30:00'), (2, 'synced', NULL, '2025-11-13 20:31:00'),
+            (3, 'max_retries_exceeded', 'VH-Database not accessible: [Errno 2]', NULL),
+            (4, NULL, NULL, NULL);",
+    )
+    .await;
+    let mut env = env;
+    env.var("HAVEN_DB_PATH", env.dir.path().join("missing/VH-Database.db").display());
+    env.var("SYNC_INTERVAL", 3600);
+    let server = Server::start(&env);
+    let status = server.get("/sync/status");
+    let expected_pending = scalar_i64(
+        &env.keeper,
+        "SELECT COUNT(*) FROM sync_queue WHERE IFNULL(sync_status, 'pending') = 'pending'",
+    )
+    .await;
+    assert_eq!(status["queue"]["synced"], 2, "{status}");
+    assert_eq!(status["queue"]["failed"], 1, "{status}");
+    assert_eq!(
+        status["queue"]["pending"].as_i64().unwrap() + status["queue"]["syncing"].as_i64().unwrap(),
+        1
+    );
+    assert_eq!(
+        expected_pending
+            + scalar_i64(
+                &env.keeper,
+                "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'syncing'"
+            )
+            .await,
+        1
+    );
+    // The legacy row's item view copes with the old bot's values.
+    let item = server.get("/sync/items/3");
+    assert_eq!(item["item"]["error_class"], Value::Null);
+    assert_eq!(server.get("/sync/statistics")["errors"][0]["error_class"], "unknown");
+}
+
+/// The CLI prints the API's shapes.
+#[tokio::test]
+async fn cli_json_has_the_api_shapes() {
+    let mut env = Env::new();
+    env.var("SYNC_INTERVAL", 3600);
+    env.submit("🦴", "Oculi", "planet:Erren", "Fossil", &[]);
+    let status: Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    let failed: Value = serde_json::from_str(&env.ok(&["failed", "--json"])).unwrap();
+    let server = Server::start(&env);
+    let mut api_status = server.get("/sync/status");
+    api_status.as_object_mut().unwrap().remove("sync_worker");
+    // The worker may have synced it meanwhile: compare the shape, not the counts.
+    let keys = |v: &Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    assert_eq!(keys(&status), keys(&api_status));
+    assert_eq!(keys(&status["queue"]), keys(&api_status["queue"]));
+    assert_eq!(keys(&status["totals"]), keys(&api_status["totals"]));
+    assert_eq!(status["queue"]["pending"], 1);
+    assert_eq!(failed, server.get("/sync/failed"));
+}
+
+fn repo_file(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+#[tokio::test]
+async fn committed_openapi_document_is_what_the_code_generates() {
+    let env = Env::new();
+    let generated = env.ok(&["openapi"]);
+    let committed = std::fs::read_to_string(repo_file("openapi/openapi.json")).unwrap_or_default();
+    assert!(
+        generated.trim_end() == committed.trim_end(),
+        "openapi/openapi.json is not what the code generates; regenerate it with\n    \
+         cargo run -q -- openapi > openapi/openapi.json\nand commit it"
+    );
+    assert!(!env.keeper.exists(), "`keeper openapi` opens no database");
+    let server = Server::start(&env);
+    let served = server.send("GET", "/openapi.json", None, None).2;
+    let served: Value = serde_json::from_str(&served).unwrap();
+    let generated: Value = serde_json::from_str(&generated).unwrap();
+    assert_eq!(served, generated);
+    for path in [
+        "/health",
+        "/sync/status",
+        "/sync/statistics",
+        "/sync/failed",
+        "/sync/retry/{queue_id}",
+        "/sync/retry",
+        "/sync/items/{queue_id}",
+        "/discoveries",
+        "/plugins",
+        "/sync/export",
+        "/sync/ack",
+        "/metrics",
+    ] {
+        assert!(served["paths"].get(path).is_some(), "{path} is not documented");
+    }
+}
+
+/// A tool the test needs: `var` names an override, else PATH, else `fallback`.
+fn tool(var: &str, name: &str, fallback: &[PathBuf]) -> PathBuf {
+    if let Some(path) = std::env::var_os(var) {
+        return PathBuf::from(path);
+    }
+    if let Some(found) = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+    {
+        return found;
+    }
+    fallback.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!(
+            "{name} is not installed (looked at ${var}, PATH and {fallback:?}); \
+             .ci/run installs it, or set {var} to its path"
+        )
+    })
+}
+
+#[tokio::test]
+async fn swagger_ui_in_a_browser_lists_the_endpoints() {
+    let chromium = tool(
+        "KEEPER_CHROMIUM",
+        "chromium",
+        &[
+            PathBuf::from("/usr/bin/chromium"),
+            PathBuf::from("/usr/bin/chromium-browser"),
+        ],
+    );
+    let env = Env::new();
+    let server = Server::start(&env);
+    let profile = env.dir.path().join("chromium-profile");
+    let out = std::process::Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(server.url("/docs"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", chromium.display()));
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Rendered by Swagger UI's script, not present in the served HTML.
+    assert!(
+        dom.contains("opblock-summary-path"),
+        "Swagger UI did not render:\n{dom:.2000}"
+    );
+    for path in [
+        "/health",
+        "/sync/status",
+        "/sync/statistics",
+        "/sync/failed",
+        "/sync/retry/{queue_id}",
+        "/sync/items/{queue_id}",
+        "/discoveries",
+        "/plugins",
+        "/sync/export",
+        "/sync/ack",
+        "/metrics",
+    ] {
+        let shown = format!("data-path=\"{path}\"");
+        assert!(dom.contains(&shown), "the page does not list {path}");
+    }
+    assert!(dom.contains("Keeper sync API"));
+}
+
+#[tokio::test]
+async fn live_server_conforms_to_its_openapi_document() {
+    let schemathesis = tool(
+        "KEEPER_SCHEMATHESIS",
+        "schemathesis",
+        &[repo_file("target/tools/schemathesis/bin/schemathesis")],
+    );
+    let mut env = Env::new();
+    env.var("SYNC_API_KEY", "fuzz-key").var("SYNC_API_HOST", "127.0.0.1");
+    env.var("SYNC_INTERVAL", 1).var("SYNC_MAX_ATTEMPTS", 1);
+    env.submit("🦴", "Oculi", "planet:Erren", "Fossil", &[]);
+    let server = Server::start(&env);
+    let out = std::process::Command::new(&schemathesis)
+        .current_dir(env.dir.path())
+        .args(["--no-color", "run", &server.url("/openapi.json")])
+        .args(["--checks", "all"])
+        // Valid-by-schema reports may still break a rule the schema cannot
+        // state (e.g. a field that belongs to another discovery type): 400
+        // is right there, so "positive data must be accepted" does not hold.
+        .args(["--exclude-checks", "positive_data_acceptance"])
+        .args(["--header", "X-API-Key: fuzz-key"])
+        .args(["--max-examples", "30", "--workers", "2", "--seed", "1"])
+        .args(["--request-timeout", "10", "--max-time", "90"])
+        .args(["--suppress-health-check", "all"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", schemathesis.display()));
+    // Its report repeats whole request bodies (up to megabytes): keep the
+    // failure titles and the summary.
+    let report: String = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+        .filter(|l| l.len() < 400)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(out.status.success(), "schemathesis found problems:\n{report}");
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+/// Benchmark, not a check: `/sync/status` on a queue of 1,000,000 items
+/// against the full scan it replaced. Run with
+/// `cargo test --test api -- --ignored --nocapture status_on_a_million_items`.
+#[tokio::test]
+#[ignore = "benchmark: run by hand"]
+async fn status_on_a_million_items() {
+    let mut env = Env::new();
+    env.var("USE_HAVEN_DATABASE", "false");
+    env.ok(&["status"]);
+    let started = Instant::now();
+    exec(
+        &env.keeper,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000)
+         INSERT INTO sync_queue (discovery_id, sync_status)
+         SELECT i, CASE i % 10 WHEN 0 THEN 'max_retries_exceeded' WHEN 1 THEN 'pending' ELSE 'synced' END FROM n",
+    )
+    .await;
+    println!(
+        "1,000,000 queue rows inserted (counters kept by trigger) in {:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    let rows = rows(
+        &env.keeper,
+        "SELECT sync_status, COUNT(*) FROM sync_queue GROUP BY sync_status",
+    )
+    .await;
+    println!(
+        "full scan GROUP BY sync_status: {:?} ({} states)",
+        started.elapsed(),
+        rows.len()
+    );
+    let server = Server::start(&env);
+    let started = Instant::now();
+    const N: u32 = 200;
+    let mut status = Value::Null;
+    for _ in 0..N {
+        status = server.get("/sync/status");
+    }
+    println!("GET /sync/status: {:?} per request over {N}", started.elapsed() / N);
+    for path in ["/metrics", "/sync/statistics", "/sync/failed?limit=20"] {
+        let started = Instant::now();
+        let (code, _, _) = server.send("GET", path, None, None);
+        assert_eq!(code, 200);
+        println!("GET {path}: {:?}", started.elapsed());
+    }
+    assert_eq!(
+        status["queue"],
+        json!({"pending": 100000, "syncing": 0, "synced": 800000, "failed": 100000})
+    );
+}
