@@ -476,38 +476,12 @@ impl Queue {
 
     /// Records the outcome of a batch in one transaction.
     ///
-    /// The batch arrives as one JSON array, unpacked once in a MATERIALIZED
-    /// CTE: joined directly, `json_each` was rescanned for every claimed row
-    /// (quadratic in the batch size: 1,000 items/s at batches of 1,000).
+    /// Each list arrives as one JSON array, unpacked once in a MATERIALIZED
+    /// CTE (see [`mark_synced`]).
     pub async fn complete(&self, token: &str, delivered: &[Delivered], failed: &[Failed]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if !delivered.is_empty() {
-            let payload: Vec<serde_json::Value> = delivered
-                .iter()
-                .map(|d| json!({"queue_id": d.queue_id, "haven_id": d.haven_id, "meta": d.metadata}))
-                .collect();
-            sqlx::query(
-                "WITH j AS MATERIALIZED (
-                     SELECT value ->> 'queue_id' AS queue_id, value ->> 'haven_id' AS haven_id,
-                         value -> 'meta' AS meta
-                     FROM json_each(?1))
-                 UPDATE sync_queue
-                 SET sync_status = 'synced', haven_discovery_id = j.haven_id,
-                     synced_at = datetime('now'), sync_attempts = COALESCE(sync_attempts, 0) + 1,
-                     sync_error = NULL, error_class = NULL, next_retry_after = NULL,
-                     lease_expires_at = NULL, claim_token = NULL,
-                     metadata = json_patch(
-                         CASE WHEN json_valid(sync_queue.metadata) THEN sync_queue.metadata
-                              WHEN sync_queue.metadata IS NULL THEN '{}'
-                              ELSE json_object('legacy', sync_queue.metadata) END,
-                         j.meta)
-                 FROM j
-                 WHERE sync_queue.id = j.queue_id AND sync_queue.claim_token = ?2",
-            )
-            .bind(serde_json::Value::Array(payload).to_string())
-            .bind(token)
-            .execute(&mut *tx)
-            .await?;
+            mark_synced(&mut tx, Some(token), delivered).await?;
         }
         if !failed.is_empty() {
             let payload: Vec<serde_json::Value> = failed
@@ -799,38 +773,22 @@ impl Queue {
     /// statement; items already synced, being synced here, or unknown are
     /// reported and left alone.
     pub async fn acknowledge(&self, acks: &[Ack]) -> Result<AckOutcome, sqlx::Error> {
-        let payload = serde_json::Value::Array(
-            acks.iter()
-                .map(|a| json!({"queue_id": a.queue_id, "haven_id": a.haven_discovery_id}))
-                .collect(),
-        )
-        .to_string();
-        let mut acknowledged: Vec<i64> = sqlx::query_scalar(
-            "UPDATE sync_queue
-             SET sync_status = 'synced', haven_discovery_id = j.value ->> 'haven_id',
-                 synced_at = datetime('now'), sync_attempts = COALESCE(sync_attempts, 0) + 1,
-                 sync_error = NULL, error_class = NULL, next_retry_after = NULL,
-                 lease_expires_at = NULL, claim_token = NULL,
-                 metadata = json_patch(
-                     CASE WHEN json_valid(sync_queue.metadata) THEN sync_queue.metadata
-                          WHEN sync_queue.metadata IS NULL THEN '{}'
-                          ELSE json_object('legacy', sync_queue.metadata) END,
-                     '{\"pulled\":true}')
-             FROM json_each(?1) AS j
-             WHERE sync_queue.id = j.value ->> 'queue_id'
-               AND IFNULL(sync_queue.sync_status, 'pending') IN ('pending', 'max_retries_exceeded')
-             RETURNING sync_queue.id",
-        )
-        .bind(&payload)
-        .fetch_all(&self.pool)
-        .await?;
-        acknowledged.sort_unstable();
-        let states: Vec<(i64, Option<String>)> = sqlx::query_as(
-            "SELECT id, sync_status FROM sync_queue WHERE id IN (SELECT j.value ->> 'queue_id' FROM json_each(?1) AS j)",
-        )
-        .bind(&payload)
-        .fetch_all(&self.pool)
-        .await?;
+        let delivered: Vec<Delivered> = acks
+            .iter()
+            .map(|a| Delivered {
+                queue_id: a.queue_id,
+                haven_id: a.haven_discovery_id,
+                metadata: json!({"pulled": true}),
+            })
+            .collect();
+        let mut conn = self.pool.acquire().await?;
+        let acknowledged = mark_synced(&mut conn, None, &delivered).await?;
+        let ids = serde_json::Value::Array(acks.iter().map(|a| json!(a.queue_id)).collect()).to_string();
+        let states: Vec<(i64, Option<String>)> =
+            sqlx::query_as("SELECT id, sync_status FROM sync_queue WHERE id IN (SELECT value FROM json_each(?1))")
+                .bind(&ids)
+                .fetch_all(&mut *conn)
+                .await?;
         let mut outcome = AckOutcome::default();
         let mut seen = std::collections::BTreeSet::new();
         for ack in acks {
@@ -907,6 +865,51 @@ impl Queue {
         .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// The one transition to `synced`, for a worker's batch (only items still
+/// held under `token`) and for a remote puller's acknowledgements (`None`:
+/// items not synced and not being synced here). Returns the ids it marked.
+///
+/// The batch arrives as one JSON array, unpacked once in a MATERIALIZED CTE:
+/// joined directly, `json_each` was rescanned for every candidate row
+/// (quadratic: 1,000 items/s at batches of 1,000).
+async fn mark_synced(
+    conn: &mut SqliteConnection,
+    token: Option<&str>,
+    delivered: &[Delivered],
+) -> Result<Vec<i64>, sqlx::Error> {
+    let payload: Vec<serde_json::Value> = delivered
+        .iter()
+        .map(|d| json!({"queue_id": d.queue_id, "haven_id": d.haven_id, "meta": d.metadata}))
+        .collect();
+    let mut marked: Vec<i64> = sqlx::query_scalar(
+        "WITH j AS MATERIALIZED (
+             SELECT value ->> 'queue_id' AS queue_id, value ->> 'haven_id' AS haven_id, value -> 'meta' AS meta
+             FROM json_each(?1))
+         UPDATE sync_queue
+         SET sync_status = 'synced', haven_discovery_id = j.haven_id,
+             synced_at = datetime('now'), sync_attempts = COALESCE(sync_attempts, 0) + 1,
+             sync_error = NULL, error_class = NULL, next_retry_after = NULL,
+             lease_expires_at = NULL, claim_token = NULL,
+             metadata = json_patch(
+                 CASE WHEN json_valid(sync_queue.metadata) THEN sync_queue.metadata
+                      WHEN sync_queue.metadata IS NULL THEN '{}'
+                      ELSE json_object('legacy', sync_queue.metadata) END,
+                 j.meta)
+         FROM j
+         WHERE sync_queue.id = j.queue_id
+           AND CASE WHEN ?2 IS NULL
+                    THEN IFNULL(sync_queue.sync_status, 'pending') IN ('pending', 'max_retries_exceeded')
+                    ELSE sync_queue.claim_token = ?2 END
+         RETURNING sync_queue.id",
+    )
+    .bind(serde_json::Value::Array(payload).to_string())
+    .bind(token)
+    .fetch_all(&mut *conn)
+    .await?;
+    marked.sort_unstable();
+    Ok(marked)
 }
 
 /// Queues the discoveries with ids above `after`: called by the submission
