@@ -73,7 +73,12 @@ fn pull(control_room: &Env, from: &str, key: Option<&str>) -> Output {
     if let Some(k) = key {
         args.extend(["--api-key", k]);
     }
-    control_room.run(&args)
+    // Plain log lines, so that tests can look for `field=value`.
+    control_room
+        .command(&args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run keeper pull")
 }
 
 fn pull_ok(control_room: &Env, from: &str) -> String {
@@ -223,6 +228,39 @@ async fn pull_without_vh_database_acknowledges_nothing() {
     );
     assert!(!missing.exists());
     assert!(bot.queue().await.iter().all(|(_, s, h)| s == "pending" && h.is_none()));
+}
+
+#[tokio::test]
+async fn items_that_fail_mapping_are_reported_and_stay_pending() {
+    let bot = BotHost::start();
+    let (broken, broken_queue) = bot.submit("Ixiezh HV", "moon:Getre Beta", "Tags gone bad").await;
+    let (_, good_queue) = bot.submit("Oculi", "planet:Erren", "Fine report").await;
+    {
+        let mut conn = connect(&bot.env.keeper).await;
+        sqlx::query("UPDATE discoveries SET tags = '{not json' WHERE id = ?1")
+            .bind(broken)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let control_room = Env::new();
+    let before = vh_count(&control_room).await;
+
+    let out = pull(&control_room, &bot.url(), Some(KEY));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pulled 1, failed 1"));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("queue_id={broken_queue}")) && err.contains("tags is not valid JSON"),
+        "{err}"
+    );
+    assert_eq!(vh_count(&control_room).await, before + 1);
+    let queue = bot.queue().await;
+    assert!(queue.contains(&(broken_queue, "pending".into(), None)), "{queue:?}");
+    assert!(
+        queue.iter().any(|(q, s, _)| *q == good_queue && s == "synced"),
+        "{queue:?}"
+    );
 }
 
 #[tokio::test]

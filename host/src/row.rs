@@ -162,3 +162,30 @@ pub fn read_row(row: &SqliteRow) -> Result<Row, UnreadableColumn> {
     }
     Ok(Row(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_keeps_sqlite_types() {
+        let row = Row(vec![
+            ("id".into(), Value::Integer(7)),
+            ("name".into(), Value::Text("Getre Beta".into())),
+            ("weight".into(), Value::Real(1.0)),
+            ("note".into(), Value::Null),
+        ]);
+        let mut back = Row::from_json(&row.to_json()).expect("a row");
+        back.0.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut expected = row;
+        expected.0.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn json_without_a_sqlite_form_names_the_column() {
+        let error = Row::from_json(&serde_json::json!({"tags": ["a"]})).expect_err("refused");
+        assert_eq!(error.column, "tags");
+        assert!(Row::from_json(&serde_json::json!([1])).is_err());
+    }
+}
