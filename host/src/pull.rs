@@ -221,9 +221,18 @@ impl Puller {
     /// only for the round: items that failed here stay pending there and are
     /// offered again next round.
     pub async fn round(&self) -> Result<Pulled, PullError> {
+        self.round_until(None).await
+    }
+
+    /// [`Puller::round`], stopping between two pages once `stop` turns true:
+    /// a shutdown waits for the page in hand, not for the whole queue.
+    async fn round_until(&self, stop: Option<&watch::Receiver<bool>>) -> Result<Pulled, PullError> {
         let mut total = Pulled::default();
         let mut after = 0;
         loop {
+            if stop.is_some_and(|s| *s.borrow()) {
+                break;
+            }
             let page = self.remote.export(after, self.page_size).await?;
             if page.items.is_empty() {
                 break;
@@ -297,7 +306,7 @@ impl Puller {
     /// (bot host unreachable, VH-Database locked) is logged and retried.
     pub async fn run(&self, every: Duration, mut shutdown: watch::Receiver<bool>) {
         while !*shutdown.borrow() {
-            if let Err(error) = self.round().await {
+            if let Err(error) = self.round_until(Some(&shutdown)).await {
                 tracing::error!(%error, "pull round failed; trying again next interval");
             }
             tokio::select! {
