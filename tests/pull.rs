@@ -287,6 +287,109 @@ async fn pull_every_keeps_pulling_until_sigterm() {
     assert!(status.success(), "{status}");
 }
 
+/// Reads one HTTP request (head and body); returns its request line.
+fn read_request(stream: &mut std::net::TcpStream) -> String {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        data.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&data).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if data.len() >= end + 4 + length {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&data)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A proxy to the bot host that passes exports through and fails every
+/// acknowledgement with 503: the puller writes, then loses the ack.
+fn ack_failing_proxy(bot: &str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bot = bot.to_owned();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let line = read_request(&mut stream);
+            let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
+            let (status, body) = if line.starts_with("GET ") {
+                let mut answer = ureq::get(format!("{bot}{path}"))
+                    .header("X-API-Key", KEY)
+                    .call()
+                    .unwrap();
+                ("200 OK", answer.body_mut().read_to_string().unwrap())
+            } else {
+                (
+                    "503 Service Unavailable",
+                    r#"{"status":"error","error":"unavailable","message":"gone for a moment"}"#.to_owned(),
+                )
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+#[tokio::test]
+async fn a_lost_acknowledgement_never_writes_twice() {
+    let bot = BotHost::start();
+    bot.submit("Ixiezh HV", "moon:Getre Beta", "Written, never acknowledged")
+        .await;
+    bot.submit("Oculi", "planet:Erren", "Also written").await;
+    let control_room = Env::new();
+    let before = vh_count(&control_room).await;
+
+    let out = pull(&control_room, &ack_failing_proxy(&bot.url()), Some(KEY));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("HTTP 503") && err.contains("gone for a moment"), "{err}");
+    // Written to VH-Database, but the bot host never heard of it.
+    assert_eq!(vh_count(&control_room).await, before + 2);
+    assert!(bot.queue().await.iter().all(|(_, s, h)| s == "pending" && h.is_none()));
+
+    // The next round finds both in the ledger: acknowledged, not inserted again.
+    let out = pull_ok(&control_room, &bot.url());
+    assert!(out.contains("pulled 2, failed 0"), "{out}");
+    assert_eq!(vh_count(&control_room).await, before + 2);
+    let ledger = rows(
+        &control_room.haven,
+        "SELECT l.haven_discovery_id FROM keeper_sync_ledger l JOIN discoveries d ON d.id = l.haven_discovery_id",
+    )
+    .await;
+    assert_eq!(ledger.len(), 2);
+    let queue = bot.queue().await;
+    for (_, status, haven_id) in &queue {
+        assert_eq!(status, "synced");
+        assert!(
+            ledger.iter().any(|r| Some(r.get::<i64, _>(0)) == *haven_id),
+            "{queue:?}"
+        );
+    }
+}
+
 /// A one-connection HTTP server that answers every request with `response`.
 fn fake_server(response: &'static str) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -294,8 +397,7 @@ fn fake_server(response: &'static str) -> String {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf);
+            read_request(&mut stream);
             let _ = stream.write_all(response.as_bytes());
         }
     });
