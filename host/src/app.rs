@@ -62,13 +62,18 @@ impl App {
         Ok(PluginManager::start(self, true).await?)
     }
 
+    /// VH-Database where the settings say it is.
+    pub fn sink(&self) -> Sink {
+        Sink::new(self.settings.haven_location(), self.settings.haven_busy_timeout())
+    }
+
     /// A worker that takes each batch's plugin from `plugins`.
     pub fn worker_on(&self, plugins: PluginSlot) -> Worker {
         let settings = &self.settings;
         Worker {
             store: self.store.clone(),
             queue: self.queue.clone(),
-            sink: Sink::new(settings.haven_location(), settings.haven_busy_timeout()),
+            sink: self.sink(),
             plugins,
             batch_size: settings.sync_batch_size,
             interval: Duration::from_secs(settings.sync_interval.max(1)),

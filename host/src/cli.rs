@@ -71,8 +71,29 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::plugins::commands::PluginCommand,
     },
+    /// Remote mode, beside Control Room: fetch a bot host's pending items, write them to VH-Database, acknowledge.
+    Pull(PullArgs),
     /// Print the sync API's OpenAPI document (as served at /openapi.json).
     Openapi,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// The bot host's sync API, e.g. http://bot-host:8080 (plain http only).
+    #[arg(long, value_name = "URL")]
+    from: String,
+    /// The bot host's SYNC_API_KEY (default: this machine's SYNC_API_KEY).
+    #[arg(long, value_name = "KEY")]
+    api_key: Option<String>,
+    /// Pull every SECS seconds until SIGINT/SIGTERM; without it, pull once and exit.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    every: Option<u64>,
+    /// Pull once and exit (the default when --every is not given).
+    #[arg(long, conflicts_with = "every")]
+    once: bool,
+    /// Items per export page, each page one VH-Database transaction.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    page_size: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -131,6 +152,8 @@ pub enum CliError {
     Plugins(#[from] crate::plugins::PluginsError),
     #[error(transparent)]
     Api(#[from] crate::api::ServeError),
+    #[error(transparent)]
+    Pull(#[from] crate::pull::PullError),
     #[error("{0}")]
     Input(String),
     #[error("{count} report(s) rejected, nothing was written:\n{details}")]
@@ -205,6 +228,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             println!("queued {n} discovery(ies) that had no queue row");
             Ok(())
         }
+        Command::Pull(args) => pull(&app, args).await,
         Command::Openapi => Ok(()),
     }
 }
@@ -270,12 +294,19 @@ async fn run_main(app: &App) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn sync(app: &App, once: bool) -> Result<(), CliError> {
-    if !app.settings.use_haven_database {
-        return Err(CliError::Input(
+/// Refuses commands that write VH-Database on a machine configured not to.
+fn require_haven(app: &App) -> Result<(), CliError> {
+    if app.settings.use_haven_database {
+        Ok(())
+    } else {
+        Err(CliError::Input(
             "USE_HAVEN_DATABASE=false: this machine does not write VH-Database (remote mode)".into(),
-        ));
+        ))
     }
+}
+
+async fn sync(app: &App, once: bool) -> Result<(), CliError> {
+    require_haven(app)?;
     let worker = app.worker().await?;
     if once {
         let done = worker.drain().await?;
@@ -421,4 +452,42 @@ fn read_reports(path: &PathBuf) -> Result<Vec<Report>, CliError> {
         return Err(CliError::Input("no reports in the input".into()));
     }
     Ok(reports)
+}
+
+async fn pull(app: &App, args: PullArgs) -> Result<(), CliError> {
+    require_haven(app)?;
+    let api_key = args.api_key.or_else(|| app.settings.api_key().map(str::to_owned));
+    let remote = crate::pull::Remote::new(&args.from, api_key)?;
+    let every = args.every.filter(|_| !args.once);
+    // Hot reload only for a long-running puller, as for `keeper run`.
+    let plugins = if every.is_some() {
+        app.plugins().await?
+    } else {
+        crate::plugins::PluginManager::start(app, false).await?
+    };
+    let puller = crate::pull::Puller {
+        remote,
+        sink: app.sink(),
+        plugins: plugins.slot(),
+        page_size: args.page_size,
+    };
+    let Some(every) = every else {
+        let done = puller.round().await?;
+        println!("pulled {}, failed {}", done.pulled, done.failed);
+        return Ok(());
+    };
+    tracing::info!(
+        from = %args.from,
+        haven_db = %puller.sink.path().display(),
+        "⬇️ Puller started ({every}s intervals)"
+    );
+    let (stop, stopped) = watch::channel(false);
+    let watcher = tokio::spawn(plugins.watch(stopped.clone()));
+    let handle = tokio::spawn(async move { puller.run(std::time::Duration::from_secs(every), stopped).await });
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing the page in hand");
+    let _ = stop.send(true);
+    let _ = handle.await;
+    let _ = watcher.await;
+    Ok(())
 }

@@ -11,7 +11,9 @@
 //! - [`plugins`] — start-up choice, hot reload, conformance, `keeper plugin`
 //! - [`registry`] — which plugins were active, retired or rejected
 //! - [`sink`] — VH-Database (schema check, exactly-once writes)
+//! - [`delivery`] — map, check, write: the step the worker and the puller share
 //! - [`worker`] — the loop that moves batches from one to the other
+//! - [`pull`] — remote mode: fetch a bot host's pending items, deliver, acknowledge
 //! - [`api`] — the sync API (HTTP, OpenAPI, Swagger UI, metrics)
 //! - [`app`], [`cli`] — wiring and the command line
 
@@ -19,8 +21,10 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod mapper;
 pub mod plugins;
+pub mod pull;
 pub mod queue;
 pub mod registry;
 pub mod report;

@@ -215,6 +215,9 @@ pub struct ExportedItem {
     pub discovery_id: i64,
     pub sync_attempts: i64,
     pub created_at: Option<String>,
+    /// Enqueued by `keeper backfill`: the puller links a copy the old bot
+    /// already wrote instead of inserting it again.
+    pub backfill: bool,
 }
 
 /// A remote puller's report that it wrote an item to its VH-Database.
@@ -750,8 +753,10 @@ impl Queue {
     /// Pending items with a queue id above `after`, in id order: the remote
     /// puller's page (remote mode; no worker here claims them).
     pub async fn pending_after(&self, after: i64, limit: u32) -> Result<Vec<ExportedItem>, sqlx::Error> {
-        let rows: Vec<(i64, i64, i64, Option<String>)> = sqlx::query_as(
-            "SELECT id, discovery_id, IFNULL(sync_attempts, 0), created_at FROM sync_queue
+        let rows: Vec<(i64, i64, i64, Option<String>, bool)> = sqlx::query_as(
+            "SELECT id, discovery_id, IFNULL(sync_attempts, 0), created_at,
+                    COALESCE(json_valid(metadata) AND metadata ->> 'backfill', 0) != 0
+             FROM sync_queue
              WHERE id > ?1 AND IFNULL(sync_status, 'pending') = 'pending' ORDER BY id LIMIT ?2",
         )
         .bind(after)
@@ -760,12 +765,15 @@ impl Queue {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(queue_id, discovery_id, sync_attempts, created_at)| ExportedItem {
-                queue_id,
-                discovery_id,
-                sync_attempts,
-                created_at,
-            })
+            .map(
+                |(queue_id, discovery_id, sync_attempts, created_at, backfill)| ExportedItem {
+                    queue_id,
+                    discovery_id,
+                    sync_attempts,
+                    created_at,
+                    backfill,
+                },
+            )
             .collect())
     }
 

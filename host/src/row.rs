@@ -76,6 +76,47 @@ impl Row {
         }
     }
 
+    /// The row as a JSON object, column -> value: how the sync API exports
+    /// keeper.db rows (`GET /sync/export`, `GET /sync/items/{id}`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Object(self.0.iter().map(|(n, v)| (n.clone(), v.to_json())).collect())
+    }
+
+    /// The inverse of [`Row::to_json`], for a remote puller: integers stay
+    /// integers, other numbers become reals. Arrays and objects have no
+    /// SQLite form and are refused, naming the column.
+    pub fn from_json(value: &serde_json::Value) -> Result<Row, UnreadableColumn> {
+        let serde_json::Value::Object(object) = value else {
+            return Err(UnreadableColumn {
+                column: String::new(),
+                reason: format!("expected a JSON object of columns, got {value}"),
+            });
+        };
+        let mut out = Vec::with_capacity(object.len());
+        for (name, v) in object {
+            let value = match v {
+                serde_json::Value::Null => Value::Null,
+                serde_json::Value::Bool(b) => Value::Integer(i64::from(*b)),
+                serde_json::Value::Number(n) => match n.as_i64() {
+                    Some(i) => Value::Integer(i),
+                    None => Value::Real(n.as_f64().unwrap_or(f64::NAN)),
+                },
+                serde_json::Value::String(s) => Value::Text(s.clone()),
+                other => {
+                    return Err(UnreadableColumn {
+                        column: name.clone(),
+                        reason: format!(
+                            "a JSON {} has no SQLite form",
+                            if other.is_array() { "array" } else { "object" }
+                        ),
+                    });
+                }
+            };
+            out.push((name.clone(), value));
+        }
+        Ok(Row(out))
+    }
+
     /// Approximate size in bytes, names included.
     pub fn size(&self) -> usize {
         self.0.iter().map(|(n, v)| n.len() + v.size()).sum()
@@ -120,4 +161,31 @@ pub fn read_row(row: &SqliteRow) -> Result<Row, UnreadableColumn> {
         out.push((name, value));
     }
     Ok(Row(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_keeps_sqlite_types() {
+        let row = Row(vec![
+            ("id".into(), Value::Integer(7)),
+            ("name".into(), Value::Text("Getre Beta".into())),
+            ("weight".into(), Value::Real(1.0)),
+            ("note".into(), Value::Null),
+        ]);
+        let mut back = Row::from_json(&row.to_json()).expect("a row");
+        back.0.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut expected = row;
+        expected.0.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn json_without_a_sqlite_form_names_the_column() {
+        let error = Row::from_json(&serde_json::json!({"tags": ["a"]})).expect_err("refused");
+        assert_eq!(error.column, "tags");
+        assert!(Row::from_json(&serde_json::json!([1])).is_err());
+    }
 }

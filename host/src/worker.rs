@@ -10,14 +10,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 
-use crate::mapper::{Lookup, MapError, Mapped, PluginSlot};
+use crate::delivery::{self, Input, Outcome};
+use crate::mapper::PluginSlot;
 use crate::queue::{Claim, ClaimedItem, Delivered, ErrorClass, Failed, Queue};
-use crate::row::Row;
-use crate::sink::{Delivery, Sink};
+use crate::sink::Sink;
 use crate::store::Store;
 
 /// What the API reports about the worker; shared with it.
@@ -160,128 +159,44 @@ impl Worker {
     async fn deliver(&self, items: &[ClaimedItem]) -> Result<(Vec<Delivered>, Vec<Failed>), WorkerError> {
         let ids: Vec<i64> = items.iter().map(|i| i.discovery_id).collect();
         let mut rows = self.store.discoveries(&ids).await?;
-        let mut failed = Vec::new();
+        let inputs: Vec<Input> = items
+            .iter()
+            .map(|item| Input {
+                discovery_id: item.discovery_id,
+                backfill: item.backfill,
+                row: match rows.remove(&item.discovery_id) {
+                    Some(Ok(row)) => Ok(row),
+                    Some(Err(e)) => Err(format!("keeper.db discovery {}: {e}", item.discovery_id)),
+                    None => Err(format!("discovery {} no longer exists in keeper.db", item.discovery_id)),
+                },
+            })
+            .collect();
         let fail = |item: &ClaimedItem, class: ErrorClass, message: String| Failed {
             queue_id: item.queue_id,
             attempts: item.attempts,
             class,
             message,
         };
-
-        let mut haven = match self.sink.open().await {
-            Ok(h) => h,
-            Err(e) => {
-                return Ok((
-                    Vec::new(),
-                    items.iter().map(|i| fail(i, e.class(), e.to_string())).collect(),
-                ));
-            }
-        };
-        let lookup = match haven.lookup().await {
-            Ok(l) => Arc::new(l),
-            Err(e) => {
-                return Ok((
-                    Vec::new(),
-                    items.iter().map(|i| fail(i, e.class(), e.to_string())).collect(),
-                ));
-            }
-        };
-
-        // Items whose keeper.db row can be read, with the row.
-        let mut mappable: Vec<(&ClaimedItem, Row)> = Vec::with_capacity(items.len());
-        for item in items {
-            match rows.remove(&item.discovery_id) {
-                Some(Ok(row)) => mappable.push((item, row)),
-                Some(Err(e)) => failed.push(fail(
-                    item,
-                    ErrorClass::Source,
-                    format!("keeper.db discovery {}: {e}", item.discovery_id),
-                )),
-                None => failed.push(fail(
-                    item,
-                    ErrorClass::Source,
-                    format!("discovery {} no longer exists in keeper.db", item.discovery_id),
-                )),
-            }
-        }
-
         let plugin = self.plugins.current();
-        let mapped = map_rows(&plugin, lookup, mappable.iter().map(|(_, r)| r.clone()).collect()).await;
-
-        let mut accepted: Vec<(&ClaimedItem, Mapped)> = Vec::with_capacity(mapped.len());
-        for ((item, _), result) in mappable.iter().zip(mapped) {
-            match result {
-                Ok(m) => match haven.schema().check(&m.row) {
-                    Ok(()) => accepted.push((item, m)),
-                    Err(e) => failed.push(fail(item, e.class(), e.to_string())),
-                },
-                Err(e) => {
-                    let class = if matches!(e, MapError::TimedOut(_)) {
-                        ErrorClass::Timeout
-                    } else {
-                        ErrorClass::Mapping
-                    };
-                    failed.push(fail(item, class, e.to_string()));
-                }
-            }
-        }
-
-        let deliveries: Vec<Delivery> = accepted
-            .iter()
-            .map(|(item, m)| Delivery {
-                keeper_discovery_id: item.discovery_id,
-                row: &m.row,
-                backfill: item.backfill,
-            })
-            .collect();
-        if deliveries.is_empty() {
-            return Ok((Vec::new(), failed));
-        }
-        let info = plugin.info();
-        match haven.write(self.store.source_id(), info, &deliveries).await {
-            Ok(written) => {
-                let delivered = accepted
-                    .iter()
-                    .zip(written)
-                    .map(|((item, m), w)| {
-                        let mut metadata = json!({"plugin": info});
-                        if !m.warnings.is_empty() {
-                            metadata["warnings"] = json!(m.warnings);
-                        }
-                        if w.already_there {
-                            metadata["already_in_vh"] = json!(true);
-                        }
-                        Delivered {
-                            queue_id: item.queue_id,
-                            haven_id: w.haven_id,
-                            metadata,
-                        }
-                    })
-                    .collect();
-                Ok((delivered, failed))
-            }
+        let outcomes = match delivery::deliver(&self.sink, &plugin, self.store.source_id(), &inputs).await {
+            Ok(outcomes) => outcomes,
             Err(e) => {
-                failed.extend(accepted.iter().map(|(item, _)| fail(item, e.class(), e.to_string())));
-                Ok((Vec::new(), failed))
+                let failed = items.iter().map(|i| fail(i, e.class(), e.to_string())).collect();
+                return Ok((Vec::new(), failed));
+            }
+        };
+        let mut delivered = Vec::new();
+        let mut failed = Vec::new();
+        for (item, outcome) in items.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Delivered { haven_id, metadata } => delivered.push(Delivered {
+                    queue_id: item.queue_id,
+                    haven_id,
+                    metadata,
+                }),
+                Outcome::Failed { class, message } => failed.push(fail(item, class, message)),
             }
         }
-    }
-}
-
-/// Runs the plugin on a blocking thread: wasm calls are synchronous and WASI
-/// must not run on an async worker thread.
-async fn map_rows(
-    plugin: &Arc<crate::mapper::Plugin>,
-    lookup: Arc<Lookup>,
-    rows: Vec<Row>,
-) -> Vec<Result<Mapped, MapError>> {
-    let plugin = plugin.clone();
-    let count = rows.len();
-    match tokio::task::spawn_blocking(move || plugin.map_all(lookup, &rows)).await {
-        Ok(results) => results,
-        Err(join) => {
-            let message = format!("mapper thread failed: {join}");
-            (0..count).map(|_| Err(MapError::Trapped(message.clone()))).collect()
-        }
+        Ok((delivered, failed))
     }
 }

@@ -2,9 +2,12 @@
 //! database files, the real `keeper` binary, and SQL helpers to look inside.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
 use sqlx::{Connection, SqliteConnection};
@@ -188,4 +191,52 @@ pub async fn queue_state(keeper: &Path, discovery_id: i64) -> (String, i64, Opti
         .fetch_one(&mut conn)
         .await
         .expect("queue row")
+}
+
+/// Starts `keeper run` (API on a free port); returns the process, the port
+/// read from its `🌐 Sync API available on port N` line, and its log so far
+/// (kept up to date by a thread).
+pub fn spawn_run(env: &Env) -> (Child, u16, Arc<Mutex<String>>) {
+    let mut child = env
+        .command(&["run"])
+        .env("KEEPER_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn keeper run");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("Sync API available on port ").nth(1) {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                let _ = tx.send(digits.parse::<u16>().expect("port number"));
+            }
+            sink.lock().unwrap().push_str(&line);
+            sink.lock().unwrap().push('\n');
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(port) => (child, port, log),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("no `🌐 Sync API available on port N` line:\n{}", log.lock().unwrap());
+        }
+    }
+}
+
+/// Stops a keeper process with SIGTERM (SIGKILL after 20 s) and reaps it.
+pub fn terminate(child: &mut Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -320,6 +320,9 @@ pub struct ExportedItem {
     pub discovery_id: i64,
     pub sync_attempts: i64,
     pub created_at: Nullable<OffsetDateTime>,
+    /// Enqueued by `keeper backfill` (a keeper.db adopted from the old bot):
+    /// the puller links a row the old bot already wrote instead of inserting it.
+    pub backfill: bool,
     /// The keeper.db `discoveries` row, column by column (what a mapping
     /// plugin receives); null if it is gone or unreadable.
     pub discovery: Nullable<serde_json::Value>,
@@ -331,6 +334,10 @@ pub struct ExportedItem {
 #[derive(Debug, Clone, Object)]
 pub struct ExportPage {
     pub status: OkStatus,
+    /// Identifies this server's keeper.db for good. A puller keys its
+    /// VH-Database ledger by it and `discovery_id`, so an item written but
+    /// not acknowledged (a crash, a lost answer) is never inserted twice.
+    pub source_id: String,
     pub items: Vec<ExportedItem>,
     pub count: u64,
     /// Pass as `after` to get the next page (the last queue id here, or the

@@ -18,7 +18,7 @@ use super::{ApiState, metrics, timestamp};
 use crate::queue::Ack;
 use crate::registry::PluginRecord;
 use crate::report::Report;
-use crate::row::{Row, UnreadableColumn, Value};
+use crate::row::{Row, UnreadableColumn};
 
 #[derive(Tags)]
 enum Tag {
@@ -344,6 +344,7 @@ impl SyncApi {
                     discovery_id: i.discovery_id,
                     sync_attempts: i.sync_attempts,
                     created_at: timestamp::parse_opt(i.created_at.as_deref()).into(),
+                    backfill: i.backfill,
                     discovery: discovery.into(),
                     discovery_error,
                 }
@@ -351,6 +352,7 @@ impl SyncApi {
             .collect();
         Ok(Json(ExportPage {
             status: OkStatus::Ok,
+            source_id: app.store.source_id().to_owned(),
             count: items.len() as u64,
             has_more: items.len() as u64 == u64::from(limit.0),
             items,
@@ -434,22 +436,7 @@ fn discovery_json(
     row: Option<Result<Row, UnreadableColumn>>,
 ) -> (Option<serde_json::Value>, Option<String>) {
     match row {
-        Some(Ok(row)) => {
-            let object = row
-                .0
-                .into_iter()
-                .map(|(column, value)| {
-                    let value = match value {
-                        Value::Null => serde_json::Value::Null,
-                        Value::Integer(i) => i.into(),
-                        Value::Real(r) => serde_json::Number::from_f64(r).map_or(serde_json::Value::Null, Into::into),
-                        Value::Text(t) => t.into(),
-                    };
-                    (column, value)
-                })
-                .collect();
-            (Some(serde_json::Value::Object(object)), None)
-        }
+        Some(Ok(row)) => (Some(row.to_json()), None),
         Some(Err(e)) => (None, Some(format!("keeper.db discovery {discovery_id}: {e}"))),
         None => (
             None,

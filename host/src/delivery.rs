@@ -1,0 +1,141 @@
+//! Map, check, write: the one step that turns keeper.db discovery rows into
+//! VH-Database rows. The local worker (rows read from its own keeper.db) and
+//! the remote puller (rows fetched from a bot host's export) both call
+//! [`deliver`], so both sources get the same plugin, the same schema check
+//! and the same exactly-once ledger.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::mapper::{Lookup, MapError, Mapped, Plugin};
+use crate::queue::ErrorClass;
+use crate::row::Row;
+use crate::sink::{Delivery, Sink, SinkError};
+
+/// One discovery to deliver.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// The keeper.db discovery id: with the source id, the ledger key.
+    pub discovery_id: i64,
+    /// Enqueued by `keeper backfill`: may already be in VH-Database from the old bot.
+    pub backfill: bool,
+    /// The discovery row, or why it could not be read at its source.
+    pub row: Result<Row, String>,
+}
+
+/// What became of one [`Input`], in input order.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// In VH-Database (inserted now, or found there by the ledger).
+    Delivered {
+        haven_id: i64,
+        /// Provenance, warnings, `already_in_vh`: what the queue remembers.
+        metadata: serde_json::Value,
+    },
+    /// Not written; the class decides whether a retry can help.
+    Failed { class: ErrorClass, message: String },
+}
+
+/// Maps `items` with `plugin`, checks every row against the VH-Database
+/// table, and writes the accepted ones in one transaction with their ledger
+/// rows keyed by `source_id` (the keeper.db the discovery ids belong to).
+///
+/// Errors when VH-Database itself cannot be used (missing, locked, no
+/// `discoveries` table, the write failed): nothing was written and every item
+/// shares that fate. A row that cannot be read, mapped or checked is an
+/// item outcome.
+pub async fn deliver(
+    sink: &Sink,
+    plugin: &Arc<Plugin>,
+    source_id: &str,
+    items: &[Input],
+) -> Result<Vec<Outcome>, SinkError> {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; items.len()];
+    let failed = |class: ErrorClass, message: String| Some(Outcome::Failed { class, message });
+
+    let mut haven = sink.open().await?;
+    let lookup = Arc::new(haven.lookup().await?);
+
+    // Indexes of the items whose row could be read, and those rows.
+    let mut mappable: Vec<usize> = Vec::with_capacity(items.len());
+    let mut rows: Vec<Row> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        match &item.row {
+            Ok(row) => {
+                mappable.push(i);
+                rows.push(row.clone());
+            }
+            Err(message) => outcomes[i] = failed(ErrorClass::Source, message.clone()),
+        }
+    }
+
+    let mapped = map_rows(plugin, lookup, rows).await;
+    let mut accepted: Vec<(usize, Mapped)> = Vec::with_capacity(mapped.len());
+    for (&i, result) in mappable.iter().zip(mapped) {
+        match result {
+            Ok(m) => match haven.schema().check(&m.row) {
+                Ok(()) => accepted.push((i, m)),
+                Err(e) => outcomes[i] = failed(e.class(), e.to_string()),
+            },
+            Err(e) => {
+                let class = if matches!(e, MapError::TimedOut(_)) {
+                    ErrorClass::Timeout
+                } else {
+                    ErrorClass::Mapping
+                };
+                outcomes[i] = failed(class, e.to_string());
+            }
+        }
+    }
+
+    if !accepted.is_empty() {
+        let deliveries: Vec<Delivery> = accepted
+            .iter()
+            .map(|(i, m)| Delivery {
+                keeper_discovery_id: items[*i].discovery_id,
+                row: &m.row,
+                backfill: items[*i].backfill,
+            })
+            .collect();
+        let info = plugin.info();
+        let written = haven.write(source_id, info, &deliveries).await?;
+        for ((i, m), w) in accepted.iter().zip(written) {
+            let mut metadata = json!({"plugin": info});
+            if !m.warnings.is_empty() {
+                metadata["warnings"] = json!(m.warnings);
+            }
+            if w.already_there {
+                metadata["already_in_vh"] = json!(true);
+            }
+            outcomes[*i] = Some(Outcome::Delivered {
+                haven_id: w.haven_id,
+                metadata,
+            });
+        }
+    }
+    // Every index got an outcome above; the fallback only guards the invariant.
+    Ok(outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| Outcome::Failed {
+                class: ErrorClass::Source,
+                message: "internal error: the item got no outcome".into(),
+            })
+        })
+        .collect())
+}
+
+/// Runs the plugin on a blocking thread: wasm calls are synchronous and WASI
+/// must not run on an async worker thread.
+async fn map_rows(plugin: &Arc<Plugin>, lookup: Arc<Lookup>, rows: Vec<Row>) -> Vec<Result<Mapped, MapError>> {
+    let plugin = plugin.clone();
+    let count = rows.len();
+    match tokio::task::spawn_blocking(move || plugin.map_all(lookup, &rows)).await {
+        Ok(results) => results,
+        Err(join) => {
+            let message = format!("mapper thread failed: {join}");
+            (0..count).map(|_| Err(MapError::Trapped(message.clone()))).collect()
+        }
+    }
+}
