@@ -687,14 +687,7 @@ async fn run_logs_start_up_syncs_and_stops_cleanly_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(queue_state(&env.keeper, id).await.0, "synced");
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&child);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let log = stderr(&out);
@@ -737,14 +730,7 @@ async fn sigterm_mid_drain_stops_after_the_batch_in_hand() {
         assert!(Instant::now() < deadline, "nothing synced");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&child);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 

@@ -143,7 +143,7 @@ impl Running {
     /// Stops it and returns its log.
     fn stop(mut self) -> String {
         let mut child = self.child.take().expect("running");
-        terminate(&child);
+        sigterm(&child);
         let status = child.wait().expect("wait keeper run");
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         assert!(status.success(), "keeper run failed: {log}");
@@ -154,14 +154,10 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            terminate(&child);
+            sigterm(&child);
             let _ = child.wait();
         }
     }
-}
-
-fn terminate(child: &Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
 }
 
 async fn query_i64(path: &Path, sql: &str) -> i64 {

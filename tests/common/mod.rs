@@ -228,8 +228,14 @@ pub fn spawn_run(env: &Env) -> (Child, u16, Arc<Mutex<String>>) {
 }
 
 /// Stops a keeper process with SIGTERM (SIGKILL after 20 s) and reaps it.
-pub fn terminate(child: &mut Child) {
+/// Asks a child to shut down as an operator would (SIGTERM).
+pub fn sigterm(child: &Child) {
+    // Never panics: it also runs from Drop, and the caller checks the exit.
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+}
+
+pub fn terminate(child: &mut Child) {
+    sigterm(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
