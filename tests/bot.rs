@@ -537,6 +537,17 @@ async fn discovery_report_through_a_fake_discord() {
         Some(USER_ID)
     );
 
+    // Suggestions never fail the interaction: without VH-Database, no choices.
+    let moved = env.dir.path().join("VH-Database.moved");
+    std::fs::rename(&env.haven, &moved).expect("move VH-Database away");
+    let none = choices(
+        &discord
+            .interact(autocomplete(2004, vec![], "system", "ixi"), &log)
+            .await,
+    );
+    assert!(none.is_empty(), "{none:?}");
+    std::fs::rename(&moved, &env.haven).expect("move VH-Database back");
+
     // The same form cannot be submitted twice.
     let again = discord
         .interact(modal_submit(4002, &custom_id, &[("description", "again")]), &log)
