@@ -34,8 +34,9 @@ pub use commands::{COMMAND_NAME, record};
 /// (Discord unreachable at start-up, a rejected token).
 const RESTART_DELAY: Duration = Duration::from_secs(30);
 
-/// What the bot needs besides the databases.
-#[derive(Debug, Clone)]
+/// What the bot needs besides the databases. Its `Debug` leaves the token out,
+/// so the secret cannot reach a log by accident.
+#[derive(Clone)]
 pub struct BotConfig {
     /// The bot token (`DISCORD_TOKEN`).
     pub token: String,
@@ -43,6 +44,16 @@ pub struct BotConfig {
     pub guild: Option<GuildId>,
     /// Where Discord's HTTP API is, when not https://discord.com (tests).
     pub api_base: Option<String>,
+}
+
+impl std::fmt::Debug for BotConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BotConfig")
+            .field("token", &"<hidden>")
+            .field("guild", &self.guild)
+            .field("api_base", &self.api_base)
+            .finish()
+    }
 }
 
 impl BotConfig {
