@@ -279,14 +279,20 @@ async fn run_main(app: &App) -> Result<(), CliError> {
     } else {
         tracing::info!("USE_HAVEN_DATABASE=false: remote mode, this process does not write VH-Database");
     }
-    tasks.spawn(api.serve(crate::api::ApiState::new(app.clone(), worker_status), api_stopped));
-    if app.settings.discord_token.is_none() {
-        tracing::info!("DISCORD_TOKEN is not set: running without the Discord bot");
-    } else {
-        tracing::warn!(
-            "DISCORD_TOKEN is set, but this build has no Discord bot yet; reports come in through `keeper submit`"
-        );
+    let api_state = crate::api::ApiState::new(app.clone(), worker_status);
+    match crate::bot::BotConfig::from_settings(&app.settings) {
+        Some(config) => {
+            tracing::info!(guild = ?config.guild, "🤖 Discord bot starting");
+            tasks.spawn(crate::bot::run(
+                app.clone(),
+                config,
+                api_state.bot_online.clone(),
+                api_stopped.clone(),
+            ));
+        }
+        None => tracing::info!("DISCORD_TOKEN is not set: running without the Discord bot"),
     }
+    tasks.spawn(api.serve(api_state, api_stopped));
     shutdown_signal().await;
     tracing::info!("shutting down: finishing the batch in hand");
     let _ = stop.send(true);

@@ -91,6 +91,12 @@ pub struct Settings {
     /// Register slash commands in this guild only (instant) instead of globally.
     #[arg(long, global = true, env = "DISCORD_GUILD_ID")]
     pub discord_guild_id: Option<u64>,
+
+    /// Testing knob, not for production: send the bot's Discord HTTP calls to
+    /// this base URL (e.g. `http://127.0.0.1:9000`, a fake Discord) instead of
+    /// https://discord.com. The gateway URL is whatever that server answers.
+    #[arg(long, global = true, env = "DISCORD_API_BASE", hide = true)]
+    pub discord_api_base: Option<String>,
 }
 
 /// Where VH-Database is and whether we may create it.

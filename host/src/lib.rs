@@ -14,11 +14,13 @@
 //! - [`delivery`] — map, check, write: the step the worker and the puller share
 //! - [`worker`] — the loop that moves batches from one to the other
 //! - [`pull`] — remote mode: fetch a bot host's pending items, deliver, acknowledge
+//! - [`bot`] — the Discord bot: `/discovery-report`, its forms, autocomplete
 //! - [`api`] — the sync API (HTTP, OpenAPI, Swagger UI, metrics)
 //! - [`app`], [`cli`] — wiring and the command line
 
 pub mod api;
 pub mod app;
+pub mod bot;
 pub mod cli;
 pub mod config;
 pub mod delivery;

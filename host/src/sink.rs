@@ -251,6 +251,69 @@ impl Sink {
     }
 }
 
+/// Most suggestions Discord shows for one autocomplete request.
+pub const MAX_SUGGESTIONS: usize = 25;
+
+impl Sink {
+    /// A read-only connection for lookups outside a batch (the bot's
+    /// autocomplete). Never creates the file: a missing VH-Database has no
+    /// names to suggest, and creating it is the worker's decision.
+    async fn open_read_only(&self) -> Result<SqliteConnection, SinkError> {
+        let path = &self.location.path;
+        if !path.is_file() {
+            return Err(SinkError::Unavailable(format!("{}: no such file", path.display())));
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(|e| SinkError::Unavailable(e.to_string()))?
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(self.busy_timeout);
+        SqliteConnection::connect_with(&options)
+            .await
+            .map_err(|e| SinkError::from_sql(path, e))
+    }
+
+    /// Star system names containing `typed` (any letter case), names that
+    /// start with it first, at most [`MAX_SUGGESTIONS`].
+    pub async fn system_names(&self, typed: &str) -> Result<Vec<String>, SinkError> {
+        let mut conn = self.open_read_only().await?;
+        sqlx::query_scalar(
+            "SELECT name FROM systems WHERE instr(lower(name), lower(?1)) > 0
+             ORDER BY instr(lower(name), lower(?1)) > 1, name LIMIT ?2",
+        )
+        .bind(typed.trim())
+        .bind(MAX_SUGGESTIONS as i64)
+        .fetch_all(&mut conn)
+        .await
+        .map_err(|e| SinkError::from_sql(self.path(), e))
+    }
+
+    /// The planets and moons of the system named `system`, as
+    /// `planet:NAME` / `moon:NAME` (the report's location syntax), whose text
+    /// contains `typed` (any letter case); planets first, at most
+    /// [`MAX_SUGGESTIONS`].
+    pub async fn places_in(&self, system: &str, typed: &str) -> Result<Vec<String>, SinkError> {
+        let mut conn = self.open_read_only().await?;
+        sqlx::query_scalar(
+            "SELECT place FROM (
+                 SELECT 'planet:' || p.name AS place, 0 AS rank
+                 FROM planets p JOIN systems s ON s.id = p.system_id WHERE s.name = ?1
+                 UNION ALL
+                 SELECT 'moon:' || m.name, 1
+                 FROM moons m JOIN planets p ON p.id = m.planet_id JOIN systems s ON s.id = p.system_id
+                 WHERE s.name = ?1)
+             WHERE instr(lower(place), lower(?2)) > 0
+             ORDER BY rank, place LIMIT ?3",
+        )
+        .bind(system.trim())
+        .bind(typed.trim())
+        .bind(MAX_SUGGESTIONS as i64)
+        .fetch_all(&mut conn)
+        .await
+        .map_err(|e| SinkError::from_sql(self.path(), e))
+    }
+}
+
 async fn read_schema(conn: &mut SqliteConnection, path: &Path) -> Result<TargetSchema, SinkError> {
     let rows =
         sqlx::query("SELECT name, type, \"notnull\" AS nn, dflt_value, pk FROM pragma_table_info('discoveries')")

@@ -37,6 +37,7 @@ const KEEPER_VARS: &[&str] = &[
     "SYNC_API_KEY",
     "DISCORD_TOKEN",
     "DISCORD_GUILD_ID",
+    "DISCORD_API_BASE",
     "KEEPER_LOG",
 ];
 

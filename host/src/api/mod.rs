@@ -22,7 +22,7 @@ mod timestamp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use poem::http::header::{ALLOW, CONTENT_LENGTH};
 use poem::http::{HeaderValue, StatusCode};
@@ -51,6 +51,9 @@ pub struct ApiState {
     pub worker_expected: bool,
     /// `None`: the API is open.
     pub api_key: Option<ApiKey>,
+    /// Whether this process's Discord bot has a live gateway session
+    /// (always false without DISCORD_TOKEN); set by the bot.
+    pub bot_online: Arc<AtomicBool>,
 }
 
 impl ApiState {
@@ -60,6 +63,7 @@ impl ApiState {
             api_key: app.settings.api_key().map(ApiKey::new),
             app,
             worker,
+            bot_online: Arc::new(AtomicBool::new(false)),
         }
     }
 

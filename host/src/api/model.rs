@@ -33,7 +33,7 @@ pub enum HealthState {
 #[derive(Debug, Clone, Object)]
 pub struct Health {
     pub status: HealthState,
-    /// The Discord bot is connected (always false in a build without the bot).
+    /// The Discord bot has a live gateway session (false when DISCORD_TOKEN is not set).
     pub bot_online: bool,
     pub sync_worker_running: bool,
     /// Now, UTC.

@@ -73,7 +73,7 @@ impl SyncApi {
             } else {
                 HealthState::Degraded
             },
-            bot_online: false,
+            bot_online: state.bot_online.load(Ordering::Relaxed),
             sync_worker_running,
             timestamp: timestamp::now(),
             keeper_db_reachable,
