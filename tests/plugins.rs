@@ -71,6 +71,9 @@ fn build_plugins() -> PathBuf {
                 "build",
                 "--locked",
                 "--quiet",
+                // Release: rust-lld 1.95 segfaults linking mapper-guest's
+                // debug cdylib for wasm32-wasip2 in some checkout paths.
+                "--release",
                 "--target",
                 "wasm32-wasip2",
                 "--features",
@@ -92,7 +95,7 @@ fn build_plugins() -> PathBuf {
         }
         let status = build.status().expect("run cargo");
         assert!(status.success(), "building test plugin {feature} failed");
-        let wasm = target.join("wasm32-wasip2/debug/keeper_test_plugins.wasm");
+        let wasm = target.join("wasm32-wasip2/release/keeper_test_plugins.wasm");
         std::fs::copy(&wasm, out.join(format!("{feature}.wasm"))).expect("copy test plugin");
     }
     std::fs::write(out.join("not-wasm.wasm"), b"this is a text file, not WebAssembly\n").expect("write not-wasm");
