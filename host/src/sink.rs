@@ -217,21 +217,11 @@ impl Sink {
     pub async fn open(&self) -> Result<Haven, SinkError> {
         let path = &self.location.path;
         let create = self.location.create_if_missing && !path.exists();
-        if !create && !path.is_file() {
-            return Err(SinkError::Unavailable(format!("{}: no such file", path.display())));
-        }
         if create && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| SinkError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let options = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(|e| SinkError::Unavailable(e.to_string()))?
-            .filename(path)
-            .create_if_missing(create)
-            .busy_timeout(self.busy_timeout)
-            // The Control Room's own settings, not ours: sqlx leaves the
-            // journal mode alone; foreign keys stay off as in Python's sqlite3.
-            .foreign_keys(false);
+        let options = self.connect_options(create)?.create_if_missing(create);
         let mut conn = SqliteConnection::connect_with(&options)
             .await
             .map_err(|e| SinkError::from_sql(path, e))?;
@@ -255,19 +245,28 @@ impl Sink {
 pub const MAX_SUGGESTIONS: usize = 25;
 
 impl Sink {
+    /// How every connection to VH-Database is made. A file that is missing
+    /// (and not about to be created) is refused before SQLite would create it.
+    fn connect_options(&self, creating: bool) -> Result<SqliteConnectOptions, SinkError> {
+        let path = &self.location.path;
+        if !creating && !path.is_file() {
+            return Err(SinkError::Unavailable(format!("{}: no such file", path.display())));
+        }
+        Ok(SqliteConnectOptions::from_str("sqlite:")
+            .map_err(|e| SinkError::Unavailable(e.to_string()))?
+            .filename(path)
+            .busy_timeout(self.busy_timeout)
+            // The Control Room's own settings, not ours: sqlx leaves the
+            // journal mode alone; foreign keys stay off as in Python's sqlite3.
+            .foreign_keys(false))
+    }
+
     /// A read-only connection for lookups outside a batch (the bot's
     /// autocomplete). Never creates the file: a missing VH-Database has no
     /// names to suggest, and creating it is the worker's decision.
     async fn open_read_only(&self) -> Result<SqliteConnection, SinkError> {
         let path = &self.location.path;
-        if !path.is_file() {
-            return Err(SinkError::Unavailable(format!("{}: no such file", path.display())));
-        }
-        let options = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(|e| SinkError::Unavailable(e.to_string()))?
-            .filename(path)
-            .read_only(true)
-            .busy_timeout(self.busy_timeout);
+        let options = self.connect_options(false)?.read_only(true);
         SqliteConnection::connect_with(&options)
             .await
             .map_err(|e| SinkError::from_sql(path, e))
