@@ -521,3 +521,29 @@ async fn find_legacy_copy(conn: &mut SqliteConnection, row: &Row) -> Result<Opti
     .fetch_optional(&mut *conn)
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(extra: (&str, Value)) -> Row {
+        let text = |s: &str| Value::Text(s.to_owned());
+        Row(vec![
+            ("discovery_type".into(), text("💎")),
+            ("description".into(), text("A vein")),
+            ("location_type".into(), text("planet")),
+            (extra.0.into(), extra.1),
+        ])
+    }
+
+    #[tokio::test]
+    async fn check_refuses_unknown_columns_wrong_types_and_non_finite_reals() {
+        let schema = TargetSchema::reference().await.expect("reference schema");
+        assert!(schema.check(&row(("significance", Value::Text("High".into())))).is_ok());
+        let refused = |extra| schema.check(&row(extra)).expect_err("refused").to_string();
+        assert!(refused(("no_such_column", Value::Null)).contains("column no_such_column missing"));
+        assert!(refused(("pattern_matches", Value::Text("many".into()))).contains("pattern_matches"));
+        assert!(refused(("significance", Value::Real(f64::NAN))).contains("not a finite number"));
+        assert!(refused(("significance", Value::Real(f64::INFINITY))).contains("not a finite number"));
+    }
+}
