@@ -589,7 +589,7 @@ async fn the_deadline_can_be_configured() {
 async fn plugins_written_in_pieces_or_renamed_into_place_are_taken_once_complete() {
     use std::io::Write;
     let (env, dir) = plugin_env();
-    env.ok(&["status"]); // creates keeper.db, so it can be watched from here
+    env.ok(&["sync", "--once"]); // creates keeper.db, so it can be watched from here
     let run = Running::start(&env);
     wait_for_active(&env.keeper, "keeper-default-mapper").await;
 

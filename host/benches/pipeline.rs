@@ -74,7 +74,9 @@ async fn main() {
         batch_arg.as_str(),
     ];
     let settings = BenchSettings::parse_from(args).settings;
-    let app = App::open(settings).await.expect("open keeper.db");
+    let app = App::open(settings, keeper::store::Access::Create)
+        .await
+        .expect("open keeper.db");
 
     let reports: Vec<Report> = (0..reports_n).map(report).collect();
     let started = Instant::now();

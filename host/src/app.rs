@@ -12,7 +12,7 @@ use crate::plugins::{PluginManager, PluginsError};
 use crate::queue::Queue;
 use crate::registry::Registry;
 use crate::sink::Sink;
-use crate::store::{Store, StoreError};
+use crate::store::{Access, Store, StoreError};
 use crate::worker::{Worker, WorkerStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +36,10 @@ pub struct App {
 }
 
 impl App {
-    /// Opens (and migrates) keeper.db. Cheap: no plugin is compiled.
-    pub async fn open(settings: Settings) -> Result<App, AppError> {
-        let store = Store::open(&settings.keeper_db).await?;
+    /// Opens keeper.db as `access` allows (see [`Access`]). Cheap: no
+    /// plugin is compiled.
+    pub async fn open(settings: Settings, access: Access) -> Result<App, AppError> {
+        let store = Store::open(&settings.keeper_db, access).await?;
         let queue = Queue::new(store.pool().clone(), settings.retry_policy(), settings.lease());
         let registry = Registry::new(store.pool().clone());
         Ok(App {

@@ -13,6 +13,7 @@ use crate::api::model::{FailedList, SyncStatusReport};
 use crate::app::App;
 use crate::config::Settings;
 use crate::report::Report;
+use crate::store::Access;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -75,6 +76,21 @@ pub enum Command {
     Pull(PullArgs),
     /// Print the sync API's OpenAPI document (as served at /openapi.json).
     Openapi,
+}
+
+impl Command {
+    /// What the command may do to keeper.db: commands that only read never
+    /// create or migrate it, so running one in the wrong folder or on a
+    /// mistyped path leaves no file behind.
+    fn access(&self) -> Access {
+        match self {
+            Command::Run | Command::Submit(_) | Command::Sync { .. } | Command::Pull(_) | Command::Openapi => {
+                Access::Create
+            }
+            Command::Retry { .. } | Command::Cleanup { .. } | Command::Backfill => Access::Update,
+            Command::Status { .. } | Command::Failed { .. } | Command::Plugin { .. } => Access::Read,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -166,7 +182,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         println!("{}", crate::api::document());
         return Ok(());
     }
-    let app = App::open(cli.settings).await?;
+    let app = App::open(cli.settings, cli.command.access()).await?;
     match cli.command {
         Command::Run => run_main(&app).await,
         Command::Submit(args) => submit(&app, *args).await,

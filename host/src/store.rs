@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row as _, SqliteConnection, SqlitePool};
+use sqlx::{Connection as _, Row as _, SqliteConnection, SqlitePool};
 
 use crate::queue;
 use crate::report::Report;
@@ -85,10 +85,39 @@ pub enum StoreError {
     Open { path: PathBuf, source: sqlx::Error },
     #[error("cannot create folder {path} for keeper.db: {source}")]
     CreateDir { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not a usable keeper.db: {reason}")]
+    #[error(
+        "{path} is not a keeper.db, so keeper left it untouched: {reason}. \
+         Point KEEPER_DB_PATH (or --keeper-db) at the bot's keeper.db"
+    )]
     Incompatible { path: PathBuf, reason: String },
+    #[error(
+        "there is no keeper.db at {path}{detail}: this command never creates one. \
+         `keeper run`, `keeper sync` or `keeper submit` create it; if the bot's keeper.db \
+         is elsewhere, set KEEPER_DB_PATH (or --keeper-db)"
+    )]
+    NotFound { path: PathBuf, detail: &'static str },
+    #[error(
+        "keeper.db at {path} needs upgrading (schema version {have}, this keeper uses {want}) \
+         and this command only reads: run `keeper run` or `keeper sync --once` once to upgrade it"
+    )]
+    NeedsUpgrade { path: PathBuf, have: i64, want: i64 },
     #[error("keeper.db: {0}")]
     Sql(#[from] sqlx::Error),
+}
+
+/// What a command may do to keeper.db. Decided per command, so that a
+/// mistyped path or a command run in the wrong folder never leaves a file
+/// behind and never changes a database that is not ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Create keeper.db if missing, adopt and migrate it if it exists
+    /// (`run`, `sync`, `submit`, `pull`).
+    Create,
+    /// Adopt and migrate an existing keeper.db, never create one: there is
+    /// nothing to retry, clean up or backfill in a new file.
+    Update,
+    /// Read what is there: never create, adopt or migrate.
+    Read,
 }
 
 /// Open handle on keeper.db.
@@ -131,54 +160,117 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// The schema version a fully migrated keeper.db has.
+fn latest_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// The first bytes of every SQLite database file (fileformat2.html §1.3.1).
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// What is at the configured path, judged without SQLite (which would treat
+/// any file as a database it may write to).
+enum OnDisk {
+    Missing,
+    /// A zero-length file: SQLite's empty database, e.g. made by `touch`.
+    Empty,
+    Sqlite,
+}
+
+/// What an existing SQLite database is, judged by its tables alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// No tables at all: a new database, ours to initialise.
+    Blank,
+    /// A keeper.db: ours at `version`, or the old bot's (version 0).
+    Keeper { version: i64 },
+}
+
 impl Store {
-    /// Opens (creating if needed) and migrates keeper.db.
-    pub async fn open(path: &Path) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    /// Opens keeper.db as `access` allows. An existing file is recognised
+    /// as a keeper.db (ours or the Python bot's) before anything is written;
+    /// anything else is refused and left byte-for-byte as it was. Adoption
+    /// and every migration run in ONE transaction, so a failure midway also
+    /// leaves the file as it was.
+    pub async fn open(path: &Path, access: Access) -> Result<Store, StoreError> {
+        let on_disk = on_disk(path)?;
+        let not_found = |detail| StoreError::NotFound {
+            path: path.to_owned(),
+            detail,
+        };
+        match (&on_disk, access) {
+            (OnDisk::Missing, Access::Read | Access::Update) => return Err(not_found("")),
+            (OnDisk::Empty, Access::Read | Access::Update) => return Err(not_found(" (the file is empty)")),
+            _ => {}
+        }
+        if access == Access::Read {
+            return Store::open_read_only(path).await;
+        }
+        if matches!(on_disk, OnDisk::Missing)
+            && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_owned(),
                 source,
             })?;
         }
-        let open_err = |source| StoreError::Open {
-            path: path.to_owned(),
-            source,
-        };
-        let options = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(open_err)?
-            .filename(path)
-            .create_if_missing(true)
+        adopt(path, access == Access::Create).await?;
+        // WAL only now: switching the journal mode rewrites the file header,
+        // which must not happen to a file we have not recognised as ours.
+        let options = connect_options(path)?
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: an acknowledged report survives power loss, not only a crash.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(false);
+            .synchronous(SqliteSynchronous::Full);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
-            .map_err(|e| match e {
-                sqlx::Error::Database(ref d) if d.message().contains("not a database") => StoreError::Incompatible {
-                    path: path.to_owned(),
-                    reason: "the file is not a SQLite database".into(),
-                },
-                e => open_err(e),
+            .map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
             })?;
-        let mut conn = pool.acquire().await?;
-        migrate(&mut conn).await.map_err(|e| match e {
-            StoreError::Sql(sqlx::Error::Database(d)) if d.message().contains("not a database") => {
-                StoreError::Incompatible {
+        Store::from_pool(pool).await
+    }
+
+    /// A read-only pool on a keeper.db that is fully migrated; anything
+    /// else is refused with what to do (see [`Access::Read`]).
+    async fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let options = connect_options(path)?.read_only(true);
+        let open_err = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = SqliteConnection::connect_with(&options).await.map_err(open_err)?;
+        let found = recognise(&mut conn, path).await?;
+        conn.close().await?;
+        match found {
+            Found::Blank => {
+                return Err(StoreError::NotFound {
                     path: path.to_owned(),
-                    reason: "the file is not a SQLite database".into(),
-                }
+                    detail: " (an empty database)",
+                });
             }
-            e => e,
-        })?;
-        check_columns(&mut conn, path).await?;
+            Found::Keeper { version } if version < latest_version() => {
+                return Err(StoreError::NeedsUpgrade {
+                    path: path.to_owned(),
+                    have: version,
+                    want: latest_version(),
+                });
+            }
+            Found::Keeper { .. } => {}
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
+        Store::from_pool(pool).await
+    }
+
+    async fn from_pool(pool: SqlitePool) -> Result<Store, StoreError> {
         let source_id: String = sqlx::query_scalar("SELECT value FROM keeper_sync_meta WHERE key = 'source_id'")
-            .fetch_one(&mut *conn)
+            .fetch_one(&pool)
             .await?;
-        drop(conn);
         Ok(Store { pool, source_id })
     }
 
@@ -265,9 +357,141 @@ fn report_record(report: &Report) -> serde_json::Value {
     })
 }
 
-async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-    use sqlx::Connection;
+/// How every connection to keeper.db is made; the journal mode is left as
+/// the file has it until the file is known to be ours.
+fn connect_options(path: &Path) -> Result<SqliteConnectOptions, StoreError> {
+    Ok(SqliteConnectOptions::from_str("sqlite:")
+        .map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?
+        .filename(path)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(false))
+}
+
+/// Looks at the path without SQLite: SQLite opens any file, and only finds
+/// out it is not a database when it reads it.
+fn on_disk(path: &Path) -> Result<OnDisk, StoreError> {
+    use std::io::Read as _;
+    let refuse = |reason: String| StoreError::Incompatible {
+        path: path.to_owned(),
+        reason,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(OnDisk::Missing),
+        Err(e) => return Err(refuse(format!("cannot read it: {e}"))),
+    };
+    if meta.is_dir() {
+        return Err(refuse("it is a folder".into()));
+    }
+    if meta.len() == 0 {
+        return Ok(OnDisk::Empty);
+    }
+    let mut header = [0u8; 16];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut header));
+    match read {
+        Ok(()) if &header == SQLITE_HEADER => Ok(OnDisk::Sqlite),
+        Ok(()) => Err(refuse("the file is not a SQLite database".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(refuse("the file is not a SQLite database".into()))
+        }
+        Err(e) => Err(refuse(format!("cannot read it: {e}"))),
+    }
+}
+
+/// Recognises keeper.db by its tables: a `discoveries` table with the
+/// bot's columns (the Control Room's VH-Database has one too, of another
+/// shape), or no tables at all (a new database). Reads only.
+async fn recognise(conn: &mut SqliteConnection, path: &Path) -> Result<Found, StoreError> {
+    let refuse = |reason: String| StoreError::Incompatible {
+        path: path.to_owned(),
+        reason,
+    };
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| refuse(format!("cannot read its tables: {e}")))?;
+    if tables.is_empty() {
+        return Ok(Found::Blank);
+    }
+    let has = |name: &str| tables.iter().any(|t| t == name);
+    if !has("discoveries") {
+        let mut listed: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
+        if tables.len() > listed.len() {
+            listed.push("…");
+        }
+        return Err(refuse(format!(
+            "it has no discoveries table (its tables: {})",
+            listed.join(", ")
+        )));
+    }
+    let columns = columns_of(conn, "discoveries").await?;
+    // system_name is the one column bots older than it lack; migration 1 adds it.
+    let missing: Vec<&str> = REQUIRED_DISCOVERY_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| *c != "system_name" && !columns.iter().any(|h| h == c))
+        .collect();
+    if !missing.is_empty() {
+        let vh = has("systems") && columns.iter().any(|c| c == "location_type");
+        return Err(refuse(if vh {
+            "it is a Control Room VH-Database (tables systems, planets, …), which belongs in HAVEN_DB_PATH".into()
+        } else {
+            format!("table discoveries lacks column(s) {}", missing.join(", "))
+        }));
+    }
+    let version = if has("keeper_sync_migrations") {
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM keeper_sync_migrations")
+            .fetch_one(&mut *conn)
+            .await?
+    } else {
+        0
+    };
+    Ok(Found::Keeper { version })
+}
+
+/// Recognises the file, then brings it to the latest schema in one
+/// transaction. `initialise`: a blank database may become a keeper.db.
+async fn adopt(path: &Path, initialise: bool) -> Result<(), StoreError> {
+    let options = connect_options(path)?.create_if_missing(initialise);
+    let mut conn = SqliteConnection::connect_with(&options)
+        .await
+        .map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    // First outside the write lock, so a file that is not ours is refused at
+    // once even while its own program holds it; then again inside, so what
+    // is migrated is what was recognised.
+    recognise(&mut conn, path).await?;
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let current = match recognise(&mut tx, path).await? {
+        Found::Blank if !initialise => {
+            return Err(StoreError::NotFound {
+                path: path.to_owned(),
+                detail: " (an empty database)",
+            });
+        }
+        Found::Blank => 0,
+        Found::Keeper { version: 0 } => {
+            tracing::info!(path = %path.display(), "adopting the Python bot's keeper.db");
+            0
+        }
+        Found::Keeper { version } => version,
+    };
+    migrate(&mut tx, current).await?;
+    tx.commit().await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// Applies every migration newer than `current`; the caller's transaction
+/// makes them one change.
+async fn migrate(tx: &mut SqliteConnection, current: i64) -> Result<(), StoreError> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS keeper_sync_migrations (
              version INTEGER PRIMARY KEY,
@@ -276,11 +500,8 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
     )
     .execute(&mut *tx)
     .await?;
-    let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM keeper_sync_migrations")
-        .fetch_one(&mut *tx)
-        .await?;
     for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
-        apply(&mut tx, migration.version).await?;
+        apply(&mut *tx, migration.version).await?;
         sqlx::query("INSERT INTO keeper_sync_migrations (version, name) VALUES (?1, ?2)")
             .bind(migration.version)
             .bind(migration.name)
@@ -288,7 +509,6 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
             .await?;
         tracing::info!(version = migration.version, name = migration.name, "keeper.db migrated");
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -387,21 +607,4 @@ async fn add_column_if_missing(
         sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await?;
     }
     Ok(())
-}
-
-async fn check_columns(conn: &mut SqliteConnection, path: &Path) -> Result<(), StoreError> {
-    let have = columns_of(conn, "discoveries").await?;
-    let missing: Vec<&str> = REQUIRED_DISCOVERY_COLUMNS
-        .iter()
-        .copied()
-        .filter(|c| !have.iter().any(|h| h == c))
-        .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(StoreError::Incompatible {
-            path: path.to_owned(),
-            reason: format!("table discoveries lacks column(s) {}", missing.join(", ")),
-        })
-    }
 }
