@@ -9,11 +9,14 @@
 
 mod common;
 
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
+use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::websocket::{Message, WebSocket};
 use poem::web::{Data, Path};
@@ -30,7 +33,13 @@ const USER_ID: &str = "123456789012345678";
 struct Recorded {
     method: String,
     path: String,
+    /// The JSON body; for a multipart body (a message with a file), its
+    /// `payload_json` part.
     body: Value,
+    /// The body as text (files included).
+    raw: String,
+    /// When it arrived.
+    at: Instant,
 }
 
 struct FakeState {
@@ -38,6 +47,13 @@ struct FakeState {
     requests: Mutex<Vec<Recorded>>,
     /// Dispatch events (name, data) for the connected gateway session.
     outbox: Mutex<Option<mpsc::UnboundedReceiver<(String, Value)>>>,
+    /// The application's registered commands; `guild_id` null for global ones.
+    commands: Mutex<Vec<Value>>,
+    next_id: AtomicU64,
+    /// When false the gateway refuses connections (an outage).
+    accepting: AtomicBool,
+    /// Closes the live gateway connection.
+    kick: tokio::sync::Notify,
 }
 
 /// A fake Discord: serves until the test ends.
@@ -48,6 +64,11 @@ struct FakeDiscord {
 
 impl FakeDiscord {
     async fn start() -> FakeDiscord {
+        FakeDiscord::with_commands(Vec::new()).await
+    }
+
+    /// A fake whose application already has `commands` (another bot's).
+    async fn with_commands(commands: Vec<Value>) -> FakeDiscord {
         let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.expect("bind");
         let port = acceptor.local_addr()[0].as_socket_addr().expect("tcp").port();
         let (events, outbox) = mpsc::unbounded_channel();
@@ -55,6 +76,10 @@ impl FakeDiscord {
             port,
             requests: Mutex::new(Vec::new()),
             outbox: Mutex::new(Some(outbox)),
+            commands: Mutex::new(commands),
+            next_id: AtomicU64::new(100_000),
+            accepting: AtomicBool::new(true),
+            kick: tokio::sync::Notify::new(),
         });
         let app = Route::new()
             .at("/api/v10/gateway", get(gateway_url))
@@ -74,8 +99,8 @@ impl FakeDiscord {
         self.events.send((event.to_owned(), data)).expect("gateway task alive");
     }
 
-    /// Waits for a request matching `method` and `path`; returns its body.
-    async fn wait_request(&self, method: &str, path: &str, log: &Arc<Mutex<String>>) -> Value {
+    /// Waits for a request matching `method` and `path`; returns it.
+    async fn wait_recorded(&self, method: &str, path: &str, log: &Arc<Mutex<String>>) -> Recorded {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(r) = self
@@ -86,7 +111,7 @@ impl FakeDiscord {
                 .iter()
                 .find(|r| r.method == method && r.path == path)
             {
-                return r.body.clone();
+                return r.clone();
             }
             if Instant::now() > deadline {
                 panic!(
@@ -95,20 +120,53 @@ impl FakeDiscord {
                     log.lock().unwrap()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Waits for a request matching `method` and `path`; returns its body.
+    async fn wait_request(&self, method: &str, path: &str, log: &Arc<Mutex<String>>) -> Value {
+        self.wait_recorded(method, path, log).await.body
     }
 
     /// Sends an interaction and waits for the bot's callback; returns its body.
     async fn interact(&self, interaction: Value, log: &Arc<Mutex<String>>) -> Value {
-        let path = format!(
-            "/api/v10/interactions/{}/{}/callback",
-            interaction["id"].as_str().expect("id"),
-            interaction["token"].as_str().expect("token")
-        );
-        self.send("INTERACTION_CREATE", interaction);
-        self.wait_request("POST", &path, log).await
+        self.interact_timed(interaction, log).await.0
     }
+
+    /// Sends an interaction and waits for the bot's callback; returns its
+    /// body and how long after the event was sent the callback arrived.
+    async fn interact_timed(&self, interaction: Value, log: &Arc<Mutex<String>>) -> (Value, Duration) {
+        let path = callback_path(&interaction);
+        let sent = Instant::now();
+        self.send("INTERACTION_CREATE", interaction);
+        let recorded = self.wait_recorded("POST", &path, log).await;
+        (recorded.body, recorded.at.duration_since(sent))
+    }
+
+    fn commands(&self) -> Vec<Value> {
+        self.state.commands.lock().unwrap().clone()
+    }
+
+    fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().unwrap().clone()
+    }
+}
+
+fn callback_path(interaction: &Value) -> String {
+    format!(
+        "/api/v10/interactions/{}/{}/callback",
+        interaction["id"].as_str().expect("id"),
+        interaction["token"].as_str().expect("token")
+    )
+}
+
+/// Where the bot edits, deletes or follows up the answer to `interaction`.
+fn webhook_path(interaction: &Value, rest: &str) -> String {
+    format!(
+        "/api/v10/webhooks/{APP_ID}/{}{rest}",
+        interaction["token"].as_str().expect("token")
+    )
 }
 
 #[handler]
@@ -120,27 +178,139 @@ fn gateway_url(state: Data<&Arc<FakeState>>) -> poem::web::Json<Value> {
     }))
 }
 
+/// The `payload_json` part of a multipart body, else the body as JSON.
+fn json_of(raw: &str) -> Value {
+    if let Ok(value) = serde_json::from_str(raw) {
+        return value;
+    }
+    raw.split("name=\"payload_json\"")
+        .nth(1)
+        .and_then(|part| part.split_once("\r\n\r\n"))
+        .and_then(|(_, rest)| rest.split("\r\n--").next())
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// A message as Discord returns it for a webhook edit or follow-up.
+fn message(id: u64, content: &Value) -> Value {
+    json!({
+        "id": id.to_string(), "channel_id": "77", "content": content.as_str().unwrap_or(""),
+        "author": {"id": APP_ID, "username": "Keeper", "discriminator": "0", "global_name": null,
+                   "avatar": null, "bot": true},
+        "timestamp": "2026-01-01T00:00:00.000000+00:00", "edited_timestamp": null,
+        "tts": false, "mention_everyone": false, "mentions": [], "mention_roles": [],
+        "attachments": [], "embeds": [], "pinned": false, "type": 0
+    })
+}
+
+/// The application's commands: list, create or update by name, replace all,
+/// edit and delete, as Discord does.
+fn commands_api(state: &FakeState, method: &str, path: &str, body: &Value) -> Response {
+    let json = |value: Value| {
+        Response::builder()
+            .content_type("application/json")
+            .body(value.to_string())
+    };
+    let rest = path.split("/commands").nth(1).unwrap_or("");
+    let guild = path
+        .split("/guilds/")
+        .nth(1)
+        .and_then(|p| p.split('/').next())
+        .map(str::to_owned);
+    let scope = json!(guild);
+    let mut commands = state.commands.lock().unwrap();
+    let in_scope = |c: &Value| c["guild_id"] == scope;
+    let complete = |mut c: Value, id: u64| {
+        c["id"] = json!(id.to_string());
+        c["application_id"] = json!(APP_ID);
+        c["guild_id"] = scope.clone();
+        c["version"] = json!("1");
+        c["type"] = c.get("type").cloned().unwrap_or(json!(1));
+        if c.get("default_member_permissions").is_none() {
+            c["default_member_permissions"] = Value::Null;
+        }
+        c
+    };
+    match (method, rest.trim_start_matches('/')) {
+        ("GET", "") => json(Value::Array(commands.iter().filter(|c| in_scope(c)).cloned().collect())),
+        ("POST", "") => {
+            let existing = commands.iter().position(|c| in_scope(c) && c["name"] == body["name"]);
+            let id = match existing {
+                Some(i) => commands.remove(i)["id"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+                None => state.next_id.fetch_add(1, SeqCst),
+            };
+            let command = complete(body.clone(), id);
+            commands.push(command.clone());
+            json(command)
+        }
+        ("PUT", "") => {
+            commands.retain(|c| !in_scope(c));
+            let new: Vec<Value> = body
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| complete(c, state.next_id.fetch_add(1, SeqCst)))
+                .collect();
+            commands.extend(new.clone());
+            json(Value::Array(new))
+        }
+        ("DELETE", id) => {
+            commands.retain(|c| !(in_scope(c) && c["id"] == json!(id)));
+            Response::builder().status(StatusCode::NO_CONTENT).finish()
+        }
+        (_, id) => match commands.iter_mut().find(|c| in_scope(c) && c["id"] == json!(id)) {
+            Some(command) => {
+                if let (Some(target), Some(changes)) = (command.as_object_mut(), body.as_object()) {
+                    target.extend(changes.clone());
+                }
+                json(command.clone())
+            }
+            None => Response::builder().status(StatusCode::NOT_FOUND).body("{}"),
+        },
+    }
+}
+
 #[handler]
 async fn record(req: &Request, Path(_rest): Path<String>, body: Body, state: Data<&Arc<FakeState>>) -> Response {
     let bytes = body.into_vec().await.unwrap_or_default();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let raw = String::from_utf8_lossy(&bytes).into_owned();
+    let body = json_of(&raw);
     let path = req.uri().path().to_owned();
+    let method = req.method().to_string();
     state.requests.lock().unwrap().push(Recorded {
-        method: req.method().to_string(),
+        method: method.clone(),
         path: path.clone(),
-        body,
+        body: body.clone(),
+        raw,
+        at: Instant::now(),
     });
     if path.ends_with("/callback") {
-        Response::builder().status(poem::http::StatusCode::NO_CONTENT).finish()
-    } else if path.ends_with("/commands") {
-        Response::builder().content_type("application/json").body("[]")
+        Response::builder().status(StatusCode::NO_CONTENT).finish()
+    } else if path.contains("/commands") {
+        commands_api(&state, &method, &path, &body)
+    } else if path.contains("/webhooks/") && method != "DELETE" {
+        let id = state.next_id.fetch_add(1, SeqCst);
+        Response::builder()
+            .content_type("application/json")
+            .body(message(id, &body["content"]).to_string())
+    } else if method == "DELETE" {
+        Response::builder().status(StatusCode::NO_CONTENT).finish()
     } else {
         Response::builder().content_type("application/json").body("{}")
     }
 }
 
 #[handler]
-fn gateway(ws: WebSocket, state: Data<&Arc<FakeState>>) -> impl IntoResponse {
+fn gateway(ws: WebSocket, state: Data<&Arc<FakeState>>) -> Response {
+    if !state.accepting.load(SeqCst) {
+        return Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .body("outage");
+    }
     let state = state.clone();
     ws.on_upgrade(move |socket| async move {
         let Some(mut outbox) = state.outbox.lock().unwrap().take() else {
@@ -160,6 +330,10 @@ fn gateway(ws: WebSocket, state: Data<&Arc<FakeState>>) -> impl IntoResponse {
                                 seq += 1;
                                 Some(json!({"op": 0, "t": "READY", "s": seq, "d": ready(state.port)}))
                             }
+                            Some(6) => {
+                                seq += 1;
+                                Some(json!({"op": 0, "t": "RESUMED", "s": seq, "d": {}}))
+                            }
                             Some(1) => Some(json!({"op": 11})),
                             _ => None,
                         };
@@ -170,6 +344,10 @@ fn gateway(ws: WebSocket, state: Data<&Arc<FakeState>>) -> impl IntoResponse {
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                     Some(Ok(_)) => {}
                 },
+                () = state.kick.notified() => {
+                    let _ = tx.send(Message::close_with(4000u16, "fake outage")).await;
+                    break;
+                }
                 event = outbox.recv() => {
                     let Some((name, data)) = event else { break };
                     seq += 1;
@@ -180,6 +358,7 @@ fn gateway(ws: WebSocket, state: Data<&Arc<FakeState>>) -> impl IntoResponse {
         }
         *state.outbox.lock().unwrap() = Some(outbox);
     })
+    .into_response()
 }
 
 fn ready(port: u16) -> Value {
@@ -317,14 +496,13 @@ async fn discovery_report_through_a_fake_discord() {
     let (mut child, port, log) = spawn_run(&env);
 
     // Registration in the guild, with the ten types as choices.
-    let registered = discord
+    let command_def = discord
         .wait_request(
-            "PUT",
+            "POST",
             &format!("/api/v10/applications/{APP_ID}/guilds/{GUILD_ID}/commands"),
             &log,
         )
         .await;
-    let command_def = &registered[0];
     assert_eq!(command_def["name"], "discovery-report");
     let options = command_def["options"].as_array().expect("options");
     let type_choices: Vec<&str> = options[0]["choices"]
@@ -358,13 +536,8 @@ async fn discovery_report_through_a_fake_discord() {
     wait_log(&log, "🤖 Discord bot connected as Keeper");
 
     // /health knows the bot is online.
-    let health: Value = ureq::get(&format!("http://127.0.0.1:{port}/health"))
-        .call()
-        .expect("health")
-        .body_mut()
-        .read_json()
-        .expect("json");
-    assert_eq!(health["bot_online"], true, "{health}");
+    let health = wait_online(port, true, &log).await;
+    assert_eq!(health["bot_gateway"], "connected", "{health}");
 
     // Autocomplete: systems, then the chosen system's planets and moons.
     let systems = choices(
@@ -644,4 +817,455 @@ fn without_a_token_the_bot_does_not_run() {
     std::thread::sleep(Duration::from_millis(300));
     terminate(&mut child);
     wait_log(&log, "DISCORD_TOKEN is not set");
+}
+
+/// Starts `keeper run` against `discord` (guild registration, the worker on
+/// a long interval) and waits until its command is registered.
+async fn start_bot(discord: &FakeDiscord, env: &mut Env) -> (std::process::Child, u16, Arc<Mutex<String>>) {
+    env.var("DISCORD_TOKEN", "fake-token")
+        .var("DISCORD_GUILD_ID", GUILD_ID)
+        .var("DISCORD_API_BASE", discord.base())
+        .var("SYNC_INTERVAL", 3600);
+    let (child, port, log) = spawn_run(env);
+    wait_log(&log, "/discovery-report registered in the guild");
+    (child, port, log)
+}
+
+fn lore_options(system: &str, location: &str) -> Vec<Value> {
+    vec![
+        string_option("type", "📖"),
+        string_option("system", system),
+        string_option("location", location),
+    ]
+}
+
+/// Runs the command; returns the modal's `custom_id`.
+async fn open_form(discord: &FakeDiscord, id: u64, options: Vec<Value>, log: &Arc<Mutex<String>>) -> String {
+    let modal = discord.interact(command(id, options), log).await;
+    assert_eq!(modal["type"], 9, "a modal: {modal}");
+    modal["data"]["custom_id"].as_str().expect("custom_id").to_owned()
+}
+
+/// Waits until the bot has written the form behind `custom_id` to keeper.db.
+async fn wait_form_row(env: &Env, custom_id: &str) {
+    let nonce: i64 = custom_id
+        .rsplit(':')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("nonce");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut conn = connect(&env.keeper).await;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keeper_bot_forms WHERE nonce = ?1")
+            .bind(nonce)
+            .fetch_one(&mut conn)
+            .await
+            .expect("count forms");
+        if n == 1 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "form {custom_id} never reached keeper.db");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn content(answer: &Value) -> String {
+    answer["data"]["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no content: {answer}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_save_is_deferred_within_3s_and_refusals_give_the_text_back() {
+    let discord = FakeDiscord::start().await;
+    let mut env = Env::new();
+    let (mut child, _port, log) = start_bot(&discord, &mut env).await;
+    let custom_id = open_form(&discord, 6001, lore_options("Oculi", "planet:Erren"), &log).await;
+    wait_form_row(&env, &custom_id).await;
+
+    // Another writer holds keeper.db: the save waits, the answer does not.
+    let mut lock = connect(&env.keeper).await;
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .expect("lock keeper.db");
+    let submit = modal_submit(
+        6002,
+        &custom_id,
+        &[("description", "Written while keeper.db was busy.")],
+    );
+    let (answer, after) = discord.interact_timed(submit.clone(), &log).await;
+    assert_eq!(answer["type"], 5, "a deferral: {answer}");
+    assert!(
+        after < Duration::from_secs(3),
+        "the deferral came {after:?} after the submit"
+    );
+    assert_eq!(discoveries(&env).await, 0);
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut lock)
+        .await
+        .expect("release keeper.db");
+    let edited = discord
+        .wait_request("PATCH", &webhook_path(&submit, "/messages/@original"), &log)
+        .await;
+    let text = edited["content"].as_str().expect("content");
+    assert!(text.starts_with("✅ Discovery archived! #1"), "{text}");
+    assert_eq!(discoveries(&env).await, 1);
+
+    // A save that fails after the deferral: the text comes back privately,
+    // as a file when it would not fit in a message, and the public
+    // "thinking" line goes.
+    let custom_id = open_form(&discord, 6003, lore_options("Oculi", "planet:Erren"), &log).await;
+    wait_form_row(&env, &custom_id).await;
+    sqlx::raw_sql(
+        "BEGIN IMMEDIATE;
+         CREATE TRIGGER refuse_reports BEFORE INSERT ON discoveries
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+    )
+    .execute(&mut lock)
+    .await
+    .expect("lock keeper.db");
+    let story = format!("{}END-OF-STORY", "Once upon a time in Oculi. ".repeat(36));
+    let long = [
+        ("description", story.as_str()),
+        ("story_type", &"J".repeat(200)),
+        ("lore_connections", &"K".repeat(200)),
+        ("creative_elements", &"L".repeat(200)),
+        ("collaborative_work", &"M".repeat(200)),
+    ];
+    let submit = modal_submit(6004, &custom_id, &long);
+    let (answer, after) = discord.interact_timed(submit.clone(), &log).await;
+    assert_eq!(answer["type"], 5, "a deferral: {answer}");
+    assert!(
+        after < Duration::from_secs(3),
+        "the deferral came {after:?} after the submit"
+    );
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut lock)
+        .await
+        .expect("release keeper.db");
+    let followup = discord.wait_recorded("POST", &webhook_path(&submit, ""), &log).await;
+    assert_eq!(followup.body["flags"], 64, "private: {}", followup.body);
+    let text = followup.body["content"].as_str().expect("content");
+    assert!(text.starts_with("❌ The archive could not save your report"), "{text}");
+    assert!(text.contains("your-report.txt"), "{text}");
+    assert!(text.chars().count() <= 2000);
+    assert!(
+        followup.raw.contains("filename=\"your-report.txt\""),
+        "{}",
+        followup.raw
+    );
+    assert!(followup.raw.contains("END-OF-STORY"), "the story is in the file");
+    assert!(followup.raw.contains(&"M".repeat(200)), "every field is in the file");
+    discord
+        .wait_recorded("DELETE", &webhook_path(&submit, "/messages/@original"), &log)
+        .await;
+
+    // A quick refusal is the first answer itself, with the text quoted.
+    let custom_id = open_form(&discord, 6005, lore_options("Oculi", "planet:Erren"), &log).await;
+    let answer = discord
+        .interact(
+            modal_submit(6006, &custom_id, &[("description", "A short tale.")]),
+            &log,
+        )
+        .await;
+    assert_eq!(answer["type"], 4, "{answer}");
+    assert_eq!(answer["data"]["flags"], 64);
+    let text = content(&answer);
+    assert!(text.contains("📝 Lore Entry/Story:\nA short tale."), "{text}");
+    assert_eq!(discoveries(&env).await, 1);
+    terminate(&mut child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_survive_a_restart_and_an_expired_form_gives_the_text_back() {
+    let discord = FakeDiscord::start().await;
+    let mut env = Env::new();
+    let (mut child, _port, log) = start_bot(&discord, &mut env).await;
+    let kept = open_form(&discord, 7001, lore_options("Oculi", "planet:Erren"), &log).await;
+    let expiring = open_form(&discord, 7002, lore_options("Oculi", "planet:Erren"), &log).await;
+    wait_form_row(&env, &kept).await;
+    wait_form_row(&env, &expiring).await;
+    terminate(&mut child);
+
+    let discord = FakeDiscord::start().await;
+    let (mut child, _port, log) = start_bot(&discord, &mut env).await;
+    let answer = discord
+        .interact(
+            modal_submit(7003, &kept, &[("description", "Kept across a restart.")]),
+            &log,
+        )
+        .await;
+    assert!(content(&answer).starts_with("✅ Discovery archived! #1"), "{answer}");
+
+    exec(&env.keeper, "UPDATE keeper_bot_forms SET expires_at = 0").await;
+    let answer = discord
+        .interact(
+            modal_submit(
+                7004,
+                &expiring,
+                &[("description", "A long lore entry, typed with care.")],
+            ),
+            &log,
+        )
+        .await;
+    let text = content(&answer);
+    assert!(text.starts_with("⌛"), "{text}");
+    assert!(text.contains("A long lore entry, typed with care."), "{text}");
+    assert_eq!(answer["data"]["flags"], 64);
+    assert_eq!(discoveries(&env).await, 1);
+    terminate(&mut child);
+}
+
+async fn health(port: u16) -> Value {
+    let url = format!("http://127.0.0.1:{port}/health");
+    tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .call()
+            .expect("health")
+            .body_mut()
+            .read_json::<Value>()
+            .expect("json")
+    })
+    .await
+    .expect("health thread")
+}
+
+async fn metrics(port: u16) -> String {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .call()
+            .expect("metrics")
+            .body_mut()
+            .read_to_string()
+            .expect("text")
+    })
+    .await
+    .expect("metrics thread")
+}
+
+/// Waits until `/health` says `bot_online` is `online`; returns the answer.
+async fn wait_online(port: u16, online: bool, log: &Arc<Mutex<String>>) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health = health(port).await;
+        if health["bot_online"] == online {
+            return health;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bot_online never became {online}: {health}\n{}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bot_online_follows_the_gateway_connection() {
+    let discord = FakeDiscord::start().await;
+    let mut env = Env::new();
+    let (mut child, port, log) = start_bot(&discord, &mut env).await;
+    let health = wait_online(port, true, &log).await;
+    assert_eq!(health["bot_gateway"], "connected", "{health}");
+    let text = metrics(port).await;
+    assert!(text.contains("keeper_bot_online 1\n"), "{text}");
+    assert!(
+        text.contains("keeper_bot_gateway_state{state=\"connected\"} 1\n"),
+        "{text}"
+    );
+
+    // An outage: the connection drops and Discord refuses new ones.
+    discord.state.accepting.store(false, SeqCst);
+    discord.state.kick.notify_waiters();
+    let health = wait_online(port, false, &log).await;
+    let state = health["bot_gateway"].as_str().expect("bot_gateway");
+    assert!(["disconnected", "connecting", "resuming"].contains(&state), "{health}");
+    assert_eq!(
+        health["status"], "healthy",
+        "the bot's outage is not the sync's: {health}"
+    );
+    let text = metrics(port).await;
+    assert!(text.contains("keeper_bot_online 0\n"), "{text}");
+    assert!(
+        text.contains("keeper_bot_gateway_state{state=\"connected\"} 0\n"),
+        "{text}"
+    );
+
+    // Discord is back: the bot reconnects and says so.
+    discord.state.accepting.store(true, SeqCst);
+    let health = wait_online(port, true, &log).await;
+    assert_eq!(health["bot_gateway"], "connected", "{health}");
+    terminate(&mut child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_the_gateway_is_disabled() {
+    let env = Env::new();
+    let (mut child, port, _log) = spawn_run(&env);
+    let health = health(port).await;
+    assert_eq!(health["bot_gateway"], "disabled", "{health}");
+    assert_eq!(health["bot_online"], false, "{health}");
+    terminate(&mut child);
+}
+
+/// The old bot's commands in the same application: 19, in the guild and global.
+fn old_bot_commands() -> Vec<Value> {
+    let names = [
+        "quick-discovery",
+        "search-discoveries",
+        "setup-channels",
+        "discovery-stats",
+        "mystery-tier",
+        "pattern-analysis",
+        "view-discovery",
+        "my-discoveries",
+        "leaderboard",
+        "archive-export",
+        "link-haven",
+        "haven-status",
+        "set-archive-channel",
+        "tag-discovery",
+        "report-pattern",
+        "story-mode",
+        "help",
+        "about",
+        "admin-tools",
+    ];
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let guild = if i % 2 == 0 { json!(GUILD_ID) } else { Value::Null };
+            json!({"id": (500 + i).to_string(), "application_id": APP_ID, "guild_id": guild, "version": "1",
+                   "type": 1, "name": name, "description": "the old bot", "default_member_permissions": null})
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_bots_commands_survive_and_unknown_interactions_get_an_answer() {
+    let discord = FakeDiscord::with_commands(old_bot_commands()).await;
+    let mut env = Env::new();
+    let (mut child, _port, log) = start_bot(&discord, &mut env).await;
+    let commands = discord.commands();
+    for old in old_bot_commands() {
+        assert!(
+            commands
+                .iter()
+                .any(|c| c["name"] == old["name"] && c["guild_id"] == old["guild_id"]),
+            "{} vanished: {commands:#?}",
+            old["name"]
+        );
+    }
+    let ours: Vec<&Value> = commands.iter().filter(|c| c["name"] == "discovery-report").collect();
+    assert_eq!(ours.len(), 1, "{commands:#?}");
+    assert_eq!(ours[0]["guild_id"], GUILD_ID);
+    assert!(
+        !discord
+            .requests()
+            .iter()
+            .any(|r| r.method == "PUT" || r.method == "DELETE"),
+        "the command list was replaced or cut: {:#?}",
+        discord.requests()
+    );
+
+    // A restart updates keeper's command in place, still leaving the rest.
+    terminate(&mut child);
+    let (mut child, _port, log2) = start_bot(&discord, &mut env).await;
+    let commands = discord.commands();
+    assert_eq!(commands.len(), 20, "{commands:#?}");
+    drop(log);
+
+    // The old bot's command, button and form get a short private answer.
+    let old = discord
+        .interact(
+            interaction(8001, 2, json!({"id": "500", "name": "quick-discovery", "type": 1})),
+            &log2,
+        )
+        .await;
+    assert_eq!(old["type"], 4, "{old}");
+    assert_eq!(old["data"]["flags"], 64);
+    assert!(content(&old).contains("/quick-discovery"), "{old}");
+    let mut click = interaction(8002, 3, json!({"custom_id": "old-bot:approve:7", "component_type": 2}));
+    click["message"] = message(42, &json!("the old bot's message"));
+    let button = discord.interact(click, &log2).await;
+    assert_eq!(button["type"], 4, "{button}");
+    assert_eq!(button["data"]["flags"], 64);
+    let form = discord
+        .interact(modal_submit(8003, "old-bot-form", &[("text", "x")]), &log2)
+        .await;
+    assert_eq!(form["data"]["flags"], 64, "{form}");
+    assert_eq!(discoveries(&env).await, 0);
+    terminate(&mut child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suggestions_ignore_case_and_accents_and_unknown_places_are_said() {
+    let discord = FakeDiscord::start().await;
+    let mut env = Env::new();
+    exec(
+        &env.haven,
+        "UPDATE systems SET name = 'Eisvåld' WHERE name = 'Tenex[VH]'",
+    )
+    .await;
+    let (mut child, _port, log) = start_bot(&discord, &mut env).await;
+
+    let systems = choices(
+        &discord
+            .interact(autocomplete(9001, vec![], "system", "oculi"), &log)
+            .await,
+    );
+    assert_eq!(systems, ["Oculi"]);
+    let systems = choices(
+        &discord
+            .interact(autocomplete(9002, vec![], "system", "EISVALD"), &log)
+            .await,
+    );
+    assert_eq!(systems, ["Eisvåld"]);
+    let places = choices(
+        &discord
+            .interact(
+                autocomplete(9003, vec![string_option("system", "oculi")], "location", "ERR"),
+                &log,
+            )
+            .await,
+    );
+    assert_eq!(places, ["planet:Erren"]);
+
+    // A known system and place, in another letter case: no warning.
+    let form = open_form(&discord, 9004, lore_options("oculi", "planet:erren"), &log).await;
+    let answer = discord
+        .interact(modal_submit(9005, &form, &[("description", "Placed.")]), &log)
+        .await;
+    let text = content(&answer);
+    assert!(text.starts_with("✅ Discovery archived! #1"), "{text}");
+    assert!(!text.contains("⚠️"), "{text}");
+
+    // An unknown system: archived, said to be off the map, with the closest names.
+    let form = open_form(&discord, 9006, lore_options("Ocli", "planet:Erren"), &log).await;
+    let answer = discord
+        .interact(modal_submit(9007, &form, &[("description", "Typo.")]), &log)
+        .await;
+    let text = content(&answer);
+    assert!(text.starts_with("✅ Discovery archived! #2"), "{text}");
+    assert!(
+        text.contains("⚠️ The system \"Ocli\" is not on the map: your report will be archived without a map position. Did you mean Oculi?"),
+        "{text}"
+    );
+    // A place of another system.
+    let form = open_form(&discord, 9008, lore_options("Oculi", "planet:Erena"), &log).await;
+    let answer = discord
+        .interact(modal_submit(9009, &form, &[("description", "Wrong planet.")]), &log)
+        .await;
+    let text = content(&answer);
+    assert!(text.starts_with("✅ Discovery archived! #3"), "{text}");
+    assert!(
+        text.contains("Oculi has no planet or moon \"Erena\" on the map") && text.contains("Did you mean planet:Erren"),
+        "{text}"
+    );
+    assert_eq!(discoveries(&env).await, 3);
+    terminate(&mut child);
 }

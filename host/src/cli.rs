@@ -302,7 +302,7 @@ async fn run_main(app: &App) -> Result<(), CliError> {
             tasks.spawn(crate::bot::run(
                 app.clone(),
                 config,
-                api_state.bot_online.clone(),
+                api_state.bot.clone(),
                 api_stopped.clone(),
             ));
         }

@@ -241,9 +241,6 @@ impl Sink {
     }
 }
 
-/// Most suggestions Discord shows for one autocomplete request.
-pub const MAX_SUGGESTIONS: usize = 25;
-
 impl Sink {
     /// How every connection to VH-Database is made. A file that is missing
     /// (and not about to be created) is refused before SQLite would create it.
@@ -272,26 +269,20 @@ impl Sink {
             .map_err(|e| SinkError::from_sql(path, e))
     }
 
-    /// Star system names containing `typed` (any letter case), names that
-    /// start with it first, at most [`MAX_SUGGESTIONS`].
-    pub async fn system_names(&self, typed: &str) -> Result<Vec<String>, SinkError> {
+    /// Every star system's name, for the bot to match and suggest from
+    /// (accent- and case-insensitive matching is done in Rust: SQLite's
+    /// `lower` only knows ASCII).
+    pub async fn system_names(&self) -> Result<Vec<String>, SinkError> {
         let mut conn = self.open_read_only().await?;
-        sqlx::query_scalar(
-            "SELECT name FROM systems WHERE instr(lower(name), lower(?1)) > 0
-             ORDER BY instr(lower(name), lower(?1)) > 1, name LIMIT ?2",
-        )
-        .bind(typed.trim())
-        .bind(MAX_SUGGESTIONS as i64)
-        .fetch_all(&mut conn)
-        .await
-        .map_err(|e| SinkError::from_sql(self.path(), e))
+        sqlx::query_scalar("SELECT name FROM systems WHERE name IS NOT NULL ORDER BY name")
+            .fetch_all(&mut conn)
+            .await
+            .map_err(|e| SinkError::from_sql(self.path(), e))
     }
 
-    /// The planets and moons of the system named `system`, as
-    /// `planet:NAME` / `moon:NAME` (the report's location syntax), whose text
-    /// contains `typed` (any letter case); planets first, at most
-    /// [`MAX_SUGGESTIONS`].
-    pub async fn places_in(&self, system: &str, typed: &str) -> Result<Vec<String>, SinkError> {
+    /// The planets and moons of the system stored as `system`, as
+    /// `planet:NAME` / `moon:NAME` (the report's location syntax), planets first.
+    pub async fn places_of(&self, system: &str) -> Result<Vec<String>, SinkError> {
         let mut conn = self.open_read_only().await?;
         sqlx::query_scalar(
             "SELECT place FROM (
@@ -301,12 +292,10 @@ impl Sink {
                  SELECT 'moon:' || m.name, 1
                  FROM moons m JOIN planets p ON p.id = m.planet_id JOIN systems s ON s.id = p.system_id
                  WHERE s.name = ?1)
-             WHERE instr(lower(place), lower(?2)) > 0
-             ORDER BY rank, place LIMIT ?3",
+             WHERE place IS NOT NULL
+             ORDER BY rank, place",
         )
-        .bind(system.trim())
-        .bind(typed.trim())
-        .bind(MAX_SUGGESTIONS as i64)
+        .bind(system)
         .fetch_all(&mut conn)
         .await
         .map_err(|e| SinkError::from_sql(self.path(), e))

@@ -158,6 +158,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "queue counters maintained by triggers, partial indexes for the API",
     },
+    Migration {
+        version: 7,
+        name: "open Discord forms",
+    },
 ];
 
 /// The schema version a fully migrated keeper.db has.
@@ -583,6 +587,19 @@ async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreErr
             ] {
                 sqlx::query(index).execute(&mut *conn).await?;
             }
+        }
+        7 => {
+            // The options of `/discovery-report` forms between the command
+            // and the submission (bot/forms.rs), so a restart loses none.
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS keeper_bot_forms (
+                     nonce INTEGER PRIMARY KEY,
+                     user_id TEXT NOT NULL,
+                     options TEXT NOT NULL,
+                     expires_at INTEGER NOT NULL)",
+            )
+            .execute(&mut *conn)
+            .await?;
         }
         _ => {}
     }

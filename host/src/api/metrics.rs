@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 
 use time::OffsetDateTime;
 
+use crate::bot::GatewayState;
 use crate::queue::{QueueCounts, QueueTotals};
 
 /// What one scrape shows.
@@ -19,6 +20,7 @@ pub struct Snapshot {
     pub active_plugin: Option<(String, String, String)>,
     pub worker_running: bool,
     pub last_sync: Option<OffsetDateTime>,
+    pub bot_gateway: GatewayState,
 }
 
 /// A label value with `\`, `"` and line breaks escaped, as the format requires.
@@ -118,6 +120,32 @@ pub fn render(s: &Snapshot) -> String {
         "1 when this process's sync worker runs.",
     );
     let _ = writeln!(out, "keeper_sync_worker_running {}", u8::from(s.worker_running));
+
+    header(
+        &mut out,
+        "keeper_bot_online",
+        "gauge",
+        "1 when this process's Discord bot has a live gateway session.",
+    );
+    let _ = writeln!(
+        out,
+        "keeper_bot_online {}",
+        u8::from(s.bot_gateway == GatewayState::Connected)
+    );
+    header(
+        &mut out,
+        "keeper_bot_gateway_state",
+        "gauge",
+        "The Discord gateway session's state: 1 for the current one.",
+    );
+    for state in GatewayState::ALL {
+        let _ = writeln!(
+            out,
+            "keeper_bot_gateway_state{{state=\"{}\"}} {}",
+            state.as_str(),
+            u8::from(s.bot_gateway == state)
+        );
+    }
     if let Some(t) = s.last_sync {
         header(
             &mut out,
@@ -153,6 +181,7 @@ mod tests {
             active_plugin: Some(("default \"mapper\"".into(), "1.0.0".into(), "ab".into())),
             worker_running: true,
             last_sync: None,
+            bot_gateway: GatewayState::Resuming,
         });
         assert!(text.contains("keeper_sync_queue_items{state=\"max_retries_exceeded\"} 1\n"));
         assert!(text.contains("keeper_sync_latency_seconds_bucket{le=\"5\"} 5\n"));
@@ -160,5 +189,8 @@ mod tests {
         assert!(text.contains("keeper_sync_latency_seconds_count 5\n"));
         assert!(text.contains("name=\"default \\\"mapper\\\"\""));
         assert!(text.contains("keeper_sync_failed_attempts_total{error_class=\"unavailable\"} 3\n"));
+        assert!(text.contains("keeper_bot_online 0\n"));
+        assert!(text.contains("keeper_bot_gateway_state{state=\"resuming\"} 1\n"));
+        assert!(text.contains("keeper_bot_gateway_state{state=\"connected\"} 0\n"));
     }
 }

@@ -22,7 +22,7 @@ mod timestamp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use poem::http::header::{ALLOW, CONTENT_LENGTH};
 use poem::http::{HeaderValue, StatusCode};
@@ -34,6 +34,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::app::App;
+use crate::bot::Gateway;
 use crate::worker::WorkerStatus;
 pub use auth::ApiKey;
 pub use routes::SyncApi;
@@ -51,9 +52,9 @@ pub struct ApiState {
     pub worker_expected: bool,
     /// `None`: the API is open.
     pub api_key: Option<ApiKey>,
-    /// Whether this process's Discord bot has a live gateway session
-    /// (always false without DISCORD_TOKEN); set by the bot.
-    pub bot_online: Arc<AtomicBool>,
+    /// This process's Discord gateway session (`disabled` without
+    /// DISCORD_TOKEN); kept up to date by the bot.
+    pub bot: Arc<Gateway>,
 }
 
 impl ApiState {
@@ -63,7 +64,7 @@ impl ApiState {
             api_key: app.settings.api_key().map(ApiKey::new),
             app,
             worker,
-            bot_online: Arc::new(AtomicBool::new(false)),
+            bot: Arc::new(Gateway::default()),
         }
     }
 

@@ -33,8 +33,12 @@ pub enum HealthState {
 #[derive(Debug, Clone, Object)]
 pub struct Health {
     pub status: HealthState,
-    /// The Discord bot has a live gateway session (false when DISCORD_TOKEN is not set).
+    /// The Discord bot has a live gateway session: `bot_gateway` is
+    /// `connected` (false when DISCORD_TOKEN is not set).
     pub bot_online: bool,
+    /// The Discord gateway session's state, read from the gateway connection
+    /// itself: `disabled` without DISCORD_TOKEN.
+    pub bot_gateway: crate::bot::GatewayState,
     pub sync_worker_running: bool,
     /// Now, UTC.
     pub timestamp: OffsetDateTime,

@@ -73,7 +73,8 @@ impl SyncApi {
             } else {
                 HealthState::Degraded
             },
-            bot_online: state.bot_online.load(Ordering::Relaxed),
+            bot_online: state.bot.online(),
+            bot_gateway: state.bot.state(),
             sync_worker_running,
             timestamp: timestamp::now(),
             keeper_db_reachable,
@@ -413,6 +414,7 @@ impl SyncApi {
             active_plugin: active.map(|p| (p.name, p.version, p.hash)),
             worker_running: state.worker.running.load(Ordering::Relaxed),
             last_sync: state.last_sync_time(),
+            bot_gateway: state.bot.state(),
         })))
     }
 }

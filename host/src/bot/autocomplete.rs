@@ -2,6 +2,7 @@
 //! VH-Database, then that system's planets and moons as `planet:NAME` /
 //! `moon:NAME`.
 //!
+//! Names match whatever the letter case and accents (see [`names`]).
 //! Suggestions are a convenience, never a gate: any failure (no VH-Database
 //! on this host, a locked file) answers with no choices, and the user can
 //! still type any name.
@@ -10,7 +11,8 @@ use serenity::all::{
     CommandInteraction, Context, CreateAutocompleteResponse, CreateInteractionResponse, ResolvedValue,
 };
 
-use crate::sink::Sink;
+use super::names;
+use crate::sink::{Sink, SinkError};
 
 /// Discord's limit on a choice's name and value.
 const CHOICE_MAX_CHARS: usize = 100;
@@ -21,7 +23,12 @@ pub async fn answer(ctx: &Context, command: &CommandInteraction, sink: &Sink) {
         return;
     };
     let suggestions = match focused.name {
-        "system" => sink.system_names(focused.value).await,
+        "system" => sink.system_names().await.map(|all| {
+            names::suggest(&all, focused.value)
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        }),
         "location" => {
             let system = command
                 .data
@@ -32,7 +39,7 @@ pub async fn answer(ctx: &Context, command: &CommandInteraction, sink: &Sink) {
                     _ => None,
                 });
             match system {
-                Some(system) => sink.places_in(system, focused.value).await,
+                Some(system) => places(sink, system, focused.value).await,
                 None => Ok(Vec::new()),
             }
         }
@@ -55,4 +62,20 @@ pub async fn answer(ctx: &Context, command: &CommandInteraction, sink: &Sink) {
     {
         tracing::warn!(interaction = %command.id, %error, "cannot answer an autocomplete request");
     }
+}
+
+/// The places of the system the user chose (however they wrote its name)
+/// that match what they typed.
+async fn places(sink: &Sink, system: &str, typed: &str) -> Result<Vec<String>, SinkError> {
+    let systems = sink.system_names().await?;
+    let folded = names::fold(system);
+    let Some(stored) = systems
+        .iter()
+        .find(|s| names::maps_to(system, s))
+        .or_else(|| systems.iter().find(|s| names::fold(s) == folded))
+    else {
+        return Ok(Vec::new());
+    };
+    let all = sink.places_of(stored).await?;
+    Ok(names::suggest(&all, typed).into_iter().map(str::to_owned).collect())
 }

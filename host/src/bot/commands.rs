@@ -7,13 +7,14 @@
 
 use serde_json::{Map, Value};
 use serenity::all::{
-    ActionRowComponent, Command, CommandInteraction, CommandOptionType, Context, CreateActionRow,
-    CreateAllowedMentions, CreateCommand, CreateCommandOption, CreateInputText, CreateInteractionResponse,
-    CreateInteractionResponseMessage, CreateModal, GuildId, InputTextStyle, Member, ModalInteraction, ResolvedValue,
-    User,
+    ActionRowComponent, Command, CommandInteraction, CommandOptionType, Context, CreateActionRow, CreateCommand,
+    CreateCommandOption, CreateInputText, CreateInteractionResponse, CreateModal, GuildId, InputTextStyle, Member,
+    ModalInteraction, ResolvedValue, User,
 };
 
-use super::forms::Forms;
+use super::forms::{Forms, Taken};
+use super::placement;
+use super::reply::{self, Reply};
 use crate::app::App;
 use crate::report::{self, DISCOVERY_TYPES, DiscoveryType, FieldStyle, Report};
 
@@ -139,19 +140,22 @@ fn limit(max: usize) -> u16 {
     u16::try_from(max).unwrap_or(u16::MAX)
 }
 
-/// Registers the command in `guild` (instant) or globally (Discord takes up
-/// to an hour to show it everywhere).
+/// Registers keeper's commands one by one, in `guild` (instant) or globally
+/// (Discord takes up to an hour to show it everywhere). Creating a command
+/// under a name the application already has updates that command; the
+/// application's other commands (the old bot's `/quick-discovery`, …) are
+/// left as they are, which replacing the whole list would not do.
 pub async fn register(ctx: &Context, guild: Option<GuildId>) {
-    let result = match guild {
-        Some(guild) => guild.set_commands(&ctx.http, vec![definition()]).await.map(|_| ()),
-        None => Command::set_global_commands(&ctx.http, vec![definition()])
-            .await
-            .map(|_| ()),
-    };
-    match (result, guild) {
-        (Ok(()), Some(guild)) => tracing::info!(%guild, "/{COMMAND_NAME} registered in the guild"),
-        (Ok(()), None) => tracing::info!("/{COMMAND_NAME} registered globally"),
-        (Err(error), _) => tracing::error!(%error, "cannot register /{COMMAND_NAME}; users will not see it"),
+    for command in [definition()] {
+        let result = match guild {
+            Some(guild) => guild.create_command(&ctx.http, command).await,
+            None => Command::create_global_command(&ctx.http, command).await,
+        };
+        match (result, guild) {
+            (Ok(command), Some(guild)) => tracing::info!(%guild, "/{} registered in the guild", command.name),
+            (Ok(command), None) => tracing::info!("/{} registered globally", command.name),
+            (Err(error), _) => tracing::error!(%error, "cannot register a command; users will not see it"),
+        }
     }
 }
 
@@ -234,21 +238,34 @@ pub async fn open_form(ctx: &Context, command: &CommandInteraction, forms: &Form
 }
 
 /// A submitted modal: validate, store with its queue row, wake the worker,
-/// and only then say "archived".
+/// and only then say "archived", within Discord's deadline (see [`reply`]).
 pub async fn submit(ctx: &Context, modal: &ModalInteraction, nonce: u64, forms: &Forms, app: &App) {
-    let response = match forms.take(nonce, modal.user.id) {
-        None => failure(
-            "⌛ This form has expired (forms last 15 minutes and do not survive a bot restart); nothing was \
-             saved. Please run /discovery-report again.",
-        ),
-        Some(form) => {
-            let reporter = Reporter::new(&modal.user, modal.member.as_ref(), modal.guild_id);
-            store(app, &form.options, &reporter, &inputs_of(modal)).await
+    reply::answer_in_time(ctx, modal, async {
+        let inputs = inputs_of(modal);
+        match forms.take(nonce, modal.user.id).await {
+            Ok(Taken::Open(form)) => {
+                let reporter = Reporter::new(&modal.user, modal.member.as_ref(), modal.guild_id);
+                store(app, &form.options, &reporter, &inputs).await
+            }
+            Ok(taken) => {
+                tracing::info!(interaction = %modal.id, nonce, ?taken, "a form came back that is not open");
+                Reply::refusal(
+                    "⌛ This form has expired or was already sent (forms last 15 minutes); nothing was saved \
+                     from it. Please run /discovery-report again.",
+                    &typed(None, &inputs),
+                )
+            }
+            Err(error) => {
+                tracing::error!(interaction = %modal.id, %error, "cannot read an open form from keeper.db");
+                Reply::refusal(
+                    "❌ The archive could not read your form (keeper.db: the operators have been told in the \
+                     log). Nothing was saved; please try again later.",
+                    &typed(None, &inputs),
+                )
+            }
         }
-    };
-    if let Err(error) = modal.create_response(&ctx.http, response).await {
-        tracing::warn!(interaction = %modal.id, %error, "cannot answer a /{COMMAND_NAME} form");
-    }
+    })
+    .await;
 }
 
 /// The modal's text inputs as (custom_id, value).
@@ -268,28 +285,28 @@ fn inputs_of(modal: &ModalInteraction) -> Vec<(String, String)> {
 }
 
 /// Validates and stores one submission; the answer to give the user.
-async fn store(
-    app: &App,
-    options: &Options,
-    reporter: &Reporter,
-    inputs: &[(String, String)],
-) -> CreateInteractionResponse {
+async fn store(app: &App, options: &Options, reporter: &Reporter, inputs: &[(String, String)]) -> Reply {
     // A form input may only fill a column of the form's type: a crafted
     // `custom_id` such as "user_id" must not overwrite the reporter.
     let kind = report::discovery_type(&options.discovery_type);
     if let Some((column, _)) = inputs.iter().find(|(c, _)| kind.and_then(|k| k.field(c)).is_none()) {
         tracing::warn!(user_id = %reporter.user_id, column = %column, "a form came back with a field it does not have");
-        return failure(format!(
-            "❌ the form sent a field it does not have ({column}); nothing was saved. Please run /discovery-report again."
-        ));
+        return Reply::refusal(
+            format!(
+                "❌ the form sent a field it does not have ({column}); nothing was saved. Please run \
+                 /discovery-report again."
+            ),
+            &typed(kind, inputs),
+        );
     }
     let report = match Report::from_json(&record(options, reporter, inputs)) {
         Ok(report) => report,
         Err(error) => {
             tracing::info!(user_id = %reporter.user_id, %error, "/{COMMAND_NAME} form refused");
-            return failure(format!("❌ {error}. Nothing was saved.{}", description_copy(inputs)));
+            return Reply::refusal(format!("❌ {error}. Nothing was saved."), &typed(kind, inputs));
         }
     };
+    let warning = placement::check(&app.sink(), &report).await;
     match app
         .store
         .submit(std::slice::from_ref(&report), app.settings.sync_max_attempts)
@@ -303,48 +320,48 @@ async fn store(
                 user_id = %reporter.user_id,
                 guild_id = reporter.guild_id.as_deref().unwrap_or("-"),
                 discovery_type = %report.discovery_type,
+                on_the_map = warning.is_none(),
                 "discovery archived from Discord"
             );
             let kind = report.discovery().map_or_else(String::new, |k| format!(" {k}"));
-            CreateInteractionResponse::Message(
-                CreateInteractionResponseMessage::new()
-                    .content(format!(
-                        "✅ Discovery archived! #{id}{kind} in {} ({}), reported by {}",
-                        report.system_name, report.location, report.username
-                    ))
-                    // User text is echoed: it must never ping anyone.
-                    .allowed_mentions(CreateAllowedMentions::new()),
-            )
+            let mut text = format!(
+                "✅ Discovery archived! #{id}{kind} in {} ({}), reported by {}",
+                report.system_name, report.location, report.username
+            );
+            if let Some(warning) = warning {
+                text.push('\n');
+                text.push_str(&warning);
+            }
+            Reply::public(text)
         }
         Err(error) => {
             tracing::error!(user_id = %reporter.user_id, %error, "cannot store a discovery from Discord");
-            failure(format!(
-                "❌ The archive could not save your report (keeper.db: the operators have been told in the log). \
-                 Nothing was saved; please try again later.{}",
-                description_copy(inputs)
-            ))
+            Reply::refusal(
+                "❌ The archive could not save your report (keeper.db: the operators have been told in the \
+                 log). Nothing was saved; please try again later.",
+                &typed(kind, inputs),
+            )
         }
     }
 }
 
-/// The user's description, for them to copy, when their report was not saved.
-fn description_copy(inputs: &[(String, String)]) -> String {
-    match inputs.iter().find(|(c, _)| c == "description") {
-        Some((_, text)) if !text.trim().is_empty() => {
-            format!("\nYour description, to copy:\n```\n{}\n```", text.replace("```", "'''"))
-        }
-        _ => String::new(),
-    }
+/// What the user typed in the form, labelled as the form showed it, in form order.
+fn typed(kind: Option<&DiscoveryType>, inputs: &[(String, String)]) -> Vec<(String, String)> {
+    inputs
+        .iter()
+        .map(|(column, value)| {
+            let label = kind
+                .or_else(|| report::discovery_type_of_column(column))
+                .and_then(|k| k.field(column))
+                .map_or_else(|| column.clone(), |f| f.label.to_owned());
+            (label, value.clone())
+        })
+        .collect()
 }
 
 /// An answer only the user sees, pinging no one.
 fn failure(text: impl Into<String>) -> CreateInteractionResponse {
-    CreateInteractionResponse::Message(
-        CreateInteractionResponseMessage::new()
-            .content(text)
-            .ephemeral(true)
-            .allowed_mentions(CreateAllowedMentions::new()),
-    )
+    Reply::private(text).response()
 }
 
 #[cfg(test)]

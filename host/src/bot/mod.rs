@@ -4,8 +4,13 @@
 //!
 //! - [`commands`] — the slash command, the modal built from
 //!   [`crate::report::DISCOVERY_TYPES`], and what a submission becomes
-//! - [`forms`] — the options of forms that are open, between command and submit
+//! - [`forms`] — the options of forms that are open, between command and
+//!   submit, kept in keeper.db
+//! - [`reply`] — answers within Discord's 3 s, refusals that give the text back
 //! - [`autocomplete`] — suggestions of systems, planets and moons from VH-Database
+//! - [`names`] — case- and accent-insensitive matching, "did you mean"
+//! - [`placement`] — whether a report will land on the map, said in the confirmation
+//! - [`gateway`] — the gateway session's state, for `/health` and `/metrics`
 //!
 //! The bot is one task beside the worker and the API: it never blocks them,
 //! a Discord outage only makes it reconnect, and it stops on the same
@@ -14,14 +19,17 @@
 mod autocomplete;
 mod commands;
 mod forms;
+mod gateway;
+mod names;
+mod placement;
+mod reply;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serenity::all::{
-    ConnectionStage, Context, EventHandler, GatewayIntents, GuildId, Interaction, Ready, ResumedEvent,
-    ShardStageUpdateEvent,
+    CommandInteraction, ComponentInteraction, Context, CreateInteractionResponse, EventHandler, GatewayIntents,
+    GuildId, Interaction, ModalInteraction, Ready, ResumedEvent,
 };
 use serenity::http::HttpBuilder;
 use tokio::sync::watch;
@@ -29,6 +37,7 @@ use tokio::sync::watch;
 use crate::app::App;
 
 pub use commands::{COMMAND_NAME, record};
+pub use gateway::{Gateway, GatewayState};
 
 /// How long to wait before starting the client again after it gave up
 /// (Discord unreachable at start-up, a rejected token).
@@ -81,10 +90,11 @@ impl BotConfig {
 
 /// Runs the bot until `stopped` turns true. Never returns an error: a bot
 /// that cannot connect is logged and tried again, while the worker and the
-/// API go on. `online` says whether the gateway session is up (`/health`).
-pub async fn run(app: App, config: BotConfig, online: Arc<AtomicBool>, mut stopped: watch::Receiver<bool>) {
-    let forms = Arc::new(forms::Forms::default());
+/// API go on. `gateway` follows the session's state (`/health`, `/metrics`).
+pub async fn run(app: App, config: BotConfig, gateway: Arc<Gateway>, mut stopped: watch::Receiver<bool>) {
+    let forms = Arc::new(forms::Forms::new(app.store.pool().clone()));
     loop {
+        gateway.set(GatewayState::Connecting);
         let mut http = HttpBuilder::new(&config.token);
         if let Some(base) = &config.api_base {
             tracing::warn!(api_base = %base, "Discord API base overridden (testing knob DISCORD_API_BASE)");
@@ -95,7 +105,6 @@ pub async fn run(app: App, config: BotConfig, online: Arc<AtomicBool>, mut stopp
             app: app.clone(),
             guild: config.guild,
             forms: forms.clone(),
-            online: online.clone(),
         };
         let client = serenity::all::ClientBuilder::new_with_http(http.build(), GatewayIntents::GUILDS)
             .event_handler(handler)
@@ -106,16 +115,17 @@ pub async fn run(app: App, config: BotConfig, online: Arc<AtomicBool>, mut stopp
                 let shards = client.shard_manager.clone();
                 tokio::select! {
                     result = client.start() => result,
+                    () = gateway::follow(shards.clone(), gateway.clone()) => Ok(()),
                     _ = stop_requested(&mut stopped) => {
                         shards.shutdown_all().await;
-                        online.store(false, Ordering::Relaxed);
+                        gateway.set(GatewayState::Disconnected);
                         tracing::info!("Discord bot disconnected");
                         return;
                     }
                 }
             }
         };
-        online.store(false, Ordering::Relaxed);
+        gateway.set(GatewayState::Disconnected);
         match outcome {
             Ok(()) => tracing::warn!(
                 retry_in_s = RESTART_DELAY.as_secs(),
@@ -144,13 +154,11 @@ struct Handler {
     app: App,
     guild: Option<GuildId>,
     forms: Arc<forms::Forms>,
-    online: Arc<AtomicBool>,
 }
 
 #[serenity::async_trait]
 impl EventHandler for Handler {
     async fn ready(&self, ctx: Context, ready: Ready) {
-        self.online.store(true, Ordering::Relaxed);
         tracing::info!(
             bot = %ready.user.name,
             bot_id = %ready.user.id,
@@ -162,13 +170,7 @@ impl EventHandler for Handler {
     }
 
     async fn resume(&self, _ctx: Context, _event: ResumedEvent) {
-        self.online.store(true, Ordering::Relaxed);
         tracing::info!("Discord gateway session resumed");
-    }
-
-    async fn shard_stage_update(&self, _ctx: Context, event: ShardStageUpdateEvent) {
-        self.online
-            .store(event.new == ConnectionStage::Connected, Ordering::Relaxed);
     }
 
     async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
@@ -179,12 +181,62 @@ impl EventHandler for Handler {
             Interaction::Autocomplete(command) if command.data.name == COMMAND_NAME => {
                 autocomplete::answer(&ctx, &command, &self.app.sink()).await;
             }
-            Interaction::Modal(modal) => {
-                if let Some(nonce) = forms::nonce_of(&modal.data.custom_id) {
-                    commands::submit(&ctx, &modal, nonce, &self.forms, &self.app).await;
-                }
-            }
+            Interaction::Modal(modal) => match forms::nonce_of(&modal.data.custom_id) {
+                Some(nonce) => commands::submit(&ctx, &modal, nonce, &self.forms, &self.app).await,
+                None => not_ours(&ctx, Unknown::Modal(&modal)).await,
+            },
+            Interaction::Command(command) => not_ours(&ctx, Unknown::Command(&command)).await,
+            Interaction::Component(component) => not_ours(&ctx, Unknown::Component(&component)).await,
+            // An autocomplete of a command we do not own: nothing to suggest,
+            // and Discord shows no error for an unanswered one.
             _ => {}
         }
+    }
+}
+
+/// An interaction keeper does not handle: a command, button or form of the
+/// old bot that shares the application, or of an older registration.
+#[derive(Clone, Copy)]
+enum Unknown<'a> {
+    Command(&'a CommandInteraction),
+    Component(&'a ComponentInteraction),
+    Modal(&'a ModalInteraction),
+}
+
+/// Answers an interaction keeper does not handle with a short private note,
+/// instead of Discord's "The application did not respond".
+async fn not_ours(ctx: &Context, interaction: Unknown<'_>) {
+    let (id, what, text) = match interaction {
+        Unknown::Command(c) => (
+            c.id,
+            format!("/{}", c.data.name),
+            format!(
+                "❔ /{} is not available any more: this bot now runs Keeper, which answers \
+                 /{COMMAND_NAME}.",
+                c.data.name
+            ),
+        ),
+        Unknown::Component(c) => (
+            c.id,
+            format!("component {}", c.data.custom_id),
+            "❔ This button or menu belongs to a bot that no longer runs; nothing was done.".to_owned(),
+        ),
+        Unknown::Modal(m) => (
+            m.id,
+            format!("form {}", m.data.custom_id),
+            "❔ This form belongs to a bot that no longer runs; nothing was saved. Please use \
+             /discovery-report."
+                .to_owned(),
+        ),
+    };
+    tracing::info!(interaction = %id, what = %what, "an interaction keeper does not handle");
+    let response: CreateInteractionResponse = reply::Reply::private(text).response();
+    let sent = match interaction {
+        Unknown::Command(c) => c.create_response(&ctx.http, response).await,
+        Unknown::Component(c) => c.create_response(&ctx.http, response).await,
+        Unknown::Modal(m) => m.create_response(&ctx.http, response).await,
+    };
+    if let Err(error) = sent {
+        tracing::warn!(interaction = %id, %error, "cannot answer an interaction keeper does not handle");
     }
 }
