@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use sqlx::Row;
@@ -135,16 +135,22 @@ async fn locked_vh_database_fails_fast_then_syncs_when_released() {
 
     let mut holder = connect(&env.haven).await;
     sqlx::raw_sql("BEGIN EXCLUSIVE").execute(&mut holder).await.unwrap();
-    let started = Instant::now();
-    env.ok(&["sync", "--once"]);
-    let (status, _, error) = queue_state(&env.keeper, id).await;
-    assert_eq!(status, "pending");
-    assert!(
-        error.as_deref().unwrap_or("").contains("database is locked"),
-        "{error:?}"
+    // Bounded by the busy timeout, not a hang: `env.ok` fails the test if
+    // the command does not finish within COMMAND_TIMEOUT.
+    let out = env.ok(&["sync", "--once"]);
+    assert!(out.contains("synced 0, failed 1"), "{out}");
+    let (status, attempts, error) = queue_state(&env.keeper, id).await;
+    assert_eq!((status.as_str(), attempts), ("pending", 1));
+    assert_eq!(
+        error.as_deref(),
+        Some(
+            format!(
+                "database is locked (VH-Database {} is held by another program)",
+                env.haven.display()
+            )
+            .as_str()
+        )
     );
-    // Bounded by the busy timeout, not a hang (generous bound: shared machines are slow).
-    assert!(started.elapsed() < Duration::from_secs(60));
 
     sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.unwrap();
     drop(holder);
@@ -347,75 +353,233 @@ fn jsonl(n: usize) -> String {
     s
 }
 
+const SYNCING: &str = "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'syncing'";
+const SYNCED: &str = "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'";
+const PENDING: &str = "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'pending'";
+
+/// Takes VH-Database's write lock, as another program would: a worker then
+/// claims a batch, maps it and waits to write it, its items `syncing`.
+async fn hold_vh_lock(env: &Env) -> sqlx::SqliteConnection {
+    let mut holder = connect(&env.haven).await;
+    sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
+    holder
+}
+
+/// Gives VH-Database's write lock back.
+async fn release_vh_lock(mut holder: sqlx::SqliteConnection) {
+    sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.unwrap();
+}
+
 #[tokio::test]
 async fn killed_worker_loses_nothing_and_duplicates_nothing() {
-    const N: usize = 3000;
+    const BATCH: i64 = 50;
+    const FIRST: usize = 50;
+    const LATER: usize = 250;
+    const N: i64 = (FIRST + LATER) as i64;
     let mut env = Env::new();
-    env.var("SYNC_BATCH_SIZE", 50).var("SYNC_LEASE", 2);
+    // The worker renews its lease every second while it waits on the lock.
+    env.var("SYNC_BATCH_SIZE", BATCH)
+        .var("SYNC_LEASE", 3)
+        .var("HAVEN_BUSY_TIMEOUT_MS", 300_000);
+    let out = env.run_with_stdin(&["submit", "--json", "-"], jsonl(FIRST).as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(env.ok(&["sync", "--once"]).contains("synced 50, failed 0"));
     let file = env.dir.path().join("bulk.jsonl");
-    std::fs::write(&file, jsonl(N)).unwrap();
-    let ids = env.ok(&["submit", "--json", file.to_str().unwrap()]);
-    assert_eq!(ids.lines().count(), N);
+    std::fs::write(&file, jsonl(LATER).replace("Deposit number", "Later deposit")).unwrap();
+    env.ok(&["submit", "--json", file.to_str().unwrap()]);
 
+    // Killed (SIGKILL) with a whole batch `syncing`: mapped, not yet written.
+    let holder = hold_vh_lock(&env).await;
     let mut child = env
         .command(&["sync"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Kill it once it has delivered something but not everything.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let synced = scalar_i64(
-            &env.keeper,
-            "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'",
-        )
-        .await;
-        if synced > 0 || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let done_before = scalar_i64(
+    wait_for_value(&env.keeper, SYNCING, BATCH, Duration::from_secs(120)).await;
+    child.kill().unwrap();
+    wait_exit(&mut child, EXIT_TIMEOUT, "the killed worker to be reaped");
+    release_vh_lock(holder).await;
+    assert_eq!(query_i64(&env.keeper, SYNCED).await, FIRST as i64);
+    assert_eq!(
+        query_i64(&env.keeper, SYNCING).await,
+        BATCH,
+        "the dead worker's batch is held"
+    );
+    assert_eq!(query_i64(&env.keeper, PENDING).await, N - FIRST as i64 - BATCH);
+    let dead_token: String = rows(
         &env.keeper,
-        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'",
+        "SELECT DISTINCT claim_token FROM sync_queue WHERE sync_status = 'syncing'",
+    )
+    .await[0]
+        .get(0);
+
+    // Its lease runs out (the queue compares it to SQLite's clock); a new
+    // worker takes the batch back with everything else.
+    wait_for_value(
+        &env.keeper,
+        "SELECT COUNT(*) FROM sync_queue
+         WHERE sync_status = 'syncing' AND lease_expires_at > strftime('%Y-%m-%d %H:%M:%f', 'now')",
+        0,
+        Duration::from_secs(60),
     )
     .await;
-    assert!(
-        done_before > 0 && (done_before as usize) < N,
-        "killed after {done_before} of {N}"
-    );
-
-    // The dead worker's lease runs out; a new worker picks everything up.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    env.ok(&["sync", "--once"]);
+    let out = env.ok(&["sync", "--once"]);
+    assert!(out.contains(&format!("synced {}, failed 0", N - FIRST as i64)), "{out}");
+    assert_eq!(query_i64(&env.keeper, SYNCED).await, N);
     assert_eq!(
-        scalar_i64(
+        query_i64(
             &env.keeper,
-            "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'"
+            &format!("SELECT COUNT(*) FROM sync_queue WHERE claim_token = '{dead_token}'")
         )
         .await,
-        N as i64
+        0
     );
-    assert_eq!(
-        scalar_i64(&env.haven, "SELECT COUNT(*) FROM discoveries").await,
-        N as i64
-    );
+    assert_eq!(scalar_i64(&env.haven, "SELECT COUNT(*) FROM discoveries").await, N);
     assert_eq!(
         scalar_i64(&env.haven, "SELECT COUNT(DISTINCT description) FROM discoveries").await,
-        N as i64
+        N
     );
     // Every queue item points at its own VH row, and the ledger agrees.
     assert_eq!(
         scalar_i64(&env.keeper, "SELECT COUNT(DISTINCT haven_discovery_id) FROM sync_queue").await,
-        N as i64
+        N
     );
     assert_eq!(
         scalar_i64(&env.haven, "SELECT COUNT(*) FROM keeper_sync_ledger").await,
-        N as i64
+        N
     );
+}
+
+/// Three discoveries with their queue rows in a fresh keeper.db, and the
+/// queue over it with a lease no test outlives.
+async fn queue_with_three_items(dir: &std::path::Path) -> (keeper::store::Store, keeper::queue::Queue) {
+    let store = keeper::store::Store::open(&dir.join("keeper.db"), keeper::store::Access::Create)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO discoveries (user_id, username, discovery_type, location, description)
+         VALUES ('1', 'a', '🦴', 'Erren', 'one'), ('1', 'a', '🦴', 'Erren', 'two'), ('1', 'a', '🦴', 'Erren', 'three');
+         INSERT INTO sync_queue (discovery_id) SELECT id FROM discoveries ORDER BY id;",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let policy = keeper::queue::RetryPolicy {
+        base: Duration::from_secs(30),
+        max_delay: Duration::from_secs(86_400),
+        max_attempts: 10,
+    };
+    let queue = keeper::queue::Queue::new(store.pool().clone(), policy, Duration::from_secs(3600));
+    (store, queue)
+}
+
+/// (status, claim token) of every queue row, in id order.
+async fn claims(store: &keeper::store::Store) -> Vec<(String, Option<String>)> {
+    sqlx::query_as("SELECT sync_status, claim_token FROM sync_queue ORDER BY id")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_unexpired_lease_is_respected_and_an_expired_one_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, queue) = queue_with_three_items(dir.path()).await;
+    let first = queue.claim(10, None).await.unwrap();
+    assert_eq!(first.items.len(), 3);
+
+    // Held: another worker gets nothing, however often it asks.
+    for _ in 0..3 {
+        assert!(queue.claim(10, None).await.unwrap().items.is_empty());
+    }
+    // One item's lease runs out: only that one is taken over.
+    sqlx::query(
+        "UPDATE sync_queue SET lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now', '-1 second') WHERE id = ?1",
+    )
+    .bind(first.items[1].queue_id)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let second = queue.claim(10, None).await.unwrap();
+    let taken: Vec<i64> = second.items.iter().map(|i| i.queue_id).collect();
+    assert_eq!(taken, [first.items[1].queue_id]);
+    assert_ne!(second.token, first.token);
+    assert_eq!(second.items[0].attempts, 0, "a lost lease is not a failed attempt");
+    let state = claims(&store).await;
+    assert_eq!(
+        state,
+        [
+            ("syncing".to_owned(), Some(first.token.clone())),
+            ("syncing".to_owned(), Some(second.token.clone())),
+            ("syncing".to_owned(), Some(first.token.clone())),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_stale_claim_token_cannot_complete_renew_or_release_items() {
+    use keeper::queue::{Delivered, ErrorClass, Failed};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, queue) = queue_with_three_items(dir.path()).await;
+    let stale = queue.claim(10, None).await.unwrap();
+    sqlx::raw_sql("UPDATE sync_queue SET lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now', '-1 second')")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let current = queue.claim(10, None).await.unwrap();
+    assert_eq!(current.items.len(), 3);
+    let before = claims(&store).await;
+
+    // The worker that lost its lease wakes up and reports its outcome.
+    let delivered: Vec<Delivered> = stale
+        .items
+        .iter()
+        .take(2)
+        .map(|i| Delivered {
+            queue_id: i.queue_id,
+            haven_id: 1000 + i.queue_id,
+            metadata: serde_json::json!({}),
+        })
+        .collect();
+    let failed = [Failed {
+        queue_id: stale.items[2].queue_id,
+        attempts: 0,
+        class: ErrorClass::Locked,
+        message: "database is locked".into(),
+    }];
+    queue.complete(&stale.token, &delivered, &failed).await.unwrap();
+    assert_eq!(queue.renew(&stale.token).await.unwrap(), 0);
+    assert_eq!(queue.release(&stale.token).await.unwrap(), 0);
+    assert_eq!(claims(&store).await, before, "the stale token changed nothing");
+    let untouched: (i64, i64, i64) =
+        sqlx::query_as("SELECT COUNT(haven_discovery_id), COUNT(sync_error), SUM(sync_attempts) FROM sync_queue")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(untouched, (0, 0, 0));
+
+    // The current holder's outcome is recorded.
+    let delivered: Vec<Delivered> = current
+        .items
+        .iter()
+        .map(|i| Delivered {
+            queue_id: i.queue_id,
+            haven_id: 2000 + i.queue_id,
+            metadata: serde_json::json!({}),
+        })
+        .collect();
+    queue.complete(&current.token, &delivered, &[]).await.unwrap();
+    let done: Vec<(String, i64)> = sqlx::query_as("SELECT sync_status, haven_discovery_id FROM sync_queue ORDER BY id")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    let expected: Vec<(String, i64)> = current
+        .items
+        .iter()
+        .map(|i| ("synced".to_owned(), 2000 + i.queue_id))
+        .collect();
+    assert_eq!(done, expected);
 }
 
 #[tokio::test]
@@ -664,13 +828,16 @@ async fn keeper_db_that_is_not_a_database_is_refused_clearly() {
         b"this is not sqlite, just text that is long enough to look like a header",
     )
     .unwrap();
+    let before = std::fs::read(&env.keeper).unwrap();
     let out = env.run(&["status"]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("not a SQLite database") || stderr(&out).contains("not a database"),
-        "{}",
-        stderr(&out)
+    let expected = format!(
+        "{} is not a keeper.db, so keeper left it untouched: the file is not a SQLite database",
+        env.keeper.display()
     );
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    // Refused, not "repaired": the file is as it was.
+    assert_eq!(std::fs::read(&env.keeper).unwrap(), before);
 }
 
 #[tokio::test]
@@ -684,13 +851,9 @@ async fn run_logs_start_up_syncs_and_stops_cleanly_on_sigterm() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while queue_state(&env.keeper, id).await.0 != "synced" && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(queue_state(&env.keeper, id).await.0, "synced");
-    sigterm(&child);
-    let out = child.wait_with_output().unwrap();
+    let synced = format!("SELECT COUNT(*) FROM sync_queue WHERE discovery_id = {id} AND sync_status = 'synced'");
+    wait_for_value(&env.keeper, &synced, 1, Duration::from_secs(60)).await;
+    let out = stop_with_output(child);
     assert!(out.status.success(), "{}", stderr(&out));
     let log = stderr(&out);
     assert!(log.contains("🔄 Sync worker started (1s intervals)"), "{log}");
@@ -708,59 +871,32 @@ async fn run_logs_start_up_syncs_and_stops_cleanly_on_sigterm() {
 
 #[tokio::test]
 async fn sigterm_mid_drain_stops_after_the_batch_in_hand() {
-    const N: usize = 3000;
+    const N: i64 = 200;
+    const BATCH: i64 = 20;
     let mut env = Env::new();
-    env.var("SYNC_BATCH_SIZE", 20);
+    env.var("SYNC_BATCH_SIZE", BATCH).var("HAVEN_BUSY_TIMEOUT_MS", 300_000);
     let file = env.dir.path().join("bulk.jsonl");
-    std::fs::write(&file, jsonl(N)).unwrap();
+    std::fs::write(&file, jsonl(N as usize)).unwrap();
     env.ok(&["submit", "--json", file.to_str().unwrap()]);
 
-    let child = env
-        .command(&["sync"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while scalar_i64(
-        &env.keeper,
-        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'",
-    )
-    .await
-        == 0
-    {
-        assert!(Instant::now() < deadline, "nothing synced");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The first batch is in hand (claimed, waiting to be written) when the
+    // signal comes; it is released only once the worker has logged it.
+    let holder = hold_vh_lock(&env).await;
+    let mut cmd = env.command(&["sync"]);
+    cmd.env("KEEPER_LOG", "info");
+    let (mut child, log) = spawn_logged(cmd);
+    wait_for_value(&env.keeper, SYNCING, BATCH, Duration::from_secs(120)).await;
     sigterm(&child);
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for_log(&log, "shutting down: finishing the batch in hand", EXIT_TIMEOUT);
+    release_vh_lock(holder).await;
+    let status = wait_exit(&mut child, EXIT_TIMEOUT, "keeper sync to exit after SIGTERM");
+    assert!(status.success(), "{status}\n{}", log.lock().unwrap());
 
-    let synced = scalar_i64(
-        &env.keeper,
-        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'",
-    )
-    .await;
-    let pending = scalar_i64(
-        &env.keeper,
-        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'pending'",
-    )
-    .await;
-    assert_eq!(
-        scalar_i64(
-            &env.keeper,
-            "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'syncing'"
-        )
-        .await,
-        0,
-        "nothing is left syncing"
-    );
-    assert!(
-        pending > 0,
-        "the worker stopped between batches instead of draining all {N}"
-    );
-    assert_eq!(synced + pending, N as i64);
-    assert_eq!(scalar_i64(&env.haven, "SELECT COUNT(*) FROM discoveries").await, synced);
+    // Exactly the batch in hand was finished; the rest waits, none held.
+    assert_eq!(query_i64(&env.keeper, SYNCING).await, 0, "nothing is left syncing");
+    assert_eq!(query_i64(&env.keeper, SYNCED).await, BATCH);
+    assert_eq!(query_i64(&env.keeper, PENDING).await, N - BATCH);
+    assert_eq!(scalar_i64(&env.haven, "SELECT COUNT(*) FROM discoveries").await, BATCH);
 }
 
 #[tokio::test]

@@ -99,6 +99,9 @@ pub async fn deliver(
             })
             .collect();
         let info = plugin.info();
+        // Observable point for tests: the batch is mapped (by this version)
+        // and the write, which may wait on VH-Database's lock, starts now.
+        tracing::debug!(rows = deliveries.len(), plugin = %info.name, version = %info.version, "batch mapped; writing it to VH-Database");
         let written = haven.write(source_id, info, &deliveries).await?;
         for ((i, m), w) in accepted.iter().zip(written) {
             let mut metadata = json!({"plugin": info});

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,9 +89,14 @@ impl Env {
         cmd
     }
 
-    /// Runs the binary to completion.
+    /// Runs the binary to completion (killed, and the test failed, after
+    /// [`COMMAND_TIMEOUT`]).
     pub fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("run keeper")
+        output_within(
+            self.command(args),
+            COMMAND_TIMEOUT,
+            &format!("keeper {args:?} to finish"),
+        )
     }
 
     /// Runs the binary and insists it succeeds; returns stdout.
@@ -107,7 +112,7 @@ impl Env {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Runs the binary with `input` on standard input.
+    /// Runs the binary with `input` on standard input (bounded like [`Env::run`]).
     pub fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
         use std::io::Write;
         let mut child = self
@@ -122,7 +127,7 @@ impl Env {
         let writer = std::thread::spawn(move || {
             let _ = stdin.write_all(&input);
         });
-        let out = child.wait_with_output().expect("wait keeper");
+        let out = collect_within(child, COMMAND_TIMEOUT, &format!("keeper {args:?} to finish"));
         let _ = writer.join();
         out
     }
@@ -198,46 +203,165 @@ pub async fn queue_state(keeper: &Path, discovery_id: i64) -> (String, i64, Opti
 /// read from its `🌐 Sync API available on port N` line, and its log so far
 /// (kept up to date by a thread).
 pub fn spawn_run(env: &Env) -> (Child, u16, Arc<Mutex<String>>) {
-    let mut child = env
-        .command(&["run"])
-        .env("KEEPER_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn keeper run");
-    let stderr = child.stderr.take().expect("stderr");
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("Sync API available on port ").nth(1) {
-                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                let _ = tx.send(digits.parse::<u16>().expect("port number"));
-            }
-            sink.lock().unwrap().push_str(&line);
-            sink.lock().unwrap().push('\n');
+    let mut cmd = env.command(&["run"]);
+    cmd.env("KEEPER_LOG", "info");
+    let (mut child, log) = spawn_logged(cmd);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let port = log.lock().unwrap().lines().find_map(|line| {
+            let rest = line.split("Sync API available on port ").nth(1)?;
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u16>().ok()
+        });
+        if let Some(port) = port {
+            return (child, port, log);
         }
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(port) => (child, port, log),
-        Err(_) => {
+        if Instant::now() >= deadline || matches!(child.try_wait(), Ok(Some(_))) {
             let _ = child.kill();
-            panic!("no `🌐 Sync API available on port N` line:\n{}", log.lock().unwrap());
+            let _ = child.wait();
+            panic!(
+                "no `🌐 Sync API available on port N` line within 60 s:\n{}",
+                log.lock().unwrap()
+            );
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// Stops a keeper process with SIGTERM (SIGKILL after 20 s) and reaps it.
-/// Asks a child to shut down as an operator would (SIGTERM).
-pub fn sigterm(child: &Child) {
-    // Never panics: it also runs from Drop, and the caller checks the exit.
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+/// Starts `cmd` with stdout discarded and stderr (the log) read line by line
+/// into a shared string by a thread, so a test can wait for a line while
+/// the process runs (see [`wait_for_log`]).
+pub fn spawn_logged(mut cmd: Command) -> (Child, Arc<Mutex<String>>) {
+    let mut child = cmd
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn keeper");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    (child, log)
 }
 
-pub fn terminate(child: &mut Child) {
+/// Longest one keeper command (`submit`, `sync --once`, `pull --once`, …)
+/// may run in a test before it is killed and the test fails saying so.
+/// Generous: a debug build on a loaded 2-core machine is slow, and only a
+/// hang comes near it.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Longest a keeper process may take to exit after SIGTERM. The promise is
+/// "stops after the batch in hand"; a batch in a test takes well under a
+/// second, so this only catches a process that ignores the signal.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits for `child` to exit, at most `timeout`; past it the child is killed
+/// and the test fails naming what it waited for.
+pub fn wait_exit(child: &mut Child, timeout: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status,
+            Ok(None) => {}
+            Err(e) => panic!("waiting for {what}: {e}"),
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("timed out after {timeout:?} waiting for {what}; the process was killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `cmd` to completion with its output captured, at most `timeout`
+/// (see [`wait_exit`]).
+pub fn output_within(mut cmd: Command, timeout: Duration, what: &str) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+    collect_within(child, timeout, what)
+}
+
+/// Reads a spawned child's piped stdout and stderr while waiting for it (a
+/// full pipe would stall it), at most `timeout`.
+pub fn collect_within(mut child: Child, timeout: Duration, what: &str) -> Output {
+    fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let status = wait_exit(&mut child, timeout, what);
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// Asks a child to shut down as an operator would (SIGTERM); fails the test
+/// when the signal cannot be sent (the process is already gone).
+pub fn sigterm(child: &Child) {
+    let pid = child.id();
+    match send_sigterm(pid) {
+        Ok(()) => {}
+        Err(e) => panic!("cannot send SIGTERM to keeper (pid {pid}): {e}"),
+    }
+}
+
+fn send_sigterm(pid: u32) -> Result<(), String> {
+    let out = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .output()
+        .map_err(|e| format!("cannot run kill: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "kill {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// SIGTERM, then waits for the exit at most [`EXIT_TIMEOUT`]: a process
+/// that ignores the signal fails the test instead of hanging it.
+pub fn stop(child: &mut Child) -> ExitStatus {
     sigterm(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    wait_exit(child, EXIT_TIMEOUT, "keeper to exit after SIGTERM")
+}
+
+/// [`stop`] for a child whose stdout/stderr are piped: returns its output.
+pub fn stop_with_output(child: Child) -> Output {
+    sigterm(&child);
+    collect_within(child, EXIT_TIMEOUT, "keeper to exit after SIGTERM")
+}
+
+/// Clean-up for `Drop`: SIGTERM, SIGKILL after [`EXIT_TIMEOUT`], never
+/// panics (it may run while a test is already failing). A test that checks
+/// the shutdown itself uses [`stop`].
+pub fn terminate(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    let _ = send_sigterm(child.id());
+    let deadline = Instant::now() + EXIT_TIMEOUT;
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             return;
@@ -246,4 +370,45 @@ pub fn terminate(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Polls `sql` (one integer) on `path` until it returns `want`; fails after
+/// `timeout` with the query and the last value.
+pub async fn wait_for_value(path: &Path, sql: &str, want: i64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = query_i64(path, sql).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for `{sql}` = {want} on {}; last {got}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One integer from `sql` (built at run time; tests only).
+pub async fn query_i64(path: &Path, sql: &str) -> i64 {
+    let mut conn = connect(path).await;
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Waits until the shared log of a running keeper (see [`spawn_run`])
+/// contains `needle`; fails after `timeout` with the log.
+pub fn wait_for_log(log: &Arc<Mutex<String>>, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !log.lock().unwrap().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {needle:?} in the log:\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
