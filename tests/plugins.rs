@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -16,7 +17,7 @@ use common::*;
 use sqlx::Row;
 
 /// One cargo feature of tests/guest-plugins per test plugin.
-const FEATURES: [&str; 10] = [
+const FEATURES: [&str; 15] = [
     "loop",
     "alloc",
     "panic",
@@ -27,6 +28,11 @@ const FEATURES: [&str; 10] = [
     "upper",
     "lenient",
     "trapdoor",
+    "probe-file",
+    "probe-env",
+    "probe-socket",
+    "probe-clock",
+    "probe-random",
 ];
 
 /// The hostile plugins and the reason each must be rejected with.
@@ -47,23 +53,42 @@ const HOSTILE: [(&str, &str); 8] = [
     ("not-wasm", "not a WebAssembly component"),
 ];
 
+/// The call deadline for tests of well-behaved plugins: far above what a
+/// mapping takes, so a stalled thread on a loaded machine never fails one.
+/// (The hostile `loop` plugin is checked against the contract's 100 ms.)
+const BENIGN_DEADLINE_MS: u64 = 5_000;
+
 /// Generous: hot reload compiles a component, which a busy 2-core machine
 /// running a debug build may take a while to do.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The test plugin `name` (a feature of tests/guest-plugins, or `not-wasm`).
-/// All are built once per test run, in the dev profile, into the test
-/// target's temporary folder.
+/// All are built once per test process, in the release profile, into the
+/// test target's temporary folder.
 fn plugin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(build_plugins).join(format!("{name}.wasm"))
+    static BUILT: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(build_plugins)
+        .get(name)
+        .unwrap_or_else(|| panic!("no test plugin {name}"))
+        .clone()
 }
 
-fn build_plugins() -> PathBuf {
+/// Builds every test plugin; returns where each one is.
+///
+/// Test processes run side by side (nextest runs every test in a process of
+/// its own) and share one cargo target folder, where every feature's build
+/// lands at the same path: the build and the copy out of it run under a file
+/// lock, and each copy is named by its content's hash, so a process can
+/// never pick up another feature's plugin under this one's name.
+fn build_plugins() -> HashMap<String, PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guest-plugins/Cargo.toml");
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guest-plugins");
     let out = target.join("out");
     std::fs::create_dir_all(&out).expect("create plugin output folder");
+    let lock = std::fs::File::create(target.join("build.lock")).expect("create build lock");
+    lock.lock().expect("take the test plugins' build lock");
+    let mut built = HashMap::new();
     for feature in FEATURES {
         let mut build = Command::new(env!("CARGO"));
         build
@@ -95,11 +120,26 @@ fn build_plugins() -> PathBuf {
         }
         let status = build.status().expect("run cargo");
         assert!(status.success(), "building test plugin {feature} failed");
-        let wasm = target.join("wasm32-wasip2/release/keeper_test_plugins.wasm");
-        std::fs::copy(&wasm, out.join(format!("{feature}.wasm"))).expect("copy test plugin");
+        let wasm = std::fs::read(target.join("wasm32-wasip2/release/keeper_test_plugins.wasm"))
+            .unwrap_or_else(|e| panic!("read test plugin {feature}: {e}"));
+        built.insert(feature.to_owned(), store_by_hash(&out, feature, &wasm));
     }
-    std::fs::write(out.join("not-wasm.wasm"), b"this is a text file, not WebAssembly\n").expect("write not-wasm");
-    out
+    let text = b"this is a text file, not WebAssembly\n";
+    built.insert("not-wasm".to_owned(), store_by_hash(&out, "not-wasm", text));
+    built
+}
+
+/// Writes `bytes` to `<dir>/<name>-<hash>.wasm` unless already there.
+fn store_by_hash(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    use sha2::Digest;
+    let hash = hex::encode(&sha2::Sha256::digest(bytes)[..8]);
+    let path = dir.join(format!("{name}-{hash}.wasm"));
+    if !path.is_file() {
+        let partial = dir.join(format!("{name}-{hash}.partial"));
+        std::fs::write(&partial, bytes).expect("write test plugin");
+        std::fs::rename(&partial, &path).expect("rename test plugin into place");
+    }
+    path
 }
 
 /// An environment whose plugins folder is `<tmp>/plugins`.
@@ -111,6 +151,14 @@ fn plugin_env() -> (Env, PathBuf) {
         .var("SYNC_INTERVAL", 1)
         // Plain log lines, so the tests can read fields like `cached=true`.
         .var("NO_COLOR", 1);
+    (env, dir)
+}
+
+/// [`plugin_env`] for tests of well-behaved plugins only (see
+/// [`BENIGN_DEADLINE_MS`]).
+fn benign_plugin_env() -> (Env, PathBuf) {
+    let (mut env, dir) = plugin_env();
+    env.var("KEEPER_PLUGIN_TIMEOUT_MS", BENIGN_DEADLINE_MS);
     (env, dir)
 }
 
@@ -143,48 +191,47 @@ impl Running {
         }
     }
 
-    /// Stops it and returns its log.
+    /// Stops it (failing the test if it does not exit within EXIT_TIMEOUT
+    /// of SIGTERM) and returns its log.
     fn stop(mut self) -> String {
         let mut child = self.child.take().expect("running");
-        sigterm(&child);
-        let status = child.wait().expect("wait keeper run");
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let status = stop(&mut child);
+        let log = self.log();
         assert!(status.success(), "keeper run failed: {log}");
         log
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(cannot read {}: {e})", self.log.display()))
+    }
+
+    /// Waits until the log holds a line containing every one of `parts`.
+    fn wait_for_line(&self, parts: &[&str], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.lines().any(|l| parts.iter().all(|p| l.contains(p))) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for a log line with {parts:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            sigterm(&child);
-            let _ = child.wait();
+            terminate(&mut child);
         }
     }
 }
 
-async fn query_i64(path: &Path, sql: &str) -> i64 {
-    let mut conn = connect(path).await;
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-/// Polls `sql` until it returns `want`; fails with the last value otherwise.
 async fn wait_for(path: &Path, sql: &str, want: i64, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let got = query_i64(path, sql).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {sql} = {want}, last {got}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_value(path, sql, want, timeout).await;
 }
 
 /// The registry's reason for rejecting the file `name`.wasm, once recorded.
@@ -272,8 +319,10 @@ async fn check_rejects_each_hostile_plugin_with_its_reason() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("panics on purpose"));
 
     // Well-behaved plugins pass, with a per-case report.
+    let mut benign = Env::new();
+    benign.var("KEEPER_PLUGIN_TIMEOUT_MS", BENIGN_DEADLINE_MS);
     for name in ["upper", "lenient", "trapdoor"] {
-        let report = env.ok(&["plugin", "check", plugin(name).to_str().unwrap()]);
+        let report = benign.ok(&["plugin", "check", plugin(name).to_str().unwrap()]);
         assert!(report.contains("verdict  accepted"), "{name}:\n{report}");
         assert!(report.contains("0 failed"), "{name}:\n{report}");
         assert!(report.contains("🦴 maximum lengths"), "{report}");
@@ -341,7 +390,12 @@ async fn hot_swap_during_sync_loses_nothing_and_records_who_wrote_each_row() {
     const SECOND: usize = 100;
     const BATCH: usize = 10;
     let (mut env, dir) = plugin_env();
-    env.var("SYNC_BATCH_SIZE", BATCH).var("HAVEN_BUSY_TIMEOUT_MS", 300_000);
+    env.var("SYNC_BATCH_SIZE", BATCH)
+        .var("HAVEN_BUSY_TIMEOUT_MS", 300_000)
+        .var("KEEPER_PLUGIN_TIMEOUT_MS", BENIGN_DEADLINE_MS)
+        // The worker's "batch mapped" line says when the first batch has
+        // been mapped and waits on the lock.
+        .var("KEEPER_LOG", "info,keeper::delivery=debug");
     submit_many(&env, FIRST, "Early");
 
     // Another program holds VH-Database's write lock: the first batch is
@@ -350,13 +404,13 @@ async fn hot_swap_during_sync_loses_nothing_and_records_who_wrote_each_row() {
     let mut holder = connect(&env.haven).await;
     sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
     let run = Running::start(&env);
-    wait_for(
-        &env.keeper,
-        "SELECT COUNT(*) > 0 FROM sync_queue WHERE sync_status = 'syncing'",
-        1,
+    run.wait_for_line(
+        &[
+            "batch mapped; writing it to VH-Database",
+            "plugin=keeper-default-mapper",
+        ],
         RELOAD_TIMEOUT,
-    )
-    .await;
+    );
     install("upper", &dir);
     wait_for_active(&env.keeper, "test-upper").await;
     let (_, version, upper_hash) = active_plugin(&env.keeper).await;
@@ -444,7 +498,7 @@ async fn hot_swap_during_sync_loses_nothing_and_records_who_wrote_each_row() {
 
 #[tokio::test]
 async fn a_fixed_plugin_heals_items_the_active_one_refused() {
-    let (env, dir) = plugin_env();
+    let (env, dir) = benign_plugin_env();
     let broken = env.submit("📖", "Oculi", "planet:Erren", "A story with broken metadata", &[]);
     let fine = env.submit("📖", "Oculi", "planet:Erren", "A story", &[]);
     let mut conn = connect(&env.keeper).await;
@@ -486,7 +540,7 @@ async fn a_fixed_plugin_heals_items_the_active_one_refused() {
 
 #[tokio::test]
 async fn start_up_takes_the_newest_valid_plugin_and_reuses_its_compiled_form() {
-    let (env, dir) = plugin_env();
+    let (env, dir) = benign_plugin_env();
     install("upper", &dir);
     // Newer, but rejected: start-up skips it.
     let hostile = install("unknown-column", &dir);
@@ -588,7 +642,7 @@ async fn the_deadline_can_be_configured() {
 #[tokio::test]
 async fn plugins_written_in_pieces_or_renamed_into_place_are_taken_once_complete() {
     use std::io::Write;
-    let (env, dir) = plugin_env();
+    let (env, dir) = benign_plugin_env();
     env.ok(&["sync", "--once"]); // creates keeper.db, so it can be watched from here
     let run = Running::start(&env);
     wait_for_active(&env.keeper, "keeper-default-mapper").await;
@@ -643,4 +697,105 @@ async fn preview_prints_the_columns_a_plugin_would_change() {
     let out = env.run(&["plugin", "preview", plugin("not-wasm").to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not a WebAssembly component"), "{}", stderr(&out));
+}
+
+/// What the host does with a plugin that tries a capability the contract
+/// withholds (README: "no WASI capability").
+enum Sandboxed {
+    /// Accepted and run; the attempt gets nothing. The probe reports what it
+    /// got as a warning, compared word for word.
+    Denied(&'static str),
+    /// Refused at load time with this reason (once the host enforces the
+    /// import contract, a plugin importing the interface lands here).
+    #[allow(dead_code)]
+    Rejected(&'static str),
+}
+
+#[tokio::test]
+async fn sandboxed_plugins_get_no_files_environment_sockets_clock_or_randomness() {
+    // A real file and a real listener on this machine, named to the plugin.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("secret.txt");
+    std::fs::write(&secret, "the host's secret").unwrap();
+
+    let cases = [
+        (
+            "probe-file",
+            format!("read {}", secret.display()),
+            // No preopened directory: no path resolves, not even "/".
+            Sandboxed::Denied("probe file: read NotFound; list / NotFound; current dir /"),
+        ),
+        (
+            "probe-env",
+            "env".to_owned(),
+            Sandboxed::Denied("probe env: 0 variables, 0 arguments, KEEPER_PROBE_SECRET NotPresent"),
+        ),
+        (
+            "probe-socket",
+            format!("connect {}", listener.local_addr().unwrap()),
+            Sandboxed::Denied(
+                "probe socket: connect PermissionDenied; udp bind PermissionDenied; resolve localhost failed",
+            ),
+        ),
+        (
+            "probe-clock",
+            "clock".to_owned(), // Frozen at zero: a mapping cannot depend on when it runs.
+            Sandboxed::Denied("probe clock: wall 0 ns after 1970; monotonic 0 ns over a million steps"),
+        ),
+        (
+            "probe-random",
+            "random".to_owned(),
+            // A fixed sequence, the same on every call and every machine.
+            Sandboxed::Denied("probe random: secure b915b915b915b915; insecure b915b915b915b915"),
+        ),
+    ];
+    let mut mismatches = Vec::new();
+    for (probe, description, expected) in cases {
+        let (mut env, dir) = benign_plugin_env();
+        env.var("KEEPER_PROBE_SECRET", "leaked");
+        install(probe, &dir);
+        let id = env.submit("⚙️", "Oculi", "planet:Erren", &description, &[]);
+        let out = env.run(&["sync", "--once"]);
+        assert!(out.status.success(), "{probe}: {}", stderr(&out));
+        match expected {
+            Sandboxed::Denied(want) => {
+                assert_eq!(active_plugin(&env.keeper).await.0, format!("test-{probe}"));
+                assert_eq!(queue_state(&env.keeper, id).await.0, "synced", "{probe}");
+                let mut conn = connect(&env.keeper).await;
+                let meta: String = sqlx::query_scalar("SELECT metadata FROM sync_queue WHERE discovery_id = ?1")
+                    .bind(id)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+                let probes: Vec<&str> = meta["warnings"]
+                    .as_array()
+                    .map(|w| {
+                        w.iter()
+                            .filter_map(|w| w.as_str())
+                            .filter(|w| w.starts_with("probe "))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if probes != [want] {
+                    mismatches.push(format!("{probe}: expected {want:?}, got {probes:?}"));
+                }
+            }
+            Sandboxed::Rejected(reason) => {
+                let recorded = rejection_reason(&env.keeper, probe).await;
+                assert!(
+                    recorded.contains(reason),
+                    "{probe}: expected {reason:?}, recorded {recorded:?}"
+                );
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    // Nothing reached the listener.
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("a plugin reached the host's listener: {other:?}"),
+    }
 }

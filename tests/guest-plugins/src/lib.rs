@@ -36,6 +36,16 @@ mod mapper {
         "test-lenient"
     } else if cfg!(feature = "trapdoor") {
         "test-trapdoor"
+    } else if cfg!(feature = "probe-file") {
+        "test-probe-file"
+    } else if cfg!(feature = "probe-env") {
+        "test-probe-env"
+    } else if cfg!(feature = "probe-socket") {
+        "test-probe-socket"
+    } else if cfg!(feature = "probe-clock") {
+        "test-probe-clock"
+    } else if cfg!(feature = "probe-random") {
+        "test-probe-random"
     } else {
         "test-default"
     };
@@ -131,6 +141,7 @@ mod mapper {
                 message: e.message,
             })?;
             warnings.extend(mapped.warnings);
+            warnings.extend(crate::probe::run(&description));
 
             let mut out: Vec<types::Column> = mapped
                 .row
@@ -207,6 +218,100 @@ mod mapper {
     }
 
     export!(TestPlugin);
+}
+
+/// What a probe plugin saw when it tried a capability, as one warning line.
+#[cfg(all(target_arch = "wasm32", not(feature = "wrong-world")))]
+mod probe {
+    /// The probe of this build (none for the other features).
+    pub fn run(description: &str) -> Option<String> {
+        if cfg!(feature = "probe-file") {
+            Some(file(description))
+        } else if cfg!(feature = "probe-env") {
+            Some(env())
+        } else if cfg!(feature = "probe-socket") {
+            Some(socket(description))
+        } else if cfg!(feature = "probe-clock") {
+            Some(clock())
+        } else if cfg!(feature = "probe-random") {
+            Some(random())
+        } else {
+            None
+        }
+    }
+
+    fn outcome<T>(result: std::io::Result<T>, ok: impl FnOnce(T) -> String) -> String {
+        match result {
+            Ok(value) => ok(value),
+            Err(e) => format!("{:?}", e.kind()),
+        }
+    }
+
+    /// The description names a file the host can read.
+    fn file(description: &str) -> String {
+        let path = description.trim_start_matches("read ");
+        let read = outcome(std::fs::read(path), |bytes| format!("read {} bytes", bytes.len()));
+        let listed = outcome(std::fs::read_dir("/"), |entries| format!("{} entries", entries.count()));
+        let cwd = outcome(std::env::current_dir(), |dir| dir.display().to_string());
+        format!("probe file: read {read}; list / {listed}; current dir {cwd}")
+    }
+
+    fn env() -> String {
+        let secret = match std::env::var("KEEPER_PROBE_SECRET") {
+            Ok(value) => format!("read {value:?}"),
+            Err(e) => format!("{e:?}"),
+        };
+        format!(
+            "probe env: {} variables, {} arguments, KEEPER_PROBE_SECRET {secret}",
+            std::env::vars_os().count(),
+            std::env::args_os().count()
+        )
+    }
+
+    /// The description names an address the test listens on.
+    fn socket(description: &str) -> String {
+        use std::net::ToSocketAddrs;
+        let address = description.trim_start_matches("connect ");
+        let connect = match address.parse::<std::net::SocketAddr>() {
+            Ok(address) => outcome(std::net::TcpStream::connect(address), |_| "connected".to_owned()),
+            Err(_) => "no address".to_owned(),
+        };
+        let udp = outcome(std::net::UdpSocket::bind("0.0.0.0:0"), |_| "bound".to_owned());
+        // The error kind of a failed lookup is not stable across Rust
+        // versions ("Uncategorized"): only whether it answered.
+        let resolve = match ("localhost", 80).to_socket_addrs() {
+            Ok(addrs) => format!("{} addresses", addrs.count()),
+            Err(_) => "failed".to_owned(),
+        };
+        format!("probe socket: connect {connect}; udp bind {udp}; resolve localhost {resolve}")
+    }
+
+    fn clock() -> String {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| format!("{} ns after 1970", d.as_nanos()))
+            .unwrap_or_else(|e| format!("{} ns before 1970", e.duration().as_nanos()));
+        let start = std::time::Instant::now();
+        let mut n = 0u64;
+        for i in 0..1_000_000u64 {
+            n = std::hint::black_box(n.wrapping_add(i));
+        }
+        let elapsed = start.elapsed().as_nanos();
+        format!("probe clock: wall {wall}; monotonic {elapsed} ns over a million steps")
+    }
+
+    #[cfg(feature = "probe-random")]
+    fn random() -> String {
+        let hex = |bytes: Vec<u8>| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let secure = hex(wasip2::random::random::get_random_bytes(8));
+        let insecure = hex(wasip2::random::insecure::get_insecure_random_bytes(8));
+        format!("probe random: secure {secure}; insecure {insecure}")
+    }
+
+    #[cfg(not(feature = "probe-random"))]
+    fn random() -> String {
+        unreachable!("only the probe-random build asks for randomness")
+    }
 }
 
 /// A well-formed component of a world the host does not know.
