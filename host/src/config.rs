@@ -195,15 +195,21 @@ mod tests {
         settings: Settings,
     }
 
+    /// Settings from `args` alone: every argument's environment variable is
+    /// switched off, so the shell running the tests (say, one with
+    /// `SYNC_API_HOST` set) cannot change the outcome.
     fn settings(args: &[&str]) -> Settings {
+        use clap::{CommandFactory, FromArgMatches};
         let mut argv = vec!["keeper"];
         argv.extend_from_slice(args);
-        Cli::parse_from(argv).settings
+        let command = Cli::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.try_get_matches_from(argv).unwrap();
+        Cli::from_arg_matches(&matches).unwrap().settings
     }
 
     #[test]
     fn api_binds_loopback_unless_a_key_protects_it() {
-        // Flags, not the environment, so the test's own environment cannot leak in.
+        // Flags only: `settings` ignores the environment.
         let open = settings(&["--sync-api-port", "8080", "--sync-api-key", ""]);
         assert_eq!(open.api_key(), None);
         assert_eq!(open.api_addr(), "127.0.0.1:8080".parse().unwrap());
