@@ -540,6 +540,7 @@ async fn a_stale_claim_token_cannot_complete_renew_or_release_items() {
             queue_id: i.queue_id,
             haven_id: 1000 + i.queue_id,
             metadata: serde_json::json!({}),
+            keeper_db_replaced: false,
         })
         .collect();
     let failed = [Failed {
@@ -567,6 +568,7 @@ async fn a_stale_claim_token_cannot_complete_renew_or_release_items() {
             queue_id: i.queue_id,
             haven_id: 2000 + i.queue_id,
             metadata: serde_json::json!({}),
+            keeper_db_replaced: false,
         })
         .collect();
     queue.complete(&current.token, &delivered, &[]).await.unwrap();

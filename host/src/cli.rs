@@ -174,6 +174,30 @@ pub enum CliError {
     Input(String),
     #[error("{count} report(s) rejected, nothing was written:\n{details}")]
     Rejected { count: usize, details: String },
+    #[error("keeper.db at {path}: {} ({message})", fault.describe())]
+    KeeperDb {
+        path: std::path::PathBuf,
+        fault: crate::sqlite_error::Fault,
+        message: String,
+    },
+}
+
+impl CliError {
+    /// A keeper.db failure after start-up, with the file it happened to:
+    /// classified by SQLite's result code ("disk full", "read-only"...).
+    fn naming_keeper_db(self, path: &std::path::Path) -> CliError {
+        let sql = match self {
+            CliError::Sql(e)
+            | CliError::Store(crate::store::StoreError::Sql(e))
+            | CliError::Retry(crate::queue::RetryRefused::Sql(e)) => e,
+            other => return other,
+        };
+        CliError::KeeperDb {
+            path: path.to_owned(),
+            fault: crate::sqlite_error::Fault::of(&sql),
+            message: crate::sqlite_error::message(&sql),
+        }
+    }
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
@@ -183,7 +207,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         return Ok(());
     }
     let app = App::open(cli.settings, cli.command.access()).await?;
-    match cli.command {
+    let path = app.settings.keeper_db.clone();
+    command(app, cli.command).await.map_err(|e| e.naming_keeper_db(&path))
+}
+
+/// One command on an open keeper.db.
+async fn command(app: App, command: Command) -> Result<(), CliError> {
+    match command {
         Command::Run => run_main(&app).await,
         Command::Submit(args) => submit(&app, *args).await,
         Command::Sync { once } => sync(&app, once).await,

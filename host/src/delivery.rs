@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::mapper::{Lookup, MapError, Mapped, Plugin};
 use crate::queue::ErrorClass;
@@ -30,6 +31,10 @@ pub enum Outcome {
     /// In VH-Database (inserted now, or found there by the ledger).
     Delivered {
         haven_id: i64,
+        /// Inserted as a new report although the ledger held another one
+        /// under its discovery id: the source keeper.db was restored from a
+        /// backup or replaced. Counted as such.
+        keeper_db_replaced: bool,
         /// Provenance, warnings, `already_in_vh`: what the queue remembers.
         metadata: serde_json::Value,
     },
@@ -60,10 +65,12 @@ pub async fn deliver(
     // Indexes of the items whose row could be read, and those rows.
     let mut mappable: Vec<usize> = Vec::with_capacity(items.len());
     let mut rows: Vec<Row> = Vec::with_capacity(items.len());
+    let mut fingerprints: Vec<String> = vec![String::new(); items.len()];
     for (i, item) in items.iter().enumerate() {
         match &item.row {
             Ok(row) => {
                 mappable.push(i);
+                fingerprints[i] = fingerprint(row);
                 rows.push(row.clone());
             }
             Err(message) => outcomes[i] = failed(ErrorClass::Source, message.clone()),
@@ -94,6 +101,7 @@ pub async fn deliver(
             .iter()
             .map(|(i, m)| Delivery {
                 keeper_discovery_id: items[*i].discovery_id,
+                fingerprint: &fingerprints[*i],
                 row: &m.row,
                 backfill: items[*i].backfill,
             })
@@ -111,8 +119,12 @@ pub async fn deliver(
             if w.already_there {
                 metadata["already_in_vh"] = json!(true);
             }
+            if let Some(other) = w.replaced {
+                metadata["keeper_db_replaced"] = json!({"other_report_haven_id": other});
+            }
             outcomes[*i] = Some(Outcome::Delivered {
                 haven_id: w.haven_id,
+                keeper_db_replaced: w.replaced.is_some(),
                 metadata,
             });
         }
@@ -127,6 +139,38 @@ pub async fn deliver(
             })
         })
         .collect())
+}
+
+/// The columns that identify a keeper.db report: who reported what, where
+/// and when. Columns the old bot's other features update later (analysis
+/// status, pattern matches, tier, tags, metadata) are left out, so a report
+/// keeps its fingerprint for life.
+const IDENTITY_COLUMNS: &[&str] = &[
+    "user_id",
+    "username",
+    "guild_id",
+    "discovery_type",
+    "location",
+    "description",
+    "submission_timestamp",
+    "system_name",
+];
+
+/// A report's identity in VH-Database's ledger, beside its discovery id:
+/// SHA-256 (hex) over its identity columns with their SQLite types. A
+/// restored keeper.db reuses discovery ids for other reports; their
+/// fingerprints differ, so the ledger never takes one for the other. The
+/// puller computes it from the exported row, the worker from keeper.db:
+/// both see the same values, so both get the same fingerprint.
+pub fn fingerprint(row: &Row) -> String {
+    let identity: Vec<serde_json::Value> = IDENTITY_COLUMNS
+        .iter()
+        .map(|c| {
+            let value = row.get(c).unwrap_or(&crate::row::Value::Null);
+            json!([c, value.type_name(), value.to_json()])
+        })
+        .collect();
+    hex::encode(Sha256::digest(serde_json::Value::Array(identity).to_string()))
 }
 
 /// Runs the plugin on a blocking thread: wasm calls are synchronous and WASI

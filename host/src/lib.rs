@@ -11,6 +11,8 @@
 //! - [`plugins`] — start-up choice, hot reload, conformance, `keeper plugin`
 //! - [`registry`] — which plugins were active, retired or rejected
 //! - [`sink`] — VH-Database (schema check, exactly-once writes)
+//! - [`ledger`] — VH-Database's delivery ledger: which report became which row
+//! - [`sqlite_error`] — SQLite failures classified by result code
 //! - [`delivery`] — map, check, write: the step the worker and the puller share
 //! - [`worker`] — the loop that moves batches from one to the other
 //! - [`pull`] — remote mode: fetch a bot host's pending items, deliver, acknowledge
@@ -24,6 +26,7 @@ pub mod bot;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod ledger;
 pub mod mapper;
 pub mod plugins;
 pub mod pull;
@@ -32,5 +35,6 @@ pub mod registry;
 pub mod report;
 pub mod row;
 pub mod sink;
+pub mod sqlite_error;
 pub mod store;
 pub mod worker;

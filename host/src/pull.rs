@@ -259,9 +259,14 @@ impl Puller {
         let mut failed = 0;
         for (item, outcome) in page.items.iter().zip(outcomes) {
             match outcome {
-                Outcome::Delivered { haven_id, .. } => acks.push(AckEntry {
+                Outcome::Delivered {
+                    haven_id,
+                    keeper_db_replaced,
+                    ..
+                } => acks.push(AckEntry {
                     queue_id: item.queue_id,
                     haven_discovery_id: haven_id,
+                    keeper_db_replaced: keeper_db_replaced.then_some(true),
                 }),
                 Outcome::Failed { class, message } => {
                     failed += 1;

@@ -30,6 +30,8 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::{Row as _, SqliteConnection, SqlitePool};
 
+use crate::sqlite_error::Fault;
+
 /// The states of the guide, as stored in `sync_status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -96,6 +98,10 @@ pub enum ErrorClass {
     Unavailable,
     /// VH-Database locked by another program past the busy timeout.
     Locked,
+    /// VH-Database cannot grow: its disk (or quota) is full.
+    Full,
+    /// VH-Database, its folder or its mount is not writable for keeper.
+    ReadOnly,
     /// The mapped row does not fit VH-Database's table.
     Schema,
     /// The plugin rejected the row or broke (trap, memory): permanent for
@@ -103,7 +109,9 @@ pub enum ErrorClass {
     Mapping,
     /// The plugin ran past its deadline; may pass on a quieter machine.
     Timeout,
-    /// keeper.db holds bytes that cannot be read (invalid UTF-8).
+    /// The keeper.db row cannot be read: a damaged page, bytes that are not
+    /// UTF-8. Retried on the normal schedule (a restored or repaired
+    /// keeper.db heals it); the rest of its batch syncs meanwhile.
     Source,
 }
 
@@ -112,6 +120,8 @@ impl ErrorClass {
         match self {
             ErrorClass::Unavailable => "unavailable",
             ErrorClass::Locked => "locked",
+            ErrorClass::Full => "full",
+            ErrorClass::ReadOnly => "read_only",
             ErrorClass::Schema => "schema",
             ErrorClass::Mapping => "mapping",
             ErrorClass::Timeout => "timeout",
@@ -121,7 +131,7 @@ impl ErrorClass {
 
     /// Retrying the same input with the same plugin cannot succeed.
     pub fn is_permanent(self) -> bool {
-        matches!(self, ErrorClass::Mapping | ErrorClass::Source)
+        matches!(self, ErrorClass::Mapping)
     }
 }
 
@@ -149,6 +159,10 @@ pub struct Delivered {
     pub haven_id: i64,
     /// Merged into the item's `metadata` (provenance, warnings).
     pub metadata: serde_json::Value,
+    /// Written as a new report although VH-Database's ledger held another
+    /// under its discovery id (keeper.db restored or replaced); counted in
+    /// `keeper_db_replaced_total`.
+    pub keeper_db_replaced: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -225,6 +239,9 @@ pub struct ExportedItem {
 pub struct Ack {
     pub queue_id: i64,
     pub haven_discovery_id: i64,
+    /// The puller found this keeper.db's discovery id delivered before as
+    /// another report (see [`Delivered::keeper_db_replaced`]).
+    pub keeper_db_replaced: bool,
 }
 
 /// What became of a batch of acknowledgements.
@@ -288,6 +305,9 @@ pub struct QueueTotals {
     pub latency_buckets: Vec<(Option<u64>, i64)>,
     /// Sum of all observed latencies, seconds.
     pub latency_sum_seconds: i64,
+    /// Reports delivered as new although VH-Database's ledger held another
+    /// report under the same discovery id: keeper.db was restored or replaced.
+    pub keeper_db_replaced: i64,
 }
 
 /// Upper bounds (seconds) of the submission-to-synced latency histogram.
@@ -627,6 +647,7 @@ impl Queue {
                 "synced_total" => totals.synced += value,
                 "failures_total" => totals.failures_by_class.push((label, value)),
                 "latency_seconds_sum" => totals.latency_sum_seconds += value,
+                "keeper_db_replaced_total" => totals.keeper_db_replaced += value,
                 "latency_bucket" => {
                     let le = label.parse::<u64>().ok();
                     if let Some(bucket) = totals.latency_buckets.iter_mut().find(|(b, _)| *b == le) {
@@ -786,7 +807,12 @@ impl Queue {
             .map(|a| Delivered {
                 queue_id: a.queue_id,
                 haven_id: a.haven_discovery_id,
-                metadata: json!({"pulled": true}),
+                metadata: if a.keeper_db_replaced {
+                    json!({"pulled": true, "keeper_db_replaced": true})
+                } else {
+                    json!({"pulled": true})
+                },
+                keeper_db_replaced: a.keeper_db_replaced,
             })
             .collect();
         let mut conn = self.pool.acquire().await?;
@@ -817,33 +843,71 @@ impl Queue {
         Ok(outcome)
     }
 
-    /// The most recently failed items first.
+    /// The most recently failed items first, with what keeper.db says of
+    /// their reports. A report on a damaged page of keeper.db is listed
+    /// without those details: a poison row must not hide the others.
     pub async fn failed(&self, limit: u32) -> Result<Vec<FailedItem>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT q.id, q.discovery_id, COALESCE(q.sync_attempts, 0) AS sync_attempts, q.sync_error,
-                    d.system_name, d.location, d.discovery_type, d.username
-             FROM sync_queue q INDEXED BY idx_sync_queue_failed_recent
-             LEFT JOIN discoveries d ON d.id = q.discovery_id
-             WHERE q.sync_status = 'max_retries_exceeded'
-             ORDER BY q.last_sync_attempt DESC, q.id DESC LIMIT ?1",
+        let mut items: Vec<FailedItem> = sqlx::query_as::<_, (i64, i64, i64, Option<String>)>(
+            "SELECT id, discovery_id, COALESCE(sync_attempts, 0), sync_error
+             FROM sync_queue INDEXED BY idx_sync_queue_failed_recent
+             WHERE sync_status = 'max_retries_exceeded'
+             ORDER BY last_sync_attempt DESC, id DESC LIMIT ?1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(FailedItem {
-                    queue_id: r.try_get("id")?,
-                    discovery_id: r.try_get("discovery_id")?,
-                    sync_attempts: r.try_get("sync_attempts")?,
-                    sync_error: r.try_get("sync_error")?,
-                    system_name: r.try_get("system_name")?,
-                    location: r.try_get("location")?,
-                    discovery_type: r.try_get("discovery_type")?,
-                    username: r.try_get("username")?,
-                })
-            })
-            .collect()
+        .await?
+        .into_iter()
+        .map(|(queue_id, discovery_id, sync_attempts, sync_error)| FailedItem {
+            queue_id,
+            discovery_id,
+            sync_attempts,
+            sync_error,
+            system_name: None,
+            location: None,
+            discovery_type: None,
+            username: None,
+        })
+        .collect();
+        let ids: Vec<i64> = items.iter().map(|i| i.discovery_id).collect();
+        let details = match self.report_details(&ids).await {
+            Err(e) if Fault::of(&e) == Fault::Corrupt => {
+                let mut readable = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    match self.report_details(std::slice::from_ref(id)).await {
+                        Ok(found) => readable.extend(found),
+                        Err(e) if Fault::of(&e) == Fault::Corrupt => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                readable
+            }
+            other => other?,
+        };
+        for item in &mut items {
+            if let Some(d) = details.iter().find(|d| d.0 == item.discovery_id) {
+                item.system_name.clone_from(&d.1);
+                item.location.clone_from(&d.2);
+                item.discovery_type.clone_from(&d.3);
+                item.username.clone_from(&d.4);
+            }
+        }
+        Ok(items)
+    }
+
+    /// (id, system name, location, type, username) of the given discoveries.
+    #[allow(clippy::type_complexity)]
+    async fn report_details(
+        &self,
+        ids: &[i64],
+    ) -> Result<Vec<(i64, Option<String>, Option<String>, Option<String>, Option<String>)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, CAST(system_name AS TEXT), CAST(location AS TEXT), CAST(discovery_type AS TEXT),
+                    CAST(username AS TEXT)
+             FROM discoveries WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json!(ids).to_string())
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// The most recently synced items, newest first, as (queue id, discovery
@@ -917,6 +981,19 @@ async fn mark_synced(
     .fetch_all(&mut *conn)
     .await?;
     marked.sort_unstable();
+    let replaced = delivered
+        .iter()
+        .filter(|d| d.keeper_db_replaced && marked.binary_search(&d.queue_id).is_ok())
+        .count();
+    if replaced > 0 {
+        sqlx::query(
+            "INSERT INTO keeper_sync_counters (counter, label, value) VALUES ('keeper_db_replaced_total', '', ?1)
+             ON CONFLICT (counter, label) DO UPDATE SET value = value + excluded.value",
+        )
+        .bind(replaced as i64)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(marked)
 }
 

@@ -3,38 +3,28 @@
 //! Each batch opens the file afresh (a renamed or deleted database is noticed
 //! at once, never written behind the operator's back), checks every mapped row
 //! against the table's real columns, and writes the batch in ONE transaction
-//! together with a ledger row per discovery (`keeper_sync_ledger`). A retry
+//! together with a ledger row per report (see [`crate::ledger`]). A retry
 //! after a crash between that commit and the queue update finds the ledger
 //! row and reports the existing id instead of inserting again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Row as _};
 
 use crate::config::HavenLocation;
+use crate::ledger::{self, Found, LedgerError};
 use crate::mapper::{Lookup, PluginInfo};
 use crate::queue::ErrorClass;
 use crate::row::{Row, Value};
+use crate::sqlite_error::{self, Fault};
 
 /// The VH-Database schema as the Control Room creates it; used only to create
 /// the default database on a fresh machine.
 const VH_SCHEMA: &str = include_str!("../schema/vh-database.sql");
-
-const LEDGER_TABLE: &str = "CREATE TABLE IF NOT EXISTS keeper_sync_ledger (
-    source_id TEXT NOT NULL,
-    keeper_discovery_id INTEGER NOT NULL,
-    haven_discovery_id INTEGER NOT NULL,
-    plugin_name TEXT,
-    plugin_version TEXT,
-    plugin_hash TEXT,
-    linked INTEGER NOT NULL DEFAULT 0,
-    written_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    PRIMARY KEY (source_id, keeper_discovery_id))";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -42,6 +32,10 @@ pub enum SinkError {
     Unavailable(String),
     #[error("database is locked (VH-Database {0} is held by another program)")]
     Locked(String),
+    #[error("disk full: VH-Database {path} cannot grow ({message}); free space on its disk")]
+    Full { path: String, message: String },
+    #[error("VH-Database {path} is read-only for keeper ({message}); make the file and its folder writable")]
+    ReadOnly { path: String, message: String },
     #[error("schema mismatch: {0}")]
     Schema(String),
 }
@@ -51,19 +45,22 @@ impl SinkError {
         match self {
             SinkError::Unavailable(_) => ErrorClass::Unavailable,
             SinkError::Locked(_) => ErrorClass::Locked,
+            SinkError::Full { .. } => ErrorClass::Full,
+            SinkError::ReadOnly { .. } => ErrorClass::ReadOnly,
             SinkError::Schema(_) => ErrorClass::Schema,
         }
     }
 
+    /// Classified by SQLite's result code, never by the message text.
     fn from_sql(path: &Path, e: sqlx::Error) -> SinkError {
-        let text = e.to_string();
-        if text.contains("database is locked")
-            || text.contains("database table is locked")
-            || text.contains("SQLITE_BUSY")
-        {
-            SinkError::Locked(path.display().to_string())
-        } else {
-            SinkError::Unavailable(format!("{}: {text}", path.display()))
+        let message = sqlite_error::message(&e);
+        let path = path.display().to_string();
+        match Fault::of(&e) {
+            Fault::Busy => SinkError::Locked(path),
+            Fault::Full => SinkError::Full { path, message },
+            Fault::ReadOnly => SinkError::ReadOnly { path, message },
+            Fault::Other => SinkError::Unavailable(format!("{path}: {message}")),
+            fault => SinkError::Unavailable(format!("{path}: {} ({message})", fault.describe())),
         }
     }
 }
@@ -177,6 +174,8 @@ impl TargetSchema {
 /// One row to deliver.
 pub struct Delivery<'a> {
     pub keeper_discovery_id: i64,
+    /// The keeper.db report's identity (see [`crate::delivery::fingerprint`]).
+    pub fingerprint: &'a str,
     pub row: &'a Row,
     /// Enqueued by backfill: link to a row the old bot already wrote, if any.
     pub backfill: bool,
@@ -189,6 +188,10 @@ pub struct Written {
     /// Found in the ledger (an earlier attempt wrote it) or linked to an
     /// old bot's row, rather than inserted now.
     pub already_there: bool,
+    /// The ledger held ANOTHER report under this discovery id (keeper.db
+    /// restored or replaced), delivered to this VH-Database row: this one
+    /// was inserted as new.
+    pub replaced: Option<i64>,
 }
 
 /// Opens VH-Database per batch according to the configured location.
@@ -371,43 +374,68 @@ impl Haven {
         let path = self.path.clone();
         let err = |e: sqlx::Error| SinkError::from_sql(&path, e);
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
-        sqlx::query(LEDGER_TABLE).execute(&mut *tx).await.map_err(err)?;
-
-        let ids: Vec<i64> = deliveries.iter().map(|d| d.keeper_discovery_id).collect();
-        let known: HashMap<i64, i64> = sqlx::query_as(
-            "SELECT keeper_discovery_id, haven_discovery_id FROM keeper_sync_ledger
-             WHERE source_id = ?1 AND keeper_discovery_id IN (SELECT value FROM json_each(?2))",
-        )
-        .bind(source_id)
-        .bind(json!(ids).to_string())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(err)?
-        .into_iter()
-        .collect();
+        ledger::ensure(&mut tx).await.map_err(|e| match e {
+            LedgerError::Sql(e) => err(e),
+            newer @ LedgerError::Newer(_) => SinkError::Schema(format!("{}: {newer}", path.display())),
+        })?;
+        let queries: Vec<ledger::Query> = deliveries
+            .iter()
+            .map(|d| ledger::Query {
+                keeper_discovery_id: d.keeper_discovery_id,
+                fingerprint: d.fingerprint,
+                row: d.row,
+            })
+            .collect();
+        let found = ledger::find(&mut tx, source_id, &queries).await.map_err(err)?;
 
         // Where each delivery ends up; rows to insert are grouped by their
         // column list so that a batch costs one INSERT per distinct shape
         // (one, for a plugin that always sets the same columns).
         let mut written: Vec<Option<Written>> = vec![None; deliveries.len()];
         let mut shapes: Vec<(Vec<&str>, Vec<usize>)> = Vec::new();
+        // Old bot rows linked in this batch (their ledger rows come later).
+        let mut linked: HashSet<i64> = HashSet::new();
+        // The same report twice in one batch (two queue rows for one
+        // discovery) is written once; the later ones point at that row.
+        let mut first_of: HashMap<(i64, &str), usize> = HashMap::new();
+        let mut repeats: Vec<(usize, usize)> = Vec::new();
         for (i, delivery) in deliveries.iter().enumerate() {
-            if let Some(&haven_id) = known.get(&delivery.keeper_discovery_id) {
-                written[i] = Some(Written {
-                    haven_id,
-                    already_there: true,
-                });
+            let replaced = match found[i] {
+                Found::Delivered(haven_id) => {
+                    written[i] = Some(Written {
+                        haven_id,
+                        already_there: true,
+                        replaced: None,
+                    });
+                    continue;
+                }
+                Found::Replaced(other) => Some(other),
+                Found::New => None,
+            };
+            if let Some(&first) = first_of.get(&(delivery.keeper_discovery_id, delivery.fingerprint)) {
+                repeats.push((i, first));
                 continue;
             }
+            first_of.insert((delivery.keeper_discovery_id, delivery.fingerprint), i);
             if delivery.backfill
-                && let Some(haven_id) = find_legacy_copy(&mut tx, delivery.row).await.map_err(err)?
+                && let Some(haven_id) = ledger::find_legacy_copy(&mut tx, delivery.row, &linked)
+                    .await
+                    .map_err(err)?
             {
+                linked.insert(haven_id);
                 written[i] = Some(Written {
                     haven_id,
                     already_there: true,
+                    replaced,
                 });
                 continue;
             }
+            // Provisional: the insert below gives the id.
+            written[i] = Some(Written {
+                haven_id: 0,
+                already_there: false,
+                replaced,
+            });
             let columns: Vec<&str> = delivery.row.0.iter().map(|(n, _)| n.as_str()).collect();
             match shapes.iter_mut().find(|(c, _)| *c == columns) {
                 Some((_, members)) => members.push(i),
@@ -417,39 +445,66 @@ impl Haven {
         for (columns, members) in &shapes {
             let rows: Vec<&Row> = members.iter().map(|&i| deliveries[i].row).collect();
             let ids = insert_rows(&mut tx, columns, &rows).await.map_err(err)?;
-            for (&i, haven_id) in members.iter().zip(ids) {
-                written[i] = Some(Written {
-                    haven_id,
-                    already_there: false,
-                });
+            if ids.len() != members.len() {
+                return Err(SinkError::Unavailable(format!(
+                    "{}: an insert returned {} ids for {} rows",
+                    path.display(),
+                    ids.len(),
+                    members.len()
+                )));
             }
+            for (&i, haven_id) in members.iter().zip(ids) {
+                if let Some(w) = written[i].as_mut() {
+                    w.haven_id = haven_id;
+                }
+            }
+        }
+        for &(i, first) in &repeats {
+            written[i] = written[first].map(|w| Written {
+                already_there: true,
+                replaced: None,
+                ..w
+            });
         }
         let written: Vec<Written> = written
             .into_iter()
             .collect::<Option<_>>()
-            .ok_or_else(|| SinkError::Unavailable(format!("{}: an insert returned too few ids", path.display())))?;
-        let ledger: Vec<serde_json::Value> = deliveries
+            .ok_or_else(|| SinkError::Unavailable(format!("{}: a delivery got no VH-Database row", path.display())))?;
+
+        let repeated: HashSet<usize> = repeats.iter().map(|&(i, _)| i).collect();
+        let entries: Vec<ledger::Entry> = deliveries
             .iter()
             .zip(&written)
-            .filter(|(d, _)| !known.contains_key(&d.keeper_discovery_id))
-            .map(|(d, w)| json!([d.keeper_discovery_id, w.haven_id, w.already_there]))
+            .enumerate()
+            .filter(|(i, _)| !matches!(found[*i], Found::Delivered(_)) && !repeated.contains(i))
+            .map(|(_, (d, w))| ledger::Entry {
+                keeper_discovery_id: d.keeper_discovery_id,
+                fingerprint: d.fingerprint,
+                haven_id: w.haven_id,
+                linked: w.already_there,
+            })
             .collect();
-        if !ledger.is_empty() {
-            sqlx::query(
-                "INSERT INTO keeper_sync_ledger (source_id, keeper_discovery_id, haven_discovery_id,
-                     plugin_name, plugin_version, plugin_hash, linked)
-                 SELECT ?1, value ->> 0, value ->> 1, ?3, ?4, ?5, value ->> 2 FROM json_each(?2)",
-            )
-            .bind(source_id)
-            .bind(serde_json::Value::Array(ledger).to_string())
-            .bind(&plugin.name)
-            .bind(&plugin.version)
-            .bind(&plugin.hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        }
+        let writer = ledger::Writer {
+            source_id,
+            plugin_name: &plugin.name,
+            plugin_version: &plugin.version,
+            plugin_hash: &plugin.hash,
+        };
+        ledger::record(&mut tx, &writer, &entries).await.map_err(err)?;
         tx.commit().await.map_err(err)?;
+        for (d, w) in deliveries.iter().zip(&written) {
+            if let Some(other) = w.replaced {
+                tracing::warn!(
+                    path = %path.display(),
+                    source_id,
+                    keeper_discovery_id = d.keeper_discovery_id,
+                    haven_id = w.haven_id,
+                    other_report_haven_id = other,
+                    "keeper.db restored or replaced: its discovery id was delivered before as another report; \
+                     this report was written as new"
+                );
+            }
+        }
         Ok(written)
     }
 }
@@ -492,28 +547,48 @@ async fn insert_rows(conn: &mut SqliteConnection, columns: &[&str], rows: &[&Row
     Ok(ids)
 }
 
-/// A row the old bot wrote for the same report: same reporter, same time of
-/// report, same description, and not yet claimed by any ledger row.
-async fn find_legacy_copy(conn: &mut SqliteConnection, row: &Row) -> Result<Option<i64>, sqlx::Error> {
-    let (Some(description), Some(timestamp)) = (row.text("description"), row.text("submission_timestamp")) else {
-        return Ok(None);
-    };
-    sqlx::query_scalar(
-        "SELECT id FROM discoveries
-         WHERE discord_user_id IS ?1 AND submission_timestamp = ?2 AND description = ?3
-           AND id NOT IN (SELECT haven_discovery_id FROM keeper_sync_ledger)
-         ORDER BY id LIMIT 1",
-    )
-    .bind(row.text("discord_user_id"))
-    .bind(timestamp)
-    .bind(description)
-    .fetch_optional(&mut *conn)
-    .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A VH-Database that cannot grow or cannot be written is named as such,
+    /// not as "not accessible".
+    #[tokio::test]
+    async fn full_and_read_only_are_not_called_unavailable() {
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await.expect("memory db");
+        sqlx::raw_sql("CREATE TABLE t (x TEXT); PRAGMA max_page_count = 2")
+            .execute(&mut conn)
+            .await
+            .expect("setup");
+        let full = sqlx::query("INSERT INTO t SELECT hex(randomblob(5000))")
+            .execute(&mut conn)
+            .await
+            .expect_err("full");
+        let error = SinkError::from_sql(Path::new("/data/VH-Database.db"), full);
+        assert_eq!(error.class(), ErrorClass::Full);
+        let text = error.to_string();
+        assert!(
+            text.starts_with("disk full: VH-Database /data/VH-Database.db"),
+            "{text}"
+        );
+
+        sqlx::raw_sql("PRAGMA query_only = 1")
+            .execute(&mut conn)
+            .await
+            .expect("query_only");
+        let read_only = sqlx::query("INSERT INTO t VALUES ('x')")
+            .execute(&mut conn)
+            .await
+            .expect_err("read-only");
+        let error = SinkError::from_sql(Path::new("/data/VH-Database.db"), read_only);
+        assert_eq!(error.class(), ErrorClass::ReadOnly);
+        let text = error.to_string();
+        assert!(
+            text.starts_with("VH-Database /data/VH-Database.db is read-only"),
+            "{text}"
+        );
+        assert!(!text.contains("not accessible"), "{text}");
+    }
 
     fn row(extra: (&str, Value)) -> Row {
         let text = |s: &str| Value::Text(s.to_owned());

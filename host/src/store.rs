@@ -17,6 +17,7 @@ use sqlx::{Connection as _, Row as _, SqliteConnection, SqlitePool};
 use crate::queue;
 use crate::report::Report;
 use crate::row::{Row, UnreadableColumn, read_row};
+use crate::sqlite_error::{self, Fault};
 
 /// The keeper.db `discoveries` table exactly as the Python bot creates it, so
 /// that a file we create is one the old bot (and its other features) can open.
@@ -124,7 +125,20 @@ pub enum Access {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    path: PathBuf,
     source_id: String,
+}
+
+/// Why one discovery row could not be given to the mapper. The row fails
+/// alone (class `source`); the rest of its batch goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    /// A column holds bytes the plugin contract has no form for.
+    #[error(transparent)]
+    Column(#[from] UnreadableColumn),
+    /// SQLite cannot read the row: the page that holds it is damaged.
+    #[error("cannot be read from {path}: {reason}")]
+    Damaged { path: PathBuf, reason: String },
 }
 
 /// One migration: applied once, in order, inside the start-up transaction.
@@ -233,7 +247,7 @@ impl Store {
                 path: path.to_owned(),
                 source,
             })?;
-        Store::from_pool(pool).await
+        Store::from_pool(pool, path).await
     }
 
     /// A read-only pool on a keeper.db that is fully migrated; anything
@@ -268,18 +282,27 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(open_err)?;
-        Store::from_pool(pool).await
+        Store::from_pool(pool, path).await
     }
 
-    async fn from_pool(pool: SqlitePool) -> Result<Store, StoreError> {
+    async fn from_pool(pool: SqlitePool, path: &Path) -> Result<Store, StoreError> {
         let source_id: String = sqlx::query_scalar("SELECT value FROM keeper_sync_meta WHERE key = 'source_id'")
             .fetch_one(&pool)
             .await?;
-        Ok(Store { pool, source_id })
+        Ok(Store {
+            pool,
+            path: path.to_owned(),
+            source_id,
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Where keeper.db is, for errors after start-up.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Identifies this keeper.db in VH-Database's ledger, so two bots feeding
@@ -325,8 +348,41 @@ impl Store {
     }
 
     /// Every column of the given discoveries, as stored, keyed by id. A row
-    /// whose bytes cannot be read (invalid UTF-8) maps to its error.
-    pub async fn discoveries(&self, ids: &[i64]) -> Result<HashMap<i64, Result<Row, UnreadableColumn>>, StoreError> {
+    /// that cannot be read (invalid UTF-8, a damaged page) maps to its error:
+    /// when the batch read meets a damaged page, the rows are read one by
+    /// one, so one poison row never holds back the others.
+    pub async fn discoveries(&self, ids: &[i64]) -> Result<HashMap<i64, Result<Row, RowError>>, StoreError> {
+        let error = match self.read_discoveries(ids).await {
+            Ok(rows) => return Ok(rows),
+            Err(e) if Fault::of(&e) == Fault::Corrupt => e,
+            Err(e) => return Err(e.into()),
+        };
+        tracing::warn!(
+            path = %self.path.display(),
+            error = %sqlite_error::message(&error),
+            rows = ids.len(),
+            "keeper.db: a page of discoveries is damaged; reading the batch row by row"
+        );
+        let mut out = HashMap::with_capacity(ids.len());
+        for &id in ids {
+            match self.read_discoveries(&[id]).await {
+                Ok(rows) => out.extend(rows),
+                Err(e) if Fault::of(&e) == Fault::Corrupt => {
+                    out.insert(
+                        id,
+                        Err(RowError::Damaged {
+                            path: self.path.clone(),
+                            reason: sqlite_error::message(&e),
+                        }),
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_discoveries(&self, ids: &[i64]) -> Result<HashMap<i64, Result<Row, RowError>>, sqlx::Error> {
         let rows = sqlx::query("SELECT * FROM discoveries WHERE id IN (SELECT value FROM json_each(?1))")
             .bind(json!(ids).to_string())
             .fetch_all(&self.pool)
@@ -334,7 +390,7 @@ impl Store {
         let mut out = HashMap::with_capacity(rows.len());
         for row in rows {
             let id: i64 = row.try_get("id")?;
-            out.insert(id, read_row(&row));
+            out.insert(id, read_row(&row).map_err(RowError::from));
         }
         Ok(out)
     }

@@ -6,6 +6,7 @@
 //! plugin that was active when it started. On shutdown the batch in hand is
 //! finished; its lease covers a worker killed outright.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +18,8 @@ use crate::delivery::{self, Input, Outcome};
 use crate::mapper::PluginSlot;
 use crate::queue::{Claim, ClaimedItem, Delivered, ErrorClass, Failed, Queue};
 use crate::sink::Sink;
-use crate::store::Store;
+use crate::sqlite_error::{self, Fault};
+use crate::store::{Store, StoreError};
 
 /// What the API reports about the worker; shared with it.
 #[derive(Debug)]
@@ -44,12 +46,26 @@ pub struct Drained {
     pub failed: u64,
 }
 
+/// keeper.db failed under the worker: the batch in hand is given back (or
+/// its lease lapses) and the next pass tries again.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("keeper.db: {0}")]
-    Keeper(#[from] sqlx::Error),
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    #[error("keeper.db at {path}: {} ({message})", fault.describe())]
+    Keeper {
+        path: PathBuf,
+        fault: Fault,
+        message: String,
+    },
+}
+
+impl WorkerError {
+    fn keeper(path: &Path, error: &sqlx::Error) -> WorkerError {
+        WorkerError::Keeper {
+            path: path.to_owned(),
+            fault: Fault::of(error),
+            message: sqlite_error::message(error),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -76,12 +92,16 @@ impl Worker {
     /// true: a shutdown waits for the batch in hand, not for the whole queue.
     async fn drain_until(&self, stop: Option<&watch::Receiver<bool>>) -> Result<Drained, WorkerError> {
         let mut total = Drained::default();
-        let started = self.queue.now().await?;
+        let started = self.queue.now().await.map_err(|e| self.keeper_error(&e))?;
         loop {
             if stop.is_some_and(|s| *s.borrow()) {
                 return Ok(total);
             }
-            let claim = self.queue.claim(self.batch_size, Some(&started)).await?;
+            let claim = self
+                .queue
+                .claim(self.batch_size, Some(&started))
+                .await
+                .map_err(|e| self.keeper_error(&e))?;
             if claim.items.is_empty() {
                 return Ok(total);
             }
@@ -118,11 +138,17 @@ impl Worker {
             Ok(result) => result,
             Err(error) => {
                 // keeper.db itself failed mid-batch: give the items back.
-                self.queue.release(&claim.token).await?;
+                self.queue
+                    .release(&claim.token)
+                    .await
+                    .map_err(|e| self.keeper_error(&e))?;
                 return Err(error);
             }
         };
-        self.queue.complete(&claim.token, &delivered, &failed).await?;
+        self.queue
+            .complete(&claim.token, &delivered, &failed)
+            .await
+            .map_err(|e| self.keeper_error(&e))?;
         if let Ok(mut last) = self.status.last_sync_time.lock() {
             *last = Some(OffsetDateTime::now_utc());
         }
@@ -139,6 +165,10 @@ impl Worker {
             synced: delivered.len() as u64,
             failed: failed.len() as u64,
         })
+    }
+
+    fn keeper_error(&self, error: &sqlx::Error) -> WorkerError {
+        WorkerError::keeper(self.store.path(), error)
     }
 
     fn spawn_lease_renewal(&self, token: String) -> tokio::task::JoinHandle<()> {
@@ -158,7 +188,14 @@ impl Worker {
     /// keeper.db cannot be read: a VH-Database problem is an item outcome.
     async fn deliver(&self, items: &[ClaimedItem]) -> Result<(Vec<Delivered>, Vec<Failed>), WorkerError> {
         let ids: Vec<i64> = items.iter().map(|i| i.discovery_id).collect();
-        let mut rows = self.store.discoveries(&ids).await?;
+        let mut rows = self.store.discoveries(&ids).await.map_err(|e| match e {
+            StoreError::Sql(e) => self.keeper_error(&e),
+            other => WorkerError::Keeper {
+                path: self.store.path().to_owned(),
+                fault: Fault::Other,
+                message: other.to_string(),
+            },
+        })?;
         let inputs: Vec<Input> = items
             .iter()
             .map(|item| Input {
@@ -189,10 +226,15 @@ impl Worker {
         let mut failed = Vec::new();
         for (item, outcome) in items.iter().zip(outcomes) {
             match outcome {
-                Outcome::Delivered { haven_id, metadata } => delivered.push(Delivered {
+                Outcome::Delivered {
+                    haven_id,
+                    keeper_db_replaced,
+                    metadata,
+                } => delivered.push(Delivered {
                     queue_id: item.queue_id,
                     haven_id,
                     metadata,
+                    keeper_db_replaced,
                 }),
                 Outcome::Failed { class, message } => failed.push(fail(item, class, message)),
             }

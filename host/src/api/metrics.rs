@@ -60,6 +60,18 @@ pub fn render(s: &Snapshot) -> String {
 
     header(
         &mut out,
+        "keeper_sync_keeper_db_replaced_total",
+        "counter",
+        "Reports delivered as new although VH-Database's ledger held another report under the same discovery id: keeper.db restored or replaced.",
+    );
+    let _ = writeln!(
+        out,
+        "keeper_sync_keeper_db_replaced_total {}",
+        s.totals.keeper_db_replaced
+    );
+
+    header(
+        &mut out,
         "keeper_sync_failed_attempts_total",
         "counter",
         "Failed sync attempts by error class.",
@@ -177,6 +189,7 @@ mod tests {
                 failed_by_class: vec![("mapping".into(), 1)],
                 latency_buckets: vec![(Some(1), 2), (Some(5), 3), (None, 0)],
                 latency_sum_seconds: 11,
+                keeper_db_replaced: 2,
             },
             active_plugin: Some(("default \"mapper\"".into(), "1.0.0".into(), "ab".into())),
             worker_running: true,
@@ -192,5 +205,6 @@ mod tests {
         assert!(text.contains("keeper_bot_online 0\n"));
         assert!(text.contains("keeper_bot_gateway_state{state=\"resuming\"} 1\n"));
         assert!(text.contains("keeper_bot_gateway_state{state=\"connected\"} 0\n"));
+        assert!(text.contains("keeper_sync_keeper_db_replaced_total 2\n"));
     }
 }

@@ -215,6 +215,11 @@ pub struct Statistics {
     pub synced_ever: i64,
     /// Failed attempts by error class since keeper.db got its counters.
     pub failed_attempts_by_class: BTreeMap<String, i64>,
+    /// Reports delivered as new although VH-Database's ledger held another
+    /// report under the same discovery id: "keeper.db restored or
+    /// replaced" (a backup copied back, a stale copy of a live file).
+    /// Each is in VH-Database once; the count says it happened.
+    pub keeper_db_restored_or_replaced: i64,
     /// Unsynced items that carry an error, by state and class.
     pub errors: Vec<ErrorClassCount>,
     /// Unsynced items by number of finished attempts.
@@ -358,6 +363,11 @@ pub struct AckEntry {
     pub queue_id: i64,
     /// The row id it got in VH-Database's `discoveries`.
     pub haven_discovery_id: i64,
+    /// True when the puller's ledger held another report under this
+    /// discovery id, so it wrote this one as new: this keeper.db was
+    /// restored from a backup or replaced. Counted in `/sync/statistics`
+    /// (`keeper_db_restored_or_replaced`) and `/metrics`.
+    pub keeper_db_replaced: Option<bool>,
 }
 
 /// `POST /sync/ack` body (at most 1 MiB, like every body: some 25,000 items).

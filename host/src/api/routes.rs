@@ -18,7 +18,8 @@ use super::{ApiState, metrics, timestamp};
 use crate::queue::Ack;
 use crate::registry::PluginRecord;
 use crate::report::Report;
-use crate::row::{Row, UnreadableColumn};
+use crate::row::Row;
+use crate::store::RowError;
 
 #[derive(Tags)]
 enum Tag {
@@ -111,6 +112,7 @@ impl SyncApi {
             totals: counts.into(),
             synced_ever: totals.synced,
             failed_attempts_by_class: totals.failures_by_class.into_iter().collect(),
+            keeper_db_restored_or_replaced: totals.keeper_db_replaced,
             errors: stats
                 .errors
                 .into_iter()
@@ -380,6 +382,7 @@ impl SyncApi {
             .map(|a| Ack {
                 queue_id: a.queue_id,
                 haven_discovery_id: a.haven_discovery_id,
+                keeper_db_replaced: a.keeper_db_replaced.unwrap_or(false),
             })
             .collect();
         let outcome = state.app.queue.acknowledge(&acks).await?;
@@ -435,7 +438,7 @@ fn plugin_entry(p: PluginRecord) -> PluginEntry {
 /// A keeper.db discovery row as a JSON object (column → value), or why not.
 fn discovery_json(
     discovery_id: i64,
-    row: Option<Result<Row, UnreadableColumn>>,
+    row: Option<Result<Row, RowError>>,
 ) -> (Option<serde_json::Value>, Option<String>) {
     match row {
         Some(Ok(row)) => (Some(row.to_json()), None),
