@@ -533,3 +533,70 @@ async fn a_damaged_page_fails_its_rows_alone_and_the_rest_syncs() {
         "{metrics}"
     );
 }
+
+/// Makes `path` unwritable for this user: read-only permissions, or the
+/// immutable attribute for root (whom permissions do not stop). Returns
+/// what undoes it.
+fn make_read_only(path: &Path) -> impl FnOnce() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let path = path.to_owned();
+    if root {
+        let status = std::process::Command::new("chattr").arg("+i").arg(&path).status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "chattr +i {} (root needs the immutable attribute to make a file read-only)",
+            path.display()
+        );
+    } else {
+        let mut perms = std::fs::metadata(&path).expect("metadata").permissions();
+        perms.set_readonly(true);
+        std::fs::set_permissions(&path, perms).expect("chmod");
+    }
+    move || {
+        if root {
+            let _ = std::process::Command::new("chattr").arg("-i").arg(&path).status();
+        } else {
+            set_writable(&path);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_vh_database_is_named_read_only_and_waits() {
+    let env = Env::new();
+    submit_round(&env, "first", 1);
+    let undo = make_read_only(&env.haven);
+    let out = env.run(&["sync", "--once"]);
+    undo();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (status, attempts, error) = queue_state(&env.keeper, 1).await;
+    assert_eq!((status.as_str(), attempts), ("pending", 1));
+    let error = error.unwrap_or_default();
+    assert!(
+        error.starts_with(&format!("VH-Database {} is read-only", env.haven.display())),
+        "{error}"
+    );
+    assert!(!error.contains("not accessible"), "{error}");
+    let class: String = rows(&env.keeper, "SELECT error_class FROM sync_queue").await[0].get("error_class");
+    assert_eq!(class, "read_only");
+
+    assert!(env.ok(&["sync", "--once"]).contains("synced 1, failed 0"));
+}
+
+#[tokio::test]
+async fn keeper_db_errors_after_start_up_name_the_file() {
+    let env = Env::new();
+    submit_round(&env, "first", 1);
+    // keeper.db opens fine, then a table the command needs is gone.
+    exec(&env.keeper, "DROP TABLE keeper_sync_counters").await;
+    let out = env.run(&["status"]);
+    assert!(!out.status.success());
+    let error = stderr(&out);
+    assert!(
+        error.contains(&format!("keeper.db at {}", env.keeper.display())),
+        "{error}"
+    );
+}
