@@ -566,7 +566,13 @@ fn make_read_only(path: &Path) -> impl FnOnce() {
 
 #[tokio::test]
 async fn a_read_only_vh_database_is_named_read_only_and_waits() {
-    let env = Env::new();
+    let mut env = Env::new();
+    // Beside the build, not in the temp folder: a tmpfs /tmp has no
+    // immutable attribute, the disk the target folder is on has.
+    let beside_target = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir beside the target");
+    let haven = beside_target.path().join("VH-Database.db");
+    std::fs::copy(&env.haven, &haven).expect("copy VH-Database");
+    env.haven = haven;
     submit_round(&env, "first", 1);
     let undo = make_read_only(&env.haven);
     let out = env.run(&["sync", "--once"]);
