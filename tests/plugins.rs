@@ -670,6 +670,41 @@ async fn plugins_written_in_pieces_or_renamed_into_place_are_taken_once_complete
 }
 
 #[tokio::test]
+async fn polling_mode_takes_a_plugin_from_a_folder_that_sends_no_events() {
+    let (mut env, dir) = plugin_env();
+    env.var("KEEPER_PLUGINS_POLL", 1);
+    env.ok(&["status"]); // creates keeper.db, so it can be watched from here
+    let run = Running::start(&env);
+    wait_for_active(&env.keeper, "keeper-default-mapper").await;
+
+    // Half a plugin first, as a slow copy onto a share would leave it for a
+    // scan or two: it is never judged (it would be rejected as not wasm).
+    let bytes = std::fs::read(plugin("lenient")).unwrap();
+    let target = dir.join("lenient.wasm");
+    std::fs::write(&target, &bytes[..bytes.len() / 2]).unwrap();
+    let log = std::fs::read_to_string(&run.log).unwrap_or_default();
+    let waited = Instant::now() + RELOAD_TIMEOUT;
+    let mut log = log;
+    while !log.contains("plugin file is not complete yet") {
+        assert!(
+            Instant::now() < waited,
+            "the half-written plugin was never looked at:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        log = std::fs::read_to_string(&run.log).unwrap_or_default();
+    }
+    std::fs::write(&target, &bytes).unwrap();
+    wait_for_active(&env.keeper, "test-lenient").await;
+
+    let log = run.stop();
+    assert!(
+        log.contains("Watching for mapping plugins (scanning the folder every 1s)"),
+        "{log}"
+    );
+    assert_eq!(rejected_count(&env.keeper).await, 0);
+}
+
+#[tokio::test]
 async fn preview_prints_the_columns_a_plugin_would_change() {
     let env = Env::new();
     for n in 0..3 {

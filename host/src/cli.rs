@@ -12,6 +12,7 @@ use poem_openapi::types::ToJSON as _;
 use crate::api::model::{FailedList, SyncStatusReport};
 use crate::app::App;
 use crate::config::Settings;
+use crate::output;
 use crate::report::Report;
 use crate::store::Access;
 
@@ -22,7 +23,12 @@ use crate::store::Access;
     about = "Keeper sync: moves discovery reports from keeper.db to VH-Database"
 )]
 pub struct Cli {
-    #[command(flatten)]
+    // Under their own heading, after a sub-command's own options: they are
+    // twenty, and mostly set once in `.env`.
+    #[command(
+        flatten,
+        next_help_heading = "Global options (each also read from its environment variable)"
+    )]
     pub settings: Settings,
     #[command(subcommand)]
     pub command: Command,
@@ -31,41 +37,56 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The main job: sync worker (and the bot when DISCORD_TOKEN is set) until SIGINT/SIGTERM.
+    #[command(after_help = "Example:\n  keeper run\n  KEEPER_LOG_FORMAT=json keeper run 2>> keeper.log")]
     Run,
     /// Store discovery reports in keeper.db and queue them; prints each new id once committed.
+    #[command(
+        after_help = "Examples:\n  keeper submit --type fossil --system Oculi --location planet:Erren \\\n      --description \"Ribcage in a cave\" --user \"Miner Joe\" --field species_type=Vertebrate\n  keeper submit --json reports.jsonl"
+    )]
     Submit(Box<SubmitArgs>),
     /// Run the sync worker alone.
+    #[command(after_help = "Example:\n  keeper sync --once")]
     Sync {
         /// Process everything due now, then exit.
         #[arg(long)]
         once: bool,
     },
-    /// Queue counts.
+    /// Queue counts by state, and the pending items waiting to retry.
+    #[command(after_help = "Example:\n  keeper status --json")]
     Status {
+        /// Print JSON (GET /sync/status's shape, plus `waiting`) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Items that exhausted their attempts.
+    #[command(after_help = "Example:\n  keeper failed --limit 5")]
     Failed {
-        #[arg(long, default_value_t = 20)]
+        /// Show at most N items, the most recent first.
+        #[arg(long, value_name = "N", default_value_t = 20)]
         limit: u32,
+        /// Print JSON (GET /sync/failed's shape) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Make a failed item (or all of them) due again with a fresh attempt count.
+    #[command(after_help = "Examples:\n  keeper retry 42\n  keeper retry --all-failed")]
     Retry {
         /// The queue id (see `keeper failed`).
         #[arg(required_unless_present = "all_failed", conflicts_with = "all_failed")]
         queue_id: Option<i64>,
+        /// Every `max_retries_exceeded` item instead of one.
         #[arg(long)]
         all_failed: bool,
     },
     /// Delete synced queue items older than N days.
+    #[command(after_help = "Example:\n  keeper cleanup --days 90")]
     Cleanup {
-        #[arg(long, default_value_t = 30)]
+        /// Keep synced items younger than this many days.
+        #[arg(long, value_name = "N", default_value_t = 30)]
         days: u32,
     },
     /// Queue discoveries that have no queue row (a keeper.db adopted from the old bot).
+    #[command(after_help = "Example:\n  KEEPER_DB_PATH=../old-bot/data/keeper.db keeper backfill")]
     Backfill,
     /// Mapping plugins: check a file, list active/earlier/rejected ones, preview a change.
     Plugin {
@@ -73,8 +94,10 @@ pub enum Command {
         command: crate::plugins::commands::PluginCommand,
     },
     /// Remote mode, beside Control Room: fetch a bot host's pending items, write them to VH-Database, acknowledge.
+    #[command(after_help = "Example:\n  keeper pull --from http://bot-host:8080 --every 60")]
     Pull(PullArgs),
     /// Print the sync API's OpenAPI document (as served at /openapi.json).
+    #[command(after_help = "Example:\n  keeper openapi > openapi.json")]
     Openapi,
 }
 
@@ -117,34 +140,44 @@ pub struct SubmitArgs {
     /// Read reports as JSON from FILE, or `-` for standard input: one object, or one per line.
     #[arg(long, value_name = "FILE|-", conflicts_with_all = ["discovery_type", "system", "location", "description", "user"])]
     json: Option<PathBuf>,
-    /// One of 🦴 📜 🏛️ ⚙️ 🦗 💎 🚀 ⚡ 🆕 📖
-    #[arg(long = "type", required_unless_present = "json")]
+    /// The kind of discovery, by name or emoji (names are easier to type).
+    #[arg(long = "type", value_name = "TYPE", required_unless_present = "json", long_help = type_help())]
     discovery_type: Option<String>,
-    #[arg(long, required_unless_present = "json")]
+    /// The star system's name.
+    #[arg(long, value_name = "NAME", required_unless_present = "json")]
     system: Option<String>,
-    /// planet:NAME, moon:NAME or space:NAME
-    #[arg(long, required_unless_present = "json")]
+    /// Where in the system: planet:NAME, moon:NAME or space:NAME.
+    #[arg(long, value_name = "KIND:NAME", required_unless_present = "json")]
     location: Option<String>,
-    #[arg(long, required_unless_present = "json")]
+    /// What was found (at most 1000 characters).
+    #[arg(long, value_name = "TEXT", required_unless_present = "json")]
     description: Option<String>,
     /// The reporter's name.
-    #[arg(long, required_unless_present = "json")]
+    #[arg(long, value_name = "NAME", required_unless_present = "json")]
     user: Option<String>,
-    #[arg(long)]
+    /// The reporter's Discord user id (digits).
+    #[arg(long, value_name = "ID")]
     user_id: Option<String>,
-    #[arg(long)]
+    /// The Discord server (guild) id the report belongs to (digits).
+    #[arg(long, value_name = "ID")]
     guild_id: Option<String>,
-    #[arg(long)]
+    /// In-game coordinates (galactic address or glyphs).
+    #[arg(long, value_name = "TEXT")]
     coordinates: Option<String>,
-    #[arg(long)]
+    /// The find's condition, e.g. "Pristine" or "Damaged".
+    #[arg(long, value_name = "TEXT")]
     condition: Option<String>,
-    #[arg(long)]
+    /// The era it dates from, if known.
+    #[arg(long, value_name = "TEXT")]
     time_period: Option<String>,
-    #[arg(long)]
+    /// Why it matters.
+    #[arg(long, value_name = "TEXT")]
     significance: Option<String>,
-    #[arg(long)]
+    /// A link to a screenshot or video (http:// or https://).
+    #[arg(long, value_name = "URL")]
     evidence_url: Option<String>,
-    #[arg(long = "tag")]
+    /// A tag; repeat for several (--tag first --tag verified).
+    #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
     /// A type-specific field, e.g. --field species_type=Vertebrate
     #[arg(long = "field", value_name = "COLUMN=VALUE")]
@@ -170,6 +203,8 @@ pub enum CliError {
     Api(#[from] crate::api::ServeError),
     #[error(transparent)]
     Pull(#[from] crate::pull::PullError),
+    #[error(transparent)]
+    Output(#[from] output::OutputError),
     #[error("{0}")]
     Input(String),
     #[error("{count} report(s) rejected, nothing was written:\n{details}")]
@@ -203,7 +238,7 @@ impl CliError {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Openapi = cli.command {
         // Needs no database: the document is generated from the code alone.
-        println!("{}", crate::api::document());
+        output::println(&crate::api::document())?;
         return Ok(());
     }
     let app = App::open(cli.settings, cli.command.access()).await?;
@@ -217,29 +252,18 @@ async fn command(app: App, command: Command) -> Result<(), CliError> {
         Command::Run => run_main(&app).await,
         Command::Submit(args) => submit(&app, *args).await,
         Command::Sync { once } => sync(&app, once).await,
-        Command::Status { json } => {
-            let counts = app.queue.counts().await?;
-            if json {
-                // The shape of GET /sync/status, without the worker this process does not run.
-                println!("{}", SyncStatusReport::new(None, counts).to_json_string());
-            } else {
-                println!(
-                    "pending {}\nsyncing {}\nsynced  {}\nfailed  {}",
-                    counts.pending, counts.syncing, counts.synced, counts.failed
-                );
-            }
-            Ok(())
-        }
+        Command::Status { json } => status(&app, json).await,
         Command::Failed { limit, json } => {
             let items = app.queue.failed(limit).await?;
             if json {
-                println!("{}", FailedList::new(items).to_json_string());
+                output::println(&FailedList::new(items).to_json_string())?;
             } else if items.is_empty() {
-                println!("no failed items");
+                output::println("no failed items")?;
             } else {
+                let mut text = String::new();
                 for i in &items {
-                    println!(
-                        "#{} discovery {} after {} attempt(s): {}\n    {} {} / {} by {}",
+                    text.push_str(&format!(
+                        "#{} discovery {} after {} attempt(s): {}\n    {} {} / {} by {}\n",
                         i.queue_id,
                         i.discovery_id,
                         i.sync_attempts,
@@ -248,35 +272,93 @@ async fn command(app: App, command: Command) -> Result<(), CliError> {
                         i.system_name.as_deref().unwrap_or("?"),
                         i.location.as_deref().unwrap_or("?"),
                         i.username.as_deref().unwrap_or("?"),
-                    );
+                    ));
                 }
+                output::print(&text)?;
             }
             Ok(())
         }
         Command::Retry { queue_id, all_failed } => {
             if all_failed {
                 let n = app.queue.retry_all_failed().await?;
-                println!("{n} failed item(s) marked for retry");
+                output::print_after_commit(&format!("{n} failed item(s) marked for retry\n"));
             } else if let Some(id) = queue_id {
                 app.queue.retry(id).await?;
-                println!("Queue item {id} marked for retry");
+                output::print_after_commit(&format!("Queue item {id} marked for retry\n"));
             }
             Ok(())
         }
         Command::Cleanup { days } => {
             let n = app.queue.cleanup(days).await?;
-            println!("deleted {n} synced item(s) older than {days} day(s)");
+            output::print_after_commit(&format!("deleted {n} synced item(s) older than {days} day(s)\n"));
             Ok(())
         }
         Command::Plugin { command } => Ok(crate::plugins::commands::run(&app, command).await?),
         Command::Backfill => {
             let n = app.queue.backfill().await?;
-            println!("queued {n} discovery(ies) that had no queue row");
+            output::print_after_commit(&format!("queued {n} discovery(ies) that had no queue row\n"));
             Ok(())
         }
         Command::Pull(args) => pull(&app, args).await,
         Command::Openapi => Ok(()),
     }
+}
+
+/// `--type`'s long help: every type with its name, from the one table.
+fn type_help() -> String {
+    let mut help = String::from("The kind of discovery: a name or its emoji (the emoji is what is stored).\n");
+    for t in &crate::report::DISCOVERY_TYPES {
+        help.push_str(&format!("\n  {:<8} {}  {}", t.short, t.emoji, t.name));
+    }
+    help
+}
+
+/// `keeper status`: the four states, then the pending items that wait out
+/// a retry's backoff (they would otherwise look like fresh ones).
+async fn status(app: &App, json: bool) -> Result<(), CliError> {
+    let counts = app.queue.counts().await?;
+    let waiting = app.queue.waiting().await?;
+    let next_retry = waiting
+        .next_retry_after
+        .as_deref()
+        .and_then(crate::api::timestamp::parse)
+        .map(crate::api::timestamp::whole_seconds)
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+    if json {
+        // The shape of GET /sync/status, without the worker this process
+        // does not run, plus what only this command reads.
+        let mut report = SyncStatusReport::new(None, counts).to_json().unwrap_or_default();
+        if let Value::Object(fields) = &mut report {
+            let classes: Map<String, Value> = waiting
+                .last_error_classes
+                .iter()
+                .map(|(class, n)| (class.clone(), json!(n)))
+                .collect();
+            fields.insert(
+                "waiting".into(),
+                json!({"count": waiting.count, "next_retry_at": next_retry, "last_error_classes": classes}),
+            );
+        }
+        return Ok(output::println(&report.to_string())?);
+    }
+    let mut text = format!(
+        "pending {}\nsyncing {}\nsynced  {}\nfailed  {}\n",
+        counts.pending, counts.syncing, counts.synced, counts.failed
+    );
+    if waiting.count > 0 {
+        let classes: Vec<String> = waiting
+            .last_error_classes
+            .iter()
+            .map(|(class, n)| format!("{class} {n}"))
+            .collect();
+        text.push_str(&format!(
+            "waiting {} of the pending to retry, the next at {}; last errors: {}\n",
+            waiting.count,
+            next_retry.as_deref().unwrap_or("?"),
+            classes.join(", ")
+        ));
+    }
+    Ok(output::print(&text)?)
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -362,7 +444,7 @@ async fn sync(app: &App, once: bool) -> Result<(), CliError> {
     let worker = app.worker().await?;
     if once {
         let done = worker.drain().await?;
-        println!("synced {}, failed {}", done.synced, done.failed);
+        output::print_after_commit(&format!("synced {}, failed {}\n", done.synced, done.failed));
         return Ok(());
     }
     tracing::info!("🔄 Sync worker started ({}s intervals)", app.settings.sync_interval);
@@ -396,7 +478,7 @@ async fn submit(app: &App, args: SubmitArgs) -> Result<(), CliError> {
         out.push_str(&id.to_string());
         out.push('\n');
     }
-    print!("{out}");
+    output::print_after_commit(&out);
     tracing::info!(count = ids.len(), "discoveries archived and queued");
     Ok(())
 }
@@ -525,7 +607,7 @@ async fn pull(app: &App, args: PullArgs) -> Result<(), CliError> {
     };
     let Some(every) = every else {
         let done = puller.round().await?;
-        println!("pulled {}, failed {}", done.pulled, done.failed);
+        output::print_after_commit(&format!("pulled {}, failed {}\n", done.pulled, done.failed));
         return Ok(());
     };
     tracing::info!(
@@ -542,4 +624,37 @@ async fn pull(app: &App, args: PullArgs) -> Result<(), CliError> {
     let _ = handle.await;
     let _ = watcher.await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every option of every command, global ones included, says what it
+    /// is for, and every command that does something shows an example.
+    #[test]
+    fn every_option_is_described_and_every_command_has_an_example() {
+        fn walk(cmd: &clap::Command, path: &str, problems: &mut Vec<String>) {
+            for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    problems.push(format!("{path}: --{} has no description", arg.get_id()));
+                }
+            }
+            let leaf = !cmd.has_subcommands();
+            let example = cmd.get_after_help().is_some_and(|h| h.to_string().contains("keeper "));
+            if leaf && path != "keeper" && !example {
+                problems.push(format!("{path}: no example"));
+            }
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                walk(sub, &format!("{path} {}", sub.get_name()), problems);
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut problems = Vec::new();
+        walk(&cmd, "keeper", &mut problems);
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
 }

@@ -64,6 +64,12 @@ pub struct Settings {
     #[arg(long, global = true, env = "KEEPER_PLUGINS_DIR", default_value = "plugins")]
     pub plugins_dir: PathBuf,
 
+    /// Look for new or changed plugins by scanning the plugins folder every
+    /// SECS seconds instead of waiting for the system's file events: for
+    /// folders that send none (Docker bind mounts, network shares).
+    #[arg(long, global = true, env = "KEEPER_PLUGINS_POLL", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub plugins_poll: Option<u64>,
+
     /// Deadline of one plugin call, in milliseconds (default: the contract's 100).
     #[arg(long, global = true, env = "KEEPER_PLUGIN_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub plugin_timeout_ms: Option<u64>,

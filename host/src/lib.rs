@@ -19,6 +19,7 @@
 //! - [`bot`] — the Discord bot: `/discovery-report`, its forms, autocomplete
 //! - [`api`] — the sync API (HTTP, OpenAPI, Swagger UI, metrics)
 //! - [`app`], [`cli`] — wiring and the command line
+//! - [`logging`], [`output`] — log lines on stderr, a command's results on stdout
 
 pub mod api;
 pub mod app;
@@ -27,7 +28,9 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod ledger;
+pub mod logging;
 pub mod mapper;
+pub mod output;
 pub mod plugins;
 pub mod pull;
 pub mod queue;

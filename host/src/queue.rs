@@ -187,6 +187,18 @@ pub struct QueueCounts {
     pub failed: i64,
 }
 
+/// Pending items waiting out a retry's backoff (their next attempt is in
+/// the future). The four states alone show them as plain `pending`, which
+/// hides that they failed and when they will be tried again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Waiting {
+    pub count: i64,
+    /// When the first of them is due again, as stored (SQLite's UTC text).
+    pub next_retry_after: Option<String>,
+    /// Their last attempt's error class and how many have it, by class name.
+    pub last_error_classes: Vec<(String, i64)>,
+}
+
 /// A `max_retries_exceeded` item with what an operator needs to judge it
 /// (the guide's `failed_items` entry).
 #[derive(Debug, Clone, Serialize)]
@@ -626,6 +638,29 @@ impl Queue {
             }
         }
         Ok(counts)
+    }
+
+    /// The pending items whose next attempt is in the future (the due-items
+    /// index serves the range).
+    pub async fn waiting(&self) -> Result<Waiting, sqlx::Error> {
+        let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
+            "SELECT IFNULL(error_class, 'unknown') AS class, COUNT(*), MIN(next_retry_after)
+             FROM sync_queue INDEXED BY idx_sync_queue_due
+             WHERE sync_status = 'pending' AND next_retry_after > strftime('%Y-%m-%d %H:%M:%f', 'now')
+             GROUP BY class ORDER BY class",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut waiting = Waiting::default();
+        for (class, count, next) in rows {
+            waiting.count += count;
+            waiting.next_retry_after = match (waiting.next_retry_after, next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            waiting.last_error_classes.push((class, count));
+        }
+        Ok(waiting)
     }
 
     /// Totals and the latency histogram for `/metrics`.

@@ -73,6 +73,9 @@ pub struct FieldSpec {
 pub struct DiscoveryType {
     /// The emoji, exactly as stored (some carry a U+FE0F variation selector).
     pub emoji: &'static str,
+    /// A one-word English name, accepted wherever the emoji is: emoji are
+    /// hard to type in a Windows console or a shell script.
+    pub short: &'static str,
     /// The human name shown beside the emoji.
     pub name: &'static str,
     /// The five modal inputs: `fields[0]` is the required description, the
@@ -150,6 +153,7 @@ const fn optional(
 pub static DISCOVERY_TYPES: [DiscoveryType; 10] = [
     DiscoveryType {
         emoji: "🦴",
+        short: "fossil",
         name: "Ancient Bones & Fossils",
         fields: [
             required(
@@ -191,6 +195,7 @@ pub static DISCOVERY_TYPES: [DiscoveryType; 10] = [
     },
     DiscoveryType {
         emoji: "📜",
+        short: "log",
         name: "Text Logs & Documents",
         fields: [
             required(
@@ -232,6 +237,7 @@ pub static DISCOVERY_TYPES: [DiscoveryType; 10] = [
     },
     DiscoveryType {
         emoji: "🏛️",
+        short: "ruins",
         name: "Ruins & Structures",
         fields: [
             required(
@@ -273,6 +279,7 @@ pub static DISCOVERY_TYPES: [DiscoveryType; 10] = [
     },
     DiscoveryType {
         emoji: "⚙️",
+        short: "tech",
         name: "Alien Technology & Artifacts",
         fields: [
             required(
@@ -314,6 +321,7 @@ pub static DISCOVERY_TYPES: [DiscoveryType; 10] = [
     },
     DiscoveryType {
         emoji: "🦗",
+        short: "species",
         name: "Flora & Fauna",
         fields: [
             required(
@@ -355,6 +363,7 @@ pub static DISCOVERY_TYPES: [DiscoveryType; 10] = [
     },
     DiscoveryType {
         emoji: "💎",
+        short: "mineral",
         name: "Minerals & Resources",
         fields: [
             required(
@@ -396,6 +405,7 @@ pub static DISCOVERY_TYPES: [DiscoveryType; 10] = [
     },
     DiscoveryType {
         emoji: "🚀",
+        short: "ship",
         name: "Crashed Ships & Wrecks",
         fields: [
             required(
@@ -437,6 +447,7 @@ pub static DISCOVERY_TYPES: [DiscoveryType; 10] = [
     },
     DiscoveryType {
         emoji: "⚡",
+        short: "hazard",
         name: "Environmental Hazards",
         fields: [
             required(
@@ -478,6 +489,7 @@ pub static DISCOVERY_TYPES: [DiscoveryType; 10] = [
     },
     DiscoveryType {
         emoji: "🆕",
+        short: "update",
         name: "NMS Update Content",
         fields: [
             required(
@@ -519,6 +531,7 @@ pub static DISCOVERY_TYPES: [DiscoveryType; 10] = [
     },
     DiscoveryType {
         emoji: "📖",
+        short: "lore",
         name: "Player-Created Lore",
         fields: [
             required(
@@ -560,14 +573,15 @@ pub static DISCOVERY_TYPES: [DiscoveryType; 10] = [
     },
 ];
 
-/// The discovery type for `emoji`, with or without U+FE0F variation
-/// selectors (`"🏛"` finds `"🏛️"`): clients differ in whether they send it, and
-/// a report must not be refused over an invisible character.
-pub fn discovery_type(emoji: &str) -> Option<&'static DiscoveryType> {
+/// The discovery type for `value`: its emoji, with or without U+FE0F
+/// variation selectors (`"🏛"` finds `"🏛️"`: clients differ in whether they
+/// send it, and a report must not be refused over an invisible character),
+/// or its short name in any case (`ruins`, `Ruins`).
+pub fn discovery_type(value: &str) -> Option<&'static DiscoveryType> {
     let bare = |s: &'static str| s.chars().filter(|&c| c != VARIATION_SELECTOR_16);
-    DISCOVERY_TYPES
-        .iter()
-        .find(|t| bare(t.emoji).eq(emoji.chars().filter(|&c| c != VARIATION_SELECTOR_16)))
+    DISCOVERY_TYPES.iter().find(|t| {
+        t.short.eq_ignore_ascii_case(value) || bare(t.emoji).eq(value.chars().filter(|&c| c != VARIATION_SELECTOR_16))
+    })
 }
 
 /// The 40 type-specific columns (everything but `description`), in table order.
@@ -1016,8 +1030,8 @@ pub enum ReportError {
         /// Its name.
         name: &'static str,
     },
-    /// `discovery_type` is not one of the ten emojis.
-    #[error("discovery_type: {} is not one of {}", Quoted(.value), EmojiList)]
+    /// `discovery_type` is not one of the ten emojis or their short names.
+    #[error("discovery_type: {} is not one of {}", Quoted(.value), TypeList)]
     UnknownDiscoveryType {
         /// The value as given (trimmed).
         value: String,
@@ -1137,16 +1151,17 @@ impl fmt::Display for Quoted<'_> {
     }
 }
 
-/// The ten emojis separated by spaces, for the `discovery_type` error.
-struct EmojiList;
+/// The ten types as `🦴 fossil, 📜 log, …`, for the `discovery_type` error
+/// and `keeper submit --help`.
+pub struct TypeList;
 
-impl fmt::Display for EmojiList {
+impl fmt::Display for TypeList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, t) in DISCOVERY_TYPES.iter().enumerate() {
             if i > 0 {
-                f.write_char(' ')?;
+                f.write_str(", ")?;
             }
-            f.write_str(t.emoji)?;
+            write!(f, "{} {}", t.emoji, t.short)?;
         }
         Ok(())
     }
@@ -1518,6 +1533,21 @@ mod tests {
         assert!(discovery_type_of_column("description").is_none());
     }
 
+    #[test]
+    fn each_type_has_one_short_name_in_any_case() {
+        let mut seen = std::collections::HashSet::new();
+        for t in &DISCOVERY_TYPES {
+            assert!(t.short.chars().all(|c| c.is_ascii_lowercase()), "{}", t.short);
+            assert!(seen.insert(t.short), "{} twice", t.short);
+            assert_eq!(discovery_type(t.short).map(|k| k.emoji), Some(t.emoji));
+            assert_eq!(discovery_type(&t.short.to_uppercase()).map(|k| k.emoji), Some(t.emoji));
+        }
+        assert_eq!(discovery_type("ruins").map(|t| t.emoji), Some("🏛️"));
+        assert_eq!(discovery_type("Fossil").map(|t| t.emoji), Some("🦴"));
+        assert!(discovery_type("fossils").is_none());
+        assert!(discovery_type(" fossil").is_none());
+    }
+
     // ---- valid records ----
 
     #[test]
@@ -1752,12 +1782,14 @@ mod tests {
         let e = err(&with(record("🦴"), "discovery_type", json!("X")));
         assert_eq!(
             e.to_string(),
-            "discovery_type: \"X\" is not one of 🦴 📜 🏛️ ⚙️ 🦗 💎 🚀 ⚡ 🆕 📖"
+            "discovery_type: \"X\" is not one of 🦴 fossil, 📜 log, 🏛️ ruins, ⚙️ tech, 🦗 species, 💎 mineral, 🚀 ship, ⚡ hazard, 🆕 update, 📖 lore"
         );
         assert_eq!(e.field(), Some("discovery_type"));
         assert_eq!(e, ReportError::UnknownDiscoveryType { value: "X".into() });
-        // Names are not emojis.
+        // Long names are not accepted; short names are, and stored as the emoji.
         assert!(Report::from_json(&with(record("🦴"), "discovery_type", json!("Minerals & Resources"))).is_err());
+        let by_name = Report::from_json(&with(record("🦴"), "discovery_type", json!("fossil"))).unwrap();
+        assert_eq!(by_name.discovery_type, "🦴");
     }
 
     #[test]

@@ -39,7 +39,19 @@ const KEEPER_VARS: &[&str] = &[
     "DISCORD_GUILD_ID",
     "DISCORD_API_BASE",
     "KEEPER_LOG",
+    "KEEPER_LOG_FORMAT",
+    "KEEPER_PLUGINS_POLL",
+    "NO_COLOR",
 ];
+
+/// The binary under test: cargo's, or `KEEPER_TEST_BIN` when set (several
+/// worktrees sharing one target folder overwrite each other's
+/// `target/debug/keeper`; a copy taken right after the build stays put).
+pub fn keeper_bin() -> PathBuf {
+    std::env::var_os("KEEPER_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_keeper")))
+}
 
 /// A temporary work folder: keeper.db and a copy of the sample VH-Database.
 pub struct Env {
@@ -72,7 +84,7 @@ impl Env {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keeper"));
+        let mut cmd = Command::new(keeper_bin());
         for var in KEEPER_VARS {
             cmd.env_remove(var);
         }

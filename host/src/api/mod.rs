@@ -18,7 +18,7 @@ pub mod model;
 mod nullable;
 mod report_body;
 mod routes;
-mod timestamp;
+pub(crate) mod timestamp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

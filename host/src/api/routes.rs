@@ -263,7 +263,9 @@ impl SyncApi {
     /// Submit a discovery
     ///
     /// One report as a JSON object, with the keys and rules of
-    /// `keeper submit --json`: `discovery_type` (one of 🦴 📜 🏛️ ⚙️ 🦗 💎 🚀 ⚡ 🆕 📖),
+    /// `keeper submit --json`: `discovery_type` (one of 🦴 📜 🏛️ ⚙️ 🦗 💎 🚀 ⚡ 🆕 📖,
+    /// or its name: fossil, log, ruins, tech, species, mineral, ship, hazard,
+    /// update, lore; the emoji is stored),
     /// `system_name`, `location` (`planet:NAME`, `moon:NAME` or `space:NAME`),
     /// `description`, `username`; optionally `user_id`, `guild_id`,
     /// `coordinates`, `condition`, `time_period`, `significance`,

@@ -19,18 +19,35 @@ use crate::sink::Sink;
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
     /// Run the conformance corpus against a plugin file; exit non-zero if hot reload would reject it.
-    Check { file: PathBuf },
+    #[command(after_help = "Example:\n  keeper plugin check target/wasm32-wasip2/release/my_mapper.wasm")]
+    Check {
+        /// The `.wasm` mapping plugin to check.
+        file: PathBuf,
+    },
     /// The active plugin, earlier ones, and rejected ones with their reasons.
+    #[command(after_help = "Example:\n  keeper plugin list --json")]
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Map the last N synced items with FILE and with the active plugin; print the columns that would change.
+    #[command(after_help = "Example:\n  keeper plugin preview my_mapper.wasm --last 50")]
     Preview {
+        /// The `.wasm` mapping plugin to compare with the active one.
         file: PathBuf,
-        #[arg(long, default_value_t = 10)]
+        /// How many of the most recently synced items to map.
+        #[arg(long, value_name = "N", default_value_t = 10)]
         last: u32,
     },
+}
+
+/// `println!` through [`crate::output`]: a closed pipe ends the output
+/// quietly instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        crate::output::println(&format!($($arg)*))?
+    };
 }
 
 pub async fn run(app: &App, command: PluginCommand) -> Result<(), PluginsError> {
@@ -44,7 +61,7 @@ pub async fn run(app: &App, command: PluginCommand) -> Result<(), PluginsError> 
 async fn check(app: &App, file: &Path) -> Result<(), PluginsError> {
     let loader = Loader::new(app, false).await?;
     let verdict = loader.check_file(file).await?;
-    print!("{}", verdict.report());
+    crate::output::print(&verdict.report())?;
     match verdict.rejection {
         None => Ok(()),
         Some(rejection) => Err(PluginsError::Rejected(rejection)),
@@ -54,7 +71,7 @@ async fn check(app: &App, file: &Path) -> Result<(), PluginsError> {
 async fn list(app: &App, json: bool) -> Result<(), PluginsError> {
     let plugins = app.registry.list().await?;
     if json {
-        println!("{}", serde_json::json!(plugins));
+        say!("{}", serde_json::json!(plugins));
         return Ok(());
     }
     let describe = |r: &PluginRecord| {
@@ -67,24 +84,24 @@ async fn list(app: &App, json: bool) -> Result<(), PluginsError> {
         )
     };
     match &plugins.active {
-        Some(a) => println!("active:\n  {}  since {}", describe(a), a.recorded_at),
-        None => println!("active:\n  (none recorded yet; the built-in plugin is used)"),
+        Some(a) => say!("active:\n  {}  since {}", describe(a), a.recorded_at),
+        None => say!("active:\n  (none recorded yet; the built-in plugin is used)"),
     }
-    println!("history:");
+    say!("history:");
     if plugins.history.is_empty() {
-        println!("  (none)");
+        say!("  (none)");
     }
     for r in &plugins.history {
-        println!(
+        say!(
             "  {}  {} .. {}",
             describe(r),
             r.recorded_at,
             r.retired_at.as_deref().unwrap_or("?")
         );
     }
-    println!("rejected:");
+    say!("rejected:");
     if plugins.rejected.is_empty() {
-        println!("  (none)");
+        say!("  (none)");
     }
     for r in &plugins.rejected {
         let who = if r.name.is_empty() {
@@ -96,7 +113,7 @@ async fn list(app: &App, json: bool) -> Result<(), PluginsError> {
         } else {
             describe(r)
         };
-        println!(
+        say!(
             "  {}  at {}\n      reason: {}",
             who,
             r.recorded_at,
@@ -150,7 +167,7 @@ async fn preview(app: &App, file: &Path, last: u32) -> Result<(), PluginsError> 
         (None, None) => return Err(PluginsError::Join("the plugin was neither loaded nor rejected".into())),
     };
     let (active, note) = active_plugin(app, &loader).await?;
-    println!(
+    say!(
         "active    {} {}\ncandidate {} {} ({verdict_line})",
         active.info().name,
         active.info().version,
@@ -158,23 +175,23 @@ async fn preview(app: &App, file: &Path, last: u32) -> Result<(), PluginsError> 
         candidate.info().version
     );
     if let Some(note) = note {
-        println!("{note}");
+        say!("{note}");
     }
 
     let items = app.queue.last_synced(last).await?;
     if items.is_empty() {
-        println!("no synced items to compare");
+        say!("no synced items to compare");
         return Ok(());
     }
     let ids: Vec<i64> = items.iter().map(|(_, d)| *d).collect();
     let mut rows = app.store.discoveries(&ids).await?;
-    let lookup = Arc::new(vh_lookup(app).await);
+    let lookup = Arc::new(vh_lookup(app).await?);
     let mut readable: Vec<(i64, i64, Row)> = Vec::new();
     for (queue_id, discovery_id) in items {
         match rows.remove(&discovery_id) {
             Some(Ok(row)) => readable.push((queue_id, discovery_id, row)),
-            Some(Err(e)) => println!("#{queue_id} (discovery {discovery_id}): cannot be read: {e}"),
-            None => println!("#{queue_id} (discovery {discovery_id}): no longer in keeper.db"),
+            Some(Err(e)) => say!("#{queue_id} (discovery {discovery_id}): cannot be read: {e}"),
+            None => say!("#{queue_id} (discovery {discovery_id}): no longer in keeper.db"),
         }
     }
     let input: Vec<Row> = readable.iter().map(|(_, _, r)| r.clone()).collect();
@@ -191,38 +208,41 @@ async fn preview(app: &App, file: &Path, last: u32) -> Result<(), PluginsError> 
     for (((queue_id, discovery_id, _), old), new) in readable.iter().zip(before).zip(after) {
         let lines = compare(&old, &new);
         if lines.is_empty() {
-            println!("#{queue_id} (discovery {discovery_id}): no change");
+            say!("#{queue_id} (discovery {discovery_id}): no change");
         } else {
             changed += 1;
-            println!("#{queue_id} (discovery {discovery_id}): {} difference(s)", lines.len());
+            say!("#{queue_id} (discovery {discovery_id}): {} difference(s)", lines.len());
             for line in lines {
-                println!("    {line}");
+                say!("    {line}");
             }
         }
     }
-    println!("{changed} of {} item(s) would change", readable.len());
+    say!("{changed} of {} item(s) would change", readable.len());
     Ok(())
 }
 
 /// VH-Database's lookup tables, if the database is there; an empty lookup
 /// otherwise (preview never creates VH-Database).
-async fn vh_lookup(app: &App) -> Lookup {
+async fn vh_lookup(app: &App) -> Result<Lookup, PluginsError> {
     let location = app.settings.haven_location();
     if !location.path.is_file() {
-        println!(
+        say!(
             "note: VH-Database {} not found; locations are not resolved in this preview",
             location.path.display()
         );
-        return Lookup::default();
+        return Ok(Lookup::default());
     }
     let sink = Sink::new(location, app.settings.haven_busy_timeout());
     let lookup = match sink.open().await {
         Ok(mut haven) => haven.lookup().await,
         Err(e) => Err(e),
     };
-    lookup.unwrap_or_else(|e| {
-        println!("note: {e}; locations are not resolved in this preview");
-        Lookup::default()
+    Ok(match lookup {
+        Ok(lookup) => lookup,
+        Err(e) => {
+            say!("note: {e}; locations are not resolved in this preview");
+            Lookup::default()
+        }
     })
 }
 

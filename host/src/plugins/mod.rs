@@ -50,6 +50,8 @@ pub enum PluginsError {
     Rejected(Rejection),
     #[error("cannot read plugin {path}: {reason}")]
     Unreadable { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
     #[error("plugin work stopped unexpectedly: {0}")]
     Join(String),
 }
@@ -183,7 +185,8 @@ impl PluginManager {
     pub async fn start(app: &App, hot_reload: bool) -> Result<PluginManager, PluginsError> {
         let loader = Loader::new(app, true).await?;
         let dir = std::path::absolute(&app.settings.plugins_dir).unwrap_or_else(|_| app.settings.plugins_dir.clone());
-        let events = if hot_reload { watch_folder(&dir) } else { None };
+        let poll = app.settings.plugins_poll.map(std::time::Duration::from_secs);
+        let events = if hot_reload { watch_folder(&dir, poll) } else { None };
         let previous = app.registry.list().await?.active.map(|a| a.hash);
 
         let mut chosen = None;
@@ -307,16 +310,25 @@ impl PluginManager {
     }
 }
 
-/// Starts watching the plugins folder (creating it if needed); `None`, with
-/// a warning, when that is impossible: the worker runs on without hot reload.
-fn watch_folder(dir: &Path) -> Option<watch::DirWatch> {
+/// Starts watching the plugins folder (creating it if needed), by its OS
+/// events or by scanning it every `poll`; `None`, with a warning, when that
+/// is impossible: the worker runs on without hot reload.
+fn watch_folder(dir: &Path, poll: Option<std::time::Duration>) -> Option<watch::DirWatch> {
     if let Err(error) = std::fs::create_dir_all(dir) {
         tracing::warn!(dir = %dir.display(), %error, "cannot create the plugins folder; hot reload is off");
         return None;
     }
-    match watch::DirWatch::new(dir) {
+    match watch::DirWatch::new(dir, poll) {
         Ok(events) => {
-            tracing::info!(dir = %dir.display(), "🔌 Watching for mapping plugins");
+            match poll {
+                Some(every) => tracing::info!(
+                    dir = %dir.display(),
+                    poll_secs = every.as_secs(),
+                    "🔌 Watching for mapping plugins (scanning the folder every {}s)",
+                    every.as_secs()
+                ),
+                None => tracing::info!(dir = %dir.display(), "🔌 Watching for mapping plugins"),
+            }
             Some(events)
         }
         Err(error) => {
