@@ -673,7 +673,7 @@ async fn plugins_written_in_pieces_or_renamed_into_place_are_taken_once_complete
 async fn polling_mode_takes_a_plugin_from_a_folder_that_sends_no_events() {
     let (mut env, dir) = plugin_env();
     env.var("KEEPER_PLUGINS_POLL", 1);
-    env.ok(&["status"]); // creates keeper.db, so it can be watched from here
+    env.ok(&["sync", "--once"]); // creates keeper.db, so it can be watched from here
     let run = Running::start(&env);
     wait_for_active(&env.keeper, "keeper-default-mapper").await;
 
