@@ -7,8 +7,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -16,23 +16,6 @@ use serde_json::Value;
 /// Generous for a debug binary on a busy 2-core machine; only reached when
 /// something hangs.
 const BOUND: Duration = Duration::from_secs(120);
-
-/// Waits for `child` at most [`BOUND`]; kills it and fails, naming `what`,
-/// if it is still running then.
-fn wait_bounded(child: &mut Child, what: &str) -> ExitStatus {
-    let deadline = Instant::now() + BOUND;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait keeper") {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not exit within {BOUND:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// A stderr file for `child`, so nothing blocks on a full pipe.
 fn stderr_file(env: &Env, name: &str) -> (std::fs::File, std::path::PathBuf) {
@@ -70,7 +53,7 @@ async fn a_closed_stdout_after_a_commit_still_exits_0() {
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(jsonl(3).as_bytes()).expect("write reports");
     drop(stdin);
-    let status = wait_bounded(&mut child, "keeper submit with a closed stdout");
+    let status = wait_exit(&mut child, BOUND, "keeper submit with a closed stdout");
     let log = std::fs::read_to_string(err_path).unwrap_or_default();
     assert!(status.success(), "{status}: {log}");
     assert!(!log.contains("panicked"), "{log}");
@@ -99,24 +82,31 @@ fn read_only_commands_end_quietly_on_closed_pipes() {
             .expect("spawn keeper");
         drop(child.stdout.take());
         drop(child.stderr.take());
-        let status = wait_bounded(&mut child, &format!("keeper {args:?} with closed stdout and stderr"));
+        let status = wait_exit(
+            &mut child,
+            BOUND,
+            &format!("keeper {args:?} with closed stdout and stderr"),
+        );
         assert!(status.success(), "keeper {args:?}: {status}");
     }
 }
 
-#[test]
-fn a_full_disk_behind_stdout_is_an_error_for_a_read_only_command() {
+#[tokio::test]
+async fn a_full_disk_behind_stdout_is_an_error_for_a_read_only_command() {
     let full = Path::new("/dev/full");
     if !full.exists() {
         return; // not a Linux machine; the unit test covers the rule
     }
     let env = Env::new();
     env.run_with_stdin(&["submit", "--json", "-"], jsonl(1).as_bytes());
-    let out = env
+    let to_full = || std::fs::File::options().write(true).open(full).unwrap();
+    let child = env
         .command(&["status"])
-        .stdout(std::fs::File::options().write(true).open(full).unwrap())
-        .output()
-        .expect("run keeper status");
+        .stdout(to_full())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn keeper status");
+    let out = collect_within(child, BOUND, "keeper status > /dev/full");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("error: cannot write to standard output:"),
@@ -124,23 +114,24 @@ fn a_full_disk_behind_stdout_is_an_error_for_a_read_only_command() {
         stderr(&out)
     );
     // A command that committed says so in the log and exits 0.
-    let out = env
+    let mut child = env
         .command(&["submit", "--json", "-"])
         .stdin(Stdio::piped())
-        .stdout(std::fs::File::options().write(true).open(full).unwrap())
+        .stdout(to_full())
         .stderr(Stdio::piped())
         .spawn()
-        .and_then(|mut child| {
-            child.stdin.take().unwrap().write_all(jsonl(1).as_bytes())?;
-            child.wait_with_output()
-        })
-        .expect("run keeper submit");
+        .expect("spawn keeper submit");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(jsonl(1).as_bytes()).expect("write a report");
+    drop(stdin);
+    let out = collect_within(child, BOUND, "keeper submit > /dev/full");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("the command succeeded but its output was not written"),
         "{}",
         stderr(&out)
     );
+    assert_eq!(scalar_i64(&env.keeper, "SELECT COUNT(*) FROM discoveries").await, 2);
 }
 
 #[test]
@@ -203,7 +194,7 @@ fn on_terminal(env: &Env, args: &str, no_color: Option<&str>) -> String {
     let mut child = cmd.spawn().expect("util-linux `script` runs keeper on a terminal");
     let mut shown = String::new();
     child.stdout.take().unwrap().read_to_string(&mut shown).unwrap();
-    let status = wait_bounded(&mut child, "keeper on a terminal");
+    let status = wait_exit(&mut child, BOUND, "keeper on a terminal");
     assert!(status.success(), "{status}: {shown}");
     shown
 }

@@ -191,6 +191,10 @@ impl PluginManager {
 
         let mut chosen = None;
         for path in candidates(&dir) {
+            // Being copied right now: the watch takes it once complete.
+            if !watch::complete_or_gone(&path).await {
+                continue;
+            }
             if let Some((plugin, cached)) = loader.admit(&path, &app.registry).await {
                 chosen = Some((plugin, Source::File(path), cached));
                 break;

@@ -251,8 +251,8 @@ impl DirWatch {
 
 /// Whether a settled path is worth the check: gone (the manager handles
 /// that), or a complete binary, or not WebAssembly at all (the check says
-/// why). A truncated file is still being written: it waits.
-async fn complete_or_gone(path: &Path) -> bool {
+/// why). A truncated file is still being written: it waits (logged).
+pub async fn complete_or_gone(path: &Path) -> bool {
     let bytes = match tokio::fs::metadata(path).await {
         // Oversized or unreadable: the check refuses it with the reason.
         Ok(meta) if meta.len() > super::MAX_PLUGIN_FILE => return true,
