@@ -241,6 +241,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         output::println(&crate::api::document())?;
         return Ok(());
     }
+    if let Command::Plugin {
+        command: crate::plugins::commands::PluginCommand::Check { file },
+    } = &cli.command
+    {
+        // Needs no keeper.db: a plugin is checked where it is written.
+        return Ok(crate::plugins::commands::check(&cli.settings, file).await?);
+    }
     let app = App::open(cli.settings, cli.command.access()).await?;
     let path = app.settings.keeper_db.clone();
     command(app, cli.command).await.map_err(|e| e.naming_keeper_db(&path))

@@ -11,6 +11,7 @@ use clap::Subcommand;
 
 use super::{Loader, PluginsError};
 use crate::app::App;
+use crate::config::Settings;
 use crate::mapper::{DEFAULT_PLUGIN, Lookup, MapError, Mapped, Plugin, content_hash};
 use crate::registry::{BUILT_IN, PluginRecord};
 use crate::row::{Row, Value};
@@ -52,14 +53,16 @@ macro_rules! say {
 
 pub async fn run(app: &App, command: PluginCommand) -> Result<(), PluginsError> {
     match command {
-        PluginCommand::Check { file } => check(app, &file).await,
+        PluginCommand::Check { file } => check(&app.settings, &file).await,
         PluginCommand::List { json } => list(app, json).await,
         PluginCommand::Preview { file, last } => preview(app, &file, last).await,
     }
 }
 
-async fn check(app: &App, file: &Path) -> Result<(), PluginsError> {
-    let loader = Loader::new(app, false).await?;
+/// Runs the conformance corpus on `file`. Needs no keeper.db: nothing is
+/// recorded, so a maintainer can check a plugin anywhere.
+pub async fn check(settings: &Settings, file: &Path) -> Result<(), PluginsError> {
+    let loader = Loader::uncached(settings).await?;
     let verdict = loader.check_file(file).await?;
     crate::output::print(&verdict.report())?;
     match verdict.rejection {

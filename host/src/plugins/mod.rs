@@ -25,6 +25,7 @@ use std::sync::Arc;
 use tokio::sync::{Notify, watch as signal};
 
 use crate::app::App;
+use crate::config::Settings;
 use crate::mapper::{DEFAULT_PLUGIN, Plugin, PluginError, PluginInfo, PluginSlot, Runtime};
 use crate::queue::Queue;
 use crate::registry::{BUILT_IN, Registry};
@@ -86,10 +87,21 @@ impl Loader {
     /// `cache`: where compiled plugins are kept, or `None` to always compile
     /// (the read-only `keeper plugin` commands).
     pub async fn new(app: &App, cache: bool) -> Result<Loader, PluginsError> {
-        let runtime = Runtime::new(app.settings.plugin_limits())?;
+        let mut loader = Loader::uncached(&app.settings).await?;
+        loader.cache = cache.then(|| Cache::new(app.settings.plugin_cache_dir(), app.store.source_id()));
+        Ok(loader)
+    }
+
+    /// A loader that compiles every time and needs no keeper.db: `keeper
+    /// plugin check` runs on a maintainer's machine that has no bot.
+    pub async fn uncached(settings: &Settings) -> Result<Loader, PluginsError> {
+        let runtime = Runtime::new(settings.plugin_limits())?;
         let schema = TargetSchema::reference().await?;
-        let cache = cache.then(|| Cache::new(app.settings.plugin_cache_dir(), app.store.source_id()));
-        Ok(Loader { runtime, schema, cache })
+        Ok(Loader {
+            runtime,
+            schema,
+            cache: None,
+        })
     }
 
     /// Compiles (or takes from the cache) and links. Blocking.
