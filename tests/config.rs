@@ -161,3 +161,152 @@ async fn a_read_only_command_refuses_a_keeper_db_that_needs_upgrading_and_leaves
     assert!(scalar_i64(&env.keeper, "SELECT COUNT(*) FROM keeper_sync_migrations").await >= 6);
     assert!(env.ok(&["status"]).contains("pending 0"));
 }
+
+/// The old bot's `.env.example`, exactly as it ships.
+const OLD_BOT_ENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/old-bot.env.example");
+
+/// Runs keeper in `dir` with only what `.env` files say about the databases.
+fn run_in(env: &Env, dir: &Path, args: &[&str]) -> std::process::Output {
+    env.command(args)
+        .current_dir(dir)
+        .env_remove("KEEPER_DB_PATH")
+        .env_remove("HAVEN_DB_PATH")
+        .output()
+        .expect("run keeper")
+}
+
+#[test]
+fn the_old_bots_env_file_works_unchanged() {
+    let env = Env::new();
+    let dir = env.dir.path();
+    std::fs::copy(OLD_BOT_ENV, dir.join(".env")).unwrap();
+    let submit = [
+        "submit",
+        "--type",
+        "🦴",
+        "--system",
+        "Oculi",
+        "--location",
+        "planet:Erren",
+        "--description",
+        "Bones",
+        "--user",
+        "Explorer",
+    ];
+    let out = run_in(&env, dir, &submit);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    // DATABASE_PATH=./data/keeper.db is where the report went.
+    assert!(dir.join("data/keeper.db").is_file(), "{log}");
+    // Each old name is named with its new one at start-up.
+    for (old, new) in [
+        ("BOT_TOKEN", "DISCORD_TOKEN"),
+        ("GUILD_ID", "DISCORD_GUILD_ID"),
+        ("DATABASE_PATH", "KEEPER_DB_PATH"),
+    ] {
+        assert!(
+            log.contains(&format!("{old} is the old bot's name for {new}: read as {new}")),
+            "{old}:\n{log}"
+        );
+    }
+    // `USE_HAVEN_DATABASE=true`, `DEBUG_MODE=True`, the empty channel ids and
+    // the Windows path are all accepted; reading works as well.
+    let out = run_in(&env, dir, &["status"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("pending 1"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The placeholder guild id stops only what needs it, naming the line to fix.
+    let out = run_in(&env, dir, &["run"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let env_file = dir.join(".env");
+    let expected = format!(
+        "error: DISCORD_GUILD_ID (written GUILD_ID in {}) = \"your_guild_id_here\": not a Discord guild id",
+        env_file.display()
+    );
+    assert!(err.contains(&expected), "{expected}\nnot in:\n{err}");
+    assert!(err.contains("override it with --discord-guild-id"), "{err}");
+    assert!(!err.contains("Sync API available"), "the API started anyway:\n{err}");
+}
+
+#[test]
+fn in_the_old_bots_src_folder_the_env_file_above_is_read_and_bad_values_name_it() {
+    let env = Env::new();
+    let bot = env.dir.path().join("bot");
+    let src = bot.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(bot.join(".env"), "DATABASE_PATH=../keeper.db\nSYNC_BATCH_SIZE=lots\n").unwrap();
+    let out = run_in(&env, &src, &["status"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let expected = format!(
+        "error: SYNC_BATCH_SIZE (in {}) = \"lots\": invalid digit found in string; \
+         correct it there, or override it with --sync-batch-size",
+        bot.join(".env").display()
+    );
+    assert!(err.contains(&expected), "{expected}\nnot in:\n{err}");
+    // The working folder's .env comes first; the one above still counts.
+    std::fs::write(src.join(".env"), "SYNC_BATCH_SIZE=5\n").unwrap();
+    let out = run_in(&env, &src, &["status"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("there is no keeper.db at ../keeper.db"),
+        "DATABASE_PATH from the .env above src/ was not used:\n{err}"
+    );
+    // A flag overrides the bad variable, as for any other.
+    std::fs::write(src.join(".env"), "").unwrap();
+    let out = run_in(&env, &src, &["--sync-batch-size", "3", "sync", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(bot.join("keeper.db").is_file());
+}
+
+#[test]
+fn booleans_and_empty_values_are_read_as_the_old_bot_wrote_them() {
+    let mut env = Env::new();
+    env.var("SYNC_INTERVAL", 3600);
+    std::fs::write(env.dir.path().join(".env"), "USE_HAVEN_DATABASE=False\n").unwrap();
+    let out = env.run(&["sync", "--once"]);
+    assert!(
+        stderr(&out).contains("USE_HAVEN_DATABASE=false: this machine does not write VH-Database"),
+        "{}",
+        stderr(&out)
+    );
+    for yes in ["True", "1", "yes", "ON"] {
+        env.var("USE_HAVEN_DATABASE", yes);
+        env.ok(&["sync", "--once"]);
+    }
+    env.var("USE_HAVEN_DATABASE", "maybe");
+    let out = env.run(&["status"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("error: USE_HAVEN_DATABASE (in the environment) = \"maybe\": expected true or false")
+            && err.contains("--use-haven-database"),
+        "{err}"
+    );
+    // Empty means unset: the defaults apply, nothing is refused.
+    for var in [
+        "USE_HAVEN_DATABASE",
+        "SYNC_BATCH_SIZE",
+        "DISCORD_GUILD_ID",
+        "SYNC_API_PORT",
+        "GUILD_ID",
+    ] {
+        env.var(var, "");
+    }
+    std::fs::write(env.dir.path().join(".env"), "SYNC_INTERVAL=\nSYNC_LEASE=\n").unwrap();
+    env.ok(&["sync", "--once"]);
+}
+
+#[test]
+fn tilde_in_database_paths_is_the_home_folder() {
+    let mut env = Env::new();
+    // Env sets HOME to its folder.
+    env.var("KEEPER_DB_PATH", "~/bot-data/keeper.db");
+    env.submit("🦴", "Oculi", "planet:Erren", "Bones", &[]);
+    assert!(env.dir.path().join("bot-data/keeper.db").is_file());
+    assert!(!env.dir.path().join("~").exists());
+}

@@ -205,6 +205,8 @@ pub enum CliError {
     Pull(#[from] crate::pull::PullError),
     #[error(transparent)]
     Output(#[from] output::OutputError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Input(String),
     #[error("{count} report(s) rejected, nothing was written:\n{details}")]
@@ -233,6 +235,34 @@ impl CliError {
             message: crate::sqlite_error::message(&sql),
         }
     }
+}
+
+/// Every environment variable a flag falls back to, with its flag.
+pub fn env_vars() -> Vec<(String, String)> {
+    use clap::CommandFactory;
+    Cli::command()
+        .get_arguments()
+        .filter_map(|a| Some((a.get_env()?.to_str()?.to_owned(), format!("--{}", a.get_long()?))))
+        .collect()
+}
+
+/// Parses the command line in the environment [`Environment::load`] left.
+/// A bad value from a variable is a [`ConfigError`] naming it and its
+/// `.env` file; anything else clap reports (and exits) itself.
+///
+/// [`Environment::load`]: crate::config::Environment::load
+pub fn parse(environment: crate::config::Environment) -> Result<Cli, crate::config::ConfigError> {
+    use clap::CommandFactory;
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut cli = match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        Err(error) => match crate::config::explain(&Cli::command(), &error, &argv, &environment) {
+            Some(config) => return Err(config),
+            None => error.exit(),
+        },
+    };
+    cli.settings.finish(environment);
+    Ok(cli)
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
@@ -393,6 +423,8 @@ async fn shutdown_signal() {
 }
 
 async fn run_main(app: &App) -> Result<(), CliError> {
+    // Settings first: a bad one stops the start-up before anything runs.
+    let bot_config = crate::bot::BotConfig::from_settings(&app.settings)?;
     let (stop, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     // Bound before anything starts, so a taken port fails the start-up.
@@ -415,7 +447,7 @@ async fn run_main(app: &App) -> Result<(), CliError> {
         tracing::info!("USE_HAVEN_DATABASE=false: remote mode, this process does not write VH-Database");
     }
     let api_state = crate::api::ApiState::new(app.clone(), worker_status);
-    match crate::bot::BotConfig::from_settings(&app.settings) {
+    match bot_config {
         Some(config) => {
             tracing::info!(guild = ?config.guild, "🤖 Discord bot starting");
             tasks.spawn(crate::bot::run(

@@ -3,15 +3,89 @@
 //!
 //! Resolution rules that are not plain defaults (where VH-Database is, the API
 //! bind address) live here so that the worker, the API and the CLI agree.
+//!
+//! - [`dotenv`] — `.env` files and the old bot's variable names
 
+mod dotenv;
+
+use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 
+pub use dotenv::{ALIASES, Environment, Source};
+
 use crate::mapper::Limits;
 use crate::queue::RetryPolicy;
+
+/// A setting with a value keeper cannot use, named as the user wrote it:
+/// the variable (and the `.env` file it came from) and the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}{value}: {reason}; correct it there, or override it with --{flag}")]
+pub struct ConfigError {
+    setting: String,
+    /// ` = "…"`, or nothing for a secret.
+    value: String,
+    flag: String,
+    reason: String,
+}
+
+/// Booleans as the old bot's `.env` writes them (`True`, `1`, `yes`, …).
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false (or yes/no, on/off, 1/0)".into()),
+    }
+}
+
+/// Turns clap's complaint about a value that came from a variable (not from
+/// the command line) into a [`ConfigError`] naming the variable and its
+/// `.env` file; `None` for anything else, which clap reports best itself.
+pub fn explain(cmd: &clap::Command, error: &clap::Error, argv: &[OsString], env: &Environment) -> Option<ConfigError> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(error.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
+        return None;
+    }
+    let Some(ContextValue::String(shown)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = shown.split_whitespace().next()?.strip_prefix("--")?;
+    let arg = cmd.get_arguments().find(|a| a.get_long() == Some(long))?;
+    let given = argv
+        .iter()
+        .filter_map(|a| a.to_str())
+        .take_while(|a| *a != "--")
+        .any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    if given {
+        return None;
+    }
+    let name = arg.get_env()?.to_str()?;
+    let value = match error.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) if !arg.is_hide_env_values_set() => format!(" = {v:?}"),
+        _ => String::new(),
+    };
+    let reason = std::error::Error::source(error).map_or_else(|| error.kind().to_string(), |source| source.to_string());
+    Some(ConfigError {
+        setting: env.describe(name),
+        value,
+        flag: long.to_owned(),
+        reason,
+    })
+}
+
+/// `~` at the start of a path is the home folder, as in a shell: a `.env`
+/// file has no shell to expand it.
+pub fn expand_home(path: &Path, home: Option<&Path>) -> PathBuf {
+    let mut components = path.components();
+    match (components.next(), home) {
+        (Some(Component::Normal(first)), Some(home)) if first == "~" => home.join(components.as_path()),
+        _ => path.to_owned(),
+    }
+}
 
 /// Global options; every one has an environment variable of the same meaning.
 #[derive(Debug, Clone, Args)]
@@ -26,8 +100,9 @@ pub struct Settings {
     #[arg(long, global = true, env = "HAVEN_DB_PATH")]
     pub haven_db: Option<PathBuf>,
 
-    /// `false`: remote mode; this process never writes VH-Database.
-    #[arg(long, global = true, env = "USE_HAVEN_DATABASE", default_value_t = true, action = clap::ArgAction::Set)]
+    /// `false`: remote mode; this process never writes VH-Database
+    /// (true/false, yes/no, on/off or 1/0, any letter case).
+    #[arg(long, global = true, env = "USE_HAVEN_DATABASE", default_value_t = true, action = clap::ArgAction::Set, value_parser = parse_bool)]
     pub use_haven_database: bool,
 
     /// Seconds between polls of the queue (the worker also wakes on a submission).
@@ -95,14 +170,20 @@ pub struct Settings {
     pub discord_token: Option<String>,
 
     /// Register slash commands in this guild only (instant) instead of globally.
+    /// Checked when the bot starts (see [`Settings::discord_guild`]), so the old
+    /// bot's placeholder does not stop commands that have no bot.
     #[arg(long, global = true, env = "DISCORD_GUILD_ID")]
-    pub discord_guild_id: Option<u64>,
+    pub discord_guild_id: Option<String>,
 
     /// Testing knob, not for production: send the bot's Discord HTTP calls to
     /// this base URL (e.g. `http://127.0.0.1:9000`, a fake Discord) instead of
     /// https://discord.com. The gateway URL is whatever that server answers.
     #[arg(long, global = true, env = "DISCORD_API_BASE", hide = true)]
     pub discord_api_base: Option<String>,
+
+    /// Where each variable came from, for messages about bad values.
+    #[arg(skip)]
+    pub environment: Arc<Environment>,
 }
 
 /// Where VH-Database is and whether we may create it.
@@ -115,6 +196,28 @@ pub struct HavenLocation {
 }
 
 impl Settings {
+    /// Completes the parsed settings: `~` expanded in the two database paths,
+    /// the environment's sources kept for later messages.
+    pub fn finish(&mut self, environment: Environment) {
+        let home = dirs::home_dir();
+        self.keeper_db = expand_home(&self.keeper_db, home.as_deref());
+        self.haven_db = self.haven_db.as_deref().map(|p| expand_home(p, home.as_deref()));
+        self.environment = Arc::new(environment);
+    }
+
+    /// The guild to register slash commands in, if one is set.
+    pub fn discord_guild(&self) -> Result<Option<u64>, ConfigError> {
+        let Some(text) = self.discord_guild_id.as_deref() else {
+            return Ok(None);
+        };
+        text.trim().parse().map(Some).map_err(|_| ConfigError {
+            setting: self.environment.describe("DISCORD_GUILD_ID"),
+            value: format!(" = {text:?}"),
+            flag: "discord-guild-id".into(),
+            reason: "not a Discord guild id (a number; in Discord: right-click the server, Copy Server ID)".into(),
+        })
+    }
+
     pub fn haven_location(&self) -> HavenLocation {
         if let Some(path) = &self.haven_db {
             return HavenLocation {
@@ -211,6 +314,60 @@ mod tests {
         let command = Cli::command().mut_args(|arg| arg.env(None::<&str>));
         let matches = command.try_get_matches_from(argv).unwrap();
         Cli::from_arg_matches(&matches).unwrap().settings
+    }
+
+    #[test]
+    fn booleans_are_read_as_the_old_bot_wrote_them() {
+        for (text, expected) in [
+            ("True", true),
+            ("true", true),
+            ("1", true),
+            ("YES", true),
+            ("on", true),
+            ("False", false),
+            ("0", false),
+            ("no", false),
+            ("Off", false),
+        ] {
+            let parsed = settings(&["--use-haven-database", text]);
+            assert_eq!(parsed.use_haven_database, expected, "{text}");
+        }
+        assert!(parse_bool("maybe").unwrap_err().contains("expected true or false"));
+    }
+
+    #[test]
+    fn a_bad_value_from_a_variable_names_the_variable_its_file_and_the_flag() {
+        use clap::CommandFactory;
+        let cmd = Cli::command().mut_arg("sync_batch_size", |a| a.env("KEEPER_TEST_UNSET_VAR"));
+        let argv: Vec<OsString> = vec!["keeper".into()];
+        // clap's own error for the value, as if it had come from the variable.
+        let error = cmd
+            .clone()
+            .try_get_matches_from(["keeper", "--sync-batch-size", "lots"])
+            .unwrap_err();
+        let explained = explain(&cmd, &error, &argv, &Environment::default()).expect("explained");
+        let text = explained.to_string();
+        assert!(text.starts_with("KEEPER_TEST_UNSET_VAR = \"lots\": "), "{text}");
+        assert!(text.ends_with("override it with --sync-batch-size"), "{text}");
+        // Typed on the command line: clap's message is the right one.
+        let typed: Vec<OsString> = vec!["keeper".into(), "--sync-batch-size".into(), "lots".into()];
+        assert!(explain(&cmd, &error, &typed, &Environment::default()).is_none());
+    }
+
+    #[test]
+    fn tilde_is_the_home_folder() {
+        let home = Path::new("/home/me");
+        assert_eq!(
+            expand_home(Path::new("~/bot/keeper.db"), Some(home)),
+            PathBuf::from("/home/me/bot/keeper.db")
+        );
+        assert_eq!(expand_home(Path::new("~"), Some(home)), PathBuf::from("/home/me"));
+        assert_eq!(expand_home(Path::new("a/~/b"), Some(home)), PathBuf::from("a/~/b"));
+        assert_eq!(
+            expand_home(Path::new("~other/x"), Some(home)),
+            PathBuf::from("~other/x")
+        );
+        assert_eq!(expand_home(Path::new("~/x"), None), PathBuf::from("~/x"));
     }
 
     #[test]

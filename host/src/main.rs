@@ -1,19 +1,26 @@
 use std::io::Write as _;
 
-use clap::Parser;
-
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    // .env first, so its values act like the environment the flags fall back to.
-    let dotenv = dotenvy::dotenv();
+fn main() -> std::process::ExitCode {
+    // .env first, so its values act like the environment the flags fall back
+    // to. SAFETY: nothing has started a thread yet (the runtime starts below).
+    let environment = unsafe { keeper::config::Environment::load(&keeper::cli::env_vars()) };
     if let Err(error) = keeper::logging::init() {
         return fail(&error);
     }
-    if let Err(dotenvy::Error::LineParse(line, at)) = &dotenv {
-        tracing::warn!(line = %line, at, ".env has a line that cannot be parsed; it was ignored");
-    }
-    let cli = keeper::cli::Cli::parse();
-    match keeper::cli::run(cli).await {
+    environment.log();
+    let cli = match keeper::cli::parse(environment) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "error: {error}");
+            // As clap does for a bad flag: the user's to fix.
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
+    };
+    match runtime.block_on(keeper::cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => fail(&error),
     }

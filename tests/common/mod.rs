@@ -42,6 +42,13 @@ const KEEPER_VARS: &[&str] = &[
     "KEEPER_LOG_FORMAT",
     "KEEPER_PLUGINS_POLL",
     "NO_COLOR",
+    // The old bot's names, read as DISCORD_TOKEN, DISCORD_GUILD_ID, KEEPER_DB_PATH.
+    "BOT_TOKEN",
+    "DISCORD_BOT_TOKEN",
+    "GUILD_ID",
+    "DATABASE_PATH",
+    // Where the Desktop is looked up on Linux (with HOME, which is set).
+    "XDG_CONFIG_HOME",
 ];
 
 /// The binary under test: cargo's, or `KEEPER_TEST_BIN` when set (several

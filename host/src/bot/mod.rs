@@ -67,24 +67,27 @@ impl std::fmt::Debug for BotConfig {
 
 impl BotConfig {
     /// The bot's settings, or `None` when `DISCORD_TOKEN` is unset or empty.
-    pub fn from_settings(settings: &crate::config::Settings) -> Option<BotConfig> {
-        let token = settings
+    pub fn from_settings(settings: &crate::config::Settings) -> Result<Option<BotConfig>, crate::config::ConfigError> {
+        let Some(token) = settings
             .discord_token
             .as_deref()
             .map(str::trim)
-            .filter(|t| !t.is_empty())?;
-        let guild = match settings.discord_guild_id {
+            .filter(|t| !t.is_empty())
+        else {
+            return Ok(None);
+        };
+        let guild = match settings.discord_guild()? {
             Some(0) => {
                 tracing::warn!("DISCORD_GUILD_ID=0 is not a guild id; registering the command globally");
                 None
             }
             other => other.map(GuildId::new),
         };
-        Some(BotConfig {
+        Ok(Some(BotConfig {
             token: token.to_owned(),
             guild,
             api_base: settings.discord_api_base.clone().filter(|b| !b.trim().is_empty()),
-        })
+        }))
     }
 }
 
