@@ -820,12 +820,15 @@ fn without_a_token_the_bot_does_not_run() {
 }
 
 /// Starts `keeper run` against `discord` (guild registration, the worker on
-/// a long interval) and waits until its command is registered.
+/// a long interval unless the test chose one) and waits until its command is
+/// registered.
 async fn start_bot(discord: &FakeDiscord, env: &mut Env) -> (std::process::Child, u16, Arc<Mutex<String>>) {
+    if !env.vars.iter().any(|(k, _)| k == "SYNC_INTERVAL") {
+        env.var("SYNC_INTERVAL", 3600);
+    }
     env.var("DISCORD_TOKEN", "fake-token")
         .var("DISCORD_GUILD_ID", GUILD_ID)
-        .var("DISCORD_API_BASE", discord.base())
-        .var("SYNC_INTERVAL", 3600);
+        .var("DISCORD_API_BASE", discord.base());
     let (child, port, log) = spawn_run(env);
     wait_log(&log, "/discovery-report registered in the guild");
     (child, port, log)
@@ -1267,5 +1270,109 @@ async fn suggestions_ignore_case_and_accents_and_unknown_places_are_said() {
         "{text}"
     );
     assert_eq!(discoveries(&env).await, 3);
+    terminate(&mut child);
+}
+
+/// Waits for the first request matching `method` and `path` whose body's
+/// `content` contains `needle`; returns that body.
+async fn wait_content(
+    discord: &FakeDiscord,
+    method: &str,
+    path: &str,
+    needle: &str,
+    log: &Arc<Mutex<String>>,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(r) = discord.requests().into_iter().find(|r| {
+            r.method == method && r.path == path && r.body["content"].as_str().is_some_and(|c| c.contains(needle))
+        }) {
+            return r.body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {method} {path} saying {needle:?}; requests: {:#?}\nlog:\n{}",
+            discord.requests(),
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reporters_and_moderators_hear_what_became_of_a_report() {
+    let discord = FakeDiscord::start().await;
+    let mut env = Env::new();
+    env.var("KEEPER_ALERT_CHANNEL_ID", "31337")
+        .var("KEEPER_SLOW_SYNC_SECS", 0)
+        .var("SYNC_MAX_ATTEMPTS", 2)
+        .var("SYNC_RETRY_BASE", 2)
+        .var("SYNC_INTERVAL", 1);
+    let (mut child, _port, log) = start_bot(&discord, &mut env).await;
+
+    // Synced: the confirmation itself says it is on the map, with the VH id.
+    let form = open_form(&discord, 9101, lore_options("Oculi", "planet:Erren"), &log).await;
+    let submit = modal_submit(9102, &form, &[("description", "Placed.")]);
+    discord.interact(submit.clone(), &log).await;
+    let edited = wait_content(
+        &discord,
+        "PATCH",
+        &webhook_path(&submit, "/messages/@original"),
+        "is on the map",
+        &log,
+    )
+    .await;
+    let haven_id = scalar_i64(
+        &env.haven,
+        "SELECT haven_discovery_id FROM keeper_sync_ledger WHERE keeper_discovery_id = 1",
+    )
+    .await;
+    let text = edited["content"].as_str().expect("content");
+    assert!(text.starts_with("✅ Discovery archived! #1"), "{text}");
+    assert!(
+        text.ends_with(&format!("🗺️ #1 is on the map (VH-Database #{haven_id}).")),
+        "{text}"
+    );
+
+    // VH-Database refuses writes: the reporter hears it waits, then that it
+    // failed; the moderators' channel hears both.
+    exec(
+        &env.haven,
+        "CREATE TRIGGER refuse_reports BEFORE INSERT ON discoveries
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    )
+    .await;
+    let form = open_form(&discord, 9103, lore_options("Oculi", "planet:Erren"), &log).await;
+    let submit = modal_submit(9104, &form, &[("description", "Refused.")]);
+    discord.interact(submit.clone(), &log).await;
+    let waiting = wait_content(&discord, "POST", &webhook_path(&submit, ""), "⏳ #2", &log).await;
+    assert_eq!(waiting["flags"], 64, "{waiting}");
+    let failed = wait_content(&discord, "POST", &webhook_path(&submit, ""), "❌ #2", &log).await;
+    assert_eq!(failed["flags"], 64, "{failed}");
+    let alerts = "/api/v10/channels/31337/messages";
+    wait_content(&discord, "POST", alerts, "⏳ #2", &log).await;
+    let alert = wait_content(&discord, "POST", alerts, "❌ #2", &log).await;
+    assert!(
+        alert["content"]
+            .as_str()
+            .expect("content")
+            .contains("refused by the test"),
+        "{alert}"
+    );
+    assert_eq!(queue_state(&env.keeper, 2).await.0, "max_retries_exceeded");
+    // Told once: the rows are gone and nothing is said again.
+    let told = discord.requests().len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        scalar_i64(&env.keeper, "SELECT COUNT(*) FROM keeper_bot_notices").await,
+        0
+    );
+    let again: Vec<Recorded> = discord.requests().into_iter().skip(told).collect();
+    assert!(
+        again
+            .iter()
+            .all(|r| !r.path.contains("/webhooks/") && !r.path.contains("/channels/")),
+        "{again:#?}"
+    );
     terminate(&mut child);
 }

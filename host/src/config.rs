@@ -181,6 +181,16 @@ pub struct Settings {
     #[arg(long, global = true, env = "DISCORD_API_BASE", hide = true)]
     pub discord_api_base: Option<String>,
 
+    /// Discord channel where moderators are told of reports that wait long
+    /// on retries or fail for good.
+    #[arg(long, global = true, env = "KEEPER_ALERT_CHANNEL_ID")]
+    pub alert_channel_id: Option<u64>,
+
+    /// Seconds after which a report from Discord that is not synced, having
+    /// failed at least once, is reported as waiting (to its reporter and moderators).
+    #[arg(long, global = true, env = "KEEPER_SLOW_SYNC_SECS", default_value_t = 1800)]
+    pub slow_sync_secs: u64,
+
     /// Where each variable came from, for messages about bad values.
     #[arg(skip)]
     pub environment: Arc<Environment>,

@@ -176,6 +176,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "open Discord forms",
     },
+    Migration {
+        version: 8,
+        name: "Discord reporters to tell what became of their reports",
+    },
 ];
 
 /// The schema version a fully migrated keeper.db has.
@@ -653,6 +657,23 @@ async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreErr
                      user_id TEXT NOT NULL,
                      options TEXT NOT NULL,
                      expires_at INTEGER NOT NULL)",
+            )
+            .execute(&mut *conn)
+            .await?;
+        }
+        8 => {
+            // How to reach the reporter of a report from Discord once it is
+            // synced, waits long or fails (bot/notices.rs).
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS keeper_bot_notices (
+                     discovery_id INTEGER PRIMARY KEY,
+                     token TEXT NOT NULL,
+                     channel_id TEXT,
+                     user_id TEXT NOT NULL,
+                     confirmation TEXT NOT NULL,
+                     placed INTEGER NOT NULL,
+                     created_at INTEGER NOT NULL,
+                     told_waiting INTEGER NOT NULL DEFAULT 0)",
             )
             .execute(&mut *conn)
             .await?;

@@ -13,6 +13,7 @@ use serenity::all::{
 };
 
 use super::forms::{Forms, Taken};
+use super::notices::{self, Notice};
 use super::placement;
 use super::reply::{self, Reply};
 use crate::app::App;
@@ -240,12 +241,15 @@ pub async fn open_form(ctx: &Context, command: &CommandInteraction, forms: &Form
 /// A submitted modal: validate, store with its queue row, wake the worker,
 /// and only then say "archived", within Discord's deadline (see [`reply`]).
 pub async fn submit(ctx: &Context, modal: &ModalInteraction, nonce: u64, forms: &Forms, app: &App) {
+    let mut archived = None;
     reply::answer_in_time(ctx, modal, async {
         let inputs = inputs_of(modal);
         match forms.take(nonce, modal.user.id).await {
             Ok(Taken::Open(form)) => {
                 let reporter = Reporter::new(&modal.user, modal.member.as_ref(), modal.guild_id);
-                store(app, &form.options, &reporter, &inputs).await
+                let (reply, stored) = store(app, &form.options, &reporter, &inputs).await;
+                archived = stored.map(|(id, placed)| (id, placed, reply.text.clone()));
+                reply
             }
             Ok(taken) => {
                 tracing::info!(interaction = %modal.id, nonce, ?taken, "a form came back that is not open");
@@ -266,6 +270,20 @@ pub async fn submit(ctx: &Context, modal: &ModalInteraction, nonce: u64, forms: 
         }
     })
     .await;
+    // Only once the confirmation exists may news edit it.
+    if let Some((discovery_id, placed, confirmation)) = archived {
+        let notice = Notice {
+            discovery_id,
+            token: modal.token.clone(),
+            channel_id: Some(modal.channel_id.get()),
+            user_id: modal.user.id.get(),
+            confirmation,
+            placed,
+        };
+        if let Err(error) = notices::remember(app.store.pool(), &notice).await {
+            tracing::warn!(discovery_id, %error, "cannot remember whom to tell of this report's sync");
+        }
+    }
 }
 
 /// The modal's text inputs as (custom_id, value).
@@ -284,26 +302,36 @@ fn inputs_of(modal: &ModalInteraction) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Validates and stores one submission; the answer to give the user.
-async fn store(app: &App, options: &Options, reporter: &Reporter, inputs: &[(String, String)]) -> Reply {
+/// Validates and stores one submission; the answer to give the user and,
+/// when stored, the discovery id and whether it will be on the map.
+async fn store(
+    app: &App,
+    options: &Options,
+    reporter: &Reporter,
+    inputs: &[(String, String)],
+) -> (Reply, Option<(i64, bool)>) {
     // A form input may only fill a column of the form's type: a crafted
     // `custom_id` such as "user_id" must not overwrite the reporter.
     let kind = report::discovery_type(&options.discovery_type);
     if let Some((column, _)) = inputs.iter().find(|(c, _)| kind.and_then(|k| k.field(c)).is_none()) {
         tracing::warn!(user_id = %reporter.user_id, column = %column, "a form came back with a field it does not have");
-        return Reply::refusal(
+        let refusal = Reply::refusal(
             format!(
                 "❌ the form sent a field it does not have ({column}); nothing was saved. Please run \
                  /discovery-report again."
             ),
             &typed(kind, inputs),
         );
+        return (refusal, None);
     }
     let report = match Report::from_json(&record(options, reporter, inputs)) {
         Ok(report) => report,
         Err(error) => {
             tracing::info!(user_id = %reporter.user_id, %error, "/{COMMAND_NAME} form refused");
-            return Reply::refusal(format!("❌ {error}. Nothing was saved."), &typed(kind, inputs));
+            return (
+                Reply::refusal(format!("❌ {error}. Nothing was saved."), &typed(kind, inputs)),
+                None,
+            );
         }
     };
     let warning = placement::check(&app.sink(), &report).await;
@@ -328,19 +356,21 @@ async fn store(app: &App, options: &Options, reporter: &Reporter, inputs: &[(Str
                 "✅ Discovery archived! #{id}{kind} in {} ({}), reported by {}",
                 report.system_name, report.location, report.username
             );
+            let placed = warning.is_none();
             if let Some(warning) = warning {
                 text.push('\n');
                 text.push_str(&warning);
             }
-            Reply::public(text)
+            (Reply::public(text), Some((id, placed)))
         }
         Err(error) => {
             tracing::error!(user_id = %reporter.user_id, %error, "cannot store a discovery from Discord");
-            Reply::refusal(
+            let refusal = Reply::refusal(
                 "❌ The archive could not save your report (keeper.db: the operators have been told in the \
                  log). Nothing was saved; please try again later.",
                 &typed(kind, inputs),
-            )
+            );
+            (refusal, None)
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - [`names`] — case- and accent-insensitive matching, "did you mean"
 //! - [`placement`] — whether a report will land on the map, said in the confirmation
 //! - [`gateway`] — the gateway session's state, for `/health` and `/metrics`
+//! - [`notices`] — telling reporters and moderators what became of a report
 //!
 //! The bot is one task beside the worker and the API: it never blocks them,
 //! a Discord outage only makes it reconnect, and it stops on the same
@@ -21,6 +22,7 @@ mod commands;
 mod forms;
 mod gateway;
 mod names;
+mod notices;
 mod placement;
 mod reply;
 
@@ -28,8 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serenity::all::{
-    CommandInteraction, ComponentInteraction, Context, CreateInteractionResponse, EventHandler, GatewayIntents,
-    GuildId, Interaction, ModalInteraction, Ready, ResumedEvent,
+    ChannelId, CommandInteraction, ComponentInteraction, Context, CreateInteractionResponse, EventHandler,
+    GatewayIntents, GuildId, Interaction, ModalInteraction, Ready, ResumedEvent,
 };
 use serenity::http::HttpBuilder;
 use tokio::sync::watch;
@@ -53,6 +55,8 @@ pub struct BotConfig {
     pub guild: Option<GuildId>,
     /// Where Discord's HTTP API is, when not https://discord.com (tests).
     pub api_base: Option<String>,
+    /// Who is told what, and when (`KEEPER_ALERT_CHANNEL_ID`, `KEEPER_SLOW_SYNC_SECS`).
+    pub notices: notices::NoticeRules,
 }
 
 impl std::fmt::Debug for BotConfig {
@@ -61,6 +65,7 @@ impl std::fmt::Debug for BotConfig {
             .field("token", &"<hidden>")
             .field("guild", &self.guild)
             .field("api_base", &self.api_base)
+            .field("notices", &self.notices)
             .finish()
     }
 }
@@ -87,6 +92,10 @@ impl BotConfig {
             token: token.to_owned(),
             guild,
             api_base: settings.discord_api_base.clone().filter(|b| !b.trim().is_empty()),
+            notices: notices::NoticeRules {
+                alert_channel: settings.alert_channel_id.filter(|&c| c != 0).map(ChannelId::new),
+                slow_after: Duration::from_secs(settings.slow_sync_secs),
+            },
         }))
     }
 }
@@ -116,9 +125,11 @@ pub async fn run(app: App, config: BotConfig, gateway: Arc<Gateway>, mut stopped
             Err(error) => Err(error),
             Ok(mut client) => {
                 let shards = client.shard_manager.clone();
+                let news = notices::follow(app.store.pool().clone(), client.http.clone(), config.notices);
                 tokio::select! {
                     result = client.start() => result,
                     () = gateway::follow(shards.clone(), gateway.clone()) => Ok(()),
+                    () = news => Ok(()),
                     _ = stop_requested(&mut stopped) => {
                         shards.shutdown_all().await;
                         gateway.set(GatewayState::Disconnected);

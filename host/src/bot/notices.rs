@@ -1,0 +1,263 @@
+//! Telling reporters what became of their report after the ✅: on the map
+//! (with its VH-Database id), waiting on retries for long, or given up
+//! (`max_retries_exceeded`); the last two also in the moderators' channel
+//! (`KEEPER_ALERT_CHANNEL_ID`).
+//!
+//! Each report from Discord leaves a row in `keeper_bot_notices` (migration
+//! 8) with what is needed to reach its reporter: the interaction token (good
+//! for 15 minutes: the confirmation itself is edited, or a private follow-up
+//! sent) and the channel (after that, a message that mentions them). A
+//! follower reads the rows beside their queue rows every few seconds, so
+//! nothing is lost over a restart and the worker never waits on Discord.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serenity::all::{
+    ChannelId, CreateAllowedMentions, CreateInteractionResponseFollowup, CreateMessage, EditInteractionResponse, UserId,
+};
+use serenity::builder::Builder as _;
+use serenity::http::Http;
+use sqlx::SqlitePool;
+use time::OffsetDateTime;
+
+/// How often the queue is looked at for news.
+const POLL: Duration = Duration::from_secs(2);
+
+/// An interaction token lasts 15 minutes; past this, the channel is used.
+const TOKEN_LIFETIME_S: i64 = 14 * 60;
+
+/// What the follower needs besides keeper.db and Discord.
+#[derive(Debug, Clone, Copy)]
+pub struct NoticeRules {
+    /// Where moderators are told of reports that wait long or fail.
+    pub alert_channel: Option<ChannelId>,
+    /// A report not synced this long after its submission, having failed
+    /// at least once, is said to be waiting.
+    pub slow_after: Duration,
+}
+
+/// The reporter's side of one report from Discord.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub discovery_id: i64,
+    pub token: String,
+    pub channel_id: Option<u64>,
+    pub user_id: u64,
+    /// The confirmation as first sent, to append to.
+    pub confirmation: String,
+    /// Whether the confirmation already said it will not be on the map.
+    pub placed: bool,
+}
+
+fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Remembers how to reach the reporter of `notice.discovery_id`.
+pub async fn remember(pool: &SqlitePool, notice: &Notice) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT OR REPLACE INTO keeper_bot_notices
+             (discovery_id, token, channel_id, user_id, confirmation, placed, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .bind(notice.discovery_id)
+    .bind(&notice.token)
+    .bind(notice.channel_id.map(|c| c.to_string()))
+    .bind(notice.user_id.to_string())
+    .bind(&notice.confirmation)
+    .bind(notice.placed)
+    .bind(now())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A report's news, as read beside its queue row.
+#[derive(Debug)]
+struct News {
+    notice: Notice,
+    created_at: i64,
+    told_waiting: bool,
+    status: String,
+    haven_id: Option<i64>,
+    attempts: i64,
+    error_class: Option<String>,
+    error: Option<String>,
+}
+
+/// What to say about one report, if anything.
+#[derive(Debug, PartialEq, Eq)]
+enum Tell {
+    OnTheMap,
+    Waiting,
+    Failed,
+}
+
+impl News {
+    fn tell(&self, rules: &NoticeRules, now: i64) -> Option<Tell> {
+        let slow = i64::try_from(rules.slow_after.as_secs()).unwrap_or(i64::MAX);
+        match self.status.as_str() {
+            "synced" => Some(Tell::OnTheMap),
+            "max_retries_exceeded" => Some(Tell::Failed),
+            _ if !self.told_waiting && self.attempts > 0 && now.saturating_sub(self.created_at) >= slow => {
+                Some(Tell::Waiting)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Tells reporters (and moderators) until cancelled.
+pub async fn follow(pool: SqlitePool, http: Arc<Http>, rules: NoticeRules) {
+    loop {
+        if let Err(error) = round(&pool, &http, &rules).await {
+            tracing::warn!(%error, "cannot read reports' news from keeper.db; trying again");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn round(pool: &SqlitePool, http: &Http, rules: &NoticeRules) -> Result<(), sqlx::Error> {
+    // Reports whose queue row was cleaned up have nothing more to say.
+    sqlx::query("DELETE FROM keeper_bot_notices WHERE discovery_id NOT IN (SELECT discovery_id FROM sync_queue)")
+        .execute(pool)
+        .await?;
+    let rows: Vec<NewsRow> = sqlx::query_as(
+        "SELECT n.discovery_id, n.token, n.channel_id, n.user_id, n.confirmation, n.placed, n.created_at,
+                n.told_waiting, IFNULL(q.sync_status, 'pending'), q.haven_discovery_id,
+                IFNULL(q.sync_attempts, 0), q.error_class, q.sync_error
+         FROM keeper_bot_notices n JOIN sync_queue q ON q.discovery_id = n.discovery_id
+         WHERE q.sync_status IN ('synced', 'max_retries_exceeded')
+            OR (n.told_waiting = 0 AND IFNULL(q.sync_attempts, 0) > 0)
+         ORDER BY n.discovery_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    let now = now();
+    for news in rows.into_iter().map(News::from) {
+        let Some(tell) = news.tell(rules, now) else { continue };
+        say(http, rules, &news, &tell, now).await;
+        let done = match tell {
+            Tell::Waiting => "UPDATE keeper_bot_notices SET told_waiting = 1 WHERE discovery_id = ?1",
+            Tell::OnTheMap | Tell::Failed => "DELETE FROM keeper_bot_notices WHERE discovery_id = ?1",
+        };
+        sqlx::query(done).bind(news.notice.discovery_id).execute(pool).await?;
+    }
+    Ok(())
+}
+
+type NewsRow = (
+    i64,
+    String,
+    Option<String>,
+    String,
+    String,
+    bool,
+    i64,
+    bool,
+    String,
+    Option<i64>,
+    i64,
+    Option<String>,
+    Option<String>,
+);
+
+impl From<NewsRow> for News {
+    fn from(r: NewsRow) -> News {
+        News {
+            notice: Notice {
+                discovery_id: r.0,
+                token: r.1,
+                channel_id: r.2.and_then(|c| c.parse().ok()),
+                user_id: r.3.parse().unwrap_or(0),
+                confirmation: r.4,
+                placed: r.5,
+            },
+            created_at: r.6,
+            told_waiting: r.7,
+            status: r.8,
+            haven_id: r.9,
+            attempts: r.10,
+            error_class: r.11,
+            error: r.12,
+        }
+    }
+}
+
+/// Says `tell` to the reporter, and to moderators when it is bad news. A
+/// failure to say it is logged: news is worth one try, never a retry storm.
+async fn say(http: &Http, rules: &NoticeRules, news: &News, tell: &Tell, now: i64) {
+    let id = news.notice.discovery_id;
+    let class = news.error_class.as_deref().unwrap_or("unknown");
+    let error = news.error.as_deref().unwrap_or("no error recorded");
+    let line = match tell {
+        Tell::OnTheMap if news.notice.placed => format!(
+            "🗺️ #{id} is on the map (VH-Database #{}).",
+            news.haven_id.unwrap_or_default()
+        ),
+        Tell::OnTheMap => format!(
+            "🗄️ #{id} is in the Control Room's archive (VH-Database #{}), without a map position.",
+            news.haven_id.unwrap_or_default()
+        ),
+        Tell::Waiting => format!(
+            "⏳ #{id} is not in the Control Room yet: it failed {} time(s) ({class}) and will be tried again.",
+            news.attempts
+        ),
+        Tell::Failed => format!(
+            "❌ #{id} could not be sent to the Control Room after {} attempts ({class}). It is kept, and \
+             the moderators can retry it.",
+            news.attempts
+        ),
+    };
+    let young = now.saturating_sub(news.created_at) < TOKEN_LIFETIME_S;
+    let reporter = UserId::new(news.notice.user_id.max(1));
+    let sent = match (tell, young) {
+        (Tell::OnTheMap, true) => EditInteractionResponse::new()
+            .content(format!("{}\n{line}", news.notice.confirmation))
+            .allowed_mentions(CreateAllowedMentions::new())
+            .execute(http, &news.notice.token)
+            .await
+            .map(|_| ()),
+        (_, true) => CreateInteractionResponseFollowup::new()
+            .content(&line)
+            .ephemeral(true)
+            .allowed_mentions(CreateAllowedMentions::new())
+            .execute(http, (None, &news.notice.token))
+            .await
+            .map(|_| ()),
+        (_, false) => match news.notice.channel_id {
+            Some(channel) => ChannelId::new(channel.max(1))
+                .send_message(
+                    http,
+                    CreateMessage::new()
+                        .content(format!("<@{reporter}> {line}"))
+                        .allowed_mentions(CreateAllowedMentions::new().users([reporter])),
+                )
+                .await
+                .map(|_| ()),
+            None => Ok(()),
+        },
+    };
+    match sent {
+        Ok(()) => tracing::info!(discovery_id = id, news = ?tell, "reporter told"),
+        Err(error) => tracing::warn!(discovery_id = id, news = ?tell, %error, "cannot tell the reporter"),
+    }
+    if *tell == Tell::OnTheMap {
+        return;
+    }
+    let Some(alerts) = rules.alert_channel else { return };
+    let alert = format!("{line} Reported by <@{reporter}>. Last error: {error}");
+    let alert: String = alert.chars().take(super::reply::MESSAGE_MAX_CHARS).collect();
+    let posted = alerts
+        .send_message(
+            http,
+            CreateMessage::new()
+                .content(alert)
+                .allowed_mentions(CreateAllowedMentions::new()),
+        )
+        .await;
+    if let Err(error) = posted {
+        tracing::warn!(discovery_id = id, %error, channel = %alerts, "cannot post in the moderators' channel");
+    }
+}
