@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use common::*;
 use sha2::{Digest, Sha256};
@@ -309,4 +310,108 @@ fn tilde_in_database_paths_is_the_home_folder() {
     env.submit("🦴", "Oculi", "planet:Erren", "Bones", &[]);
     assert!(env.dir.path().join("bot-data/keeper.db").is_file());
     assert!(!env.dir.path().join("~").exists());
+}
+
+/// One report, submitted and synced with `HAVEN_DB_PATH` unset, from `cwd`.
+fn submit_and_sync_searching(env: &Env, cwd: &Path) {
+    for args in [
+        &[
+            "submit",
+            "--type",
+            "🦴",
+            "--system",
+            "Oculi",
+            "--location",
+            "planet:Erren",
+            "--description",
+            "Found by the search",
+            "--user",
+            "Miner Joe",
+        ][..],
+        &["sync", "--once"][..],
+    ] {
+        let mut cmd = env.command(args);
+        cmd.env_remove("HAVEN_DB_PATH").current_dir(cwd);
+        let out = output_within(cmd, COMMAND_TIMEOUT, &format!("keeper {args:?}"));
+        assert!(out.status.success(), "keeper {args:?}: {}", stderr(&out));
+    }
+}
+
+/// A copy of the sample VH-Database at `path` (its folders made).
+fn place_vh(path: &Path) {
+    std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+    std::fs::copy(VH_SAMPLE, path).expect("copy VH sample");
+    set_writable(path);
+}
+
+async fn found_by_the_search(vh: &Path) -> i64 {
+    scalar_i64(
+        vh,
+        "SELECT COUNT(*) FROM discoveries WHERE description = 'Found by the search'",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn vh_database_on_a_redirected_desktop_is_found_before_home_desktop() {
+    let env = Env::new();
+    let home = env.dir.path();
+    // A Desktop redirected elsewhere (OneDrive on Windows; XDG_DESKTOP_DIR here),
+    // and the old bot's ~/Desktop: the platform's Desktop wins.
+    let redirected = home.join("OneDrive/Desktop");
+    std::fs::create_dir_all(home.join(".config")).expect("mkdir");
+    std::fs::write(
+        home.join(".config/user-dirs.dirs"),
+        format!("XDG_DESKTOP_DIR=\"{}\"\n", redirected.display()),
+    )
+    .expect("write user-dirs.dirs");
+    let on_redirected = redirected.join("untitled folder/Haven_mdev/data/VH-Database.db");
+    let on_home_desktop = home.join("Desktop/Haven_mdev/data/VH-Database.db");
+    place_vh(&on_redirected);
+    place_vh(&on_home_desktop);
+    submit_and_sync_searching(&env, home);
+    assert_eq!(found_by_the_search(&on_redirected).await, 1);
+    assert_eq!(found_by_the_search(&on_home_desktop).await, 0);
+    assert!(
+        !home.join("data/VH-Database.db").exists(),
+        "a local VH-Database was made"
+    );
+}
+
+#[tokio::test]
+async fn vh_database_beside_the_bots_folder_is_found_as_the_old_bot_did() {
+    let env = Env::new();
+    let home = env.dir.path();
+    // The old bot ran in Keeper/src with Control Room two folders up.
+    let bot_folder = home.join("Keeper/src");
+    std::fs::create_dir_all(&bot_folder).expect("mkdir");
+    let vh = home.join("Haven_mdev/data/VH-Database.db");
+    place_vh(&vh);
+    submit_and_sync_searching(&env, &bot_folder);
+    assert_eq!(found_by_the_search(&vh).await, 1);
+    assert!(
+        !bot_folder.join("data/VH-Database.db").exists(),
+        "a local VH-Database was made"
+    );
+}
+
+#[test]
+fn without_a_vh_database_run_warns_and_creates_the_local_one_at_start_up() {
+    let env = Env::new();
+    let mut cmd = env.command(&["run"]);
+    cmd.env_remove("HAVEN_DB_PATH");
+    let (mut child, log) = spawn_logged(cmd);
+    wait_for_log(&log, "Sync worker started", Duration::from_secs(120));
+    let text = log.lock().expect("log").clone();
+    assert!(
+        text.contains("WARN") && text.contains("no VH-Database where the old bot looked"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Haven_mdev/data/VH-Database.db"),
+        "candidates not logged: {text}"
+    );
+    // Created at start-up, before anything was submitted or synced.
+    assert!(env.dir.path().join("data/VH-Database.db").is_file(), "{text}");
+    stop(&mut child);
 }

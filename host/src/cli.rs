@@ -432,6 +432,7 @@ async fn run_main(app: &App) -> Result<(), CliError> {
     let api_stopped = stopped.clone();
     let mut worker_status = Default::default();
     if app.settings.use_haven_database {
+        prepare_haven(app).await;
         let plugins = app.plugins().await?;
         let worker = app.worker_on(plugins.slot());
         tasks.spawn(plugins.watch(stopped.clone()));
@@ -465,6 +466,31 @@ async fn run_main(app: &App) -> Result<(), CliError> {
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Says at start-up where VH-Database is and how it was chosen and, when
+/// keeper has to make its own, warns and creates it now rather than at the
+/// first sync: an operator whose Control Room reads another file sees it in
+/// the first lines of the log.
+async fn prepare_haven(app: &App) {
+    let location = app.settings.haven_location();
+    let path = location.path.display();
+    let tried: Vec<String> = location.search.tried.iter().map(|p| p.display().to_string()).collect();
+    if tried.is_empty() {
+        tracing::info!(haven_db = %path, "VH-Database from HAVEN_DB_PATH");
+    } else if !location.create_if_missing {
+        tracing::info!(haven_db = %path, tried = ?tried, "VH-Database found where the old bot looked");
+    } else {
+        tracing::warn!(
+            haven_db = %path,
+            tried = ?tried,
+            "no VH-Database where the old bot looked: using a local one, which Control Room does not read \
+             (set HAVEN_DB_PATH to the Control Room's data/VH-Database.db)"
+        );
+        if let Err(error) = app.sink().open().await {
+            tracing::warn!(haven_db = %path, %error, "cannot open the local VH-Database yet; the worker retries");
+        }
+    }
 }
 
 /// Refuses commands that write VH-Database on a machine configured not to.

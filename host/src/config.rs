@@ -7,6 +7,9 @@
 //! - [`dotenv`] — `.env` files and the old bot's variable names
 
 mod dotenv;
+mod haven_search;
+
+pub use haven_search::{Search, SearchRoots};
 
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -95,8 +98,11 @@ pub struct Settings {
     pub keeper_db: PathBuf,
 
     /// The Control Room database. When set and missing it is NOT created:
-    /// items wait and retry. When unset: ~/Desktop/Haven_mdev/data/VH-Database.db
-    /// if it exists, else data/VH-Database.db (created with the VH schema).
+    /// items wait and retry. When unset: the first that exists of
+    /// DESKTOP/Haven_mdev/data/VH-Database.db, DESKTOP/untitled folder/Haven_mdev/...
+    /// (the platform's Desktop, then HOME/Desktop), ../../../Haven_mdev/...,
+    /// ../../Haven_mdev/..., ../Haven_mdev/...; else data/VH-Database.db
+    /// (created with the VH schema).
     #[arg(long, global = true, env = "HAVEN_DB_PATH")]
     pub haven_db: Option<PathBuf>,
 
@@ -203,6 +209,8 @@ pub struct HavenLocation {
     /// Only the built-in default location is ever created; a path the
     /// operator named must already exist, or items wait for it.
     pub create_if_missing: bool,
+    /// The candidates tried when `HAVEN_DB_PATH` was unset (empty when set).
+    pub search: Search,
 }
 
 impl Settings {
@@ -228,25 +236,34 @@ impl Settings {
         })
     }
 
+    /// `HAVEN_DB_PATH` when set; otherwise where the old bot would have
+    /// found it ([`SearchRoots`]); otherwise `data/VH-Database.db`, the only
+    /// place keeper creates one.
     pub fn haven_location(&self) -> HavenLocation {
+        self.haven_location_searching(&SearchRoots::of_this_machine())
+    }
+
+    /// [`Settings::haven_location`] from the given search roots.
+    pub fn haven_location_searching(&self, roots: &SearchRoots) -> HavenLocation {
         if let Some(path) = &self.haven_db {
             return HavenLocation {
                 path: path.clone(),
                 create_if_missing: false,
+                search: Search::default(),
             };
         }
-        if let Some(home) = std::env::var_os("HOME") {
-            let legacy = PathBuf::from(home).join("Desktop/Haven_mdev/data/VH-Database.db");
-            if legacy.is_file() {
-                return HavenLocation {
-                    path: legacy,
-                    create_if_missing: false,
-                };
-            }
-        }
-        HavenLocation {
-            path: PathBuf::from("data/VH-Database.db"),
-            create_if_missing: true,
+        let search = roots.search();
+        match search.found.clone() {
+            Some(path) => HavenLocation {
+                path,
+                create_if_missing: false,
+                search,
+            },
+            None => HavenLocation {
+                path: PathBuf::from("data/VH-Database.db"),
+                create_if_missing: true,
+                search,
+            },
         }
     }
 
