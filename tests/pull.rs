@@ -26,10 +26,41 @@ struct BotHost {
 
 impl BotHost {
     fn start() -> BotHost {
+        BotHost::start_with(&[])
+    }
+
+    /// A bot host with more settings (e.g. `SYNC_MAX_ATTEMPTS`).
+    fn start_with(vars: &[(&str, &str)]) -> BotHost {
         let mut env = Env::new();
         env.var("USE_HAVEN_DATABASE", "false").var("SYNC_API_KEY", KEY);
+        for (k, v) in vars {
+            env.var(k, v);
+        }
         let (child, port, log) = spawn_run(&env);
         BotHost { env, child, port, log }
+    }
+
+    /// One request to the bot host's API with its key: (status, JSON answer).
+    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        call(&self.url(), method, path, body)
+    }
+
+    /// `GET path`, insisting on 200.
+    fn get(&self, path: &str) -> serde_json::Value {
+        let (status, value) = self.call("GET", path, None);
+        assert_eq!(status, 200, "GET {path}: {value}");
+        value
+    }
+
+    /// `GET /metrics` as text.
+    fn metrics(&self) -> String {
+        let agent = agent();
+        let mut answer = agent
+            .get(format!("{}/metrics", self.url()))
+            .header("X-API-Key", KEY)
+            .call()
+            .expect("GET /metrics");
+        answer.body_mut().read_to_string().expect("metrics text")
     }
 
     fn url(&self) -> String {
@@ -64,6 +95,48 @@ impl Drop for BotHost {
         if std::thread::panicking() {
             eprintln!("bot host log:\n{}", self.log.lock().unwrap());
         }
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// One request with the bot host's key to any sync API: (status, JSON answer).
+fn call(base: &str, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    let agent = agent();
+    let url = format!("{base}{path}");
+    let answer = match (method, body) {
+        ("GET", _) => agent.get(&url).header("X-API-Key", KEY).call(),
+        (_, body) => agent
+            .post(&url)
+            .header("X-API-Key", KEY)
+            .header("content-type", "application/json")
+            .send(body.unwrap_or(serde_json::Value::Null).to_string().as_bytes()),
+    };
+    let mut answer = answer.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = answer.status().as_u16();
+    let text = answer.body_mut().read_to_string().expect("answer body");
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {url}: not JSON ({e}): {text}"));
+    (status, value)
+}
+
+/// Waits (bounded) for a child to exit by itself; kills it and fails if it does not.
+fn wait_exit(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what}: the process did not exit within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -230,8 +303,10 @@ async fn pull_without_vh_database_acknowledges_nothing() {
     assert!(bot.queue().await.iter().all(|(_, s, h)| s == "pending" && h.is_none()));
 }
 
+/// The mapping refuses a row: a permanent failure (the same plugin refuses
+/// it again), so the bot host gives up at once, as its own worker would.
 #[tokio::test]
-async fn items_that_fail_mapping_are_reported_and_stay_pending() {
+async fn items_that_fail_mapping_are_reported_to_the_bot_host() {
     let bot = BotHost::start();
     let (broken, broken_queue) = bot.submit("Ixiezh HV", "moon:Getre Beta", "Tags gone bad").await;
     let (_, good_queue) = bot.submit("Oculi", "planet:Erren", "Fine report").await;
@@ -256,7 +331,24 @@ async fn items_that_fail_mapping_are_reported_and_stay_pending() {
     );
     assert_eq!(vh_count(&control_room).await, before + 1);
     let queue = bot.queue().await;
-    assert!(queue.contains(&(broken_queue, "pending".into(), None)), "{queue:?}");
+    assert!(
+        queue.contains(&(broken_queue, "max_retries_exceeded".into(), None)),
+        "{queue:?}"
+    );
+    let item = bot.get(&format!("/sync/items/{broken_queue}"))["item"].clone();
+    assert_eq!(
+        (item["error_class"].as_str(), item["sync_attempts"].as_i64()),
+        (Some("mapping"), Some(1)),
+        "{item}"
+    );
+    assert!(
+        item["sync_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("tags is not valid JSON"),
+        "{item}"
+    );
+    assert_eq!(bot.get("/sync/failed")["failed_items"][0]["queue_id"], broken_queue);
     assert!(
         queue.iter().any(|(q, s, _)| *q == good_queue && s == "synced"),
         "{queue:?}"
@@ -289,6 +381,11 @@ async fn pull_every_keeps_pulling_until_sigterm() {
 
 /// Reads one HTTP request (head and body); returns its request line.
 fn read_request(stream: &mut std::net::TcpStream) -> String {
+    read_request_with_body(stream).0
+}
+
+/// Reads one HTTP request; returns its request line and its body.
+fn read_request_with_body(stream: &mut std::net::TcpStream) -> (String, String) {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -313,11 +410,13 @@ fn read_request(stream: &mut std::net::TcpStream) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&data)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    let text = String::from_utf8_lossy(&data).into_owned();
+    let line = text.lines().next().unwrap_or_default().to_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (line, body)
 }
 
 /// A proxy to the bot host that passes exports through and fails every
@@ -431,4 +530,305 @@ async fn pull_names_unreachable_servers_and_wrong_answers() {
     let out = pull(&control_room, "https://example.invalid", None);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("https is not supported"), "{}", stderr(&out));
+}
+
+/// A Control Room whose VH-Database lacks a column the mapped row sets: a
+/// schema failure on the puller, which the bot host must see as its own.
+#[tokio::test]
+async fn remote_failures_back_off_count_and_give_up_on_the_bot_host() {
+    let bot = BotHost::start_with(&[("SYNC_MAX_ATTEMPTS", "2"), ("SYNC_RETRY_BASE", "3600")]);
+    let broken = bot.env.submit(
+        "🦴",
+        "Oculi",
+        "planet:Erren",
+        "Bones with a species",
+        &["--field", "species_type=Raptor"],
+    );
+    let (_, good_queue) = bot.submit("Ixiezh HV", "moon:Getre Beta", "Plain fossil").await;
+    let broken_queue: i64 = scalar_i64(&bot.env.keeper, "SELECT MIN(id) FROM sync_queue").await;
+    let control_room = Env::new();
+    exec(&control_room.haven, "ALTER TABLE discoveries DROP COLUMN species_type").await;
+
+    let out = pull_ok(&control_room, &bot.url());
+    assert!(out.contains("pulled 1, failed 1"), "{out}");
+    let (status, attempts, error) = queue_state(&bot.env.keeper, broken).await;
+    assert_eq!((status.as_str(), attempts), ("pending", 1));
+    let error = error.unwrap_or_default();
+    assert!(error.contains("species_type missing in VH-Database"), "{error}");
+    let item = bot.get(&format!("/sync/items/{broken_queue}"))["item"].clone();
+    assert_eq!(item["error_class"], "schema", "{item}");
+    assert_eq!(item["sync_attempts"], 1, "{item}");
+    assert!(item["next_retry_after"].is_string(), "a backoff is set: {item}");
+    assert!(item["last_sync_attempt"].is_string(), "{item}");
+
+    // Not offered again before its backoff has passed.
+    assert_eq!(bot.get("/sync/export")["count"], 0);
+    let out = pull_ok(&control_room, &bot.url());
+    assert!(out.contains("pulled 0, failed 0"), "{out}");
+    assert_eq!(queue_state(&bot.env.keeper, broken).await.1, 1);
+
+    // Once due, the second failure uses up SYNC_MAX_ATTEMPTS=2.
+    exec(
+        &bot.env.keeper,
+        "UPDATE sync_queue SET next_retry_after = '2000-01-01 00:00:00.000' WHERE next_retry_after IS NOT NULL",
+    )
+    .await;
+    let out = pull_ok(&control_room, &bot.url());
+    assert!(out.contains("pulled 0, failed 1"), "{out}");
+    assert_eq!(queue_state(&bot.env.keeper, broken).await.0, "max_retries_exceeded");
+
+    // Everywhere the bot host's operator looks.
+    let failed = bot.get("/sync/failed");
+    assert_eq!(failed["count"], 1, "{failed}");
+    assert_eq!(failed["failed_items"][0]["queue_id"], broken_queue);
+    assert_eq!(failed["failed_items"][0]["sync_attempts"], 2);
+    let listed = bot.env.ok(&["failed"]);
+    assert!(
+        listed.contains(&format!("#{broken_queue} discovery {broken} after 2 attempt(s)"))
+            && listed.contains("species_type missing"),
+        "{listed}"
+    );
+    let stats = bot.get("/sync/statistics");
+    assert_eq!(stats["failed_attempts_by_class"]["schema"], 2, "{stats}");
+    assert!(
+        stats["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["sync_status"] == "max_retries_exceeded" && e["error_class"] == "schema" && e["count"] == 1),
+        "{stats}"
+    );
+    let metrics = bot.metrics();
+    assert!(
+        metrics.contains("keeper_sync_failed_attempts_total{error_class=\"schema\"} 2\n")
+            && metrics.contains("keeper_sync_failed_items{error_class=\"schema\"} 1\n"),
+        "{metrics}"
+    );
+
+    // The acknowledged item carries the puller's plugin provenance.
+    let good = bot.get(&format!("/sync/items/{good_queue}"))["item"].clone();
+    assert_eq!(good["sync_status"], "synced", "{good}");
+    let provenance = &good["provenance"];
+    assert_eq!(provenance["name"], "keeper-default-mapper", "{good}");
+    assert_eq!(provenance["hash"].as_str().map(str::len), Some(64), "{good}");
+    assert_eq!(good["metadata"]["pulled"], true, "{good}");
+
+    // The schema fixed: retry just the schema failures, by class.
+    exec(
+        &control_room.haven,
+        "ALTER TABLE discoveries ADD COLUMN species_type TEXT",
+    )
+    .await;
+    let none = bot.env.ok(&["retry", "--all-failed", "--class", "mapping"]);
+    assert!(none.contains("0 item(s) that failed with class mapping"), "{none}");
+    let out = bot.env.run(&["retry", "--class", "schema"]);
+    assert!(!out.status.success(), "--class without --all-failed is refused");
+    let out = bot.env.run(&["retry", "--all-failed", "--class", "scheme"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("possible values"),
+        "{}",
+        stderr(&out)
+    );
+    let (status, body) = bot.call("POST", "/sync/retry?class=bogus", None);
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = bot.call("POST", "/sync/retry?class=schema", None);
+    assert_eq!((status, body["retried"].as_i64()), (200, Some(1)), "{body}");
+    let out = pull_ok(&control_room, &bot.url());
+    assert!(out.contains("pulled 1, failed 0"), "{out}");
+    assert_eq!(queue_state(&bot.env.keeper, broken).await.0, "synced");
+}
+
+/// `POST /sync/fail` by hand: only pending items change; the rest are listed.
+#[tokio::test]
+async fn failure_reports_change_only_pending_items() {
+    let bot = BotHost::start();
+    let (_, queue_id) = bot.submit("Oculi", "planet:Erren", "Reported by hand").await;
+    let report = |id: i64, class: &str| serde_json::json!({"items": [{"queue_id": id, "class": class, "message": "could not write"}]});
+    let (status, body) = bot.call("POST", "/sync/fail", Some(report(queue_id, "nonsense")));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = bot.call("POST", "/sync/fail", Some(serde_json::json!({"items": []})));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(queue_state(&bot.env.keeper, 1).await, ("pending".into(), 0, None));
+
+    let (status, body) = bot.call("POST", "/sync/fail", Some(report(9999, "locked")));
+    assert_eq!(
+        (status, body["unknown"].clone()),
+        (200, serde_json::json!([9999])),
+        "{body}"
+    );
+    // A permanent class gives up at once, as with the local worker.
+    let (status, body) = bot.call("POST", "/sync/fail", Some(report(queue_id, "mapping")));
+    assert_eq!(
+        (status, body["gave_up"].clone()),
+        (200, serde_json::json!([queue_id])),
+        "{body}"
+    );
+    let (status, body) = bot.call("POST", "/sync/fail", Some(report(queue_id, "locked")));
+    assert_eq!(
+        (status, body["not_pending"].clone()),
+        (200, serde_json::json!([queue_id])),
+        "{body}"
+    );
+    let (_, attempts, error) = queue_state(&bot.env.keeper, 1).await;
+    assert_eq!((attempts, error.as_deref()), (1, Some("could not write")));
+}
+
+/// A host that writes VH-Database itself: export, ack and fail answer 409,
+/// and a puller stops at once, writing nothing, `--every` included.
+#[tokio::test]
+async fn a_host_that_writes_vh_database_itself_refuses_to_export() {
+    let mut env = Env::new();
+    env.var("SYNC_API_KEY", KEY).var("SYNC_INTERVAL", 3600);
+    // Its own worker cannot sync either (no VH-Database): whatever marks an
+    // item synced here would be the acknowledgement.
+    let missing = env.dir.path().join("nowhere/VH-Database.db");
+    env.var("HAVEN_DB_PATH", missing.display());
+    let (child, port, log) = spawn_run(&env);
+    let host = BotHost { env, child, port, log };
+    let id = host
+        .env
+        .submit("🦴", "Oculi", "planet:Erren", "Local worker's item", &[]);
+    let control_room = Env::new();
+    let before = vh_count(&control_room).await;
+
+    for (method, path, body) in [
+        ("GET", "/sync/export", None),
+        (
+            "POST",
+            "/sync/ack",
+            Some(serde_json::json!({"items": [{"queue_id": 1, "haven_discovery_id": 777}]})),
+        ),
+        (
+            "POST",
+            "/sync/fail",
+            Some(serde_json::json!({"items": [{"queue_id": 1, "class": "locked", "message": "x"}]})),
+        ),
+    ] {
+        let (status, body) = host.call(method, path, body);
+        assert_eq!(status, 409, "{method} {path}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("USE_HAVEN_DATABASE=true"),
+            "{body}"
+        );
+    }
+    let synced = scalar_i64(
+        &host.env.keeper,
+        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced' OR haven_discovery_id IS NOT NULL",
+    )
+    .await;
+    assert_eq!(synced, 0, "a made-up acknowledgement changed nothing");
+    assert_eq!(queue_state(&host.env.keeper, id).await.0, "pending");
+
+    let out = pull(&control_room, &host.url(), Some(KEY));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("409") && err.contains("USE_HAVEN_DATABASE=true"), "{err}");
+
+    let mut puller = control_room
+        .command(&["pull", "--from", &host.url(), "--api-key", KEY, "--every", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn keeper pull");
+    let status = wait_exit(
+        &mut puller,
+        "keeper pull --every against a host that writes VH-Database",
+    );
+    let mut err = String::new();
+    puller.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("409") && err.contains("does not fix itself"), "{err}");
+    assert_eq!(vh_count(&control_room).await, before);
+}
+
+#[tokio::test]
+async fn pull_every_stops_on_a_wrong_key() {
+    let bot = BotHost::start();
+    let control_room = Env::new();
+    let mut puller = control_room
+        .command(&["pull", "--from", &bot.url(), "--api-key", "wrong", "--every", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn keeper pull");
+    let status = wait_exit(&mut puller, "keeper pull --every with a wrong key");
+    let mut err = String::new();
+    puller.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("401") && err.contains("API key given is wrong"), "{err}");
+}
+
+/// A proxy that answers 503 to the first `failures` requests, then forwards
+/// everything (method, path, body, key) to the bot host.
+fn flaky_proxy(bot: &str, failures: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bot = bot.to_owned();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let (line, body) = read_request_with_body(&mut stream);
+            let (status, text) = if n < failures {
+                (
+                    503,
+                    r#"{"status":"error","error":"unavailable","message":"deploying"}"#.to_owned(),
+                )
+            } else {
+                let mut parts = line.split(' ');
+                let (method, path) = (parts.next().unwrap_or("GET"), parts.next().unwrap_or("/"));
+                let body = serde_json::from_str(&body).ok();
+                let (status, value) = call(&bot, method, path, body);
+                (status, value.to_string())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+#[tokio::test]
+async fn pull_every_backs_off_on_5xx_and_carries_on() {
+    let bot = BotHost::start();
+    bot.submit("Oculi", "planet:Erren", "Waits out a deploy").await;
+    let control_room = Env::new();
+    let log_path = control_room.dir.path().join("pull.log");
+    let mut puller = control_room
+        .command(&[
+            "pull",
+            "--from",
+            &flaky_proxy(&bot.url(), 2),
+            "--api-key",
+            KEY,
+            "--every",
+            "1",
+        ])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("spawn keeper pull");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while bot.queue().await.iter().any(|(_, s, _)| s != "synced") {
+        assert!(
+            Instant::now() < deadline,
+            "the puller never got past the 503s:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        assert!(puller.try_wait().unwrap().is_none(), "a 503 must not end the puller");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    terminate(&mut puller);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("HTTP 503") && log.contains("retry_in_seconds=1") && log.contains("retry_in_seconds=2"),
+        "{log}"
+    );
+    assert!(puller.wait().unwrap().success());
 }

@@ -77,6 +77,10 @@ pub enum Command {
         /// Every `max_retries_exceeded` item instead of one.
         #[arg(long)]
         all_failed: bool,
+        /// With --all-failed: only items whose last failure has this class,
+        /// failed or waiting out a backoff (e.g. `schema` after fixing the table).
+        #[arg(long, value_enum, requires = "all_failed")]
+        class: Option<crate::queue::ErrorClass>,
     },
     /// Delete synced queue items older than N days.
     #[command(after_help = "Example:\n  keeper cleanup --days 90")]
@@ -315,8 +319,15 @@ async fn command(app: App, command: Command) -> Result<(), CliError> {
             }
             Ok(())
         }
-        Command::Retry { queue_id, all_failed } => {
-            if all_failed {
+        Command::Retry {
+            queue_id,
+            all_failed,
+            class,
+        } => {
+            if let Some(class) = class {
+                let n = app.queue.retry_class(class).await?;
+                println!("{n} item(s) that failed with class {} marked for retry", class.as_str());
+            } else if all_failed {
                 let n = app.queue.retry_all_failed().await?;
                 output::print_after_commit(&format!("{n} failed item(s) marked for retry\n"));
             } else if let Some(id) = queue_id {
@@ -682,13 +693,24 @@ async fn pull(app: &App, args: PullArgs) -> Result<(), CliError> {
     );
     let (stop, stopped) = watch::channel(false);
     let watcher = tokio::spawn(plugins.watch(stopped.clone()));
-    let handle = tokio::spawn(async move { puller.run(std::time::Duration::from_secs(every), stopped).await });
-    shutdown_signal().await;
-    tracing::info!("shutting down: finishing the page in hand");
-    let _ = stop.send(true);
-    let _ = handle.await;
+    let mut handle = tokio::spawn(async move { puller.run(std::time::Duration::from_secs(every), stopped).await });
+    // The puller ends by itself only on an error waiting cannot fix (401, 409).
+    let ended = tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down: finishing the page in hand");
+            let _ = stop.send(true);
+            (&mut handle).await
+        }
+        ended = &mut handle => {
+            let _ = stop.send(true);
+            ended
+        }
+    };
     let _ = watcher.await;
-    Ok(())
+    match ended {
+        Ok(result) => Ok(result?),
+        Err(join) => Err(crate::pull::PullError::Thread(join.to_string()).into()),
+    }
 }
 
 #[cfg(test)]

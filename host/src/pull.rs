@@ -21,9 +21,11 @@ use std::time::Duration;
 use poem_openapi::types::{ParseFromJSON, ToJSON};
 use tokio::sync::watch;
 
-use crate::api::model::{AckEntry, AckRequest, AckResult, ExportPage, ExportedItem};
+use crate::api::model::{
+    AckEntry, AckRequest, AckResult, ExportPage, ExportedItem, FailEntry, FailRequest, FailResult, Provenance,
+};
 use crate::delivery::{self, Input, Outcome};
-use crate::mapper::PluginSlot;
+use crate::mapper::{PluginInfo, PluginSlot};
 use crate::row::Row;
 use crate::sink::{Sink, SinkError};
 
@@ -42,6 +44,10 @@ pub enum PullError {
     Unreachable { url: String, reason: String },
     #[error("the sync API at {url} refused the request (401 Unauthorized): {hint}")]
     Unauthorized { url: String, hint: &'static str },
+    /// A host that writes VH-Database itself: pulling from it would write
+    /// every item into two VH-Databases.
+    #[error("the sync API at {url} refused to export (409 Conflict): {message}")]
+    Conflict { url: String, message: String },
     #[error("the sync API at {url} answered HTTP {status}: {message}")]
     Status { url: String, status: u16, message: String },
     #[error("{url} did not answer JSON (is --from the address of the sync API?): {excerpt}")]
@@ -55,6 +61,17 @@ pub enum PullError {
     /// VH-Database cannot be used: nothing was written or acknowledged.
     #[error("{0}; nothing was acknowledged, the items stay pending on the bot host")]
     Sink(#[from] SinkError),
+}
+
+impl PullError {
+    /// Whether waiting cannot help: a wrong key, a wrong host or a wrong
+    /// address stay wrong, so `--every` stops instead of retrying for ever.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            PullError::BadUrl { .. } | PullError::Unauthorized { .. } | PullError::Conflict { .. }
+        )
+    }
 }
 
 /// Totals of one round, for `keeper pull --once`.
@@ -120,10 +137,23 @@ impl Remote {
         Ok(page)
     }
 
-    /// Acknowledges written items with their VH-Database ids.
-    pub async fn ack(&self, items: Vec<AckEntry>) -> Result<AckResult, PullError> {
-        let body = AckRequest { items }.to_json_string();
+    /// Acknowledges written items with their VH-Database ids and the plugin
+    /// that mapped them.
+    pub async fn ack(&self, items: Vec<AckEntry>, plugin: &PluginInfo) -> Result<AckResult, PullError> {
+        let plugin = Some(Provenance {
+            name: plugin.name.clone(),
+            version: plugin.version.clone(),
+            hash: plugin.hash.clone(),
+        });
+        let body = AckRequest { items, plugin }.to_json_string();
         self.exchange("/sync/ack".to_owned(), Some(body)).await
+    }
+
+    /// Reports items that could not be written, so that the bot host counts
+    /// the attempt, backs off and shows them as its own worker's failures.
+    pub async fn fail(&self, items: Vec<FailEntry>) -> Result<FailResult, PullError> {
+        let body = FailRequest { items }.to_json_string();
+        self.exchange("/sync/fail".to_owned(), Some(body)).await
     }
 
     fn url(&self, path: &str) -> String {
@@ -155,6 +185,9 @@ impl Remote {
                 .and_then(|j| j.get("message"))
                 .and_then(|m| m.as_str())
                 .map_or_else(excerpt, str::to_owned);
+            if status == 409 {
+                return Err(PullError::Conflict { url, message });
+            }
             return Err(PullError::Status { url, status, message });
         }
         let Some(json) = json else {
@@ -256,7 +289,7 @@ impl Puller {
         let plugin = self.plugins.current();
         let outcomes = delivery::deliver(&self.sink, &plugin, &page.source_id, &inputs).await?;
         let mut acks = Vec::new();
-        let mut failed = 0;
+        let mut failures = Vec::new();
         for (item, outcome) in page.items.iter().zip(outcomes) {
             match outcome {
                 Outcome::Delivered {
@@ -269,22 +302,37 @@ impl Puller {
                     keeper_db_replaced: keeper_db_replaced.then_some(true),
                 }),
                 Outcome::Failed { class, message } => {
-                    failed += 1;
                     tracing::warn!(
                         queue_id = item.queue_id,
                         discovery_id = item.discovery_id,
                         class = class.as_str(),
                         error = %message,
-                        "pulled item not written; it stays pending on the bot host"
+                        "pulled item not written; reported to the bot host"
                     );
+                    failures.push(FailEntry {
+                        queue_id: item.queue_id,
+                        class,
+                        message,
+                    });
                 }
             }
+        }
+        let failed = failures.len() as u64;
+        if !failures.is_empty() {
+            let result = self.remote.fail(failures).await?;
+            tracing::info!(
+                retrying = ?result.retrying,
+                gave_up = ?result.gave_up,
+                not_pending = ?result.not_pending,
+                unknown = ?result.unknown,
+                "failures reported to the bot host"
+            );
         }
         if acks.is_empty() {
             return Ok(Pulled { pulled: 0, failed });
         }
         let written = acks.len();
-        let result = self.remote.ack(acks).await?;
+        let result = self.remote.ack(acks, plugin.info()).await?;
         let pulled = (result.acknowledged.len() + result.already_synced.len()) as u64;
         if !result.in_progress.is_empty() || !result.unknown.is_empty() {
             // Written here, but the bot host did not take the acknowledgement
@@ -307,20 +355,49 @@ impl Puller {
         Ok(Pulled { pulled, failed })
     }
 
-    /// Rounds every `every` until `shutdown` turns true. A failed round
-    /// (bot host unreachable, VH-Database locked) is logged and retried.
-    pub async fn run(&self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    /// Rounds every `every` until `shutdown` turns true. A round that fails
+    /// for a reason that may pass (bot host unreachable or answering 5xx,
+    /// VH-Database locked) is logged and retried, waiting twice as long after
+    /// each failure in a row (up to [`MAX_BACKOFF`], or `every` if longer).
+    /// A reason that waiting cannot fix (401: wrong key; 409: a host that
+    /// writes VH-Database itself) ends the loop with that error.
+    pub async fn run(&self, every: Duration, mut shutdown: watch::Receiver<bool>) -> Result<(), PullError> {
+        let mut failures_in_a_row: u32 = 0;
         while !*shutdown.borrow() {
-            if let Err(error) = self.round_until(Some(&shutdown)).await {
-                tracing::error!(%error, "pull round failed; trying again next interval");
-            }
+            let wait = match self.round_until(Some(&shutdown)).await {
+                Ok(_) => {
+                    failures_in_a_row = 0;
+                    every
+                }
+                Err(error) if error.is_permanent() => {
+                    tracing::error!(%error, "pull stopped: this does not fix itself");
+                    return Err(error);
+                }
+                Err(error) => {
+                    failures_in_a_row = failures_in_a_row.saturating_add(1);
+                    let wait = backoff(every, failures_in_a_row);
+                    tracing::error!(%error, retry_in_seconds = wait.as_secs(), "pull round failed; trying again");
+                    wait
+                }
+            };
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
             }
         }
         tracing::info!("puller stopped");
+        Ok(())
     }
+}
+
+/// The longest wait between two failed rounds (unless `--every` is longer).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
+
+/// The wait after the `failures`-th failed round in a row: `every`, then
+/// twice as long each time, capped.
+fn backoff(every: Duration, failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(16);
+    every.saturating_mul(factor).min(MAX_BACKOFF.max(every))
 }
 
 /// An exported item as the delivery step's input.
@@ -336,5 +413,19 @@ fn input(item: &ExportedItem) -> Input {
         discovery_id: item.discovery_id,
         backfill: item.backfill,
         row,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_or_every() {
+        let s = Duration::from_secs;
+        let waits: Vec<u64> = (1..=7).map(|n| backoff(s(60), n).as_secs()).collect();
+        assert_eq!(waits, [60, 120, 240, 480, 900, 900, 900]);
+        assert_eq!(backoff(s(3600), 5), s(3600));
+        assert_eq!(backoff(s(1), u32::MAX), MAX_BACKOFF);
     }
 }

@@ -90,9 +90,13 @@ impl RetryPolicy {
 }
 
 /// Why an attempt failed, stored in `error_class`; decides whether to retry
-/// and which items a new plugin version heals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// and which items a new plugin version heals. The same names in the API
+/// (`POST /sync/fail`, `POST /sync/retry?class=`) and on the command line
+/// (`keeper retry --all-failed --class`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, poem_openapi::Enum, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum ErrorClass {
     /// VH-Database missing, unreadable or not a database.
     Unavailable,
@@ -254,6 +258,27 @@ pub struct Ack {
     /// The puller found this keeper.db's discovery id delivered before as
     /// another report (see [`Delivered::keeper_db_replaced`]).
     pub keeper_db_replaced: bool,
+}
+
+/// A remote puller's report that it could not write an item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFailure {
+    pub queue_id: i64,
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+/// What became of a batch of remote failure reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FailOutcome {
+    /// Recorded; pending again after their backoff (`next_retry_after`).
+    pub retrying: Vec<i64>,
+    /// Recorded; out of attempts or a permanent class: `max_retries_exceeded`.
+    pub gave_up: Vec<i64>,
+    /// Not pending here (synced, being synced, or already failed): left alone.
+    pub not_pending: Vec<i64>,
+    /// No such queue item.
+    pub unknown: Vec<i64>,
 }
 
 /// What became of a batch of acknowledgements.
@@ -519,40 +544,7 @@ impl Queue {
             mark_synced(&mut tx, Some(token), delivered).await?;
         }
         if !failed.is_empty() {
-            let payload: Vec<serde_json::Value> = failed
-                .iter()
-                .map(|f| {
-                    let (status, delay) = match self
-                        .policy
-                        .after_failure(f.attempts.saturating_add(1), f.class.is_permanent())
-                    {
-                        AfterFailure::RetryIn(d) => (SyncStatus::Pending, Some(d.as_secs())),
-                        AfterFailure::GiveUp => (SyncStatus::MaxRetriesExceeded, None),
-                    };
-                    json!({"queue_id": f.queue_id, "status": status.as_str(), "delay": delay,
-                           "class": f.class.as_str(), "error": f.message})
-                })
-                .collect();
-            sqlx::query(
-                "WITH j AS MATERIALIZED (
-                     SELECT value ->> 'queue_id' AS queue_id, value ->> 'status' AS status,
-                         value ->> 'error' AS error, value ->> 'class' AS class, value ->> 'delay' AS delay
-                     FROM json_each(?1))
-                 UPDATE sync_queue
-                 SET sync_status = j.status,
-                     sync_attempts = COALESCE(sync_attempts, 0) + 1, max_attempts = ?3,
-                     sync_error = j.error, error_class = j.class,
-                     next_retry_after = CASE WHEN j.delay IS NULL THEN NULL
-                         ELSE strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || j.delay || ' seconds') END,
-                     lease_expires_at = NULL, claim_token = NULL
-                 FROM j
-                 WHERE sync_queue.id = j.queue_id AND sync_queue.claim_token = ?2",
-            )
-            .bind(serde_json::Value::Array(payload).to_string())
-            .bind(token)
-            .bind(self.policy.max_attempts)
-            .execute(&mut *tx)
-            .await?;
+            mark_failed(&mut tx, Some(token), self.policy, failed).await?;
         }
         tx.commit().await
     }
@@ -584,6 +576,13 @@ impl Queue {
     /// Retries every `max_retries_exceeded` item; returns how many.
     pub async fn retry_all_failed(&self) -> Result<u64, sqlx::Error> {
         self.requeue_failed(&[]).await
+    }
+
+    /// Retries the items whose last failure is of `class`, failed or still
+    /// waiting out a backoff: after fixing the cause (a schema, a lock) an
+    /// operator retries just those. Returns how many.
+    pub async fn retry_class(&self, class: ErrorClass) -> Result<u64, sqlx::Error> {
+        self.requeue_failed(&[class]).await
     }
 
     /// Retries the items that failed because of what the plugin did — it
@@ -806,14 +805,18 @@ impl Queue {
             .await
     }
 
-    /// Pending items with a queue id above `after`, in id order: the remote
-    /// puller's page (remote mode; no worker here claims them).
+    /// Pending items that are due (their `next_retry_after`, if any, has
+    /// passed) with a queue id above `after`, in id order: the remote
+    /// puller's page (remote mode; no worker here claims them). An item whose
+    /// remote failure is waiting out its backoff is not offered.
     pub async fn pending_after(&self, after: i64, limit: u32) -> Result<Vec<ExportedItem>, sqlx::Error> {
         let rows: Vec<(i64, i64, i64, Option<String>, bool)> = sqlx::query_as(
             "SELECT id, discovery_id, IFNULL(sync_attempts, 0), created_at,
                     COALESCE(json_valid(metadata) AND metadata ->> 'backfill', 0) != 0
              FROM sync_queue
-             WHERE id > ?1 AND IFNULL(sync_status, 'pending') = 'pending' ORDER BY id LIMIT ?2",
+             WHERE id > ?1 AND IFNULL(sync_status, 'pending') = 'pending'
+               AND (next_retry_after IS NULL OR next_retry_after <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
+             ORDER BY id LIMIT ?2",
         )
         .bind(after)
         .bind(limit)
@@ -835,17 +838,29 @@ impl Queue {
 
     /// Marks items a remote puller wrote to its VH-Database as synced, in one
     /// statement; items already synced, being synced here, or unknown are
-    /// reported and left alone.
-    pub async fn acknowledge(&self, acks: &[Ack]) -> Result<AckOutcome, sqlx::Error> {
+    /// reported and left alone. `plugin` (the puller's name, version, hash)
+    /// is remembered under `plugin` in each item's metadata, as the local
+    /// worker remembers its own.
+    pub async fn acknowledge(
+        &self,
+        acks: &[Ack],
+        plugin: Option<&crate::mapper::PluginInfo>,
+    ) -> Result<AckOutcome, sqlx::Error> {
+        let mut metadata = json!({"pulled": true});
+        if let Some(plugin) = plugin {
+            metadata["plugin"] = json!(plugin);
+        }
         let delivered: Vec<Delivered> = acks
             .iter()
             .map(|a| Delivered {
                 queue_id: a.queue_id,
                 haven_id: a.haven_discovery_id,
-                metadata: if a.keeper_db_replaced {
-                    json!({"pulled": true, "keeper_db_replaced": true})
-                } else {
-                    json!({"pulled": true})
+                metadata: {
+                    let mut m = metadata.clone();
+                    if a.keeper_db_replaced {
+                        m["keeper_db_replaced"] = json!(true);
+                    }
+                    m
                 },
                 keeper_db_replaced: a.keeper_db_replaced,
             })
@@ -875,6 +890,51 @@ impl Queue {
             }
         }
         outcome.acknowledged = acknowledged;
+        Ok(outcome)
+    }
+
+    /// Records failures a remote puller reports, with the rules of the local
+    /// worker's own failures ([`Queue::complete`]): one more attempt, the
+    /// error and its class, the backoff before the item is exported again, or
+    /// `max_retries_exceeded` when the attempts are used up or the class is
+    /// permanent. Only pending items change; the rest are reported.
+    pub async fn fail_remote(&self, failures: &[RemoteFailure]) -> Result<FailOutcome, sqlx::Error> {
+        let mut seen = std::collections::BTreeSet::new();
+        let failures: Vec<&RemoteFailure> = failures.iter().filter(|f| seen.insert(f.queue_id)).collect();
+        let ids = serde_json::Value::Array(failures.iter().map(|f| json!(f.queue_id)).collect()).to_string();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let states: Vec<(i64, Option<String>, i64)> = sqlx::query_as(
+            "SELECT id, sync_status, IFNULL(sync_attempts, 0) FROM sync_queue
+             WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut outcome = FailOutcome::default();
+        let mut pending = Vec::new();
+        for f in failures {
+            match states.iter().find(|(id, _, _)| *id == f.queue_id) {
+                None => outcome.unknown.push(f.queue_id),
+                Some((_, status, attempts)) if status.as_deref().unwrap_or("pending") == "pending" => {
+                    pending.push(Failed {
+                        queue_id: f.queue_id,
+                        attempts: u32::try_from(*attempts).unwrap_or(0),
+                        class: f.class,
+                        message: f.message.clone(),
+                    })
+                }
+                Some(_) => outcome.not_pending.push(f.queue_id),
+            }
+        }
+        if !pending.is_empty() {
+            for (queue_id, status) in mark_failed(&mut tx, None, self.policy, &pending).await? {
+                match status {
+                    SyncStatus::MaxRetriesExceeded => outcome.gave_up.push(queue_id),
+                    _ => outcome.retrying.push(queue_id),
+                }
+            }
+        }
+        tx.commit().await?;
         Ok(outcome)
     }
 
@@ -1030,6 +1090,67 @@ async fn mark_synced(
         .await?;
     }
     Ok(marked)
+}
+
+/// The one failure transition, for a worker's batch (only items still held
+/// under `token`) and for a remote puller's reports (`None`: items pending
+/// here, whose attempt time is then now). `attempts` of each item counts the
+/// attempts before this one; the policy decides between a backoff and
+/// `max_retries_exceeded`. Returns each changed item with its new state.
+async fn mark_failed(
+    conn: &mut SqliteConnection,
+    token: Option<&str>,
+    policy: RetryPolicy,
+    failed: &[Failed],
+) -> Result<Vec<(i64, SyncStatus)>, sqlx::Error> {
+    let payload: Vec<serde_json::Value> = failed
+        .iter()
+        .map(|f| {
+            let (status, delay) = match policy.after_failure(f.attempts.saturating_add(1), f.class.is_permanent()) {
+                AfterFailure::RetryIn(d) => (SyncStatus::Pending, Some(d.as_secs())),
+                AfterFailure::GiveUp => (SyncStatus::MaxRetriesExceeded, None),
+            };
+            json!({"queue_id": f.queue_id, "status": status.as_str(), "delay": delay,
+                   "class": f.class.as_str(), "error": f.message})
+        })
+        .collect();
+    let changed: Vec<(i64, String)> = sqlx::query_as(
+        "WITH j AS MATERIALIZED (
+             SELECT value ->> 'queue_id' AS queue_id, value ->> 'status' AS status,
+                 value ->> 'error' AS error, value ->> 'class' AS class, value ->> 'delay' AS delay
+             FROM json_each(?1))
+         UPDATE sync_queue
+         SET sync_status = j.status,
+             sync_attempts = COALESCE(sync_attempts, 0) + 1, max_attempts = ?3,
+             sync_error = j.error, error_class = j.class,
+             next_retry_after = CASE WHEN j.delay IS NULL THEN NULL
+                 ELSE strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || j.delay || ' seconds') END,
+             last_sync_attempt = CASE WHEN ?2 IS NULL THEN strftime('%Y-%m-%d %H:%M:%f', 'now')
+                 ELSE sync_queue.last_sync_attempt END,
+             lease_expires_at = NULL, claim_token = NULL
+         FROM j
+         WHERE sync_queue.id = j.queue_id
+           AND CASE WHEN ?2 IS NULL
+                    THEN IFNULL(sync_queue.sync_status, 'pending') = 'pending'
+                    ELSE sync_queue.claim_token = ?2 END
+         RETURNING sync_queue.id, sync_queue.sync_status",
+    )
+    .bind(serde_json::Value::Array(payload).to_string())
+    .bind(token)
+    .bind(policy.max_attempts)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(changed
+        .into_iter()
+        .map(|(id, status)| {
+            let status = if status == SyncStatus::MaxRetriesExceeded.as_str() {
+                SyncStatus::MaxRetriesExceeded
+            } else {
+                SyncStatus::Pending
+            };
+            (id, status)
+        })
+        .collect())
 }
 
 /// Queues the discoveries with ids above `after`: called by the submission

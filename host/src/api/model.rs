@@ -9,7 +9,7 @@ use poem_openapi::{Enum, Object};
 use time::OffsetDateTime;
 
 use super::nullable::Nullable;
-use crate::queue::{FailedItem, QueueCounts};
+use crate::queue::{ErrorClass, FailedItem, QueueCounts};
 
 /// `ok` on every successful answer (errors say `error`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Enum)]
@@ -376,6 +376,46 @@ pub struct AckEntry {
 pub struct AckRequest {
     #[oai(validator(min_items = 1))]
     pub items: Vec<AckEntry>,
+    /// The plugin that mapped these items on the puller; stored with each
+    /// item as the bot host's own worker stores its provenance.
+    pub plugin: Option<Provenance>,
+}
+
+/// One item a remote puller could not write to its VH-Database.
+#[derive(Debug, Clone, Object)]
+pub struct FailEntry {
+    #[oai(validator(minimum(value = "1")))]
+    pub queue_id: i64,
+    /// Why, as the local worker classifies its own failures: decides the
+    /// backoff and whether the item is retried at all (`mapping` and
+    /// `source` are not).
+    pub class: ErrorClass,
+    /// What went wrong, in words an operator can act on.
+    #[oai(validator(max_length = 4000))]
+    pub message: String,
+}
+
+/// `POST /sync/fail` body.
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct FailRequest {
+    #[oai(validator(min_items = 1))]
+    pub items: Vec<FailEntry>,
+}
+
+/// `POST /sync/fail`: what became of each reported queue id.
+#[derive(Debug, Clone, Object)]
+pub struct FailResult {
+    pub status: OkStatus,
+    /// Recorded; exported again after their backoff (`next_retry_after`).
+    pub retrying: Vec<i64>,
+    /// Recorded; out of attempts or failed for a reason a retry cannot fix:
+    /// now `max_retries_exceeded` (see `/sync/failed`).
+    pub gave_up: Vec<i64>,
+    /// Not pending (synced, being synced or already failed); left alone.
+    pub not_pending: Vec<i64>,
+    /// No such queue item.
+    pub unknown: Vec<i64>,
 }
 
 /// `POST /sync/ack`: what became of each acknowledged queue id.

@@ -15,7 +15,8 @@ use super::error::ApiError;
 use super::model::*;
 use super::report_body::ReportBody;
 use super::{ApiState, metrics, timestamp};
-use crate::queue::Ack;
+use crate::mapper::PluginInfo;
+use crate::queue::{Ack, ErrorClass, RemoteFailure};
 use crate::registry::PluginRecord;
 use crate::report::Report;
 use crate::row::Row;
@@ -191,17 +192,43 @@ impl SyncApi {
         }))
     }
 
-    /// Retry all failed items
+    /// Retry failed items
     ///
-    /// Every `max_retries_exceeded` item becomes due now with a fresh attempt count.
+    /// Every `max_retries_exceeded` item becomes due now with a fresh attempt
+    /// count. With `class`, only the items whose last failure has that class,
+    /// failed or still waiting out a backoff: after fixing a schema problem,
+    /// retry just the `schema` ones.
     #[oai(path = "/sync/retry", method = "post", tag = "Tag::Sync")]
-    async fn retry_all(&self, _key: ApiKeyGuard, state: Data<&Arc<ApiState>>) -> Result<Json<RetriedAll>, ApiError> {
-        let retried = state.app.queue.retry_all_failed().await?;
+    async fn retry_all(
+        &self,
+        _key: ApiKeyGuard,
+        state: Data<&Arc<ApiState>>,
+        /// Only items whose last failure has this class.
+        class: Query<Option<ErrorClass>>,
+    ) -> Result<Json<RetriedAll>, ApiError> {
+        let queue = &state.app.queue;
+        let (retried, message) = match class.0 {
+            Some(class) => {
+                let n = queue.retry_class(class).await?;
+                (
+                    n,
+                    format!("{n} item(s) that failed with class {} marked for retry", class.as_str()),
+                )
+            }
+            None => {
+                let n = queue.retry_all_failed().await?;
+                (n, format!("{n} failed item(s) marked for retry"))
+            }
+        };
         state.app.wake.notify_one();
-        tracing::info!(retried, "sync API: all failed items marked for retry");
+        tracing::info!(
+            retried,
+            class = class.0.map(ErrorClass::as_str),
+            "sync API: failed items marked for retry"
+        );
         Ok(Json(RetriedAll {
             status: OkStatus::Ok,
-            message: format!("{retried} failed item(s) marked for retry"),
+            message,
             retried,
         }))
     }
@@ -335,6 +362,7 @@ impl SyncApi {
         )]
         limit: Query<u32>,
     ) -> Result<Json<ExportPage>, ApiError> {
+        remote_mode_only(&state)?;
         let app = &state.app;
         let pending = app.queue.pending_after(after.0, limit.0).await?;
         let ids: Vec<i64> = pending.iter().map(|i| i.discovery_id).collect();
@@ -377,6 +405,12 @@ impl SyncApi {
         state: Data<&Arc<ApiState>>,
         body: Json<AckRequest>,
     ) -> Result<Json<AckResult>, ApiError> {
+        remote_mode_only(&state)?;
+        let plugin = body.0.plugin.as_ref().map(|p| PluginInfo {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            hash: p.hash.clone(),
+        });
         let acks: Vec<Ack> = body
             .0
             .items
@@ -387,10 +421,11 @@ impl SyncApi {
                 keeper_db_replaced: a.keeper_db_replaced.unwrap_or(false),
             })
             .collect();
-        let outcome = state.app.queue.acknowledge(&acks).await?;
+        let outcome = state.app.queue.acknowledge(&acks, plugin.as_ref()).await?;
         tracing::info!(
             acknowledged = outcome.acknowledged.len(),
             unknown = outcome.unknown.len(),
+            plugin = plugin.as_ref().map(|p| format!("{} {}", p.name, p.version)),
             "sync API: remote acknowledgement"
         );
         Ok(Json(AckResult {
@@ -398,6 +433,50 @@ impl SyncApi {
             acknowledged: outcome.acknowledged,
             already_synced: outcome.already_synced,
             in_progress: outcome.in_progress,
+            unknown: outcome.unknown,
+        }))
+    }
+
+    /// Report items that could not be written
+    ///
+    /// A remote puller reports each exported item it could not write to its
+    /// VH-Database, with the error class and message. They count as failed
+    /// attempts here, by the same rules as this host's own worker: the
+    /// backoff before the item is exported again, `max_retries_exceeded`
+    /// after `SYNC_MAX_ATTEMPTS` (at once for `mapping` and `source`); they
+    /// show in `/sync/failed`, `/sync/items/{queue_id}`, `/sync/statistics`
+    /// and `/metrics`. Only pending items change; the rest are listed.
+    #[oai(path = "/sync/fail", method = "post", tag = "Tag::Remote")]
+    async fn fail(
+        &self,
+        _key: ApiKeyGuard,
+        state: Data<&Arc<ApiState>>,
+        body: Json<FailRequest>,
+    ) -> Result<Json<FailResult>, ApiError> {
+        remote_mode_only(&state)?;
+        let failures: Vec<RemoteFailure> = body
+            .0
+            .items
+            .into_iter()
+            .map(|f| RemoteFailure {
+                queue_id: f.queue_id,
+                class: f.class,
+                message: f.message,
+            })
+            .collect();
+        let outcome = state.app.queue.fail_remote(&failures).await?;
+        tracing::warn!(
+            retrying = ?outcome.retrying,
+            gave_up = ?outcome.gave_up,
+            not_pending = outcome.not_pending.len(),
+            unknown = outcome.unknown.len(),
+            "sync API: a remote puller could not write items"
+        );
+        Ok(Json(FailResult {
+            status: OkStatus::Ok,
+            retrying: outcome.retrying,
+            gave_up: outcome.gave_up,
+            not_pending: outcome.not_pending,
             unknown: outcome.unknown,
         }))
     }
@@ -422,6 +501,20 @@ impl SyncApi {
             bot_gateway: state.bot.state(),
         })))
     }
+}
+
+/// Export, acknowledgement and failure reports serve a bot host in remote
+/// mode only: on a host that writes VH-Database itself its own worker owns
+/// the queue, and a puller would write every item into a second VH-Database.
+fn remote_mode_only(state: &ApiState) -> Result<(), ApiError> {
+    if state.app.settings.use_haven_database {
+        return Err(ApiError::conflict(
+            "this host writes VH-Database itself (USE_HAVEN_DATABASE=true): its own worker syncs the queue, \
+             so it does not export items to a remote puller; point `keeper pull --from` at a bot host \
+             running with USE_HAVEN_DATABASE=false",
+        ));
+    }
+    Ok(())
 }
 
 fn plugin_entry(p: PluginRecord) -> PluginEntry {
