@@ -456,10 +456,12 @@ async fn with_an_api_key_every_endpoint_but_health_needs_it() {
                 assert_error(status, &value, 401, "X-API-Key");
             }
             // With the key: what the operation itself answers (queue item 1
-            // does not exist; `{}` is not a valid report or acknowledgement).
+            // does not exist; `{}` is not a valid report or acknowledgement;
+            // this host writes VH-Database, so it exports nothing).
             let expected = match (method.as_str(), path.as_str()) {
                 ("POST", "/sync/retry/{queue_id}") | ("GET", "/sync/items/{queue_id}") => 404,
-                ("POST", "/discoveries") | ("POST", "/sync/ack") => 400,
+                ("POST", "/discoveries") | ("POST", "/sync/ack") | ("POST", "/sync/fail") => 400,
+                ("GET", "/sync/export") => 409,
                 ("GET", _) | ("POST", "/sync/retry") => 200,
                 _ => panic!("{method} {path}: no expected status; add the new operation here"),
             };
@@ -774,7 +776,10 @@ async fn live_server_conforms_to_its_openapi_document() {
         // is right there, so "positive data must be accepted" does not hold.
         .args(["--exclude-checks", "positive_data_acceptance"])
         .args(["--header", "X-API-Key: fuzz-key"])
-        .args(["--max-examples", "30", "--workers", "2", "--seed", "1"])
+        // One worker: with two, Debian 12's Python 3.11 fails at random
+        // inside Hypothesis ("SystemError: AST constructor recursion depth
+        // mismatch", a CPython thread-safety bug of ast.parse).
+        .args(["--max-examples", "30", "--workers", "1", "--seed", "1"])
         .args(["--request-timeout", "10", "--max-time", "90"])
         .args(["--suppress-health-check", "all"])
         .output()

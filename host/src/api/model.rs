@@ -370,25 +370,27 @@ pub struct AckEntry {
     pub keeper_db_replaced: Option<bool>,
 }
 
-/// `POST /sync/ack` body (at most 1 MiB, like every body: some 25,000 items).
+/// `POST /sync/ack` body (at most 1 MiB, like every body: some 25,000
+/// items). `plugin` is the plugin that mapped these items on the puller,
+/// stored with each item as the bot host's own worker stores its provenance.
+// (Fields whose type is a schema of its own carry no doc comment: it would
+// wrap the reference in an `allOf`, which client generators mishandle.)
 #[derive(Debug, Clone, Object)]
 #[oai(deny_unknown_fields)]
 pub struct AckRequest {
     #[oai(validator(min_items = 1))]
     pub items: Vec<AckEntry>,
-    /// The plugin that mapped these items on the puller; stored with each
-    /// item as the bot host's own worker stores its provenance.
     pub plugin: Option<Provenance>,
 }
 
-/// One item a remote puller could not write to its VH-Database.
+/// One item a remote puller could not write to its VH-Database. `class` is
+/// why, as the local worker classifies its own failures: it decides the
+/// backoff and whether the item is retried at all (`mapping` and `source`
+/// are not).
 #[derive(Debug, Clone, Object)]
 pub struct FailEntry {
     #[oai(validator(minimum(value = "1")))]
     pub queue_id: i64,
-    /// Why, as the local worker classifies its own failures: decides the
-    /// backoff and whether the item is retried at all (`mapping` and
-    /// `source` are not).
     pub class: ErrorClass,
     /// What went wrong, in words an operator can act on.
     #[oai(validator(max_length = 4000))]
