@@ -633,6 +633,8 @@ async fn sandbox_limits_fail_single_items_and_the_worker_goes_on() {
 async fn the_deadline_can_be_configured() {
     let mut env = Env::new();
     env.var("KEEPER_PLUGIN_TIMEOUT_MS", 30);
+    // `keeper plugin` only reads keeper.db: there must be one.
+    env.submit("🦗", "Oculi", "planet:Erren", "Moth", &[]);
     let out = env.run(&["plugin", "check", plugin("loop").to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(
@@ -828,4 +830,49 @@ async fn sandboxed_plugins_get_no_files_environment_sockets_clock_or_randomness(
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
         other => panic!("a plugin reached the host's listener: {other:?}"),
     }
+}
+
+/// A plugin is judged by the CPU time it uses, not by the wall-clock time a
+/// busy machine takes to give it that much: `keeper plugin check` beside
+/// busy threads (twice as many as cores, at the same priority) accepts the
+/// default plugin, and still rejects one that loops.
+#[tokio::test]
+async fn a_busy_machine_does_not_get_a_valid_plugin_rejected() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let mut env = Env::new();
+    // Far above what one call of the default plugin costs, below the time
+    // a thread can wait for a core when every core is busy.
+    env.var("KEEPER_PLUGIN_TIMEOUT_MS", 20);
+    // `keeper plugin` only reads keeper.db: there must be one.
+    env.submit("🦗", "Oculi", "planet:Erren", "Moth", &[]);
+    let default = Path::new(env!("OUT_DIR")).join("default_mapper.wasm");
+    let looping = plugin("loop");
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs: Vec<_> = (0..2 * cores)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let good = env.run(&["plugin", "check", default.to_str().unwrap()]);
+    let bad = env.run(&["plugin", "check", looping.to_str().unwrap()]);
+    stop.store(true, Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().unwrap();
+    }
+    let good_out = String::from_utf8_lossy(&good.stdout);
+    assert!(good.status.success(), "{good_out}\n{}", stderr(&good));
+    assert!(good_out.contains("keeper-default-mapper"), "{good_out}");
+    assert!(good_out.contains("verdict  accepted"), "{good_out}");
+    let bad_out = String::from_utf8_lossy(&bad.stdout);
+    assert!(!bad.status.success(), "{bad_out}");
+    assert!(bad_out.contains("mapper timed out after 20 ms"), "{bad_out}");
 }

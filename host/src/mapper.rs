@@ -5,7 +5,9 @@
 //! arguments; its stderr is captured so a panic message can be reported; its
 //! clocks read zero and its random numbers are a fixed sequence, so the same
 //! row always maps the same way) and exactly one import, the read-only `lookup` served from a [`Lookup`]
-//! snapshot. Every call has a deadline (epoch interruption), memory is capped
+//! snapshot. Every call has a deadline (epoch interruption, counted in the
+//! calling thread's CPU time where the platform has such a clock, see
+//! [`thread_cpu_time`]), memory is capped
 //! and the output size is checked, so a plugin that loops, allocates without
 //! end or panics fails that one item and never the host.
 //!
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
@@ -46,7 +48,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// them, and nothing else in the host decides a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Wall-clock time one `map` or `info` call may take.
+    /// Time one `map` or `info` call may take: CPU time of the calling
+    /// thread on Linux, Android, macOS, iOS and FreeBSD, so that a busy
+    /// machine cannot make a valid plugin time out; wall-clock time elsewhere.
     pub deadline: Duration,
     /// Linear memory one plugin instance may grow to.
     pub memory_bytes: usize,
@@ -188,6 +192,9 @@ struct HostState {
     table: ResourceTable,
     limiter: MemoryCap,
     lookup: Arc<Lookup>,
+    /// The running call's deadline in thread CPU time: when it started and
+    /// how long it may take (see [`arm_deadline`]).
+    cpu_budget: Option<(Duration, Duration)>,
 }
 
 impl WasiView for HostState {
@@ -418,11 +425,11 @@ impl Plugin {
                 hit: memory_hit.clone(),
             },
             lookup,
+            cpu_budget: None,
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(deadline_ticks(limits.deadline));
-        store.epoch_deadline_trap();
+        arm_deadline(&mut store, limits.deadline);
         let mut instance = Instance {
             bindings: None,
             store,
@@ -499,6 +506,77 @@ impl HostMonotonicClock for FrozenClock {
     }
 }
 
+/// CPU time the calling thread has used so far, where the platform has a
+/// per-thread CPU clock (`CLOCK_THREAD_CPUTIME_ID`); `None` elsewhere.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd"
+))]
+fn thread_cpu_time() -> Option<Duration> {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    if rc != 0 {
+        return None;
+    }
+    Some(Duration::new(
+        u64::try_from(now.tv_sec).ok()?,
+        u32::try_from(now.tv_nsec).ok()?,
+    ))
+}
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd"
+)))]
+fn thread_cpu_time() -> Option<Duration> {
+    None
+}
+
+/// Starts the deadline of the next call into `store`.
+///
+/// Where the thread has a CPU clock, the deadline is CPU time: the epoch
+/// ticker only makes the call look at that clock every tick, so a machine
+/// busy with other work (which stalls this thread without it using CPU)
+/// never times a call out, and a plugin is judged as on an idle machine. A
+/// plugin that loops still uses CPU time and is stopped. Elsewhere the
+/// deadline is wall-clock time, counted in ticks.
+fn arm_deadline(store: &mut Store<HostState>, deadline: Duration) {
+    match thread_cpu_time() {
+        Some(started) => {
+            store.data_mut().cpu_budget = Some((started, deadline));
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(|ctx| {
+                let within = match (ctx.data().cpu_budget, thread_cpu_time()) {
+                    (Some((started, budget)), Some(now)) => now.saturating_sub(started) < budget,
+                    _ => false,
+                };
+                Ok(if within {
+                    UpdateDeadline::Continue(1)
+                } else {
+                    UpdateDeadline::Interrupt
+                })
+            });
+        }
+        None => {
+            store.set_epoch_deadline(deadline_ticks(deadline));
+            store.epoch_deadline_trap();
+        }
+    }
+}
+
+/// Whether plugin deadlines are wall-clock time on this platform (see
+/// [`arm_deadline`]), so that a busy machine can make a call time out.
+pub fn deadline_is_wall_clock() -> bool {
+    thread_cpu_time().is_none()
+}
+
 fn deadline_ticks(deadline: Duration) -> u64 {
     let tick = EPOCH_TICK.as_micros().max(1);
     u64::try_from(deadline.as_micros().div_ceil(tick))
@@ -521,7 +599,7 @@ impl Instance {
     }
 
     fn info(&mut self) -> Result<wit::PluginInfo, MapError> {
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
+        arm_deadline(&mut self.store, self.limits.deadline);
         let result = match &self.bindings {
             Some(b) => b.call_info(&mut self.store),
             None => return Err(Self::not_initialised()),
@@ -538,7 +616,7 @@ impl Instance {
                 value: to_wit(value),
             })
             .collect();
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
+        arm_deadline(&mut self.store, self.limits.deadline);
         let result = match &self.bindings {
             Some(b) => b.call_map(&mut self.store, &input),
             None => return Err(Self::not_initialised()),

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -127,6 +128,7 @@ pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
     source_id: String,
+    plugin_cache_key: Arc<[u8]>,
 }
 
 /// Why one discovery row could not be given to the mapper. The row fails
@@ -179,6 +181,10 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 8,
         name: "Discord reporters to tell what became of their reports",
+    },
+    Migration {
+        version: 9,
+        name: "secret key of the compiled-plugin cache",
     },
 ];
 
@@ -293,10 +299,18 @@ impl Store {
         let source_id: String = sqlx::query_scalar("SELECT value FROM keeper_sync_meta WHERE key = 'source_id'")
             .fetch_one(&pool)
             .await?;
+        let key: String = sqlx::query_scalar("SELECT value FROM keeper_sync_meta WHERE key = 'plugin_cache_key'")
+            .fetch_one(&pool)
+            .await?;
+        let plugin_cache_key = hex::decode(key.trim()).map_err(|e| StoreError::Incompatible {
+            path: path.to_owned(),
+            reason: format!("keeper_sync_meta.plugin_cache_key is not hex ({e})"),
+        })?;
         Ok(Store {
             pool,
             path: path.to_owned(),
             source_id,
+            plugin_cache_key: plugin_cache_key.into(),
         })
     }
 
@@ -313,6 +327,15 @@ impl Store {
     /// one Control Room never mistake each other's discovery ids.
     pub fn source_id(&self) -> &str {
         &self.source_id
+    }
+
+    /// The key that signs compiled plugins on disk (`plugins::cache`). It is
+    /// random, lives only in keeper.db and is never sent anywhere, unlike the
+    /// source id (in every `/sync/export` page and in VH-Database's ledger):
+    /// whoever can write the cache folder but not read keeper.db cannot forge
+    /// a compiled plugin, which would run as native code.
+    pub fn plugin_cache_key(&self) -> &[u8] {
+        &self.plugin_cache_key
     }
 
     /// Stores validated reports with their queue rows. Returns the new
@@ -677,6 +700,14 @@ async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreErr
             )
             .execute(&mut *conn)
             .await?;
+        }
+        9 => {
+            // From the operating system's CSPRNG (rand's ThreadRng), not SQLite's PRNG.
+            let key: [u8; 32] = rand::random();
+            sqlx::query("INSERT OR IGNORE INTO keeper_sync_meta (key, value) VALUES ('plugin_cache_key', ?1)")
+                .bind(hex::encode(key))
+                .execute(&mut *conn)
+                .await?;
         }
         _ => {}
     }

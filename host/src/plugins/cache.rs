@@ -8,14 +8,19 @@
 //!
 //! Deserializing is `unsafe` in wasmtime: a crafted file is native code. So
 //! the cache only loads files this host wrote: each file starts with a tag,
-//! SHA-256 over a secret (this keeper.db's source id, which lives in
-//! keeper.db, not in the cache folder) and the artifact. A file without the
-//! right tag is ignored and the plugin compiled afresh.
+//! HMAC-SHA256 of the artifact under a random key that lives only in
+//! keeper.db (`Store::plugin_cache_key`), never in the cache folder and never
+//! sent anywhere. A file whose tag does not verify (tampered, truncated, or
+//! signed by another keeper.db or by the old scheme, a plain SHA-256 over the
+//! public source id) is refused with a warning, deleted, and the plugin
+//! compiled afresh.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Precompiled};
 
@@ -31,15 +36,13 @@ const KEEP: usize = 16;
 #[derive(Clone)]
 pub struct Cache {
     dir: PathBuf,
-    secret: String,
+    key: Arc<[u8]>,
 }
 
 impl Cache {
-    pub fn new(dir: PathBuf, secret: &str) -> Cache {
-        Cache {
-            dir,
-            secret: secret.to_owned(),
-        }
+    /// `key`: the HMAC key, from keeper.db.
+    pub fn new(dir: PathBuf, key: &[u8]) -> Cache {
+        Cache { dir, key: key.into() }
     }
 
     /// Loads a plugin from its `.wasm` bytes, through the cache. Blocking.
@@ -61,22 +64,43 @@ impl Cache {
         self.dir.join(format!("{hash}-{:016x}.cwasm", hasher.finish()))
     }
 
-    fn tag(&self, artifact: &[u8]) -> [u8; TAG_LEN] {
-        let mut digest = Sha256::new();
-        digest.update(self.secret.as_bytes());
-        digest.update(artifact);
-        digest.finalize().into()
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC takes a key of any length: `new_from_slice` cannot fail for it.
+        <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
     }
 
-    /// The cached component, if there is one this host wrote.
+    fn tag(&self, artifact: &[u8]) -> [u8; TAG_LEN] {
+        let mut mac = self.mac();
+        mac.update(artifact);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is this key's tag of `artifact` (compared in constant time).
+    fn verifies(&self, tag: &[u8], artifact: &[u8]) -> bool {
+        let mut mac = self.mac();
+        mac.update(artifact);
+        mac.verify_slice(tag).is_ok()
+    }
+
+    /// The cached component, if there is one this host wrote. A file that
+    /// is there but does not verify is deleted (and rewritten by `write`).
     fn read(&self, engine: &Engine, path: &Path) -> Option<Component> {
         let file = std::fs::read(path).ok()?;
-        let (tag, artifact) = file.split_at_checked(TAG_LEN)?;
-        if tag != self.tag(artifact) {
-            tracing::warn!(path = %path.display(), "ignoring a cached plugin this host did not write");
+        let verified = file
+            .split_at_checked(TAG_LEN)
+            .filter(|(tag, artifact)| self.verifies(tag, artifact));
+        let Some((_, artifact)) = verified else {
+            tracing::warn!(
+                path = %path.display(),
+                "refusing a compiled plugin whose tag does not verify (tampered, or not written by this \
+                 keeper.db); deleting it and compiling the plugin afresh"
+            );
+            discard(path);
             return None;
-        }
+        };
         if Engine::detect_precompiled(artifact) != Some(Precompiled::Component) {
+            discard(path);
             return None;
         }
         // SAFETY: the tag proves this host serialized these bytes with an
@@ -134,6 +158,14 @@ impl Cache {
     }
 }
 
+/// Deletes a cached file that must not be used; a failure is only logged
+/// (the file is overwritten by the next `write` anyway).
+fn discard(path: &Path) {
+    if let Err(error) = std::fs::remove_file(path) {
+        tracing::warn!(path = %path.display(), %error, "cannot delete a refused compiled plugin");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,16 +175,72 @@ mod tests {
     fn second_load_comes_from_the_cache_and_foreign_files_are_ignored() {
         let dir = tempfile::tempdir().expect("tempdir");
         let runtime = Runtime::new(Limits::default()).expect("runtime");
-        let cache = Cache::new(dir.path().join("plugin-cache"), "secret-a");
+        let cache = Cache::new(dir.path().join("plugin-cache"), b"key-a");
         let (first, cached) = cache.load(&runtime, DEFAULT_PLUGIN).expect("load");
         assert!(!cached);
         let (second, cached) = cache.load(&runtime, DEFAULT_PLUGIN).expect("load");
         assert!(cached);
         assert_eq!(first.info(), second.info());
 
-        // Another keeper.db (another secret) does not trust these files.
-        let stranger = Cache::new(dir.path().join("plugin-cache"), "secret-b");
+        // Another keeper.db (another key) does not trust these files.
+        let stranger = Cache::new(dir.path().join("plugin-cache"), b"key-b");
         let (_, cached) = stranger.load(&runtime, DEFAULT_PLUGIN).expect("load");
         assert!(!cached);
+    }
+
+    /// The one cached file of `dir`.
+    fn only_file(dir: &Path) -> PathBuf {
+        let files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .expect("cache dir")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        files[0].clone()
+    }
+
+    #[test]
+    fn forged_files_are_refused_deleted_and_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = dir.path().join("plugin-cache");
+        let runtime = Runtime::new(Limits::default()).expect("runtime");
+        let cache = Cache::new(folder.clone(), b"the key in keeper.db");
+        cache.load(&runtime, DEFAULT_PLUGIN).expect("load");
+        let path = only_file(&folder);
+        let good = std::fs::read(&path).expect("read");
+        assert!(good.len() > TAG_LEN);
+        let artifact = &good[TAG_LEN..];
+
+        // The old scheme: SHA-256 over the (public) source id and the artifact.
+        use sha2::Digest;
+        let mut old = Sha256::new();
+        old.update(b"0123456789abcdef0123456789abcdef");
+        old.update(artifact);
+        let old_tag: [u8; TAG_LEN] = old.finalize().into();
+        // A tampered artifact under the right tag; the tag alone; nothing.
+        let mut tampered = good.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 0x01;
+        let forgeries: [(&str, Vec<u8>); 4] = [
+            ("old public scheme", [old_tag.as_slice(), artifact].concat()),
+            ("tampered byte", tampered),
+            ("truncated", good[..TAG_LEN].to_vec()),
+            ("empty", Vec::new()),
+        ];
+        for (what, forged) in forgeries {
+            std::fs::write(&path, &forged).expect("forge");
+            assert!(cache.read(runtime.engine(), &path).is_none(), "{what}: loaded");
+            assert!(!path.exists(), "{what}: not deleted");
+            std::fs::write(&path, &forged).expect("forge");
+            let (plugin, cached) = cache.load(&runtime, DEFAULT_PLUGIN).expect("load");
+            assert!(!cached, "{what}: came from the cache");
+            assert_eq!(plugin.info().name, "keeper-default-mapper", "{what}");
+            assert!(
+                cache.read(runtime.engine(), &path).is_some(),
+                "{what}: not rewritten with a good tag"
+            );
+        }
+        let (_, cached) = cache.load(&runtime, DEFAULT_PLUGIN).expect("load");
+        assert!(cached, "the recompiled file is trusted again");
     }
 }

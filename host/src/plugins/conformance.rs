@@ -261,7 +261,9 @@ pub fn verify(hash: String, loaded: Result<Plugin, PluginError>, schema: &Target
     };
     let rows: Vec<Row> = corpus.cases.iter().map(|c| c.row.clone()).collect();
     let mut results = plugin.map_all(corpus.lookup.clone(), &rows);
-    retry_first_timeout(&plugin, &corpus.lookup, &rows, &mut results);
+    if crate::mapper::deadline_is_wall_clock() {
+        retry_first_timeout(&plugin, &corpus.lookup, &rows, &mut results);
+    }
     let cases: Vec<CaseResult> = corpus
         .cases
         .iter()
@@ -295,8 +297,9 @@ pub fn verify(hash: String, loaded: Result<Plugin, PluginError>, schema: &Target
     verdict
 }
 
-/// A deadline is wall-clock time, and a busy machine can stall a thread for
-/// longer than 100 ms: a valid plugin must not be rejected for that. The
+/// Where the deadline is wall-clock time (platforms without a thread CPU
+/// clock, see `mapper`), a busy machine can stall a thread for longer than
+/// 100 ms: a valid plugin must not be rejected for that. The
 /// first case that timed out gets one more try on its own; if it times out
 /// again the plugin really is slow, and the other timeouts stand unretried
 /// (a plugin that loops would otherwise cost every case twice).

@@ -88,7 +88,7 @@ impl Loader {
     /// (the read-only `keeper plugin` commands).
     pub async fn new(app: &App, cache: bool) -> Result<Loader, PluginsError> {
         let mut loader = Loader::uncached(&app.settings).await?;
-        loader.cache = cache.then(|| Cache::new(app.settings.plugin_cache_dir(), app.store.source_id()));
+        loader.cache = cache.then(|| Cache::new(app.settings.plugin_cache_dir(), app.store.plugin_cache_key()));
         Ok(loader)
     }
 
