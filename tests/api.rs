@@ -111,6 +111,54 @@ impl Server {
         value
     }
 
+    /// `POST /discoveries` with header `Idempotency-Key`.
+    fn post_keyed(&self, body: &Value, idempotency_key: &str) -> (u16, Value) {
+        let mut response = self
+            .agent
+            .post(&self.url("/discoveries"))
+            .header("content-type", "application/json")
+            .header("Idempotency-Key", idempotency_key)
+            .send(body.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("POST /discoveries: {e}\n{}", self.log()));
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        (response.status().as_u16(), value)
+    }
+
+    /// `GET /health` with its HTTP status, whatever that is.
+    fn health(&self) -> (u16, Value) {
+        self.json("GET", "/health", None)
+    }
+
+    /// Waits until `/health` lists problem `kind` (or, with `present` false,
+    /// no longer does); returns the last answer.
+    fn wait_for_problem(&self, kind: &str, present: bool) -> (u16, Value) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, health) = self.health();
+            let listed = health["problems"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["problem"] == kind));
+            if listed == present {
+                return (status, health);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/health never {} problem {kind}: {health}\n{}",
+                if present { "listed" } else { "dropped" },
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `GET /metrics` as text.
+    fn metrics(&self) -> String {
+        let (status, _, text) = self.send("GET", "/metrics", None, None);
+        assert_eq!(status, 200, "{text}");
+        text
+    }
+
     /// Waits until `GET /sync/items/{queue_id}` shows `state`.
     fn wait_for_state(&self, queue_id: i64, state: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -846,4 +894,316 @@ async fn status_on_a_million_items() {
         status["queue"],
         json!({"pending": 100000, "syncing": 0, "synced": 800000, "failed": 100000})
     );
+}
+
+/// The problem of kind `kind` in a `/health` answer.
+fn problem<'a>(health: &'a Value, kind: &str) -> &'a Value {
+    health["problems"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["problem"] == kind))
+        .unwrap_or_else(|| panic!("no problem {kind}: {health}"))
+}
+
+#[tokio::test]
+async fn health_names_a_missing_vh_database_and_failing_passes_and_recovers() {
+    let mut env = Env::new();
+    // Named but missing: not created, items wait.
+    let missing = env.dir.path().join("later").join("VH-Database.db");
+    env.var("HAVEN_DB_PATH", missing.display()).var("SYNC_INTERVAL", 1);
+    let server = Server::start(&env);
+    let (status, health) = server.health();
+    assert_eq!((status, health["status"].as_str()), (200, Some("healthy")), "{health}");
+    assert_eq!(health["problems"], json!([]));
+    assert!(server.metrics().contains("keeper_health_status 0\n"));
+
+    let (status, created) = server.json("POST", "/discoveries", Some(report("Spine in the dark")));
+    assert_eq!(status, 201, "{created}");
+    let (status, health) = server.wait_for_problem("sync_passes_failing", true);
+    assert_eq!(status, 200, "degraded keeps 200 for old monitors: {health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["sync_worker_running"], true);
+    assert_eq!(health["bot_online"], false);
+    assert!(is_rfc3339_utc(&health["timestamp"]), "{health}");
+    let vh = problem(&health, "vh_database_unreachable");
+    assert!(is_rfc3339_utc(&vh["since"]), "{vh}");
+    let message = vh["message"].as_str().unwrap();
+    assert!(message.starts_with("VH-Database unreachable since "), "{message}");
+    assert!(message.contains("VH-Database"), "{message}");
+    let passes = problem(&health, "sync_passes_failing")["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(passes.starts_with("the last "), "{passes}");
+
+    let metrics = server.metrics();
+    for line in [
+        "keeper_health_status 1\n",
+        "keeper_health_problem{problem=\"vh_database_unreachable\"} 1\n",
+        "keeper_health_problem{problem=\"sync_passes_failing\"} 1\n",
+        "keeper_health_problem{problem=\"keeper_db_not_writable\"} 0\n",
+        "keeper_vh_database_unreachable_since_timestamp_seconds ",
+    ] {
+        assert!(metrics.contains(line), "{line:?} missing:\n{metrics}");
+    }
+    assert!(!metrics.contains("keeper_sync_failed_passes 0\n"), "{metrics}");
+
+    // VH-Database appears: the item syncs and every problem goes away.
+    std::fs::create_dir_all(missing.parent().unwrap()).unwrap();
+    std::fs::copy(VH_SAMPLE, &missing).unwrap();
+    set_writable(&missing);
+    server.wait_for_state(created["queue_id"].as_i64().unwrap(), "synced");
+    let (status, health) = server.wait_for_problem("sync_passes_failing", false);
+    assert_eq!((status, health["status"].as_str()), (200, Some("healthy")), "{health}");
+    assert!(server.metrics().contains("keeper_sync_failed_passes 0\n"));
+}
+
+#[tokio::test]
+async fn health_says_when_keeper_db_cannot_be_written_or_read() {
+    use sqlx::Connection;
+    let env = Env::new();
+    let server = Server::start(&env);
+    assert_eq!(server.health().1["status"], "healthy");
+
+    // Another program holds keeper.db's write lock: nothing can be stored.
+    let mut other = connect(&env.keeper).await;
+    sqlx::raw_sql("BEGIN EXCLUSIVE").execute(&mut other).await.unwrap();
+    let (status, health) = server.wait_for_problem("keeper_db_not_writable", true);
+    assert_eq!((status, health["status"].as_str()), (200, Some("degraded")), "{health}");
+    let message = problem(&health, "keeper_db_not_writable")["message"].as_str().unwrap();
+    assert!(message.contains(&env.keeper.display().to_string()), "{message}");
+    assert!(message.contains("locked"), "{message}");
+    assert!(
+        server
+            .metrics()
+            .contains("keeper_health_problem{problem=\"keeper_db_not_writable\"} 1\n")
+    );
+    sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
+    other.close().await.unwrap();
+    let (_, health) = server.wait_for_problem("keeper_db_not_writable", false);
+    assert_eq!(health["status"], "healthy", "{health}");
+
+    // keeper.db is moved away: the process would go on writing a file that
+    // is no longer there. Unhealthy, 503, until it is back.
+    let aside = env.dir.path().join("keeper.db.aside");
+    std::fs::rename(&env.keeper, &aside).unwrap();
+    let (status, health) = server.wait_for_problem("keeper_db_unreadable", true);
+    assert_eq!(
+        (status, health["status"].as_str()),
+        (503, Some("unhealthy")),
+        "{health}"
+    );
+    assert_eq!(health["keeper_db_reachable"], false);
+    let message = problem(&health, "keeper_db_unreadable")["message"].as_str().unwrap();
+    assert!(message.contains("cannot be read"), "{message}");
+    assert!(server.metrics().contains("keeper_health_status 2\n"));
+    std::fs::rename(&aside, &env.keeper).unwrap();
+    let (status, health) = server.wait_for_problem("keeper_db_unreadable", false);
+    assert_eq!((status, health["status"].as_str()), (200, Some("healthy")), "{health}");
+}
+
+#[tokio::test]
+async fn health_says_when_the_discord_gateway_is_down() {
+    let mut env = Env::new();
+    // A bot that cannot reach Discord: nothing listens on port 9 of loopback.
+    env.var("DISCORD_TOKEN", "not-a-real-token")
+        .var("DISCORD_API_BASE", "http://127.0.0.1:9");
+    let server = Server::start(&env);
+    let (status, health) = server.wait_for_problem("discord_gateway_down", true);
+    assert_eq!((status, health["status"].as_str()), (200, Some("degraded")), "{health}");
+    assert_eq!(health["bot_online"], false);
+    assert!(
+        server
+            .metrics()
+            .contains("keeper_health_problem{problem=\"discord_gateway_down\"} 1\n")
+    );
+}
+
+/// Rows in keeper.db's `discoveries`.
+async fn stored(env: &Env) -> i64 {
+    scalar_i64(&env.keeper, "SELECT COUNT(*) FROM discoveries").await
+}
+
+#[tokio::test]
+async fn a_repeated_post_with_the_same_idempotency_key_stores_once() {
+    let env = Env::new();
+    let server = Server::start(&env);
+    let body = report("Spine, sent twice");
+    let (status, first) = server.post_keyed(&body, "retry-1");
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = server.post_keyed(&body, "retry-1");
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(again, first, "a repeat gets the first answer");
+    assert_eq!(stored(&env).await, 1);
+
+    // The same key for another report: refused, nothing stored.
+    let (status, refused) = server.post_keyed(&report("Another spine"), "retry-1");
+    assert_error(status, &refused, 422, "Idempotency-Key \"retry-1\" was already used");
+    assert_eq!(refused["error"], "unprocessable");
+    assert_eq!(stored(&env).await, 1);
+
+    // Another key is another report, even with the same body.
+    let (status, other) = server.post_keyed(&body, "retry-2");
+    assert_eq!(status, 201, "{other}");
+    assert_ne!(other["discovery_id"], first["discovery_id"]);
+    // A bad report is refused before its key is remembered.
+    let (status, bad) = server.post_keyed(&json!({"discovery_type": "🦴"}), "retry-3");
+    assert_error(status, &bad, 400, "");
+    let (status, _) = server.post_keyed(&report("Third spine"), "retry-3");
+    assert_eq!(status, 201);
+    assert_eq!(stored(&env).await, 3);
+
+    // Keys that are not 1 to 255 visible ASCII characters are refused.
+    for key in ["x".repeat(256), "with space".to_owned()] {
+        let (status, bad) = server.post_keyed(&body, &key);
+        assert_error(status, &bad, 400, "Idempotency-Key");
+    }
+    assert_eq!(stored(&env).await, 3);
+    assert_eq!(
+        scalar_i64(&env.keeper, "SELECT COUNT(*) FROM keeper_intake_keys").await,
+        3,
+        "one key per stored report"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_repeats_of_one_request_store_it_once() {
+    let env = Env::new();
+    let server = Server::start(&env);
+    for round in 0..5 {
+        let body = report(&format!("Raced spine {round}"));
+        let key = format!("race-{round}");
+        let barrier = std::sync::Barrier::new(3);
+        let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..3)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        server.post_keyed(&body, &key)
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        for (status, answer) in &answers {
+            assert_eq!(*status, 201, "{answer}");
+            assert_eq!(answer, &answers[0].1, "every repeat gets the first answer");
+        }
+    }
+    assert_eq!(stored(&env).await, 5);
+}
+
+/// Sends `request` as raw bytes; the answer's status and JSON body.
+fn raw(port: u16, request: &[u8]) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // The server may answer and close before it has read everything.
+    let _ = tcp.write_all(request);
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {answer:?}"));
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    assert!(
+        head.to_ascii_lowercase().contains("content-type: application/json"),
+        "{answer}"
+    );
+    let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    (status, body)
+}
+
+#[tokio::test]
+async fn errors_hyper_answers_itself_are_json_too() {
+    let env = Env::new();
+    let server = Server::start(&env);
+    let long_uri = format!(
+        "GET /sync/items/{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "9".repeat(70_000)
+    );
+    let (status, body) = raw(server.port, long_uri.as_bytes());
+    assert_error(status, &body, 414, "URI is longer than 65534 bytes");
+    assert_eq!(body["error"], "uri_too_long");
+
+    let many: String = (0..120).map(|i| format!("X-Header-{i}: {i}\r\n")).collect();
+    let many = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n{many}\r\n");
+    let (status, body) = raw(server.port, many.as_bytes());
+    assert_error(status, &body, 431, "headers are too many");
+    assert_eq!(body["error"], "request_header_fields_too_large");
+    let huge = format!(
+        "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(500_000)
+    );
+    assert_eq!(raw(server.port, huge.as_bytes()).0, 431);
+
+    for malformed in [
+        "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nno colon here\r\n\r\n",
+        "GET /he alth HTTP/1.1\r\n\r\n",
+        "GET /health HTTP/9.9\r\n\r\n",
+    ] {
+        let (status, body) = raw(server.port, malformed.as_bytes());
+        assert_error(status, &body, 400, "malformed HTTP request");
+    }
+    // Answers the API gives itself are untouched, and the server is fine.
+    let (status, body) = raw(
+        server.port,
+        b"GET /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_error(status, &body, 404, "no endpoint GET /nowhere");
+    assert_eq!(server.get("/health")["status"], "healthy");
+}
+
+#[tokio::test]
+async fn the_open_api_answers_only_to_local_host_names() {
+    let env = Env::new();
+    let server = Server::start(&env);
+    let ask = |host: &str| {
+        raw(
+            server.port,
+            format!("GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    for host in [
+        "evil.example",
+        "evil.example:8080",
+        "127.0.0.1.evil.example",
+        "localhost.evil.example",
+        "192.168.1.10",
+        "[2001:db8::1]:80",
+    ] {
+        let (status, body) = ask(host);
+        assert_error(status, &body, 421, "answers only to localhost");
+        assert_eq!(body["error"], "misdirected_request", "{host}");
+    }
+    let (status, body) = raw(
+        server.port,
+        b"POST /discoveries HTTP/1.1\r\nHost: rebind.example\r\nContent-Type: application/json\r\n\
+          Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+    );
+    assert_error(status, &body, 421, "rebind.example");
+    for host in [
+        "localhost",
+        "LOCALHOST:1234",
+        "127.0.0.1",
+        "127.0.0.1:80",
+        "127.8.9.10",
+        "[::1]:8080",
+    ] {
+        let (status, body) = ask(host);
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+    assert_eq!(stored(&env).await, 0, "the refused POST stored nothing");
+
+    // With an API key the key protects the API, whatever the name.
+    let mut keyed = Env::new();
+    keyed.var("SYNC_API_KEY", "k3y").var("SYNC_API_HOST", "127.0.0.1");
+    let server = Server::start(&keyed);
+    let (status, body) = raw(
+        server.port,
+        b"GET /health HTTP/1.1\r\nHost: bot-host.lan:8080\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{body}");
 }

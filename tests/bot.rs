@@ -101,6 +101,11 @@ impl FakeDiscord {
 
     /// Waits for a request matching `method` and `path`; returns it.
     async fn wait_recorded(&self, method: &str, path: &str, log: &Arc<Mutex<String>>) -> Recorded {
+        self.wait_nth_recorded(1, method, path, log).await
+    }
+
+    /// Waits for the `n`th request matching `method` and `path`; returns it.
+    async fn wait_nth_recorded(&self, n: usize, method: &str, path: &str, log: &Arc<Mutex<String>>) -> Recorded {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(r) = self
@@ -109,7 +114,8 @@ impl FakeDiscord {
                 .lock()
                 .unwrap()
                 .iter()
-                .find(|r| r.method == method && r.path == path)
+                .filter(|r| r.method == method && r.path == path)
+                .nth(n - 1)
             {
                 return r.clone();
             }
@@ -645,22 +651,18 @@ async fn discovery_report_through_a_fake_discord() {
 
     // Submitting the form stores the report with the reporter from the interaction.
     assert_eq!(discoveries(&env).await, 0);
-    let reply = discord
-        .interact(
-            modal_submit(
-                4001,
-                &custom_id,
-                &[
-                    ("description", "A rich vein of gold under the ice."),
-                    ("resource_type", "Gold"),
-                    ("deposit_richness", ""),
-                    ("extraction_method", ""),
-                    ("economic_value", "High"),
-                ],
-            ),
-            &log,
-        )
-        .await;
+    let submitted = modal_submit(
+        4001,
+        &custom_id,
+        &[
+            ("description", "A rich vein of gold under the ice."),
+            ("resource_type", "Gold"),
+            ("deposit_richness", ""),
+            ("extraction_method", ""),
+            ("economic_value", "High"),
+        ],
+    );
+    let reply = discord.interact(submitted.clone(), &log).await;
     assert_eq!(reply["type"], 4, "{reply}");
     let content = reply["data"]["content"].as_str().expect("content");
     assert!(content.starts_with("✅ Discovery archived! #1"), "{content}");
@@ -720,6 +722,15 @@ async fn discovery_report_through_a_fake_discord() {
     );
     assert!(none.is_empty(), "{none:?}");
     std::fs::rename(&moved, &env.haven).expect("move VH-Database back");
+
+    // Discord delivers the same interaction again (a resumed session
+    // replays it): answered "archived" with the first id, stored once.
+    let path = callback_path(&submitted);
+    discord.send("INTERACTION_CREATE", submitted);
+    let replay = discord.wait_nth_recorded(2, "POST", &path, &log).await.body;
+    assert_eq!(replay["type"], 4, "{replay}");
+    assert_eq!(replay["data"]["content"], "✅ Discovery archived! #1", "{replay}");
+    assert_eq!(discoveries(&env).await, 1);
 
     // The same form cannot be submitted twice.
     let again = discord
@@ -1086,8 +1097,17 @@ async fn bot_online_follows_the_gateway_connection() {
     let health = wait_online(port, false, &log).await;
     let state = health["bot_gateway"].as_str().expect("bot_gateway");
     assert!(["disconnected", "connecting", "resuming"].contains(&state), "{health}");
+    // Degraded, and only by the bot: the sync itself is fine.
+    assert_eq!(health["status"], "degraded", "{health}");
+    let problems: Vec<&str> = health["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter_map(|p| p["problem"].as_str())
+        .collect();
     assert_eq!(
-        health["status"], "healthy",
+        problems,
+        ["discord_gateway_down"],
         "the bot's outage is not the sync's: {health}"
     );
     let text = metrics(port).await;

@@ -950,3 +950,98 @@ async fn every_item_of_a_batch_points_at_its_own_vh_row() {
         .unwrap();
     assert_eq!(distinct, 40);
 }
+
+/// `keeper submit --json -` on a line that never ends: it stops reading at
+/// the record limit with a clear error and writes nothing. What bounds it
+/// is the bytes it took (the limit, a pipe buffer and its read buffer), not
+/// how long it ran.
+#[tokio::test]
+async fn endless_stdin_is_refused_at_the_record_limit_and_nothing_is_written() {
+    use std::io::Write;
+    use std::process::Stdio;
+    /// Far beyond what keeper may take: reaching it means it kept reading.
+    const GIVE_UP: usize = 64 << 20;
+    let env = Env::new();
+    let mut child = env
+        .command(&["submit", "--json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn keeper submit");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let mut written = 0usize;
+        let head =
+            r#"{"discovery_type":"🦴","system_name":"Oculi","location":"planet:Erren","description":""#.as_bytes();
+        if stdin.write_all(head).is_err() {
+            return written;
+        }
+        written += head.len();
+        let chunk = vec![b'x'; 64 << 10];
+        while written < GIVE_UP {
+            match stdin.write(&chunk) {
+                Ok(n) => written += n,
+                // keeper closed its end: it stopped reading.
+                Err(_) => break,
+            }
+        }
+        written
+    });
+    let out = child.wait_with_output().expect("wait for keeper submit");
+    let written = writer.join().expect("writer thread");
+    assert!(
+        written < GIVE_UP,
+        "keeper read {written} bytes of one endless line without stopping"
+    );
+    assert!(written < 4 << 20, "keeper read {written} bytes; the limit is 1 MiB");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("the report at line 1 is larger than 1048576 bytes"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was written"), "{err}");
+    assert!(out.stdout.is_empty());
+    assert_eq!(scalar_i64(&env.keeper, "SELECT COUNT(*) FROM discoveries").await, 0);
+}
+
+#[tokio::test]
+async fn submit_json_takes_a_bom_and_pretty_objects_and_refuses_oversized_records() {
+    let env = Env::new();
+    let record = |description: &str| {
+        serde_json::to_string_pretty(&serde_json::json!({
+            "discovery_type": "💎", "system_name": "Oculi", "location": "planet:New Oculs",
+            "description": description, "username": "Miner", "resource_type": "Gold",
+        }))
+        .unwrap()
+    };
+    // Two pretty-printed objects after a UTF-8 byte order mark.
+    let file = env.dir.path().join("reports.json");
+    let text = format!("\u{feff}{}\n{}\n", record("First"), record("Second"));
+    std::fs::write(&file, text).unwrap();
+    let out = env.ok(&["submit", "--json", file.to_str().unwrap()]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+
+    // An array with a BOM too; a bad element is named by its place.
+    std::fs::write(
+        &file,
+        format!("\u{feff}[{}, {{\"discovery_type\": \"🦄\"}}]", record("Third")),
+    )
+    .unwrap();
+    let bad = env.run(&["submit", "--json", file.to_str().unwrap()]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("record 2: "), "{}", stderr(&bad));
+
+    // One record over 1 MiB among good ones: refused, nothing written.
+    let huge = record(&"x".repeat(1 << 20));
+    std::fs::write(&file, format!("{}{huge}\n", jsonl(2))).unwrap();
+    let refused = env.run(&["submit", "--json", file.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let err = stderr(&refused);
+    assert!(
+        err.contains("the report at line 3 is larger than 1048576 bytes"),
+        "{err}"
+    );
+    assert_eq!(scalar_i64(&env.keeper, "SELECT COUNT(*) FROM discoveries").await, 2);
+}

@@ -1,6 +1,6 @@
 //! The `keeper` command line: parses arguments and runs one command.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -13,6 +13,7 @@ use crate::api::model::{FailedList, SyncStatusReport};
 use crate::app::App;
 use crate::config::Settings;
 use crate::output;
+use crate::records::{Layout, Records, RecordsError};
 use crate::report::Report;
 use crate::store::Access;
 
@@ -213,6 +214,8 @@ pub enum CliError {
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Input(String),
+    #[error(transparent)]
+    Records(#[from] RecordsError),
     #[error("{count} report(s) rejected, nothing was written:\n{details}")]
     Rejected { count: usize, details: String },
     #[error("keeper.db at {path}: {} ({message})", fault.describe())]
@@ -597,50 +600,47 @@ fn flags_record(args: &SubmitArgs) -> Result<Value, CliError> {
 /// At most this many problems are listed; the count says how many there were.
 const MAX_LISTED_ERRORS: usize = 50;
 
-/// Reads one JSON object, a JSON array of objects, or one object per line.
+/// Reads one JSON object, a JSON array of objects, or one object per line,
+/// streamed with a limit per record (see [`records`](crate::records)).
 /// Every record is validated before anything is written; all problems are
-/// reported with their line numbers.
+/// reported with their line numbers (record numbers in an array).
 fn read_reports(path: &PathBuf) -> Result<Vec<Report>, CliError> {
-    let bytes = if path.as_os_str() == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .map_err(|e| CliError::Input(format!("cannot read standard input: {e}")))?;
-        buf
-    } else {
-        std::fs::read(path).map_err(|e| CliError::Input(format!("cannot read {}: {e}", path.display())))?
-    };
+    if path.as_os_str() == "-" {
+        let stdin = std::io::stdin();
+        return parse_reports(Records::new(
+            BufReader::with_capacity(READ_BUFFER, stdin.lock()),
+            "standard input",
+        ));
+    }
+    let file =
+        std::fs::File::open(path).map_err(|e| CliError::Input(format!("cannot read {}: {e}", path.display())))?;
+    parse_reports(Records::new(
+        BufReader::with_capacity(READ_BUFFER, file),
+        path.display().to_string(),
+    ))
+}
+
+/// Large enough that reading is not the slow part of a bulk submission.
+const READ_BUFFER: usize = 64 << 10;
+
+fn parse_reports(mut records: Records<impl BufRead>) -> Result<Vec<Report>, CliError> {
     let mut reports = Vec::new();
     let mut errors = Vec::new();
-    // A whole-document object or array (possibly pretty-printed) first.
-    if let Ok(doc) = serde_json::from_slice::<Value>(&bytes) {
-        let records = match doc {
-            Value::Array(items) => items,
-            other => vec![other],
+    while let Some(record) = records.next_record()? {
+        let place = match records.layout() {
+            Some(Layout::Array) => format!("record {}", record.index),
+            _ => format!("line {}", record.line),
         };
-        for (i, record) in records.iter().enumerate() {
-            match Report::from_json(record) {
+        let Ok(text) = std::str::from_utf8(&record.bytes) else {
+            errors.push(format!("{place}: not valid UTF-8"));
+            continue;
+        };
+        match serde_json::from_str::<Value>(text) {
+            Ok(value) => match Report::from_json(&value) {
                 Ok(r) => reports.push(r),
-                Err(e) => errors.push(format!("record {}: {e}", i + 1)),
-            }
-        }
-    } else {
-        for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-            let number = i + 1;
-            let Ok(text) = std::str::from_utf8(line) else {
-                errors.push(format!("line {number}: not valid UTF-8"));
-                continue;
-            };
-            if text.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<Value>(text) {
-                Ok(record) => match Report::from_json(&record) {
-                    Ok(r) => reports.push(r),
-                    Err(e) => errors.push(format!("line {number}: {e}")),
-                },
-                Err(e) => errors.push(format!("line {number}: not JSON: {e}")),
-            }
+                Err(e) => errors.push(format!("{place}: {e}")),
+            },
+            Err(e) => errors.push(format!("{place}: not JSON: {e}")),
         }
     }
     if !errors.is_empty() {

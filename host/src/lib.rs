@@ -5,6 +5,7 @@
 //! Modules, one concern each:
 //! - [`config`] — settings from the environment, `.env` and flags
 //! - [`report`] — the ten report forms and validation of incoming reports
+//! - [`records`] — `keeper submit --json`'s input split into records, bounded
 //! - [`store`] — keeper.db (schema, migrations, submission)
 //! - [`queue`] — the sync queue's states, transitions and retry rule
 //! - [`mapper`] — the wasm plugin sandbox
@@ -34,6 +35,7 @@ pub mod output;
 pub mod plugins;
 pub mod pull;
 pub mod queue;
+pub mod records;
 pub mod registry;
 pub mod report;
 pub mod row;

@@ -1171,6 +1171,15 @@ pub async fn enqueue_discoveries_after(
     Ok(done.rows_affected())
 }
 
+/// The queue item of a discovery, inside the caller's transaction (the
+/// intake that just enqueued it).
+pub async fn queue_id_in(conn: &mut SqliteConnection, discovery_id: i64) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT MAX(id) FROM sync_queue WHERE discovery_id = ?1")
+        .bind(discovery_id)
+        .fetch_one(&mut *conn)
+        .await
+}
+
 /// A manual retry that did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum RetryRefused {

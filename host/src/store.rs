@@ -81,6 +81,20 @@ const REQUIRED_DISCOVERY_COLUMNS: &[&str] = &[
 /// fsync per commit does not dominate, small enough to keep the write lock short.
 const SUBMIT_CHUNK: usize = 5_000;
 
+/// How long [`Store::probe`] waits for keeper.db's write lock before
+/// calling it not writable: far longer than any write of ours holds it.
+const PROBE_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What [`Store::probe`] found; the messages name the path and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Ok,
+    /// Readable, but a write would fail (read-only, locked by another program).
+    NotWritable(String),
+    /// Cannot be opened or read at its path (gone, not a database, replaced).
+    Unreadable(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open keeper.db at {path}: {source}")]
@@ -185,6 +199,10 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 9,
         name: "secret key of the compiled-plugin cache",
+    },
+    Migration {
+        version: 10,
+        name: "intake idempotency keys",
     },
 ];
 
@@ -329,6 +347,48 @@ impl Store {
         &self.source_id
     }
 
+    /// Whether keeper.db can be read and written at its path right now, on a
+    /// fresh connection: the pool's connections keep working on a file that
+    /// was deleted or replaced, and keep serving pages from their caches, so
+    /// only a new connection sees what the next start would see.
+    pub async fn probe(&self) -> Probe {
+        let unreadable =
+            |why: String| Probe::Unreadable(format!("keeper.db at {} cannot be read: {why}", self.path.display()));
+        let options = match SqliteConnectOptions::from_str("sqlite:") {
+            Ok(o) => o
+                .filename(&self.path)
+                .create_if_missing(false)
+                .busy_timeout(PROBE_BUSY_TIMEOUT)
+                .foreign_keys(false),
+            Err(e) => return unreadable(e.to_string()),
+        };
+        use sqlx::Connection as _;
+        let mut conn = match SqliteConnection::connect_with(&options).await {
+            Ok(c) => c,
+            Err(e) => return unreadable(e.to_string()),
+        };
+        let source_id = sqlx::query_scalar::<_, String>("SELECT value FROM keeper_sync_meta WHERE key = 'source_id'")
+            .fetch_one(&mut conn)
+            .await;
+        let probe = match source_id {
+            Err(e) => unreadable(e.to_string()),
+            Ok(id) if id != self.source_id => unreadable(format!(
+                "the file there now is another keeper.db (source id {id}, this process has {} open); \
+                 restart keeper to use it",
+                self.source_id
+            )),
+            Ok(_) => match conn.begin_with("BEGIN IMMEDIATE").await {
+                Ok(tx) => match tx.rollback().await {
+                    Ok(()) => Probe::Ok,
+                    Err(e) => Probe::NotWritable(format!("keeper.db at {}: {e}", self.path.display())),
+                },
+                Err(e) => Probe::NotWritable(format!("keeper.db at {} cannot be written: {e}", self.path.display())),
+            },
+        };
+        let _ = conn.close().await;
+        probe
+    }
+
     /// The key that signs compiled plugins on disk (`plugins::cache`). It is
     /// random, lives only in keeper.db and is never sent anywhere, unlike the
     /// source id (in every `/sync/export` page and in VH-Database's ledger):
@@ -343,35 +403,79 @@ impl Store {
     pub async fn submit(&self, reports: &[Report], max_attempts: u32) -> Result<Vec<i64>, StoreError> {
         let mut ids = Vec::with_capacity(reports.len());
         for chunk in reports.chunks(SUBMIT_CHUNK) {
-            let records: Vec<serde_json::Value> = chunk.iter().map(report_record).collect();
-            let payload = serde_json::Value::Array(records).to_string();
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM discoveries")
-                .fetch_one(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO discoveries (user_id, username, guild_id, discovery_type, location,
-                     time_period, condition, description, significance, evidence_url,
-                     coordinates, planet_name, tags, metadata, system_name)
-                 SELECT value ->> 'user_id', value ->> 'username', value ->> 'guild_id',
-                     value ->> 'discovery_type', value ->> 'location', value ->> 'time_period',
-                     value ->> 'condition', value ->> 'description', value ->> 'significance',
-                     value ->> 'evidence_url', value ->> 'coordinates', value ->> 'planet_name',
-                     value ->> 'tags', value ->> 'metadata', value ->> 'system_name'
-                 FROM json_each(?1) ORDER BY key",
-            )
-            .bind(payload)
-            .execute(&mut *tx)
-            .await?;
-            let new_ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM discoveries WHERE id > ?1 ORDER BY id")
-                .bind(before)
-                .fetch_all(&mut *tx)
-                .await?;
-            queue::enqueue_discoveries_after(&mut tx, before, max_attempts).await?;
+            let new_ids = insert_reports(&mut tx, chunk, max_attempts).await?;
             tx.commit().await?;
             ids.extend(new_ids);
         }
         Ok(ids)
+    }
+
+    /// Stores one report unless `key` was seen before, so that a request
+    /// repeated (a client retrying after a lost answer, Discord redelivering
+    /// an interaction) stores it once. The key, the hash of the request and
+    /// the answer are written in the same transaction as the report: either
+    /// both are stored or neither. A repeat with the same `request_hash`
+    /// gets the first answer; one with another hash is refused. Keys expire
+    /// after [`INTAKE_KEY_TTL_HOURS`]; expired ones are deleted here, by the
+    /// intake that comes after.
+    pub async fn submit_once(
+        &self,
+        key: &IntakeKey,
+        request_hash: &str,
+        report: &Report,
+        max_attempts: u32,
+    ) -> Result<Intake, IntakeError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::from)?;
+        sqlx::query("DELETE FROM keeper_intake_keys WHERE created_at < datetime('now', ?1)")
+            .bind(format!("-{INTAKE_KEY_TTL_HOURS} hours"))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        if let Some(seen) = intake_key_in(&mut tx, key).await.map_err(StoreError::from)? {
+            if seen.request_hash != request_hash {
+                return Err(IntakeError::KeyReused {
+                    key: key.shown().to_owned(),
+                    first_used: seen.created_at,
+                });
+            }
+            return Ok(seen.intake);
+        }
+        let discovery_id = insert_reports(&mut tx, std::slice::from_ref(report), max_attempts)
+            .await?
+            .first()
+            .copied()
+            .ok_or(StoreError::Sql(sqlx::Error::RowNotFound))?;
+        let queue_id = queue::queue_id_in(&mut tx, discovery_id)
+            .await
+            .map_err(StoreError::from)?
+            .ok_or(StoreError::Sql(sqlx::Error::RowNotFound))?;
+        sqlx::query(
+            "INSERT INTO keeper_intake_keys (key, request_hash, discovery_id, queue_id) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(&key.0)
+        .bind(request_hash)
+        .bind(discovery_id)
+        .bind(queue_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(Intake {
+            discovery_id,
+            queue_id,
+            repeated: false,
+        })
+    }
+
+    /// The answer an intake with `key` got, if it was stored (and has not expired).
+    pub async fn intake_answer(&self, key: &IntakeKey) -> Result<Option<Intake>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(intake_key_in(&mut conn, key).await?.map(|seen| seen.intake))
     }
 
     /// Every column of the given discoveries, as stored, keyed by id. A row
@@ -421,6 +525,123 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Inserts reports and their queue rows in the caller's transaction; the new
+/// discovery ids in input order.
+async fn insert_reports(
+    conn: &mut SqliteConnection,
+    reports: &[Report],
+    max_attempts: u32,
+) -> Result<Vec<i64>, StoreError> {
+    let records: Vec<serde_json::Value> = reports.iter().map(report_record).collect();
+    let payload = serde_json::Value::Array(records).to_string();
+    let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM discoveries")
+        .fetch_one(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO discoveries (user_id, username, guild_id, discovery_type, location,
+             time_period, condition, description, significance, evidence_url,
+             coordinates, planet_name, tags, metadata, system_name)
+         SELECT value ->> 'user_id', value ->> 'username', value ->> 'guild_id',
+             value ->> 'discovery_type', value ->> 'location', value ->> 'time_period',
+             value ->> 'condition', value ->> 'description', value ->> 'significance',
+             value ->> 'evidence_url', value ->> 'coordinates', value ->> 'planet_name',
+             value ->> 'tags', value ->> 'metadata', value ->> 'system_name'
+         FROM json_each(?1) ORDER BY key",
+    )
+    .bind(payload)
+    .execute(&mut *conn)
+    .await?;
+    let new_ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM discoveries WHERE id > ?1 ORDER BY id")
+        .bind(before)
+        .fetch_all(&mut *conn)
+        .await?;
+    queue::enqueue_discoveries_after(conn, before, max_attempts).await?;
+    Ok(new_ids)
+}
+
+/// How long an intake key is remembered. A client retries within minutes
+/// and Discord redelivers within its 15-minute interaction lifetime; a day
+/// covers both with room to spare, and keeps the table small.
+pub const INTAKE_KEY_TTL_HOURS: u32 = 24;
+
+/// What makes two intake requests "the same one": where it came from and
+/// the key it carries (scoped, so an HTTP client's key never meets a
+/// Discord interaction id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntakeKey(String);
+
+impl IntakeKey {
+    /// An `Idempotency-Key` header of `POST /discoveries`.
+    pub fn http(key: &str) -> IntakeKey {
+        IntakeKey(format!("http:{key}"))
+    }
+
+    /// A Discord interaction id (the bot's form submissions).
+    pub fn discord(interaction_id: u64) -> IntakeKey {
+        IntakeKey(format!("discord:{interaction_id}"))
+    }
+
+    /// The key as its sender knows it.
+    fn shown(&self) -> &str {
+        self.0.split_once(':').map_or(&self.0, |(_, k)| k)
+    }
+}
+
+/// What identifies an intake request's content: SHA-256 of the report as
+/// JSON, hex (serde_json writes object keys sorted, so the order the sender
+/// used does not matter).
+pub fn request_hash(record: &serde_json::Value) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(record.to_string().as_bytes()))
+}
+
+/// Where an intake's report went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intake {
+    pub discovery_id: i64,
+    pub queue_id: i64,
+    /// The key was seen before: this is the first answer, nothing was stored now.
+    pub repeated: bool,
+}
+
+/// An intake that was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error(
+        "Idempotency-Key {key:?} was already used at {first_used} UTC for a different report; nothing was \
+         stored. Send a new key with a new report (the same key only with the same body, to retry it)"
+    )]
+    KeyReused { key: String, first_used: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct SeenKey {
+    request_hash: String,
+    created_at: String,
+    intake: Intake,
+}
+
+async fn intake_key_in(conn: &mut SqliteConnection, key: &IntakeKey) -> Result<Option<SeenKey>, sqlx::Error> {
+    let row: Option<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT request_hash, created_at, discovery_id, queue_id FROM keeper_intake_keys
+         WHERE key = ?1 AND created_at >= datetime('now', ?2)",
+    )
+    .bind(&key.0)
+    .bind(format!("-{INTAKE_KEY_TTL_HOURS} hours"))
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(request_hash, created_at, discovery_id, queue_id)| SeenKey {
+        request_hash,
+        created_at,
+        intake: Intake {
+            discovery_id,
+            queue_id,
+            repeated: true,
+        },
+    }))
 }
 
 /// The JSON object `submit` turns into one `discoveries` row.
@@ -706,6 +927,21 @@ async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreErr
             let key: [u8; 32] = rand::random();
             sqlx::query("INSERT OR IGNORE INTO keeper_sync_meta (key, value) VALUES ('plugin_cache_key', ?1)")
                 .bind(hex::encode(key))
+                .execute(&mut *conn)
+                .await?;
+        }
+        10 => {
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS keeper_intake_keys (
+                     key TEXT PRIMARY KEY,
+                     request_hash TEXT NOT NULL,
+                     discovery_id INTEGER NOT NULL,
+                     queue_id INTEGER NOT NULL,
+                     created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+            )
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("CREATE INDEX IF NOT EXISTS idx_keeper_intake_keys_created ON keeper_intake_keys (created_at)")
                 .execute(&mut *conn)
                 .await?;
         }

@@ -27,6 +27,23 @@ pub struct WorkerStatus {
     pub started_at: OffsetDateTime,
     pub running: AtomicBool,
     pub last_sync_time: Mutex<Option<OffsetDateTime>>,
+    /// How the last passes went, for `/health` and `/metrics`: a worker that
+    /// runs but gets nothing through must not look healthy.
+    passes: Mutex<PassRecord>,
+}
+
+/// What the worker met on its last passes (one pass: everything due, batch
+/// after batch). A pass with nothing to do changes nothing here.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassRecord {
+    /// Passes in a row that failed: keeper.db failed, or a batch could not
+    /// be delivered at all. 0 once a pass gets its batches through.
+    pub failed_passes: u64,
+    /// Why the last failed pass failed.
+    pub last_error: Option<String>,
+    /// Since when VH-Database cannot be used (missing, locked, unreadable),
+    /// with the latest reason; cleared by the next batch it takes.
+    pub vh_unreachable: Option<(OffsetDateTime, String)>,
 }
 
 impl Default for WorkerStatus {
@@ -35,7 +52,58 @@ impl Default for WorkerStatus {
             started_at: OffsetDateTime::now_utc(),
             running: AtomicBool::new(false),
             last_sync_time: Mutex::new(None),
+            passes: Mutex::new(PassRecord::default()),
         }
+    }
+}
+
+impl WorkerStatus {
+    /// A copy of the pass record.
+    pub fn passes(&self) -> PassRecord {
+        match self.passes.lock() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut PassRecord)) {
+        match self.passes.lock() {
+            Ok(mut p) => change(&mut p),
+            Err(poisoned) => change(&mut poisoned.into_inner()),
+        }
+    }
+
+    fn pass_failed(&self, error: String) {
+        self.update(|p| {
+            p.failed_passes += 1;
+            p.last_error = Some(error);
+        });
+    }
+
+    fn pass_done(&self, drained: &Drained) {
+        if drained.undelivered_batches > 0 {
+            self.update(|p| {
+                p.failed_passes += 1;
+                p.last_error = p.vh_unreachable.as_ref().map(|(_, why)| why.clone());
+            });
+        } else if drained.synced + drained.failed > 0 {
+            self.update(|p| {
+                p.failed_passes = 0;
+                p.last_error = None;
+            });
+        }
+    }
+
+    fn vh_unreachable(&self, error: String) {
+        let now = OffsetDateTime::now_utc();
+        self.update(|p| {
+            let since = p.vh_unreachable.take().map_or(now, |(since, _)| since);
+            p.vh_unreachable = Some((since, error));
+        });
+    }
+
+    fn vh_reachable(&self) {
+        self.update(|p| p.vh_unreachable = None);
     }
 }
 
@@ -44,6 +112,8 @@ impl Default for WorkerStatus {
 pub struct Drained {
     pub synced: u64,
     pub failed: u64,
+    /// Batches that could not be delivered at all (VH-Database unusable).
+    pub undelivered_batches: u64,
 }
 
 /// keeper.db failed under the worker: the batch in hand is given back (or
@@ -108,6 +178,7 @@ impl Worker {
             let done = self.process(claim).await?;
             total.synced += done.synced;
             total.failed += done.failed;
+            total.undelivered_batches += done.undelivered_batches;
         }
     }
 
@@ -116,8 +187,12 @@ impl Worker {
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         self.status.running.store(true, Ordering::Relaxed);
         while !*shutdown.borrow() {
-            if let Err(error) = self.drain_until(Some(&shutdown)).await {
-                tracing::error!(%error, "sync pass failed; trying again next interval");
+            match self.drain_until(Some(&shutdown)).await {
+                Ok(drained) => self.status.pass_done(&drained),
+                Err(error) => {
+                    tracing::error!(%error, "sync pass failed; trying again next interval");
+                    self.status.pass_failed(error.to_string());
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.interval) => {}
@@ -134,7 +209,7 @@ impl Worker {
         let renewer = self.spawn_lease_renewal(claim.token.clone());
         let outcome = self.deliver(&claim.items).await;
         renewer.abort();
-        let (delivered, failed) = match outcome {
+        let (delivered, failed, undelivered) = match outcome {
             Ok(result) => result,
             Err(error) => {
                 // keeper.db itself failed mid-batch: give the items back.
@@ -164,6 +239,7 @@ impl Worker {
         Ok(Drained {
             synced: delivered.len() as u64,
             failed: failed.len() as u64,
+            undelivered_batches: u64::from(undelivered),
         })
     }
 
@@ -184,9 +260,11 @@ impl Worker {
         })
     }
 
-    /// Maps and writes a batch; returns each item's outcome. Errors only when
-    /// keeper.db cannot be read: a VH-Database problem is an item outcome.
-    async fn deliver(&self, items: &[ClaimedItem]) -> Result<(Vec<Delivered>, Vec<Failed>), WorkerError> {
+    /// Maps and writes a batch; returns each item's outcome, and whether the
+    /// batch could not be delivered at all. Errors only when keeper.db cannot
+    /// be read: a VH-Database problem is an item outcome (and is published in
+    /// [`WorkerStatus`]).
+    async fn deliver(&self, items: &[ClaimedItem]) -> Result<(Vec<Delivered>, Vec<Failed>, bool), WorkerError> {
         let ids: Vec<i64> = items.iter().map(|i| i.discovery_id).collect();
         let mut rows = self.store.discoveries(&ids).await.map_err(|e| match e {
             StoreError::Sql(e) => self.keeper_error(&e),
@@ -216,10 +294,14 @@ impl Worker {
         };
         let plugin = self.plugins.current();
         let outcomes = match delivery::deliver(&self.sink, &plugin, self.store.source_id(), &inputs).await {
-            Ok(outcomes) => outcomes,
+            Ok(outcomes) => {
+                self.status.vh_reachable();
+                outcomes
+            }
             Err(e) => {
+                self.status.vh_unreachable(e.to_string());
                 let failed = items.iter().map(|i| fail(i, e.class(), e.to_string())).collect();
-                return Ok((Vec::new(), failed));
+                return Ok((Vec::new(), failed, true));
             }
         };
         let mut delivered = Vec::new();
@@ -239,6 +321,6 @@ impl Worker {
                 Outcome::Failed { class, message } => failed.push(fail(item, class, message)),
             }
         }
-        Ok((delivered, failed))
+        Ok((delivered, failed, false))
     }
 }

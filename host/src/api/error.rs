@@ -28,7 +28,8 @@ pub struct ErrorBody {
     /// Always `error`.
     pub status: ErrorStatus,
     /// The kind of problem, for programs: `bad_request`, `unauthorized`,
-    /// `not_found`, `conflict`, `payload_too_large`, `unavailable`, …
+    /// `not_found`, `conflict`, `payload_too_large`, `unprocessable`,
+    /// `unavailable`, …
     pub error: String,
     /// What is wrong, for people: names the parameter, field or item.
     pub message: String,
@@ -51,11 +52,15 @@ fn kind(status: StatusCode) -> &'static str {
         StatusCode::UNAUTHORIZED => "unauthorized",
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::MISDIRECTED_REQUEST => "misdirected_request",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request_header_fields_too_large",
         StatusCode::CONFLICT => "conflict",
         StatusCode::LENGTH_REQUIRED => "length_required",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         StatusCode::NOT_ACCEPTABLE => "not_acceptable",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         s if s.is_server_error() => "internal",
         _ => "error",

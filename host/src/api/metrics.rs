@@ -9,11 +9,15 @@ use std::fmt::Write as _;
 
 use time::OffsetDateTime;
 
+use super::health::Assessment;
+use super::model::{HealthState, ProblemKind};
 use crate::bot::GatewayState;
 use crate::queue::{QueueCounts, QueueTotals};
 
 /// What one scrape shows.
 pub struct Snapshot {
+    /// What `/health` would answer now.
+    pub health: Assessment,
     pub counts: QueueCounts,
     pub totals: QueueTotals,
     /// Name, version and hash of the active plugin.
@@ -167,7 +171,58 @@ pub fn render(s: &Snapshot) -> String {
         );
         let _ = writeln!(out, "keeper_sync_last_batch_timestamp_seconds {}", t.unix_timestamp());
     }
+    render_health(&mut out, &s.health);
     out
+}
+
+/// The health series: what `/health` says, as gauges to alert on.
+fn render_health(out: &mut String, health: &Assessment) {
+    header(
+        out,
+        "keeper_health_status",
+        "gauge",
+        "What /health says: 0 healthy, 1 degraded, 2 unhealthy.",
+    );
+    let status = match health.status {
+        HealthState::Healthy => 0,
+        HealthState::Degraded => 1,
+        HealthState::Unhealthy => 2,
+    };
+    let _ = writeln!(out, "keeper_health_status {status}");
+    header(
+        out,
+        "keeper_health_problem",
+        "gauge",
+        "1 for each problem /health lists now, by kind.",
+    );
+    for kind in ProblemKind::ALL {
+        let _ = writeln!(
+            out,
+            "keeper_health_problem{{problem=\"{}\"}} {}",
+            kind.as_str(),
+            u8::from(health.has(kind))
+        );
+    }
+    header(
+        out,
+        "keeper_sync_failed_passes",
+        "gauge",
+        "Sync passes in a row that failed (0 once one gets through).",
+    );
+    let _ = writeln!(out, "keeper_sync_failed_passes {}", health.failed_passes);
+    if let Some(since) = health.vh_unreachable_since {
+        header(
+            out,
+            "keeper_vh_database_unreachable_since_timestamp_seconds",
+            "gauge",
+            "Since when the worker cannot use VH-Database (Unix time); absent while it can.",
+        );
+        let _ = writeln!(
+            out,
+            "keeper_vh_database_unreachable_since_timestamp_seconds {}",
+            since.unix_timestamp()
+        );
+    }
 }
 
 #[cfg(test)]
@@ -195,7 +250,22 @@ mod tests {
             worker_running: true,
             last_sync: None,
             bot_gateway: GatewayState::Resuming,
+            health: Assessment {
+                status: HealthState::Degraded,
+                problems: vec![super::super::model::HealthProblem {
+                    problem: ProblemKind::VhDatabaseUnreachable,
+                    message: "gone".into(),
+                    since: None.into(),
+                }],
+                keeper_db_readable: true,
+                failed_passes: 3,
+                vh_unreachable_since: None,
+            },
         });
+        assert!(text.contains("keeper_health_status 1\n"));
+        assert!(text.contains("keeper_health_problem{problem=\"vh_database_unreachable\"} 1\n"));
+        assert!(text.contains("keeper_health_problem{problem=\"keeper_db_not_writable\"} 0\n"));
+        assert!(text.contains("keeper_sync_failed_passes 3\n"));
         assert!(text.contains("keeper_sync_queue_items{state=\"max_retries_exceeded\"} 1\n"));
         assert!(text.contains("keeper_sync_latency_seconds_bucket{le=\"5\"} 5\n"));
         assert!(text.contains("keeper_sync_latency_seconds_bucket{le=\"+Inf\"} 5\n"));

@@ -3,8 +3,10 @@
 //! - [`routes`] — the operations; their types ([`model`]) are the documentation
 //! - [`auth`] — the optional API key
 //! - [`error`] — one JSON error shape for everything that is not a success
+//! - [`health`] — what `/health` and `/metrics` say about the service
 //! - [`metrics`] — Prometheus text
 //! - [`timestamp`] — keeper.db times as RFC 3339 UTC
+//! - [`wire`] — JSON bodies for the errors hyper answers by itself
 //!
 //! Swagger UI is at `/docs`, the OpenAPI document at `/openapi.json`; both are
 //! open without the API key (the document is public: it is in the repository).
@@ -13,18 +15,20 @@
 
 mod auth;
 mod error;
+mod health;
 mod metrics;
 pub mod model;
 mod nullable;
 mod report_body;
 mod routes;
 pub(crate) mod timestamp;
+mod wire;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use poem::http::header::{ALLOW, CONTENT_LENGTH};
+use poem::http::header::{ALLOW, CONTENT_LENGTH, HOST};
 use poem::http::{HeaderValue, StatusCode};
 use poem::listener::TcpAcceptor;
 use poem::middleware::CatchPanic;
@@ -104,6 +108,7 @@ pub fn document() -> String {
 pub fn endpoint(state: Arc<ApiState>) -> impl Endpoint {
     let api = service();
     let allow = Arc::new(AllowedMethods::from_document(&api.spec()));
+    let hosts = Arc::new(HostCheck::for_state(&state));
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
     Route::new()
@@ -114,8 +119,67 @@ pub fn endpoint(state: Arc<ApiState>) -> impl Endpoint {
         .data(state)
         .around(move |next, req| {
             let allow = allow.clone();
-            async move { Ok(guard(next.as_ref(), req, &allow).await) }
+            let hosts = hosts.clone();
+            async move { Ok(guard(next.as_ref(), req, &allow, &hosts).await) }
         })
+}
+
+/// The `Host` names an open API answers to. Without an API key the API is
+/// bound to loopback, where only this machine can reach it; but a web page
+/// in a browser on this machine can, through DNS rebinding (a name of the
+/// attacker's that resolves to 127.0.0.1), and the browser then sends that
+/// name as `Host`. So an open loopback API answers only to `localhost`,
+/// loopback addresses (any port) and `SYNC_API_HOST`, and refuses other
+/// names with 421. A keyed API is protected by its key instead.
+struct HostCheck(Option<Option<IpAddr>>);
+
+impl HostCheck {
+    fn for_state(state: &ApiState) -> HostCheck {
+        let settings = &state.app.settings;
+        let open_loopback = state.api_key.is_none() && settings.api_addr().ip().is_loopback();
+        HostCheck(open_loopback.then_some(settings.sync_api_host))
+    }
+
+    /// `None` when the request may go on; otherwise the refusal.
+    fn refuse(&self, req: &Request) -> Option<Response> {
+        let configured = self.0?;
+        let host = req
+            .headers()
+            .get(HOST)
+            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))?;
+        let name = host_name(&host);
+        let allowed = name.eq_ignore_ascii_case("localhost")
+            || name
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback() || Some(ip) == configured);
+        if allowed {
+            return None;
+        }
+        tracing::warn!(host = %host, "sync API: request for another host name refused (DNS rebinding?)");
+        let status = StatusCode::MISDIRECTED_REQUEST;
+        Some(error::json_response(
+            status,
+            error::ErrorBody::new(
+                status,
+                format!(
+                    "this open sync API (no SYNC_API_KEY) answers only to localhost, loopback addresses and \
+                     SYNC_API_HOST, not to Host {host:?}; use http://127.0.0.1:PORT or set SYNC_API_KEY"
+                ),
+            ),
+        ))
+    }
+}
+
+/// The name or address of a `Host` value, without its port or IPv6 brackets.
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
 }
 
 /// A bug of ours, never the client's doing: JSON like every other answer,
@@ -132,8 +196,12 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     )
 }
 
-/// Limits the body, then turns whatever error the request meets into JSON.
-async fn guard<E: Endpoint>(next: &E, mut req: Request, allow: &AllowedMethods) -> Response {
+/// Checks the host, limits the body, then turns whatever error the request
+/// meets into JSON.
+async fn guard<E: Endpoint>(next: &E, mut req: Request, allow: &AllowedMethods, hosts: &HostCheck) -> Response {
+    if let Some(refusal) = hosts.refuse(&req) {
+        return refusal;
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     if let Err(error) = limit_body(&mut req).await {
@@ -259,12 +327,26 @@ impl Listening {
                 }
             }
         };
-        let served = Server::new_with_acceptor(acceptor)
+        let served = Server::new_with_acceptor(wire::JsonErrors(acceptor))
             .run_with_graceful_shutdown(endpoint(Arc::new(state)), stop, Some(std::time::Duration::from_secs(5)))
             .await;
         match served {
             Ok(()) => tracing::info!("sync API stopped"),
             Err(error) => tracing::error!(%error, %addr, "sync API failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_name;
+
+    #[test]
+    fn host_names_lose_their_port_and_brackets() {
+        assert_eq!(host_name("localhost:8080"), "localhost");
+        assert_eq!(host_name("127.0.0.1"), "127.0.0.1");
+        assert_eq!(host_name("[::1]:80"), "::1");
+        assert_eq!(host_name("[::1]"), "::1");
+        assert_eq!(host_name("evil.example:x"), "evil.example:x");
     }
 }

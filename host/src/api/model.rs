@@ -23,13 +23,68 @@ pub enum OkStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "lowercase")]
 pub enum HealthState {
-    /// keeper.db answers and the sync worker runs (or is not meant to: remote mode).
+    /// No problem: reports are stored and reach VH-Database.
     Healthy,
-    /// keeper.db does not answer, or the worker should run and does not.
+    /// Running, but something in `problems` stops part of the job. HTTP 200.
     Degraded,
+    /// keeper.db cannot be read at its path: nothing can be stored or
+    /// synced. HTTP 503.
+    Unhealthy,
 }
 
-/// `GET /health`.
+/// What a problem is about, for programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// keeper.db cannot be opened or read at its path (makes the status `unhealthy`).
+    KeeperDbUnreadable,
+    /// keeper.db can be read but not written (read-only, or locked by another program).
+    KeeperDbNotWritable,
+    /// The worker cannot use VH-Database (missing, locked, unreadable); `since` says from when.
+    VhDatabaseUnreachable,
+    /// The last sync passes failed; the message says how many and why.
+    SyncPassesFailing,
+    /// This process should run a sync worker and does not.
+    SyncWorkerStopped,
+    /// DISCORD_TOKEN is set but the bot has no live gateway session.
+    DiscordGatewayDown,
+}
+
+impl ProblemKind {
+    /// Every kind, in the order `/metrics` lists them.
+    pub const ALL: [ProblemKind; 6] = [
+        ProblemKind::KeeperDbUnreadable,
+        ProblemKind::KeeperDbNotWritable,
+        ProblemKind::VhDatabaseUnreachable,
+        ProblemKind::SyncPassesFailing,
+        ProblemKind::SyncWorkerStopped,
+        ProblemKind::DiscordGatewayDown,
+    ];
+
+    /// The name in JSON and in `/metrics` labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::KeeperDbUnreadable => "keeper_db_unreadable",
+            ProblemKind::KeeperDbNotWritable => "keeper_db_not_writable",
+            ProblemKind::VhDatabaseUnreachable => "vh_database_unreachable",
+            ProblemKind::SyncPassesFailing => "sync_passes_failing",
+            ProblemKind::SyncWorkerStopped => "sync_worker_stopped",
+            ProblemKind::DiscordGatewayDown => "discord_gateway_down",
+        }
+    }
+}
+
+/// One thing that keeps the service from doing its whole job.
+#[derive(Debug, Clone, Object)]
+pub struct HealthProblem {
+    pub problem: ProblemKind,
+    /// What is wrong and what it stops, for people.
+    pub message: String,
+    /// When it started, when known.
+    pub since: Nullable<OffsetDateTime>,
+}
+
+/// `GET /health`: the guide's four fields, plus what is wrong.
 #[derive(Debug, Clone, Object)]
 pub struct Health {
     pub status: HealthState,
@@ -42,8 +97,10 @@ pub struct Health {
     pub sync_worker_running: bool,
     /// Now, UTC.
     pub timestamp: OffsetDateTime,
-    /// keeper.db answered a trivial query.
+    /// keeper.db can be opened and read at its path.
     pub keeper_db_reachable: bool,
+    /// Empty when `healthy`; otherwise each problem, named.
+    pub problems: Vec<HealthProblem>,
 }
 
 /// The sync worker of this process.

@@ -5,22 +5,23 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use poem::http::StatusCode;
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, OpenApi, Tags};
 
 use super::auth::ApiKeyGuard;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::model::*;
 use super::report_body::ReportBody;
-use super::{ApiState, metrics, timestamp};
+use super::{ApiState, health, metrics, timestamp};
 use crate::mapper::PluginInfo;
 use crate::queue::{Ack, ErrorClass, RemoteFailure};
 use crate::registry::PluginRecord;
 use crate::report::Report;
 use crate::row::Row;
-use crate::store::RowError;
+use crate::store::{IntakeError, IntakeKey, RowError, request_hash};
 
 #[derive(Tags)]
 enum Tag {
@@ -53,34 +54,53 @@ fn default_export_limit() -> u32 {
 }
 
 #[derive(ApiResponse)]
+enum HealthResponse {
+    /// `healthy` or `degraded` (old monitors that read only the status code
+    /// keep working; read `status` and `problems`).
+    #[oai(status = 200)]
+    Ok(Json<Health>),
+    /// `unhealthy`: keeper.db cannot be read.
+    #[oai(status = 503)]
+    Unhealthy(Json<Health>),
+}
+
+#[derive(ApiResponse)]
 enum CreatedResponse {
-    /// Stored in keeper.db and queued; the worker was woken.
+    /// Stored in keeper.db and queued; the worker was woken. A repeat of a
+    /// request with the same `Idempotency-Key` and body gets this same
+    /// answer, and nothing new is stored.
     #[oai(status = 201)]
     Created(Json<Created>),
+    /// The `Idempotency-Key` was used before with a different body; nothing
+    /// was stored.
+    #[oai(status = 422)]
+    KeyReused(Json<ErrorBody>),
 }
 
 #[OpenApi]
 impl SyncApi {
     /// Health check
     ///
-    /// Whether keeper.db answers and the sync worker runs. Open without an API key.
+    /// `healthy`; `degraded` with each problem named (VH-Database unreachable
+    /// since when, sync passes failing, keeper.db not writable, the worker
+    /// stopped, the Discord gateway down); or `unhealthy` with 503 when
+    /// keeper.db cannot be read. Open without an API key.
     #[oai(path = "/health", method = "get", tag = "Tag::Health")]
-    async fn health(&self, state: Data<&Arc<ApiState>>) -> Json<Health> {
-        let keeper_db_reachable = state.app.queue.counts().await.is_ok();
-        let sync_worker_running = state.worker.running.load(Ordering::Relaxed);
-        let healthy = keeper_db_reachable && (sync_worker_running || !state.worker_expected);
-        Json(Health {
-            status: if healthy {
-                HealthState::Healthy
-            } else {
-                HealthState::Degraded
-            },
+    async fn health(&self, state: Data<&Arc<ApiState>>) -> HealthResponse {
+        let assessment = health::assess(&state).await;
+        let body = Json(Health {
+            status: assessment.status,
             bot_online: state.bot.online(),
             bot_gateway: state.bot.state(),
-            sync_worker_running,
+            sync_worker_running: state.worker.running.load(Ordering::Relaxed),
             timestamp: timestamp::now(),
-            keeper_db_reachable,
-        })
+            keeper_db_reachable: assessment.keeper_db_readable,
+            problems: assessment.problems,
+        });
+        match assessment.status {
+            HealthState::Unhealthy => HealthResponse::Unhealthy(body),
+            HealthState::Healthy | HealthState::Degraded => HealthResponse::Ok(body),
+        }
     }
 
     /// Queue status
@@ -299,27 +319,72 @@ impl SyncApi {
     /// `evidence_url`, `tags` (array of strings), `discovery_name` and the
     /// type-specific fields of that discovery type. A bad report gets 400
     /// naming the field, and nothing is stored.
+    ///
+    /// With header `Idempotency-Key` a client can retry safely: a repeat with
+    /// the same key and the same body within 24 hours gets the first answer
+    /// (the same ids) and stores nothing; the same key with another body
+    /// gets 422.
     #[oai(path = "/discoveries", method = "post", tag = "Tag::Intake")]
     async fn submit(
         &self,
         _key: ApiKeyGuard,
         state: Data<&Arc<ApiState>>,
         report: Json<ReportBody>,
+        /// Any 1 to 255 visible ASCII characters, new for each report (a
+        /// UUID, say); repeat it only to retry the same report.
+        #[oai(
+            name = "Idempotency-Key",
+            validator(min_length = 1, max_length = 255, pattern = "^[!-~]+$")
+        )]
+        idempotency_key: Header<Option<String>>,
     ) -> Result<CreatedResponse, ApiError> {
-        let report = Report::from_json(&report.0.0).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let body = &report.0.0;
+        let report = Report::from_json(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let app = &state.app;
-        let ids = app.store.submit(&[report], app.settings.sync_max_attempts).await?;
-        let discovery_id = ids
-            .first()
-            .copied()
-            .ok_or_else(|| ApiError::from(sqlx::Error::RowNotFound))?;
-        let queue_id = app
-            .queue
-            .queue_id_of(discovery_id)
-            .await?
-            .ok_or_else(|| ApiError::from(sqlx::Error::RowNotFound))?;
-        app.wake.notify_one();
-        tracing::info!(discovery_id, queue_id, "sync API: discovery archived and queued");
+        let max_attempts = app.settings.sync_max_attempts;
+        let (discovery_id, queue_id, repeated) = match idempotency_key.0.as_deref() {
+            Some(key) => {
+                let hash = request_hash(body);
+                match app
+                    .store
+                    .submit_once(&IntakeKey::http(key), &hash, &report, max_attempts)
+                    .await
+                {
+                    Ok(i) => (i.discovery_id, i.queue_id, i.repeated),
+                    Err(refused @ IntakeError::KeyReused { .. }) => {
+                        tracing::info!(error = %refused, "sync API: idempotency key reused for another report");
+                        return Ok(CreatedResponse::KeyReused(Json(ErrorBody::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            refused.to_string(),
+                        ))));
+                    }
+                    Err(IntakeError::Store(e)) => return Err(e.into()),
+                }
+            }
+            None => {
+                let ids = app.store.submit(&[report], max_attempts).await?;
+                let discovery_id = ids
+                    .first()
+                    .copied()
+                    .ok_or_else(|| ApiError::from(sqlx::Error::RowNotFound))?;
+                let queue_id = app
+                    .queue
+                    .queue_id_of(discovery_id)
+                    .await?
+                    .ok_or_else(|| ApiError::from(sqlx::Error::RowNotFound))?;
+                (discovery_id, queue_id, false)
+            }
+        };
+        if repeated {
+            tracing::info!(
+                discovery_id,
+                queue_id,
+                "sync API: repeated request; first answer given, nothing stored"
+            );
+        } else {
+            app.wake.notify_one();
+            tracing::info!(discovery_id, queue_id, "sync API: discovery archived and queued");
+        }
         Ok(CreatedResponse::Created(Json(Created {
             status: OkStatus::Ok,
             discovery_id,
@@ -484,15 +549,18 @@ impl SyncApi {
     /// Prometheus metrics
     ///
     /// Queue depth by state, synced and failed totals by error class, the
-    /// submission-to-synced latency histogram, the active plugin version and
-    /// the worker's state, in Prometheus text format.
+    /// submission-to-synced latency histogram, the active plugin version,
+    /// the worker's state, and health as `/health` reports it (status and
+    /// one gauge per problem), in Prometheus text format.
     #[oai(path = "/metrics", method = "get", tag = "Tag::Metrics")]
     async fn metrics(&self, _key: ApiKeyGuard, state: Data<&Arc<ApiState>>) -> Result<PlainText<String>, ApiError> {
         let app = &state.app;
         let counts = app.queue.counts().await?;
         let totals = app.queue.totals().await?;
         let active = app.registry.list().await?.active;
+        let health = health::assess(&state).await;
         Ok(PlainText(metrics::render(&metrics::Snapshot {
+            health,
             counts,
             totals,
             active_plugin: active.map(|p| (p.name, p.version, p.hash)),

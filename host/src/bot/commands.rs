@@ -18,6 +18,7 @@ use super::placement;
 use super::reply::{self, Reply};
 use crate::app::App;
 use crate::report::{self, DISCOVERY_TYPES, DiscoveryType, FieldStyle, Report};
+use crate::store::{IntakeKey, request_hash};
 
 /// The slash command's name.
 pub const COMMAND_NAME: &str = "discovery-report";
@@ -240,25 +241,40 @@ pub async fn open_form(ctx: &Context, command: &CommandInteraction, forms: &Form
 
 /// A submitted modal: validate, store with its queue row, wake the worker,
 /// and only then say "archived", within Discord's deadline (see [`reply`]).
+///
+/// The interaction id is the intake key: Discord may deliver the same
+/// interaction again (a resumed gateway session replays it), and a repeat
+/// must neither store the report twice nor tell the user it expired.
 pub async fn submit(ctx: &Context, modal: &ModalInteraction, nonce: u64, forms: &Forms, app: &App) {
     let mut archived = None;
+    let key = IntakeKey::discord(modal.id.get());
     reply::answer_in_time(ctx, modal, async {
         let inputs = inputs_of(modal);
         match forms.take(nonce, modal.user.id).await {
             Ok(Taken::Open(form)) => {
                 let reporter = Reporter::new(&modal.user, modal.member.as_ref(), modal.guild_id);
-                let (reply, stored) = store(app, &form.options, &reporter, &inputs).await;
+                let (reply, stored) = store(app, &key, &form.options, &reporter, &inputs).await;
                 archived = stored.map(|(id, placed)| (id, placed, reply.text.clone()));
                 reply
             }
-            Ok(taken) => {
-                tracing::info!(interaction = %modal.id, nonce, ?taken, "a form came back that is not open");
-                Reply::refusal(
-                    "⌛ This form has expired or was already sent (forms last 15 minutes); nothing was saved \
-                     from it. Please run /discovery-report again.",
-                    &typed(None, &inputs),
-                )
-            }
+            Ok(taken) => match app.store.intake_answer(&key).await {
+                Ok(Some(first)) => {
+                    tracing::info!(
+                        interaction = %modal.id,
+                        discovery_id = first.discovery_id,
+                        "interaction delivered again; already archived"
+                    );
+                    Reply::public(format!("✅ Discovery archived! #{}", first.discovery_id))
+                }
+                _ => {
+                    tracing::info!(interaction = %modal.id, nonce, ?taken, "a form came back that is not open");
+                    Reply::refusal(
+                        "⌛ This form has expired or was already sent (forms last 15 minutes); nothing was saved \
+                         from it. Please run /discovery-report again.",
+                        &typed(None, &inputs),
+                    )
+                }
+            },
             Err(error) => {
                 tracing::error!(interaction = %modal.id, %error, "cannot read an open form from keeper.db");
                 Reply::refusal(
@@ -302,10 +318,12 @@ fn inputs_of(modal: &ModalInteraction) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Validates and stores one submission; the answer to give the user and,
-/// when stored, the discovery id and whether it will be on the map.
+/// Validates and stores one submission (once per interaction: `key`); the
+/// answer to give the user and, when stored, the discovery id and whether
+/// it will be on the map.
 async fn store(
     app: &App,
+    key: &IntakeKey,
     options: &Options,
     reporter: &Reporter,
     inputs: &[(String, String)],
@@ -324,7 +342,8 @@ async fn store(
         );
         return (refusal, None);
     }
-    let report = match Report::from_json(&record(options, reporter, inputs)) {
+    let record = record(options, reporter, inputs);
+    let report = match Report::from_json(&record) {
         Ok(report) => report,
         Err(error) => {
             tracing::info!(user_id = %reporter.user_id, %error, "/{COMMAND_NAME} form refused");
@@ -337,12 +356,12 @@ async fn store(
     let warning = placement::check(&app.sink(), &report).await;
     match app
         .store
-        .submit(std::slice::from_ref(&report), app.settings.sync_max_attempts)
+        .submit_once(key, &request_hash(&record), &report, app.settings.sync_max_attempts)
         .await
     {
-        Ok(ids) => {
+        Ok(intake) => {
             app.wake.notify_one();
-            let id = ids.first().copied().unwrap_or_default();
+            let id = intake.discovery_id;
             tracing::info!(
                 discovery_id = id,
                 user_id = %reporter.user_id,
