@@ -799,10 +799,8 @@ impl Queue {
 
     /// The queue item of a discovery (the newest, should there be several).
     pub async fn queue_id_of(&self, discovery_id: i64) -> Result<Option<i64>, sqlx::Error> {
-        sqlx::query_scalar("SELECT MAX(id) FROM sync_queue WHERE discovery_id = ?1")
-            .bind(discovery_id)
-            .fetch_one(&self.pool)
-            .await
+        let mut conn = self.pool.acquire().await?;
+        queue_id_in(&mut conn, discovery_id).await
     }
 
     /// Pending items that are due (their `next_retry_after`, if any, has
