@@ -713,6 +713,49 @@ async fn backfill_queues_legacy_reports_and_links_ones_already_in_vh() {
 }
 
 #[tokio::test]
+async fn backfill_links_only_a_row_with_the_same_user_time_and_text() {
+    let env = Env::new();
+    legacy_keeper_with_reports(&env).await;
+    // Near misses of the three legacy reports, each off by one condition:
+    // the same text and time from another user; the same user and text at
+    // another time; the same user and time with other text.
+    exec(
+        &env.haven,
+        "INSERT INTO discoveries (discovery_type, location_type, location_name, description, discord_user_id, submission_timestamp)
+         VALUES ('🦴', 'planet', 'Getre Beta', 'Bones under the ice', '999', '2025-11-12 10:00:00'),
+                ('💎', 'planet', 'Erren', 'Copper vein', '222', '2025-11-13 11:00:01'),
+                ('📖', 'space', 'Space', 'Another story', '333', '2025-11-14 12:00:00')",
+    )
+    .await;
+    let decoys = scalar_i64(&env.haven, "SELECT COUNT(*) FROM discoveries").await;
+    assert_eq!(
+        env.ok(&["backfill"]).trim(),
+        "queued 3 discovery(ies) that had no queue row"
+    );
+    assert!(env.ok(&["sync", "--once"]).contains("synced 3, failed 0"));
+
+    // Nothing linked: three new rows beside the untouched near misses.
+    assert_eq!(
+        scalar_i64(&env.haven, "SELECT COUNT(*) FROM keeper_sync_ledger WHERE linked = 1").await,
+        0
+    );
+    assert_eq!(
+        scalar_i64(&env.haven, "SELECT COUNT(*) FROM discoveries").await,
+        decoys + 3
+    );
+    let mut conn = connect(&env.keeper).await;
+    let haven_ids: Vec<i64> = sqlx::query_scalar("SELECT haven_discovery_id FROM sync_queue ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(haven_ids.len(), 3);
+    assert!(
+        haven_ids.iter().all(|id| *id > decoys),
+        "{haven_ids:?} points at a near miss"
+    );
+}
+
+#[tokio::test]
 async fn bulk_submit_with_malformed_lines_writes_nothing() {
     let env = Env::new();
     let mut input = jsonl(3);
@@ -899,6 +942,27 @@ async fn sigterm_mid_drain_stops_after_the_batch_in_hand() {
     assert_eq!(query_i64(&env.keeper, SYNCED).await, BATCH);
     assert_eq!(query_i64(&env.keeper, PENDING).await, N - BATCH);
     assert_eq!(scalar_i64(&env.haven, "SELECT COUNT(*) FROM discoveries").await, BATCH);
+}
+
+/// The bound every shutdown test relies on: a process that ignores SIGTERM
+/// fails the test that stops it, within EXIT_TIMEOUT, and is killed; the
+/// test does not hang. (A shell stands in for a broken keeper.)
+#[test]
+#[should_panic(expected = "timed out after 30s waiting for keeper to exit after SIGTERM; the process was killed")]
+fn a_process_that_ignores_sigterm_fails_the_test_instead_of_hanging_it() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "trap '' TERM; echo trapped; while :; do sleep 1; done"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sh");
+    // Signalled only once the trap is set (a SIGTERM before it would kill sh).
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read sh");
+    assert_eq!(line, "trapped\n");
+    stop(&mut child);
 }
 
 #[tokio::test]
