@@ -147,11 +147,9 @@ fn pull(control_room: &Env, from: &str, key: Option<&str>) -> Output {
         args.extend(["--api-key", k]);
     }
     // Plain log lines, so that tests can look for `field=value`.
-    control_room
-        .command(&args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run keeper pull")
+    let mut cmd = control_room.command(&args);
+    cmd.env("NO_COLOR", "1");
+    output_within(cmd, COMMAND_TIMEOUT, "keeper pull --once to finish")
 }
 
 fn pull_ok(control_room: &Env, from: &str) -> String {
@@ -374,8 +372,7 @@ async fn pull_every_keeps_pulling_until_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(vh_count(&control_room).await, before + 1);
-    terminate(&mut puller);
-    let status = puller.wait().expect("wait keeper pull");
+    let status = stop(&mut puller);
     assert!(status.success(), "{status}");
 }
 
@@ -831,4 +828,108 @@ async fn pull_every_backs_off_on_5xx_and_carries_on() {
         "{log}"
     );
     assert!(puller.wait().unwrap().success());
+}
+
+/// A proxy to the bot host that passes every request through (with its
+/// body) and records its request line, to see how a round is paged.
+fn recording_proxy(bot: &str) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let bot = bot.to_owned();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let (line, body) = read_request_with_body(&mut stream);
+            record.lock().unwrap().push(line.clone());
+            let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
+            let url = format!("{bot}{path}");
+            let answer = if line.starts_with("GET ") {
+                agent.get(&url).header("X-API-Key", KEY).call()
+            } else {
+                agent
+                    .post(&url)
+                    .header("X-API-Key", KEY)
+                    .header("content-type", "application/json")
+                    .send(body.as_bytes())
+            };
+            let (status, text) = match answer {
+                Ok(mut a) => (a.status().as_u16(), a.body_mut().read_to_string().unwrap_or_default()),
+                Err(e) => (502, format!(r#"{{"status":"error","error":"proxy","message":"{e}"}}"#)),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    (format!("http://127.0.0.1:{port}"), seen)
+}
+
+#[tokio::test]
+async fn a_round_pulls_every_page() {
+    const N: i64 = 10;
+    let bot = BotHost::start();
+    let mut input = String::new();
+    for i in 0..N {
+        input.push_str(
+            &serde_json::json!({
+                "discovery_type": "💎", "system_name": "Oculi", "location": "planet:Erren",
+                "description": format!("Paged report {i}"), "username": "Pager", "resource_type": "Gold",
+            })
+            .to_string(),
+        );
+        input.push('\n');
+    }
+    let out = bot.env.run_with_stdin(&["submit", "--json", "-"], input.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let control_room = Env::new();
+    let before = vh_count(&control_room).await;
+
+    let (proxy, seen) = recording_proxy(&bot.url());
+    let out = control_room.run(&["pull", "--from", &proxy, "--api-key", KEY, "--once", "--page-size", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("pulled {N}, failed 0")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(vh_count(&control_room).await, before + N);
+    assert_eq!(
+        scalar_i64(
+            &control_room.haven,
+            "SELECT COUNT(DISTINCT description) FROM discoveries WHERE description LIKE 'Paged report %'"
+        )
+        .await,
+        N
+    );
+    let queue = bot.queue().await;
+    assert_eq!(queue.len() as i64, N);
+    assert!(queue.iter().all(|(_, s, h)| s == "synced" && h.is_some()), "{queue:?}");
+
+    // Pages of 3 (3 + 3 + 3 + 1), each from the cursor the last one ended
+    // on, each acknowledged: not one big page.
+    let seen = seen.lock().unwrap().clone();
+    let exports: Vec<&String> = seen.iter().filter(|l| l.starts_with("GET /sync/export")).collect();
+    let acks = seen.iter().filter(|l| l.starts_with("POST /sync/ack")).count();
+    assert!(exports.len() >= 4, "{seen:#?}");
+    assert!(exports.iter().all(|l| l.contains("limit=3")), "{seen:#?}");
+    let cursors: Vec<i64> = exports
+        .iter()
+        .filter_map(|l| l.split("after=").nth(1))
+        .filter_map(|rest| rest.split(['&', ' ']).next()?.parse().ok())
+        .collect();
+    assert_eq!(cursors.len(), exports.len(), "{seen:#?}");
+    assert!(
+        cursors.windows(2).all(|w| w[0] < w[1]),
+        "cursors go forward: {cursors:?}"
+    );
+    assert_eq!(acks, 4, "one acknowledgement per non-empty page: {seen:#?}");
 }
