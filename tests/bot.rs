@@ -816,8 +816,9 @@ async fn discovery_report_through_a_fake_discord() {
     assert_eq!(discoveries(&env).await, 1);
     assert_eq!(scalar_i64(&env.keeper, "SELECT COUNT(*) FROM sync_queue").await, 1);
 
-    // SIGTERM stops the bot with the rest.
-    terminate(&mut child);
+    // SIGTERM stops the bot with the rest, cleanly and in time.
+    let status = stop(&mut child);
+    assert!(status.success(), "{status}\n{}", log.lock().unwrap());
     wait_log(&log, "Discord bot disconnected");
 }
 
@@ -825,9 +826,9 @@ async fn discovery_report_through_a_fake_discord() {
 fn without_a_token_the_bot_does_not_run() {
     let env = Env::new();
     let (mut child, _port, log) = spawn_run(&env);
-    std::thread::sleep(Duration::from_millis(300));
-    terminate(&mut child);
     wait_log(&log, "DISCORD_TOKEN is not set");
+    let status = stop(&mut child);
+    assert!(status.success(), "{status}\n{}", log.lock().unwrap());
 }
 
 /// Starts `keeper run` against `discord` (guild registration, the worker on
