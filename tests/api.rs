@@ -222,6 +222,8 @@ async fn guide_endpoints_answer_with_the_guide_shapes() {
     assert_eq!(health["bot_online"], false);
     assert_eq!(health["sync_worker_running"], true);
     assert!(is_rfc3339_utc(&health["timestamp"]), "{health}");
+    assert_eq!(health["haven_db"]["source"], "haven_db_path", "{health}");
+    assert_eq!(health["haven_db"]["path"], env.haven.display().to_string(), "{health}");
 
     let status = server.get("/sync/status");
     assert_eq!(status["status"], "ok");
@@ -563,6 +565,10 @@ async fn remote_mode_exports_pending_items_and_takes_acknowledgements() {
     let health = server.get("/health");
     assert_eq!(health["status"], "healthy", "no worker is expected in remote mode");
     assert_eq!(health["sync_worker_running"], false);
+    assert!(
+        health["haven_db"].is_null(),
+        "remote mode writes no VH-Database: {health}"
+    );
 
     let page = server.get("/sync/export?after=0&limit=2");
     assert_eq!(page["count"], 2);

@@ -400,8 +400,17 @@ fn without_a_vh_database_run_warns_and_creates_the_local_one_at_start_up() {
     let env = Env::new();
     let mut cmd = env.command(&["run"]);
     cmd.env_remove("HAVEN_DB_PATH");
-    let (mut child, log) = spawn_logged(cmd);
+    let (mut child, port, log) = spawn_api(cmd);
     wait_for_log(&log, "Sync worker started", Duration::from_secs(120));
+    // `/health` names the file in use and how it was chosen.
+    let health: serde_json::Value = ureq::get(format!("http://127.0.0.1:{port}/health"))
+        .call()
+        .expect("GET /health")
+        .body_mut()
+        .read_json()
+        .expect("health JSON");
+    assert_eq!(health["haven_db"]["path"], "data/VH-Database.db", "{health}");
+    assert_eq!(health["haven_db"]["source"], "local_default", "{health}");
     let text = log.lock().expect("log").clone();
     assert!(
         text.contains("WARN") && text.contains("no VH-Database where the old bot looked"),

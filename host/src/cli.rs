@@ -11,7 +11,7 @@ use poem_openapi::types::ToJSON as _;
 
 use crate::api::model::{FailedList, SyncStatusReport};
 use crate::app::App;
-use crate::config::Settings;
+use crate::config::{HavenSource, Settings};
 use crate::output;
 use crate::records::{Layout, Records, RecordsError};
 use crate::report::Report;
@@ -490,19 +490,21 @@ async fn prepare_haven(app: &App) {
     let location = app.settings.haven_location();
     let path = location.path.display();
     let tried: Vec<String> = location.search.tried.iter().map(|p| p.display().to_string()).collect();
-    if tried.is_empty() {
-        tracing::info!(haven_db = %path, "VH-Database from HAVEN_DB_PATH");
-    } else if !location.create_if_missing {
-        tracing::info!(haven_db = %path, tried = ?tried, "VH-Database found where the old bot looked");
-    } else {
-        tracing::warn!(
-            haven_db = %path,
-            tried = ?tried,
-            "no VH-Database where the old bot looked: using a local one, which Control Room does not read \
-             (set HAVEN_DB_PATH to the Control Room's data/VH-Database.db)"
-        );
-        if let Err(error) = app.sink().open().await {
-            tracing::warn!(haven_db = %path, %error, "cannot open the local VH-Database yet; the worker retries");
+    match location.source() {
+        HavenSource::HavenDbPath => tracing::info!(haven_db = %path, "VH-Database from HAVEN_DB_PATH"),
+        HavenSource::FoundWhereOldBotLooked => {
+            tracing::info!(haven_db = %path, tried = ?tried, "VH-Database found where the old bot looked")
+        }
+        HavenSource::LocalDefault => {
+            tracing::warn!(
+                haven_db = %path,
+                tried = ?tried,
+                "no VH-Database where the old bot looked: using a local one, which Control Room does not read \
+                 (set HAVEN_DB_PATH to the Control Room's data/VH-Database.db)"
+            );
+            if let Err(error) = app.sink().open().await {
+                tracing::warn!(haven_db = %path, %error, "cannot open the local VH-Database yet; the worker retries");
+            }
         }
     }
 }

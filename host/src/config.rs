@@ -213,6 +213,32 @@ pub struct HavenLocation {
     pub search: Search,
 }
 
+/// How keeper chose the VH-Database it writes: what an operator needs to
+/// know when Control Room shows nothing new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum HavenSource {
+    /// `HAVEN_DB_PATH` named it.
+    HavenDbPath,
+    /// Found where the old bot looked (the Desktop folders, then `../`).
+    FoundWhereOldBotLooked,
+    /// Nothing found: keeper's own `data/VH-Database.db`, which Control Room
+    /// does not read.
+    LocalDefault,
+}
+
+impl HavenLocation {
+    pub fn source(&self) -> HavenSource {
+        if self.search.tried.is_empty() {
+            HavenSource::HavenDbPath
+        } else if self.create_if_missing {
+            HavenSource::LocalDefault
+        } else {
+            HavenSource::FoundWhereOldBotLooked
+        }
+    }
+}
+
 impl Settings {
     /// Completes the parsed settings: `~` expanded in the two database paths,
     /// the environment's sources kept for later messages.

@@ -224,7 +224,11 @@ pub async fn queue_state(keeper: &Path, discovery_id: i64) -> (String, i64, Opti
 /// read from its `🌐 Sync API available on port N` line, and its log so far
 /// (kept up to date by a thread).
 pub fn spawn_run(env: &Env) -> (Child, u16, Arc<Mutex<String>>) {
-    let mut cmd = env.command(&["run"]);
+    spawn_api(env.command(&["run"]))
+}
+
+/// Starts `cmd` (a `keeper run`) and waits for the port its API took.
+pub fn spawn_api(mut cmd: Command) -> (Child, u16, Arc<Mutex<String>>) {
     cmd.env("KEEPER_LOG", "info");
     let (mut child, log) = spawn_logged(cmd);
     let deadline = Instant::now() + Duration::from_secs(60);

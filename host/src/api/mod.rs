@@ -59,12 +59,22 @@ pub struct ApiState {
     /// This process's Discord gateway session (`disabled` without
     /// DISCORD_TOKEN); kept up to date by the bot.
     pub bot: Arc<Gateway>,
+    /// The VH-Database this process writes, as chosen at start-up (`None`
+    /// in remote mode).
+    pub haven_db: Option<model::HavenDb>,
 }
 
 impl ApiState {
     pub fn new(app: App, worker: Arc<WorkerStatus>) -> ApiState {
         ApiState {
             worker_expected: app.settings.use_haven_database,
+            haven_db: app.settings.use_haven_database.then(|| {
+                let location = app.settings.haven_location();
+                model::HavenDb {
+                    path: location.path.display().to_string(),
+                    source: location.source(),
+                }
+            }),
             api_key: app.settings.api_key().map(ApiKey::new),
             app,
             worker,

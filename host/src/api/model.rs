@@ -101,6 +101,19 @@ pub struct Health {
     pub keeper_db_reachable: bool,
     /// Empty when `healthy`; otherwise each problem, named.
     pub problems: Vec<HealthProblem>,
+    /// The VH-Database this process writes; null in remote mode
+    /// (`USE_HAVEN_DATABASE=false`), where `keeper pull` writes it elsewhere.
+    pub haven_db: Nullable<HavenDb>,
+}
+
+/// Which VH-Database file this process writes, and how it was chosen: when
+/// Control Room shows nothing new, the first thing to compare.
+#[derive(Debug, Clone, Object)]
+pub struct HavenDb {
+    /// The file's path as keeper opens it (relative paths are from keeper's
+    /// working folder).
+    pub path: String,
+    pub source: crate::config::HavenSource,
 }
 
 /// The sync worker of this process.

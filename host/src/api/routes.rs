@@ -96,6 +96,7 @@ impl SyncApi {
             timestamp: timestamp::now(),
             keeper_db_reachable: assessment.keeper_db_readable,
             problems: assessment.problems,
+            haven_db: state.haven_db.clone().into(),
         });
         match assessment.status {
             HealthState::Unhealthy => HealthResponse::Unhealthy(body),
