@@ -768,7 +768,8 @@ async fn swagger_ui_in_a_browser_lists_the_endpoints() {
     let env = Env::new();
     let server = Server::start(&env);
     let profile = env.dir.path().join("chromium-profile");
-    let out = std::process::Command::new(&chromium)
+    let mut chromium_cmd = std::process::Command::new(&chromium);
+    chromium_cmd
         .args([
             "--headless",
             "--no-sandbox",
@@ -783,9 +784,12 @@ async fn swagger_ui_in_a_browser_lists_the_endpoints() {
             "--dump-dom",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(server.url("/docs"))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", chromium.display()));
+        .arg(server.url("/docs"));
+    let out = output_within(
+        chromium_cmd,
+        Duration::from_secs(120),
+        "headless chromium to render /docs",
+    );
     let dom = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -828,8 +832,8 @@ async fn live_server_conforms_to_its_openapi_document() {
     env.var("SYNC_INTERVAL", 1).var("SYNC_MAX_ATTEMPTS", 1);
     env.submit("🦴", "Oculi", "planet:Erren", "Fossil", &[]);
     let server = Server::start(&env);
-    let out = std::process::Command::new(&schemathesis)
-        .current_dir(env.dir.path())
+    let mut fuzz = std::process::Command::new(&schemathesis);
+    fuzz.current_dir(env.dir.path())
         .args(["--no-color", "run", &server.url("/openapi.json")])
         .args(["--checks", "all"])
         // Valid-by-schema reports may still break a rule the schema cannot
@@ -842,9 +846,9 @@ async fn live_server_conforms_to_its_openapi_document() {
         // mismatch", a CPython thread-safety bug of ast.parse).
         .args(["--max-examples", "30", "--workers", "1", "--seed", "1"])
         .args(["--request-timeout", "10", "--max-time", "90"])
-        .args(["--suppress-health-check", "all"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", schemathesis.display()));
+        .args(["--suppress-health-check", "all"]);
+    // --max-time bounds the fuzzing; this bounds a schemathesis that hangs.
+    let out = output_within(fuzz, Duration::from_secs(300), "schemathesis to finish");
     // Its report repeats whole request bodies (up to megabytes): keep the
     // failure titles and the summary.
     let report: String = String::from_utf8_lossy(&out.stdout)

@@ -168,12 +168,11 @@ const OLD_BOT_ENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixture
 
 /// Runs keeper in `dir` with only what `.env` files say about the databases.
 fn run_in(env: &Env, dir: &Path, args: &[&str]) -> std::process::Output {
-    env.command(args)
-        .current_dir(dir)
+    let mut cmd = env.command(args);
+    cmd.current_dir(dir)
         .env_remove("KEEPER_DB_PATH")
-        .env_remove("HAVEN_DB_PATH")
-        .output()
-        .expect("run keeper")
+        .env_remove("HAVEN_DB_PATH");
+    output_within(cmd, COMMAND_TIMEOUT, &format!("keeper {args:?}"))
 }
 
 #[test]

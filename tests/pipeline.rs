@@ -849,11 +849,9 @@ async fn bulk_submit_of_100k_lines_works() {
 async fn default_vh_database_is_created_when_none_is_configured() {
     let env = Env::new();
     let id = env.submit("🦴", "Oculi", "planet:Erren", "Fossil", &[]);
-    let out = env
-        .command(&["sync", "--once"])
-        .env_remove("HAVEN_DB_PATH")
-        .output()
-        .unwrap();
+    let mut sync = env.command(&["sync", "--once"]);
+    sync.env_remove("HAVEN_DB_PATH");
+    let out = output_within(sync, COMMAND_TIMEOUT, "keeper sync --once");
     assert!(out.status.success(), "{}", stderr(&out));
     let created = env.dir.path().join("data/VH-Database.db");
     assert!(created.is_file());
@@ -1052,7 +1050,11 @@ async fn endless_stdin_is_refused_at_the_record_limit_and_nothing_is_written() {
         }
         written
     });
-    let out = child.wait_with_output().expect("wait for keeper submit");
+    let out = collect_within(
+        child,
+        COMMAND_TIMEOUT,
+        "keeper submit --json to refuse the oversized record",
+    );
     let written = writer.join().expect("writer thread");
     assert!(
         written < GIVE_UP,

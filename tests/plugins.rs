@@ -178,9 +178,14 @@ struct Running {
 
 impl Running {
     fn start(env: &Env) -> Running {
+        Running::command(env, &["run"])
+    }
+
+    /// Any long-running keeper command (`run`, `pull --every`).
+    fn command(env: &Env, args: &[&str]) -> Running {
         let log = env.dir.path().join("run.log");
         let child = env
-            .command(&["run"])
+            .command(args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -875,4 +880,46 @@ async fn a_busy_machine_does_not_get_a_valid_plugin_rejected() {
     let bad_out = String::from_utf8_lossy(&bad.stdout);
     assert!(!bad.status.success(), "{bad_out}");
     assert!(bad_out.contains("mapper timed out after 20 ms"), "{bad_out}");
+}
+
+/// `keeper pull --every` watches its plugins folder as `keeper run` does: a
+/// plugin dropped in between two rounds writes the rows of the next round,
+/// and the bot host records it as their writer.
+#[tokio::test]
+async fn pull_every_takes_a_new_plugin_between_rounds() {
+    let mut bot = Env::new();
+    bot.var("USE_HAVEN_DATABASE", "false");
+    let (mut bot_run, port, bot_log) = spawn_run(&bot);
+    let synced = "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'";
+    let before = bot.submit("🦴", "Oculi", "planet:Erren", "Pulled before the new plugin", &[]);
+
+    let (control_room, dir) = benign_plugin_env();
+    let from = format!("http://127.0.0.1:{port}");
+    let puller = Running::command(&control_room, &["pull", "--from", &from, "--every", "1"]);
+    wait_for(&bot.keeper, synced, 1, RELOAD_TIMEOUT).await;
+
+    install("upper", &dir);
+    wait_for_active(&control_room.keeper, "test-upper").await;
+    let after = bot.submit("🦴", "Oculi", "planet:Erren", "Pulled after the new plugin", &[]);
+    wait_for(&bot.keeper, synced, 2, RELOAD_TIMEOUT).await;
+    let log = puller.stop();
+
+    assert_eq!(
+        written_by(&control_room.haven, "keeper-default-mapper").await,
+        1,
+        "{log}"
+    );
+    assert_eq!(written_by(&control_room.haven, "test-upper").await, 1, "{log}");
+    let mut conn = connect(&bot.keeper).await;
+    for (discovery_id, writer) in [(before, "keeper-default-mapper"), (after, "test-upper")] {
+        let recorded: String = sqlx::query_scalar(
+            "SELECT json_extract(metadata, '$.plugin.name') FROM sync_queue WHERE discovery_id = ?1",
+        )
+        .bind(discovery_id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(recorded, writer, "bot host log:\n{}", bot_log.lock().unwrap());
+    }
+    stop(&mut bot_run);
 }

@@ -98,6 +98,9 @@ impl Drop for BotHost {
     }
 }
 
+/// How long a puller may take to stop by itself (a round in hand finishes first).
+const PULL_EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -123,21 +126,6 @@ fn call(base: &str, method: &str, path: &str, body: Option<serde_json::Value>) -
     let text = answer.body_mut().read_to_string().expect("answer body");
     let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {url}: not JSON ({e}): {text}"));
     (status, value)
-}
-
-/// Waits (bounded) for a child to exit by itself; kills it and fails if it does not.
-fn wait_exit(child: &mut Child, what: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{what}: the process did not exit within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `keeper pull --once` from the Control Room's environment.
@@ -732,6 +720,7 @@ async fn a_host_that_writes_vh_database_itself_refuses_to_export() {
         .expect("spawn keeper pull");
     let status = wait_exit(
         &mut puller,
+        PULL_EXIT_TIMEOUT,
         "keeper pull --every against a host that writes VH-Database",
     );
     let mut err = String::new();
@@ -751,7 +740,7 @@ async fn pull_every_stops_on_a_wrong_key() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn keeper pull");
-    let status = wait_exit(&mut puller, "keeper pull --every with a wrong key");
+    let status = wait_exit(&mut puller, PULL_EXIT_TIMEOUT, "keeper pull --every with a wrong key");
     let mut err = String::new();
     puller.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(!status.success(), "{err}");
@@ -827,7 +816,7 @@ async fn pull_every_backs_off_on_5xx_and_carries_on() {
         log.contains("HTTP 503") && log.contains("retry_in_seconds=1") && log.contains("retry_in_seconds=2"),
         "{log}"
     );
-    assert!(puller.wait().unwrap().success());
+    assert!(wait_exit(&mut puller, PULL_EXIT_TIMEOUT, "keeper pull --every to stop").success());
 }
 
 /// A proxy to the bot host that passes every request through (with its
@@ -932,4 +921,56 @@ async fn a_round_pulls_every_page() {
         "cursors go forward: {cursors:?}"
     );
     assert_eq!(acks, 4, "one acknowledgement per non-empty page: {seen:#?}");
+}
+
+/// A VH-Database held by Control Room fails the puller's rounds, which
+/// `--every` carries on from: nothing is written or acknowledged while it is
+/// held, and everything once it is let go.
+#[tokio::test]
+async fn pull_every_recovers_when_a_locked_vh_database_is_released() {
+    let bot = BotHost::start();
+    bot.submit("Oculi", "planet:Erren", "Waits for Control Room").await;
+    let mut control_room = Env::new();
+    control_room.var("HAVEN_BUSY_TIMEOUT_MS", 200).var("NO_COLOR", 1);
+    let before = vh_count(&control_room).await;
+    let mut holder = connect(&control_room.haven).await;
+    sqlx::raw_sql("BEGIN EXCLUSIVE").execute(&mut holder).await.unwrap();
+
+    let cmd = control_room.command(&["pull", "--from", &bot.url(), "--api-key", KEY, "--every", "1"]);
+    let (mut puller, log) = spawn_logged(cmd);
+    // Twice, so a failed round is known to have been followed by another.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log.lock().unwrap().matches("database is locked").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no two rounds failed on the locked VH-Database within 60 s:\n{}",
+            log.lock().unwrap()
+        );
+        assert!(
+            puller.try_wait().unwrap().is_none(),
+            "a locked VH-Database must not end the puller"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let queue = bot.queue().await;
+    assert!(queue.iter().all(|(_, s, _)| s == "pending"), "{queue:?}");
+
+    sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.unwrap();
+    drop(holder);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while bot.queue().await.iter().any(|(_, s, _)| s != "synced") {
+        assert!(
+            Instant::now() < deadline,
+            "the puller never recovered after VH-Database was released:\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(vh_count(&control_room).await, before + 1);
+    assert!(
+        puller.try_wait().unwrap().is_none(),
+        "the puller stopped: {}",
+        log.lock().unwrap()
+    );
+    assert!(stop(&mut puller).success(), "{}", log.lock().unwrap());
 }

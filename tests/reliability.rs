@@ -322,10 +322,8 @@ async fn backfill_never_links_two_reports_to_one_old_row() {
 /// `keeper pull --once` from `control_room` against a bot host on `port`.
 fn pull_once(control_room: &Env, port: u16, key: &str) -> String {
     let url = format!("http://127.0.0.1:{port}");
-    let out = control_room
-        .command(&["pull", "--from", &url, "--once", "--api-key", key])
-        .output()
-        .expect("run keeper pull");
+    let cmd = control_room.command(&["pull", "--from", &url, "--once", "--api-key", key]);
+    let out = output_within(cmd, COMMAND_TIMEOUT, "keeper pull --once");
     assert!(out.status.success(), "keeper pull failed: {}", stderr(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

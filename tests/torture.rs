@@ -130,7 +130,7 @@ fn submit_all(env: &Env, prefix: &str, n: usize) -> Vec<String> {
 
 fn sigkill(child: &mut Child) {
     let _ = child.kill();
-    let _ = child.wait();
+    wait_exit(child, EXIT_TIMEOUT, "a SIGKILLed keeper to be reaped");
 }
 
 /// Waits up to `limit` for `check`; panics naming `what` when it never held.
