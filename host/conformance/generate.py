@@ -7,38 +7,39 @@ Run from the workspace root after `cargo build`:
 
     python3 host/conformance/generate.py target/debug/keeper
 
-The form limits (maximum lengths) are read from host/src/report.rs, so the
-"maximum lengths" cases follow the forms if they change.
+The discovery types and every limit are read from host/discovery-types.toml,
+the data file keeper itself is built from, so the "maximum lengths" cases
+follow the forms if they change. Needs Python 3.11 or later (tomllib).
 """
 
 import json
 import os
-import re
 import shutil
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.join(ROOT, "host", "conformance")
 SAMPLE_VH = os.path.join(ROOT, "tests", "fixtures", "VH-Database.sample.db")
 
-# (emoji, [(column, max chars, paragraph?)]) from report.rs's DISCOVERY_TYPES.
+DATA = os.path.join(ROOT, "host", "discovery-types.toml")
+
+def load_data():
+    with open(DATA, "rb") as f:
+        return tomllib.load(f)
+
+# (emoji, [(column, max chars, paragraph?)]), in the data file's order.
 def discovery_types():
-    src = open(os.path.join(ROOT, "host", "src", "report.rs"), encoding="utf-8").read()
-    table = src[src.index("pub static DISCOVERY_TYPES"):src.index("pub fn discovery_type(")]
-    types = []
-    for block in table.split("DiscoveryType {")[1:]:
-        emoji = re.search(r'emoji: "([^"]+)"', block).group(1)
-        fields = re.findall(r'(?:required|optional)\(\s*"(\w+)",\s*"(?:[^"\\]|\\.)*",\s*"(?:[^"\\]|\\.)*",\s*(\d+),\s*(\w+),?\s*\)', block)
-        types.append((emoji, [(c, int(m), s == "Paragraph") for c, m, s in fields]))
+    types = [(t["emoji"], [(f["column"], f["max_chars"], f["style"] == "paragraph") for f in t["fields"]])
+             for t in load_data()["types"]]
     assert len(types) == 10 and all(len(f) == 5 for _, f in types), types
     return types
 
-def const(name):
-    src = open(os.path.join(ROOT, "host", "src", "report.rs"), encoding="utf-8").read()
-    return int(re.search(r"pub const %s: usize = ([\d_]+);" % name, src).group(1).replace("_", ""))
+# The limits of the fields every report has (the data file's [common] table).
+COMMON = load_data()["common"]
 
 # Multi-byte text of exactly n characters: limits count characters, not bytes.
 def filled(n, paragraph=False):
@@ -69,19 +70,19 @@ def main():
         }))
         cases.append((f"{emoji} maximum lengths", "map", {
             "discovery_type": emoji,
-            "system_name": filled(const("SYSTEM_NAME_MAX")),
-            "location": "moon:" + filled(const("LOCATION_NAME_MAX")),
+            "system_name": filled(COMMON["system_name"]),
+            "location": "moon:" + filled(COMMON["location_name"]),
             "description": filled(fields[0][1], fields[0][2]),
-            "username": filled(const("USERNAME_MAX")),
-            "user_id": "9" * const("DISCORD_ID_MAX"),
-            "guild_id": "8" * const("DISCORD_ID_MAX"),
-            "coordinates": filled(const("COMMON_TEXT_MAX")),
-            "condition": filled(const("COMMON_TEXT_MAX")),
-            "time_period": filled(const("COMMON_TEXT_MAX")),
-            "significance": filled(const("COMMON_TEXT_MAX")),
-            "evidence_url": "https://example.org/" + "a" * (const("EVIDENCE_URL_MAX") - len("https://example.org/")),
-            "tags": [f"{i:02}" + filled(const("TAG_MAX_CHARS") - 2) for i in range(const("TAGS_MAX"))],
-            "discovery_name": filled(const("DISCOVERY_NAME_MAX")),
+            "username": filled(COMMON["username"]),
+            "user_id": "9" * COMMON["discord_id"],
+            "guild_id": "8" * COMMON["discord_id"],
+            "coordinates": filled(COMMON["text"]),
+            "condition": filled(COMMON["text"]),
+            "time_period": filled(COMMON["text"]),
+            "significance": filled(COMMON["text"]),
+            "evidence_url": "https://example.org/" + "a" * (COMMON["evidence_url"] - len("https://example.org/")),
+            "tags": [f"{i:02}" + filled(COMMON["tag_chars"] - 2) for i in range(COMMON["tags"])],
+            "discovery_name": filled(COMMON["discovery_name"]),
             **{c: filled(m, p) for c, m, p in specific},
         }))
     cases += [

@@ -358,7 +358,7 @@ async fn command(app: App, command: Command) -> Result<(), CliError> {
 /// `--type`'s long help: every type with its name, from the one table.
 fn type_help() -> String {
     let mut help = String::from("The kind of discovery: a name or its emoji (the emoji is what is stored).\n");
-    for t in &crate::report::DISCOVERY_TYPES {
+    for t in crate::report::discovery_types() {
         help.push_str(&format!("\n  {:<8} {}  {}", t.short, t.emoji, t.name));
     }
     help

@@ -1,5 +1,6 @@
 //! The body of `POST /discoveries`, documented from the report rules
-//! themselves (`report::DISCOVERY_TYPES` and the limits beside it), so the
+//! themselves (`report::discovery_types()` and `report::limits()`, from the
+//! discovery types' data file), so the
 //! document cannot drift from what is accepted.
 //!
 //! The body is taken as raw JSON and validated by `Report::from_json`, exactly
@@ -17,10 +18,7 @@ use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::{ParseFromJSON, ParseResult, ToJSON, Type};
 use serde_json::Value;
 
-use crate::report::{
-    COMMON_KEYS, COMMON_TEXT_MAX, DISCORD_ID_MAX, DISCOVERY_NAME_MAX, DISCOVERY_TYPES, EVIDENCE_URL_MAX,
-    LOCATION_NAME_MAX, SYSTEM_NAME_MAX, TAG_MAX_CHARS, TAGS_MAX, USERNAME_MAX,
-};
+use crate::report::{COMMON_KEYS, discovery_types, limits};
 
 const NAME: &str = "DiscoveryReport";
 
@@ -37,22 +35,32 @@ fn text(description: String, nullable: bool) -> MetaSchemaRef {
 }
 
 fn common_description(key: &str) -> String {
-    let longest_description = DISCOVERY_TYPES
+    let limits = limits();
+    let longest_description = discovery_types()
         .iter()
         .map(|t| t.description().max_chars)
         .max()
         .unwrap_or_default();
     match key {
-        "system_name" => format!("The star system; at most {SYSTEM_NAME_MAX} characters."),
+        "system_name" => format!("The star system; at most {} characters.", limits.system_name),
         "location" => {
-            format!("`planet:NAME`, `moon:NAME` or `space:NAME`; NAME at most {LOCATION_NAME_MAX} characters.")
+            format!(
+                "`planet:NAME`, `moon:NAME` or `space:NAME`; NAME at most {} characters.",
+                limits.location_name
+            )
         }
         "description" => format!("What was found; at most {longest_description} characters (less for some types)."),
-        "username" => format!("The reporter's name; at most {USERNAME_MAX} characters."),
-        "user_id" | "guild_id" => format!("A Discord id: ASCII digits, at most {DISCORD_ID_MAX}."),
-        "evidence_url" => format!("An http:// or https:// link; at most {EVIDENCE_URL_MAX} characters."),
-        "discovery_name" => format!("The discovery's own name; at most {DISCOVERY_NAME_MAX} characters."),
-        _ => format!("At most {COMMON_TEXT_MAX} characters."),
+        "username" => format!("The reporter's name; at most {} characters.", limits.username),
+        "user_id" | "guild_id" => format!("A Discord id: ASCII digits, at most {}.", limits.discord_id),
+        "evidence_url" => format!(
+            "An http:// or https:// link; at most {} characters.",
+            limits.evidence_url
+        ),
+        "discovery_name" => format!(
+            "The discovery's own name; at most {} characters.",
+            limits.discovery_name
+        ),
+        _ => format!("At most {} characters.", limits.text),
     }
 }
 
@@ -62,12 +70,17 @@ fn schema() -> MetaSchema {
         let schema = match key {
             "discovery_type" => MetaSchemaRef::Inline(Box::new(MetaSchema {
                 description: Some("One of the ten discovery types, by its emoji."),
-                enum_items: DISCOVERY_TYPES.iter().map(|t| Value::from(t.emoji)).collect(),
+                enum_items: discovery_types().iter().map(|t| Value::from(t.emoji)).collect(),
                 ..MetaSchema::new("string")
             })),
             "tags" => MetaSchemaRef::Inline(Box::new(MetaSchema {
                 description: Some(Box::leak(
-                    format!("At most {TAGS_MAX} tags of at most {TAG_MAX_CHARS} characters.").into_boxed_str(),
+                    format!(
+                        "At most {} tags of at most {} characters.",
+                        limits().tags,
+                        limits().tag_chars
+                    )
+                    .into_boxed_str(),
                 )),
                 items: Some(Box::new(MetaSchemaRef::Inline(Box::new(MetaSchema::new("string"))))),
                 nullable: true,
@@ -77,7 +90,7 @@ fn schema() -> MetaSchema {
         };
         properties.push((key, schema));
     }
-    for kind in &DISCOVERY_TYPES {
+    for kind in discovery_types() {
         for field in kind.type_specific_fields() {
             let description = format!(
                 "Only for {kind}: {}; at most {} characters.",

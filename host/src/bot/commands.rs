@@ -1,6 +1,6 @@
 //! `/discovery-report`: its definition, the type's modal, and the submission.
 //!
-//! The form is rendered from [`DISCOVERY_TYPES`] (the labels, placeholders,
+//! The form is rendered from [`report::discovery_types`] (the labels, placeholders,
 //! limits and styles users know), and a submission becomes the same JSON
 //! record `POST /discoveries` takes, checked by [`Report::from_json`] alone:
 //! the bot adds no rule of its own.
@@ -17,7 +17,7 @@ use super::notices::{self, Notice};
 use super::placement;
 use super::reply::{self, Reply};
 use crate::app::App;
-use crate::report::{self, DISCOVERY_TYPES, DiscoveryType, FieldStyle, Report};
+use crate::report::{self, DiscoveryType, FieldStyle, Report};
 use crate::store::{IntakeKey, request_hash};
 
 /// The slash command's name.
@@ -90,17 +90,18 @@ pub fn record(options: &Options, reporter: &Reporter, inputs: &[(String, String)
 /// options first).
 pub fn definition() -> CreateCommand {
     let mut kind = CreateCommandOption::new(CommandOptionType::String, "type", "What kind of discovery").required(true);
-    for t in &DISCOVERY_TYPES {
+    for t in report::discovery_types() {
         kind = kind.add_string_choice(format!("{} {}", t.emoji, t.name), t.emoji);
     }
     let text = |name: &str, description: &str, max: usize| {
         CreateCommandOption::new(CommandOptionType::String, name, description).max_length(limit(max))
     };
+    let limits = report::limits();
     CreateCommand::new(COMMAND_NAME)
         .description("Report a discovery to the archive")
         .add_option(kind)
         .add_option(
-            text("system", "The star system's name", report::SYSTEM_NAME_MAX)
+            text("system", "The star system's name", limits.system_name)
                 .required(true)
                 .set_autocomplete(true),
         )
@@ -113,11 +114,7 @@ pub fn definition() -> CreateCommand {
             .required(true)
             .set_autocomplete(true),
         )
-        .add_option(text(
-            "coordinates",
-            "Portal glyphs or latitude/longitude",
-            report::COMMON_TEXT_MAX,
-        ))
+        .add_option(text("coordinates", "Portal glyphs or latitude/longitude", limits.text))
         .add_option(CreateCommandOption::new(
             CommandOptionType::Attachment,
             "evidence",
@@ -126,15 +123,11 @@ pub fn definition() -> CreateCommand {
         .add_option(text(
             "evidence_url",
             "A link to the evidence (http:// or https://)",
-            report::EVIDENCE_URL_MAX,
+            limits.evidence_url,
         ))
-        .add_option(text("condition", "The discovery's condition", report::COMMON_TEXT_MAX))
-        .add_option(text(
-            "time_period",
-            "When it dates from, if known",
-            report::COMMON_TEXT_MAX,
-        ))
-        .add_option(text("significance", "Why it matters", report::COMMON_TEXT_MAX))
+        .add_option(text("condition", "The discovery's condition", limits.text))
+        .add_option(text("time_period", "When it dates from, if known", limits.text))
+        .add_option(text("significance", "Why it matters", limits.text))
 }
 
 /// A limit as Discord's `u16`; our limits are all far below 4000.
@@ -416,12 +409,12 @@ fn failure(text: impl Into<String>) -> CreateInteractionResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{DISCORD_LABEL_MAX, DISCORD_PLACEHOLDER_MAX};
+    use crate::report::{DISCORD_INPUT_MAX, DISCORD_LABEL_MAX, DISCORD_PLACEHOLDER_MAX, DISCORD_TITLE_MAX};
 
     #[test]
     fn forms_fit_discord_limits() {
-        for t in &DISCOVERY_TYPES {
-            assert!(format!("{} {}", t.emoji, t.name).chars().count() <= DISCORD_LABEL_MAX);
+        for t in report::discovery_types() {
+            assert!(format!("{} {}", t.emoji, t.name).chars().count() <= DISCORD_TITLE_MAX);
             for f in &t.fields {
                 assert!(f.label.chars().count() <= DISCORD_LABEL_MAX, "{}", f.label);
                 assert!(
@@ -429,7 +422,7 @@ mod tests {
                     "{}",
                     f.placeholder
                 );
-                assert!(f.max_chars <= 4000);
+                assert!(f.max_chars <= DISCORD_INPUT_MAX);
             }
         }
     }

@@ -3,7 +3,7 @@
 //! and confirmed, exactly as `POST /discoveries` and `keeper submit` do.
 //!
 //! - [`commands`] — the slash command, the modal built from
-//!   [`crate::report::DISCOVERY_TYPES`], and what a submission becomes
+//!   [`crate::report::discovery_types`], and what a submission becomes
 //! - [`forms`] — the options of forms that are open, between command and
 //!   submit, kept in keeper.db
 //! - [`reply`] — answers within Discord's 3 s, refusals that give the text back

@@ -345,7 +345,7 @@ mod tests {
     #[test]
     fn shipped_corpus_covers_what_the_contract_promises() {
         let corpus = Corpus::shipped().expect("corpus parses");
-        for t in crate::report::DISCOVERY_TYPES.iter() {
+        for t in crate::report::discovery_types() {
             for kind in ["every field", "required fields only", "maximum lengths"] {
                 let name = format!("{} {kind}", t.emoji);
                 assert!(corpus.cases.iter().any(|c| c.name == name), "missing case {name}");
