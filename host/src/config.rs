@@ -197,6 +197,14 @@ pub struct Settings {
     #[arg(long, global = true, env = "KEEPER_SLOW_SYNC_SECS", default_value_t = 1800)]
     pub slow_sync_secs: u64,
 
+    /// Testing knob, not for production: for this many seconds after a
+    /// report, news of it goes through its interaction (the ✅ edited, private
+    /// follow-ups); later, as a channel message that mentions the reporter.
+    /// Discord's interaction tokens last 15 minutes; the default leaves one
+    /// minute's margin, and more is refused.
+    #[arg(long, global = true, env = "DISCORD_INTERACTION_SECS", default_value_t = 840, hide = true, value_parser = clap::value_parser!(u64).range(0..=840))]
+    pub discord_interaction_secs: u64,
+
     /// Where each variable came from, for messages about bad values.
     #[arg(skip)]
     pub environment: Arc<Environment>,
@@ -441,4 +449,5 @@ mod tests {
         ]);
         assert_eq!(pinned.api_addr(), "127.0.0.1:9".parse().unwrap());
     }
+
 }

@@ -17,7 +17,7 @@
 //! - [`delivery`] — map, check, write: the step the worker and the puller share
 //! - [`worker`] — the loop that moves batches from one to the other
 //! - [`pull`] — remote mode: fetch a bot host's pending items, deliver, acknowledge
-//! - [`bot`] — the Discord bot: `/discovery-report`, its forms, autocomplete
+//! - [`bot`] — the Discord bot: `/discovery-report`, its forms, autocomplete, `/sync-status`
 //! - [`api`] — the sync API (HTTP, OpenAPI, Swagger UI, metrics)
 //! - [`app`], [`cli`] — wiring and the command line
 //! - [`logging`], [`output`] — log lines on stderr, a command's results on stdout

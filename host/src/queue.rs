@@ -137,6 +137,15 @@ impl ErrorClass {
     pub fn is_permanent(self) -> bool {
         matches!(self, ErrorClass::Mapping)
     }
+
+    /// The class stored as `name` in `error_class` (what [`ErrorClass::as_str`]
+    /// writes); `None` for anything else (a legacy row, a newer keeper's class).
+    pub fn parse(name: &str) -> Option<ErrorClass> {
+        <ErrorClass as clap::ValueEnum>::value_variants()
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == name)
+    }
 }
 
 /// An item handed to a worker by [`Queue::claim`].
@@ -215,6 +224,36 @@ pub struct FailedItem {
     pub location: Option<String>,
     pub discovery_type: Option<String>,
     pub username: Option<String>,
+}
+
+/// An item a moderator should look at: out of attempts, or waiting out a
+/// retry's backoff after a failure (what `/sync-status` lists).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TroubledItem {
+    pub queue_id: i64,
+    pub discovery_id: i64,
+    /// Out of attempts (`max_retries_exceeded`); else waiting to retry.
+    pub failed: bool,
+    pub attempts: i64,
+    /// The last failure's class; `None` when unknown (a legacy row).
+    pub class: Option<ErrorClass>,
+    pub error: Option<String>,
+    /// When a waiting item is tried again (SQLite's UTC text).
+    pub next_retry_after: Option<String>,
+}
+
+/// The items that need a look ([`TroubledItem`]): the first `limit` of each
+/// kind, and how many there are of each class (all of them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Troubles {
+    /// Failed items first (the most recent first), then waiting ones (the
+    /// next due first).
+    pub items: Vec<TroubledItem>,
+    /// (class, items of that class failed or waiting), by class name; the
+    /// unknown class is left out: nothing can retry by it.
+    pub classes: Vec<(ErrorClass, i64)>,
+    /// Failed or waiting items in all, listed or not.
+    pub total: i64,
 }
 
 /// One queue row as stored, for `GET /sync/items/{queue_id}`. Times are
@@ -660,6 +699,67 @@ impl Queue {
             waiting.last_error_classes.push((class, count));
         }
         Ok(waiting)
+    }
+
+    /// The items that failed for good or wait out a retry's backoff, for
+    /// moderators: up to `limit` of each kind, with their classes counted.
+    pub async fn troubles(&self, limit: u32) -> Result<Troubles, sqlx::Error> {
+        // Two queries, each served by its index, in the order listed.
+        let failed: Vec<TroubledRow> = sqlx::query_as(
+            "SELECT id, discovery_id, 1, COALESCE(sync_attempts, 0), error_class, sync_error, next_retry_after
+             FROM sync_queue INDEXED BY idx_sync_queue_failed_recent
+             WHERE sync_status = 'max_retries_exceeded'
+             ORDER BY last_sync_attempt DESC, id DESC LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let waiting: Vec<TroubledRow> = sqlx::query_as(
+            "SELECT id, discovery_id, 0, COALESCE(sync_attempts, 0), error_class, sync_error, next_retry_after
+             FROM sync_queue INDEXED BY idx_sync_queue_due
+             WHERE sync_status = 'pending' AND next_retry_after > strftime('%Y-%m-%d %H:%M:%f', 'now')
+             ORDER BY next_retry_after, id LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let failed_classes: Vec<(Option<String>, i64)> = sqlx::query_as(
+            "SELECT error_class, COUNT(*) FROM sync_queue INDEXED BY idx_sync_queue_failed_class
+             WHERE sync_status = 'max_retries_exceeded' GROUP BY error_class",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_class: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+        let waiting_classes = self.waiting().await?.last_error_classes;
+        for (class, n) in failed_classes
+            .into_iter()
+            .map(|(class, n)| (class.unwrap_or_default(), n))
+            .chain(waiting_classes)
+        {
+            *by_class.entry(class).or_default() += n;
+        }
+        Ok(Troubles {
+            items: failed
+                .into_iter()
+                .chain(waiting)
+                .map(
+                    |(queue_id, discovery_id, failed, attempts, class, error, next_retry_after)| TroubledItem {
+                        queue_id,
+                        discovery_id,
+                        failed,
+                        attempts,
+                        class: class.as_deref().and_then(ErrorClass::parse),
+                        error,
+                        next_retry_after,
+                    },
+                )
+                .collect(),
+            total: by_class.values().sum(),
+            classes: by_class
+                .into_iter()
+                .filter_map(|(class, n)| Some((ErrorClass::parse(&class)?, n)))
+                .collect(),
+        })
     }
 
     /// Totals and the latency histogram for `/metrics`.
@@ -1177,6 +1277,9 @@ pub async fn queue_id_in(conn: &mut SqliteConnection, discovery_id: i64) -> Resu
         .fetch_one(&mut *conn)
         .await
 }
+
+/// A row of [`Queue::troubles`].
+type TroubledRow = (i64, i64, bool, i64, Option<String>, Option<String>, Option<String>);
 
 /// A manual retry that did not happen.
 #[derive(Debug, thiserror::Error)]

@@ -141,7 +141,7 @@ fn limit(max: usize) -> u16 {
 /// application's other commands (the old bot's `/quick-discovery`, …) are
 /// left as they are, which replacing the whole list would not do.
 pub async fn register(ctx: &Context, guild: Option<GuildId>) {
-    for command in [definition()] {
+    for command in [definition(), super::moderation::definition()] {
         let result = match guild {
             Some(guild) => guild.create_command(&ctx.http, command).await,
             None => Command::create_global_command(&ctx.http, command).await,

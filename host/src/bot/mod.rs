@@ -12,6 +12,7 @@
 //! - [`placement`] — whether a report will land on the map, said in the confirmation
 //! - [`gateway`] — the gateway session's state, for `/health` and `/metrics`
 //! - [`notices`] — telling reporters and moderators what became of a report
+//! - [`moderation`] — `/sync-status`: the queue, failed items and Retry buttons for moderators
 //!
 //! The bot is one task beside the worker and the API: it never blocks them,
 //! a Discord outage only makes it reconnect, and it stops on the same
@@ -21,6 +22,7 @@ mod autocomplete;
 mod commands;
 mod forms;
 mod gateway;
+mod moderation;
 mod names;
 mod notices;
 mod placement;
@@ -95,6 +97,7 @@ impl BotConfig {
             notices: notices::NoticeRules {
                 alert_channel: settings.alert_channel_id.filter(|&c| c != 0).map(ChannelId::new),
                 slow_after: Duration::from_secs(settings.slow_sync_secs),
+                token_lifetime: Duration::from_secs(settings.discord_interaction_secs),
             },
         }))
     }
@@ -191,6 +194,12 @@ impl EventHandler for Handler {
         match interaction {
             Interaction::Command(command) if command.data.name == COMMAND_NAME => {
                 commands::open_form(&ctx, &command, &self.forms).await;
+            }
+            Interaction::Command(command) if command.data.name == moderation::STATUS_COMMAND => {
+                moderation::show(&ctx, &command, &self.app).await;
+            }
+            Interaction::Component(component) if moderation::is_ours(&component.data.custom_id) => {
+                moderation::retry(&ctx, &component, &self.app).await;
             }
             Interaction::Autocomplete(command) if command.data.name == COMMAND_NAME => {
                 autocomplete::answer(&ctx, &command, &self.app.sink()).await;

@@ -24,9 +24,6 @@ use time::OffsetDateTime;
 /// How often the queue is looked at for news.
 const POLL: Duration = Duration::from_secs(2);
 
-/// An interaction token lasts 15 minutes; past this, the channel is used.
-const TOKEN_LIFETIME_S: i64 = 14 * 60;
-
 /// What the follower needs besides keeper.db and Discord.
 #[derive(Debug, Clone, Copy)]
 pub struct NoticeRules {
@@ -35,6 +32,9 @@ pub struct NoticeRules {
     /// A report not synced this long after its submission, having failed
     /// at least once, is said to be waiting.
     pub slow_after: Duration,
+    /// How long after a report its interaction token is used (it lasts 15
+    /// minutes); past this, the channel is (`DISCORD_INTERACTION_SECS`).
+    pub token_lifetime: Duration,
 }
 
 /// The reporter's side of one report from Discord.
@@ -210,7 +210,8 @@ async fn say(http: &Http, rules: &NoticeRules, news: &News, tell: &Tell, now: i6
             news.attempts
         ),
     };
-    let young = now.saturating_sub(news.created_at) < TOKEN_LIFETIME_S;
+    let token_lifetime = i64::try_from(rules.token_lifetime.as_secs()).unwrap_or(i64::MAX);
+    let young = now.saturating_sub(news.created_at) < token_lifetime;
     let reporter = UserId::new(news.notice.user_id.max(1));
     let sent = match (tell, young) {
         (Tell::OnTheMap, true) => EditInteractionResponse::new()
