@@ -476,7 +476,7 @@ async fn with_an_api_key_every_endpoint_but_health_needs_it() {
     for (path, operations) in document["paths"].as_object().unwrap() {
         for (method, operation) in operations.as_object().unwrap() {
             let method = method.to_uppercase();
-            let concrete = path.replace("{queue_id}", "1");
+            let concrete = path.replace("{queue_id}", "1").replace("{id}", "0123abcd");
             let body = (method == "POST").then_some(&b"{}"[..]);
             if path == "/health" {
                 assert!(operation.get("security").is_none(), "/health is open");
@@ -507,9 +507,12 @@ async fn with_an_api_key_every_endpoint_but_health_needs_it() {
             }
             // With the key: what the operation itself answers (queue item 1
             // does not exist; `{}` is not a valid report or acknowledgement;
-            // this host writes VH-Database, so it exports nothing).
+            // this host writes VH-Database, so it exports nothing; there is
+            // no evidence image 0123abcd).
             let expected = match (method.as_str(), path.as_str()) {
-                ("POST", "/sync/retry/{queue_id}") | ("GET", "/sync/items/{queue_id}") => 404,
+                ("POST", "/sync/retry/{queue_id}") | ("GET", "/sync/items/{queue_id}") | ("GET", "/evidence/{id}") => {
+                    404
+                }
                 ("POST", "/discoveries") | ("POST", "/sync/ack") | ("POST", "/sync/fail") => 400,
                 ("GET", "/sync/export") => 409,
                 ("GET", _) | ("POST", "/sync/retry") => 200,

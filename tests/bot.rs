@@ -54,6 +54,8 @@ struct FakeState {
     accepting: AtomicBool,
     /// Closes the live gateway connection.
     kick: tokio::sync::Notify,
+    /// Discord's CDN: attachments served at `/cdn/…` (path → content type, bytes).
+    files: Mutex<std::collections::HashMap<String, (String, Vec<u8>)>>,
 }
 
 /// A fake Discord: serves until the test ends.
@@ -80,6 +82,7 @@ impl FakeDiscord {
             next_id: AtomicU64::new(100_000),
             accepting: AtomicBool::new(true),
             kick: tokio::sync::Notify::new(),
+            files: Mutex::new(std::collections::HashMap::new()),
         });
         let app = Route::new()
             .at("/api/v10/gateway", get(gateway_url))
@@ -148,6 +151,14 @@ impl FakeDiscord {
         self.send("INTERACTION_CREATE", interaction);
         let recorded = self.wait_recorded("POST", &path, log).await;
         (recorded.body, recorded.at.duration_since(sent))
+    }
+
+    /// Serves `bytes` as `content_type` at `path` (under `/cdn/`); returns its URL.
+    fn serve_file(&self, path: &str, content_type: &str, bytes: Vec<u8>) -> String {
+        assert!(path.starts_with("/cdn/"), "{path}");
+        let file = (content_type.to_owned(), bytes);
+        self.state.files.lock().unwrap().insert(path.to_owned(), file);
+        format!("{}{path}", self.base())
     }
 
     fn commands(&self) -> Vec<Value> {
@@ -294,7 +305,12 @@ async fn record(req: &Request, Path(_rest): Path<String>, body: Body, state: Dat
         raw,
         at: Instant::now(),
     });
-    if path.ends_with("/callback") {
+    if method == "GET" && path.starts_with("/cdn/") {
+        match state.files.lock().unwrap().get(&path) {
+            Some((content_type, bytes)) => Response::builder().content_type(content_type).body(bytes.clone()),
+            None => Response::builder().status(StatusCode::NOT_FOUND).body("no such file"),
+        }
+    } else if path.ends_with("/callback") {
         Response::builder().status(StatusCode::NO_CONTENT).finish()
     } else if path.contains("/commands") {
         commands_api(&state, &method, &path, &body)
@@ -1606,5 +1622,165 @@ async fn news_after_the_interaction_expired_goes_to_the_channel_with_a_mention()
         .filter(|r| r.path.starts_with(&webhook_path(&submit, "")))
         .collect();
     assert!(edits.is_empty(), "{edits:#?}");
+    terminate(&mut child);
+}
+
+/// The options of a 📖 report with an image attached at `url`.
+fn lore_with_attachment(command_id: u64, url: &str) -> Value {
+    let mut options = lore_options("Oculi", "planet:Erren");
+    options.push(json!({"name": "evidence", "type": 11, "value": "8800"}));
+    let mut interaction = command(command_id, options);
+    interaction["data"]["resolved"] = json!({"attachments": {"8800": {
+        "id": "8800", "filename": "evidence.png", "size": 10, "url": url, "proxy_url": url,
+        "content_type": "image/png"}}});
+    interaction
+}
+
+/// Reports one 📖 discovery with an image attached at `url`; returns the
+/// confirmation's text.
+async fn report_with_image(discord: &FakeDiscord, id: u64, url: &str, log: &Arc<Mutex<String>>) -> String {
+    let modal = discord.interact(lore_with_attachment(id, url), log).await;
+    assert_eq!(modal["type"], 9, "a modal: {modal}");
+    let form = modal["data"]["custom_id"].as_str().expect("custom_id").to_owned();
+    let answer = discord
+        .interact(modal_submit(id + 1, &form, &[("description", "With a picture.")]), log)
+        .await;
+    content(&answer)
+}
+
+async fn evidence_url_of(env: &Env, discovery_id: i64) -> String {
+    let mut conn = connect(&env.keeper).await;
+    sqlx::query_scalar("SELECT evidence_url FROM discoveries WHERE id = ?1")
+        .bind(discovery_id)
+        .fetch_one(&mut conn)
+        .await
+        .expect("evidence_url")
+}
+
+/// A GET on the sync API: (status, content type, body).
+async fn api_get(port: u16, path: &str) -> (u16, String, Vec<u8>) {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut response = agent.get(&url).call().expect("the sync API answers");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = response.body_mut().read_to_vec().expect("body");
+        (response.status().as_u16(), content_type, body)
+    })
+    .await
+    .expect("API thread")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attached_images_are_kept_and_served_and_a_failed_download_keeps_the_report() {
+    use sha2::Digest as _;
+    let discord = FakeDiscord::start().await;
+    let png: Vec<u8> = [&b"\x89PNG\r\n\x1a\n"[..], b"\0\0\0\rIHDR a small picture"].concat();
+    let id = hex::encode(sha2::Sha256::digest(&png));
+    let shot = discord.serve_file("/cdn/attachments/1/shot.png", "image/png", png.clone());
+    let mut env = Env::new();
+    env.var("SYNC_API_PUBLIC_URL", "https://keeper.example/sync/")
+        .var("KEEPER_EVIDENCE_MAX_BYTES", 1024);
+    let (mut child, port, log) = start_bot(&discord, &mut env).await;
+
+    // Kept: the report links to the sync API, which serves the image.
+    let text = report_with_image(&discord, 9501, &shot, &log).await;
+    assert!(text.starts_with("✅ Discovery archived! #1"), "{text}");
+    assert!(!text.contains("⚠️"), "{text}");
+    let public = format!("https://keeper.example/sync/evidence/{id}");
+    assert_eq!(evidence_url_of(&env, 1).await, public);
+    let (status, content_type, body) = api_get(port, &format!("/evidence/{id}")).await;
+    assert_eq!((status, content_type.as_str()), (200, "image/png"));
+    assert_eq!(body, png);
+    let (status, _, body) = api_get(port, &format!("/evidence/{}", "0".repeat(64))).await;
+    assert_eq!(status, 404);
+    let error: Value = serde_json::from_slice(&body).expect("a JSON error");
+    assert_eq!(error["error"], "not_found", "{error}");
+    // …and VH-Database's photo_url is that lasting link.
+    let synced = "SELECT COUNT(*) FROM sync_queue WHERE discovery_id = 1 AND sync_status = 'synced'";
+    wait_for_value(&env.keeper, synced, 1, Duration::from_secs(30)).await;
+    let photo: Vec<sqlx::sqlite::SqliteRow> = rows(
+        &env.haven,
+        "SELECT d.photo_url FROM discoveries d
+         JOIN keeper_sync_ledger l ON l.haven_discovery_id = d.id WHERE l.keeper_discovery_id = 1",
+    )
+    .await;
+    use sqlx::Row as _;
+    assert_eq!(photo[0].get::<Option<String>, _>("photo_url"), Some(public));
+
+    // Not kept: the report is archived with Discord's link, and the reporter
+    // hears why.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let unreachable = format!(
+        "http://{}/cdn/attachments/9/shot.png",
+        closed.local_addr().expect("addr")
+    );
+    drop(closed);
+    let big = [&png[..], &[0u8; 1024][..]].concat();
+    let cases = [
+        (
+            discord.serve_file("/cdn/attachments/2/notes.png", "text/plain", b"a text".to_vec()),
+            "the file is not an image (it is served as \"text/plain\")",
+        ),
+        (
+            discord.serve_file("/cdn/attachments/3/page.png", "image/png", b"<html></html>".to_vec()),
+            "the file's content is not a PNG, JPEG, GIF or WebP image",
+        ),
+        (
+            discord.serve_file("/cdn/attachments/4/big.png", "image/png", big),
+            "the file is larger than 1024 bytes, the most the archive keeps",
+        ),
+        (
+            format!("{}/cdn/attachments/5/gone.png", discord.base()),
+            "Discord's copy could not be fetched (HTTP 404)",
+        ),
+        (unreachable, "Discord's copy could not be fetched ("),
+    ];
+    for (n, (url, reason)) in cases.iter().enumerate() {
+        let discovery_id = i64::try_from(n).expect("small") + 2;
+        let text = report_with_image(&discord, 9510 + 2 * n as u64, url, &log).await;
+        assert!(
+            text.starts_with(&format!("✅ Discovery archived! #{discovery_id}")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("⚠️ Your image was not kept by the archive: {reason}")),
+            "{reason:?} not in {text}"
+        );
+        assert!(
+            text.contains("links to Discord's copy, which expires in about a day"),
+            "{text}"
+        );
+        assert_eq!(&evidence_url_of(&env, discovery_id).await, url);
+    }
+    assert_eq!(scalar_i64(&env.keeper, "SELECT COUNT(*) FROM keeper_evidence").await, 1);
+    terminate(&mut child);
+
+    // Without SYNC_API_PUBLIC_URL nothing is fetched: the report keeps
+    // Discord's link, and the log says it will expire.
+    env.vars.retain(|(k, _)| k != "SYNC_API_PUBLIC_URL");
+    let fetched = || {
+        discord
+            .requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/cdn/"))
+            .count()
+    };
+    let before = fetched();
+    let (mut child, _port, log) = start_bot(&discord, &mut env).await;
+    let text = report_with_image(&discord, 9530, &shot, &log).await;
+    assert!(text.starts_with("✅ Discovery archived! #7"), "{text}");
+    assert!(!text.contains("⚠️"), "{text}");
+    assert_eq!(evidence_url_of(&env, 7).await, shot);
+    wait_log(
+        &log,
+        "SYNC_API_PUBLIC_URL is not set: the report keeps Discord's link to its image",
+    );
+    assert_eq!(fetched(), before, "nothing fetched without a public URL");
     terminate(&mut child);
 }

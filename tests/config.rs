@@ -423,3 +423,53 @@ fn without_a_vh_database_run_warns_and_creates_the_local_one_at_start_up() {
     assert!(env.dir.path().join("data/VH-Database.db").is_file(), "{text}");
     stop(&mut child);
 }
+
+#[test]
+fn bad_evidence_settings_stop_the_command_naming_the_variable_and_touch_nothing() {
+    let mut env = Env::new();
+    for (var, value, reason) in [
+        (
+            "SYNC_API_PUBLIC_URL",
+            "bot.example.org:8080",
+            "expected a URL starting with http:// or https://",
+        ),
+        ("KEEPER_EVIDENCE_MAX_BYTES", "0", "0 is not in 1..=67108864"),
+        ("KEEPER_EVIDENCE_MAX_BYTES", "lots", "invalid digit found in string"),
+    ] {
+        env.var(var, value);
+        let out = env.run(&[
+            "submit",
+            "--type",
+            "fossil",
+            "--system",
+            "Oculi",
+            "--location",
+            "planet:Erren",
+            "--description",
+            "bones",
+            "--user",
+            "u",
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {err}");
+        let expected = format!("error: {var} (in the environment) = \"{value}\": {reason}");
+        assert!(err.contains(&expected), "{expected}\nnot in:\n{err}");
+        assert!(!env.keeper.exists(), "{var}={value}: keeper.db was created");
+        env.vars.retain(|(k, _)| k != var);
+    }
+    // Empty means unset, as for every variable.
+    env.var("SYNC_API_PUBLIC_URL", "").var("KEEPER_EVIDENCE_MAX_BYTES", "");
+    env.ok(&[
+        "submit",
+        "--type",
+        "fossil",
+        "--system",
+        "Oculi",
+        "--location",
+        "planet:Erren",
+        "--description",
+        "bones",
+        "--user",
+        "u",
+    ]);
+}

@@ -80,6 +80,34 @@ pub fn explain(cmd: &clap::Command, error: &clap::Error, argv: &[OsString], env:
     })
 }
 
+/// The longest `SYNC_API_PUBLIC_URL`: `URL/evidence/ID` must fit in a
+/// report's `evidence_url`.
+const PUBLIC_URL_MAX_CHARS: usize = 1000;
+
+/// `SYNC_API_PUBLIC_URL`: an `http://` or `https://` URL with a host, without
+/// its trailing `/`.
+pub fn parse_public_url(text: &str) -> Result<String, String> {
+    let url = text.trim().trim_end_matches('/');
+    let rest = ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| {
+            url.get(..scheme.len())
+                .filter(|p| p.eq_ignore_ascii_case(scheme))
+                .map(|_| &url[scheme.len()..])
+        })
+        .ok_or("expected a URL starting with http:// or https://, e.g. https://bot.example.org:8080")?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err("the URL has no host".into());
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the URL contains spaces or control characters".into());
+    }
+    if url.chars().count() > PUBLIC_URL_MAX_CHARS {
+        return Err(format!("longer than {PUBLIC_URL_MAX_CHARS} characters"));
+    }
+    Ok(url.to_owned())
+}
+
 /// `~` at the start of a path is the home folder, as in a shell: a `.env`
 /// file has no shell to expand it.
 pub fn expand_home(path: &Path, home: Option<&Path>) -> PathBuf {
@@ -204,6 +232,18 @@ pub struct Settings {
     /// minute's margin, and more is refused.
     #[arg(long, global = true, env = "DISCORD_INTERACTION_SECS", default_value_t = 840, hide = true, value_parser = clap::value_parser!(u64).range(0..=840))]
     pub discord_interaction_secs: u64,
+
+    /// Where Control Room reaches this sync API (e.g.
+    /// `https://bot.example.org:8080`): images attached in Discord are kept
+    /// in keeper.db and reports link to `URL/evidence/ID`. Unset: reports keep
+    /// Discord's links, which expire in about a day.
+    #[arg(long, global = true, env = "SYNC_API_PUBLIC_URL", value_parser = parse_public_url)]
+    pub sync_api_public_url: Option<String>,
+
+    /// The largest attached image kept, in bytes (default 8 MiB); a larger
+    /// one keeps its Discord link and the reporter is told.
+    #[arg(long, global = true, env = "KEEPER_EVIDENCE_MAX_BYTES", default_value_t = crate::evidence::DEFAULT_MAX_BYTES, value_parser = clap::value_parser!(u64).range(1..=crate::evidence::LARGEST_MAX_BYTES))]
+    pub evidence_max_bytes: u64,
 
     /// Where each variable came from, for messages about bad values.
     #[arg(skip)]
@@ -450,4 +490,23 @@ mod tests {
         assert_eq!(pinned.api_addr(), "127.0.0.1:9".parse().unwrap());
     }
 
+    #[test]
+    fn the_public_url_is_an_http_url_with_a_host() {
+        assert_eq!(
+            parse_public_url(" https://bot.example.org:8080/ ").as_deref(),
+            Ok("https://bot.example.org:8080")
+        );
+        assert_eq!(
+            parse_public_url("HTTP://10.0.0.2/keeper").as_deref(),
+            Ok("HTTP://10.0.0.2/keeper")
+        );
+        for bad in ["bot.example.org", "ftp://x", "https://", "https:///x", "http://a b"] {
+            assert!(parse_public_url(bad).is_err(), "{bad} accepted");
+        }
+        let long = format!("https://{}", "x".repeat(1000));
+        assert!(parse_public_url(&long).unwrap_err().contains("longer than 1000"));
+        let parsed = settings(&["--sync-api-public-url", "https://bot.example.org/"]);
+        assert_eq!(parsed.sync_api_public_url.as_deref(), Some("https://bot.example.org"));
+        assert_eq!(parsed.evidence_max_bytes, 8 * 1024 * 1024);
+    }
 }

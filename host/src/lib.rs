@@ -18,6 +18,7 @@
 //! - [`worker`] — the loop that moves batches from one to the other
 //! - [`pull`] — remote mode: fetch a bot host's pending items, deliver, acknowledge
 //! - [`bot`] — the Discord bot: `/discovery-report`, its forms, autocomplete, `/sync-status`
+//! - [`evidence`] — images attached in Discord, kept in keeper.db and served by the API
 //! - [`api`] — the sync API (HTTP, OpenAPI, Swagger UI, metrics)
 //! - [`app`], [`cli`] — wiring and the command line
 //! - [`logging`], [`output`] — log lines on stderr, a command's results on stdout
@@ -28,6 +29,7 @@ pub mod bot;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod evidence;
 pub mod ledger;
 pub mod logging;
 pub mod mapper;

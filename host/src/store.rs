@@ -204,6 +204,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 10,
         name: "intake idempotency keys",
     },
+    Migration {
+        version: 11,
+        name: "evidence images attached in Discord",
+    },
 ];
 
 /// The schema version a fully migrated keeper.db has.
@@ -944,6 +948,19 @@ async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreErr
             sqlx::query("CREATE INDEX IF NOT EXISTS idx_keeper_intake_keys_created ON keeper_intake_keys (created_at)")
                 .execute(&mut *conn)
                 .await?;
+        }
+        11 => {
+            // Images attached to reports in Discord, kept because Discord's
+            // links expire (evidence.rs); the id is the bytes' SHA-256.
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS keeper_evidence (
+                     id TEXT PRIMARY KEY,
+                     content_type TEXT NOT NULL,
+                     bytes BLOB NOT NULL,
+                     created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+            )
+            .execute(&mut *conn)
+            .await?;
         }
         _ => {}
     }

@@ -3,6 +3,7 @@
 //! - [`routes`] — the operations; their types ([`model`]) are the documentation
 //! - [`auth`] — the optional API key
 //! - [`error`] — one JSON error shape for everything that is not a success
+//! - [`image`] — an evidence image as a response body
 //! - [`health`] — what `/health` and `/metrics` say about the service
 //! - [`metrics`] — Prometheus text
 //! - [`timestamp`] — keeper.db times as RFC 3339 UTC
@@ -16,6 +17,7 @@
 mod auth;
 mod error;
 mod health;
+mod image;
 mod metrics;
 pub mod model;
 mod nullable;

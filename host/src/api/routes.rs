@@ -13,9 +13,11 @@ use poem_openapi::{ApiResponse, OpenApi, Tags};
 
 use super::auth::ApiKeyGuard;
 use super::error::{ApiError, ErrorBody};
+use super::image::ImageBody;
 use super::model::*;
 use super::report_body::ReportBody;
 use super::{ApiState, health, metrics, timestamp};
+use crate::evidence::EvidenceStore;
 use crate::mapper::PluginInfo;
 use crate::queue::{Ack, ErrorClass, RemoteFailure};
 use crate::registry::PluginRecord;
@@ -31,6 +33,9 @@ enum Tag {
     Sync,
     /// Reports from clients other than Discord, validated like `keeper submit`.
     Intake,
+    /// Images attached to reports in Discord, kept by keeper (Discord's own
+    /// links expire).
+    Evidence,
     /// The mapping plugins this keeper.db has run.
     Plugins,
     /// Remote mode: a puller beside Control Room fetches pending items, writes
@@ -75,6 +80,14 @@ enum CreatedResponse {
     /// was stored.
     #[oai(status = 422)]
     KeyReused(Json<ErrorBody>),
+}
+
+#[derive(ApiResponse)]
+enum EvidenceResponse {
+    /// The image as attached in Discord: PNG, JPEG, GIF or WebP, said by
+    /// `Content-Type`.
+    #[oai(status = 200)]
+    Image(ImageBody),
 }
 
 #[OpenApi]
@@ -392,6 +405,27 @@ impl SyncApi {
             queue_id,
             message: format!("Discovery {discovery_id} archived and queued"),
         })))
+    }
+
+    /// An evidence image
+    ///
+    /// An image attached to a report in Discord, kept in keeper.db when the
+    /// report was submitted: what a report's `evidence_url` (and
+    /// VH-Database's `photo_url`) points at when `SYNC_API_PUBLIC_URL` is
+    /// set. The id is the image's SHA-256; 404 for an unknown one.
+    #[oai(path = "/evidence/:id", method = "get", tag = "Tag::Evidence")]
+    async fn evidence(
+        &self,
+        _key: ApiKeyGuard,
+        state: Data<&Arc<ApiState>>,
+        /// The image's id, from its URL.
+        id: Path<String>,
+    ) -> Result<EvidenceResponse, ApiError> {
+        let store = EvidenceStore::new(state.app.store.pool().clone());
+        match store.get(&id.0).await? {
+            Some(image) => Ok(EvidenceResponse::Image(ImageBody(image))),
+            None => Err(ApiError::not_found("no evidence image with this id")),
+        }
     }
 
     /// Mapping plugins

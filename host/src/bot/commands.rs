@@ -12,6 +12,7 @@ use serenity::all::{
     ModalInteraction, ResolvedValue, User,
 };
 
+use super::attachments::{Attachments, Kept};
 use super::forms::{Forms, Taken};
 use super::notices::{self, Notice};
 use super::placement;
@@ -33,6 +34,9 @@ pub struct Options {
     pub coordinates: Option<String>,
     /// The attachment's URL, or the `evidence_url` option.
     pub evidence_url: Option<String>,
+    /// `evidence_url` is an image attached in Discord (kept at submit time,
+    /// see [`super::attachments`]), not a link the reporter typed.
+    pub evidence_attached: bool,
     pub condition: Option<String>,
     pub time_period: Option<String>,
     pub significance: Option<String>,
@@ -172,7 +176,10 @@ fn options_of(command: &CommandInteraction) -> Options {
             "location" => options.location = text,
             "coordinates" => options.coordinates = Some(text),
             // An attachment wins over a link: it is what the user just uploaded.
-            "evidence" => options.evidence_url = Some(text),
+            "evidence" => {
+                options.evidence_url = Some(text);
+                options.evidence_attached = true;
+            }
             "evidence_url" => evidence_url = Some(text),
             "condition" => options.condition = Some(text),
             "time_period" => options.time_period = Some(text),
@@ -238,7 +245,14 @@ pub async fn open_form(ctx: &Context, command: &CommandInteraction, forms: &Form
 /// The interaction id is the intake key: Discord may deliver the same
 /// interaction again (a resumed gateway session replays it), and a repeat
 /// must neither store the report twice nor tell the user it expired.
-pub async fn submit(ctx: &Context, modal: &ModalInteraction, nonce: u64, forms: &Forms, app: &App) {
+pub async fn submit(
+    ctx: &Context,
+    modal: &ModalInteraction,
+    nonce: u64,
+    forms: &Forms,
+    app: &App,
+    attachments: &Attachments,
+) {
     let mut archived = None;
     let key = IntakeKey::discord(modal.id.get());
     reply::answer_in_time(ctx, modal, async {
@@ -246,7 +260,7 @@ pub async fn submit(ctx: &Context, modal: &ModalInteraction, nonce: u64, forms: 
         match forms.take(nonce, modal.user.id).await {
             Ok(Taken::Open(form)) => {
                 let reporter = Reporter::new(&modal.user, modal.member.as_ref(), modal.guild_id);
-                let (reply, stored) = store(app, &key, &form.options, &reporter, &inputs).await;
+                let (reply, stored) = store(app, attachments, &key, &form.options, &reporter, &inputs).await;
                 archived = stored.map(|(id, placed)| (id, placed, reply.text.clone()));
                 reply
             }
@@ -316,6 +330,7 @@ fn inputs_of(modal: &ModalInteraction) -> Vec<(String, String)> {
 /// it will be on the map.
 async fn store(
     app: &App,
+    attachments: &Attachments,
     key: &IntakeKey,
     options: &Options,
     reporter: &Reporter,
@@ -335,8 +350,8 @@ async fn store(
         );
         return (refusal, None);
     }
-    let record = record(options, reporter, inputs);
-    let report = match Report::from_json(&record) {
+    let mut record = record(options, reporter, inputs);
+    let mut report = match Report::from_json(&record) {
         Ok(report) => report,
         Err(error) => {
             tracing::info!(user_id = %reporter.user_id, %error, "/{COMMAND_NAME} form refused");
@@ -346,6 +361,26 @@ async fn store(
             );
         }
     };
+    let mut notes = Vec::new();
+    if let Some(url) = options.evidence_url.as_deref().filter(|_| options.evidence_attached) {
+        match attachments.keep(url, &reporter.user_id).await {
+            Kept::Link(link) => {
+                let mut kept = record.clone();
+                kept["evidence_url"] = Value::String(link);
+                match Report::from_json(&kept) {
+                    Ok(with_link) => (record, report) = (kept, with_link),
+                    Err(error) => {
+                        tracing::error!(%error, "the kept image's link does not fit a report; keeping Discord's")
+                    }
+                }
+            }
+            Kept::DiscordLink => {}
+            Kept::Failed(why) => notes.push(format!(
+                "⚠️ Your image was not kept by the archive: {why}. The report links to Discord's copy, which \
+                 expires in about a day."
+            )),
+        }
+    }
     let warning = placement::check(&app.sink(), &report).await;
     match app
         .store
@@ -369,9 +404,9 @@ async fn store(
                 report.system_name, report.location, report.username
             );
             let placed = warning.is_none();
-            if let Some(warning) = warning {
+            for note in warning.into_iter().chain(notes) {
                 text.push('\n');
-                text.push_str(&warning);
+                text.push_str(&note);
             }
             (Reply::public(text), Some((id, placed)))
         }

@@ -75,6 +75,9 @@ struct StoredOptions {
     location: String,
     coordinates: Option<String>,
     evidence_url: Option<String>,
+    /// Absent in rows written before images were kept.
+    #[serde(default)]
+    evidence_attached: bool,
     condition: Option<String>,
     time_period: Option<String>,
     significance: Option<String>,
@@ -88,6 +91,7 @@ impl From<&Options> for StoredOptions {
             location: o.location.clone(),
             coordinates: o.coordinates.clone(),
             evidence_url: o.evidence_url.clone(),
+            evidence_attached: o.evidence_attached,
             condition: o.condition.clone(),
             time_period: o.time_period.clone(),
             significance: o.significance.clone(),
@@ -103,6 +107,7 @@ impl From<StoredOptions> for Options {
             location: o.location,
             coordinates: o.coordinates,
             evidence_url: o.evidence_url,
+            evidence_attached: o.evidence_attached,
             condition: o.condition,
             time_period: o.time_period,
             significance: o.significance,

@@ -7,6 +7,7 @@
 //! - [`forms`] — the options of forms that are open, between command and
 //!   submit, kept in keeper.db
 //! - [`reply`] — answers within Discord's 3 s, refusals that give the text back
+//! - [`attachments`] — an attached image kept at submit time, so its link lasts
 //! - [`autocomplete`] — suggestions of systems, planets and moons from VH-Database
 //! - [`names`] — case- and accent-insensitive matching, "did you mean"
 //! - [`placement`] — whether a report will land on the map, said in the confirmation
@@ -18,6 +19,7 @@
 //! a Discord outage only makes it reconnect, and it stops on the same
 //! shutdown signal.
 
+mod attachments;
 mod autocomplete;
 mod commands;
 mod forms;
@@ -108,6 +110,7 @@ impl BotConfig {
 /// API go on. `gateway` follows the session's state (`/health`, `/metrics`).
 pub async fn run(app: App, config: BotConfig, gateway: Arc<Gateway>, mut stopped: watch::Receiver<bool>) {
     let forms = Arc::new(forms::Forms::new(app.store.pool().clone()));
+    let attachments = attachments::Attachments::new(&app);
     loop {
         gateway.set(GatewayState::Connecting);
         let mut http = HttpBuilder::new(&config.token);
@@ -120,6 +123,7 @@ pub async fn run(app: App, config: BotConfig, gateway: Arc<Gateway>, mut stopped
             app: app.clone(),
             guild: config.guild,
             forms: forms.clone(),
+            attachments: attachments.clone(),
         };
         let client = serenity::all::ClientBuilder::new_with_http(http.build(), GatewayIntents::GUILDS)
             .event_handler(handler)
@@ -171,6 +175,7 @@ struct Handler {
     app: App,
     guild: Option<GuildId>,
     forms: Arc<forms::Forms>,
+    attachments: attachments::Attachments,
 }
 
 #[serenity::async_trait]
@@ -205,7 +210,7 @@ impl EventHandler for Handler {
                 autocomplete::answer(&ctx, &command, &self.app.sink()).await;
             }
             Interaction::Modal(modal) => match forms::nonce_of(&modal.data.custom_id) {
-                Some(nonce) => commands::submit(&ctx, &modal, nonce, &self.forms, &self.app).await,
+                Some(nonce) => commands::submit(&ctx, &modal, nonce, &self.forms, &self.app, &self.attachments).await,
                 None => not_ours(&ctx, Unknown::Modal(&modal)).await,
             },
             Interaction::Command(command) => not_ours(&ctx, Unknown::Command(&command)).await,
