@@ -631,6 +631,42 @@ mod tests {
 
     // ---- the data file ----
 
+    /// The design notes' table of the types (a copy in tests/fixtures), the
+    /// spec the data file was transcribed from: every type, field, label,
+    /// placeholder, limit, requiredness and style must be as it says.
+    #[test]
+    fn the_data_file_says_what_the_spec_says() {
+        let spec = include_str!("../../../tests/fixtures/DISCOVERY_TYPES.md");
+        let mut types = Vec::new();
+        for section in spec.split("\n## ").skip(1) {
+            let (heading, body) = section.split_once('\n').unwrap_or((section, ""));
+            let Some((emoji, name)) = heading.split_once(" — ") else {
+                continue;
+            };
+            let fields: Vec<FieldSpec> = body
+                .lines()
+                .filter(|l| l.starts_with("| `"))
+                .map(|row| {
+                    let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+                    FieldSpec {
+                        column: cells[0].trim_matches('`'),
+                        label: cells[1],
+                        placeholder: cells[2],
+                        max_chars: cells[3].parse().expect("a number"),
+                        required: cells[4] == "yes",
+                        style: if cells[5] == "paragraph" { Paragraph } else { Short },
+                    }
+                })
+                .collect();
+            types.push((emoji.trim(), name.trim(), fields));
+        }
+        assert_eq!(types.len(), 10, "the spec's ten sections");
+        for (t, (emoji, name, fields)) in discovery_types().iter().zip(&types) {
+            assert_eq!((t.emoji, t.name), (*emoji, *name));
+            assert_eq!(&t.fields[..], &fields[..], "{t}");
+        }
+    }
+
     #[test]
     fn the_embedded_data_file_is_valid() {
         let catalog = Catalog::parse(SOURCE).unwrap_or_else(|e| panic!("{e}"));
