@@ -130,10 +130,17 @@ fn call(base: &str, method: &str, path: &str, body: Option<serde_json::Value>) -
 
 /// `keeper pull --once` from the Control Room's environment.
 fn pull(control_room: &Env, from: &str, key: Option<&str>) -> Output {
-    let mut args = vec!["pull", "--from", from, "--once"];
+    let mut args = vec![];
     if let Some(k) = key {
         args.extend(["--api-key", k]);
     }
+    pull_with(control_room, from, &args)
+}
+
+/// `keeper pull --once --from FROM` with more arguments.
+fn pull_with(control_room: &Env, from: &str, more: &[&str]) -> Output {
+    let mut args = vec!["pull", "--from", from, "--once"];
+    args.extend_from_slice(more);
     // Plain log lines, so that tests can look for `field=value`.
     let mut cmd = control_room.command(&args);
     cmd.env("NO_COLOR", "1");
@@ -512,9 +519,22 @@ async fn pull_names_unreachable_servers_and_wrong_answers() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unexpected shape"), "{}", stderr(&out));
 
+    // https is spoken (see the TLS tests below); a name that does not resolve is unreachable.
     let out = pull(&control_room, "https://example.invalid", None);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("https is not supported"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach the sync API at https://example.invalid"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = pull(&control_room, "ftp://127.0.0.1:21", None);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("expected an https:// or http:// address"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// A Control Room whose VH-Database lacks a column the mapped row sets: a
@@ -973,4 +993,349 @@ async fn pull_every_recovers_when_a_locked_vh_database_is_released() {
         log.lock().unwrap()
     );
     assert!(stop(&mut puller).success(), "{}", log.lock().unwrap());
+}
+
+// ---------------------------------------------------------------------------
+// HTTPS: a CA and a certificate for 127.0.0.1 made in the test, served by
+// `keeper run` itself or by a TLS-terminating proxy in front of a plain one.
+
+/// PEM files in a temp folder: a private CA, a server certificate for
+/// 127.0.0.1 it signed, and that certificate's key.
+struct Certs {
+    dir: tempfile::TempDir,
+    ca: std::path::PathBuf,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+impl Certs {
+    fn new() -> Certs {
+        Certs::signed_by("Keeper test CA")
+    }
+
+    /// Certificates from a CA of this name.
+    fn signed_by(ca_name: &str) -> Certs {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, ca_name);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let issuer = Issuer::new(ca_params, ca_key);
+        // An IP address SAN: the puller connects to https://127.0.0.1:PORT.
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("server params");
+        params.distinguished_name.push(DnType::CommonName, "keeper bot host");
+        let key = KeyPair::generate().expect("server key");
+        let cert = params.signed_by(&key, &issuer).expect("server certificate");
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write PEM");
+            path
+        };
+        Certs {
+            ca: write("ca.pem", ca_cert.pem()),
+            cert: write("cert.pem", cert.pem()),
+            key: write("key.pem", key.serialize_pem()),
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// rustls' configuration of a server with this certificate.
+    fn server_config(&self) -> rustls::ServerConfig {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_file_iter(&self.cert)
+            .expect("cert.pem")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificates");
+        let key = PrivateKeyDer::from_pem_file(&self.key).expect("key.pem");
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config")
+    }
+}
+
+/// A bot host that serves its API over HTTPS itself.
+fn tls_bot_host(certs: &Certs) -> BotHost {
+    let (cert, key) = (certs.cert.display().to_string(), certs.key.display().to_string());
+    let bot = BotHost::start_with(&[("SYNC_API_TLS_CERT", &cert), ("SYNC_API_TLS_KEY", &key)]);
+    wait_for_log(&bot.log, "scheme=\"https\"", Duration::from_secs(10));
+    bot
+}
+
+fn https_url(port: u16) -> String {
+    format!("https://127.0.0.1:{port}")
+}
+
+#[tokio::test]
+async fn pull_over_https_from_keepers_own_tls_listener() {
+    let certs = Certs::new();
+    let bot = tls_bot_host(&certs);
+    bot.submit("Ixiezh HV", "moon:Getre Beta", "Over TLS").await;
+    bot.submit("Oculi", "planet:Erren", "Also over TLS").await;
+    let control_room = Env::new();
+    let before = vh_count(&control_room).await;
+
+    let ca = certs.ca.display().to_string();
+    let out = pull_with(
+        &control_room,
+        &https_url(bot.port),
+        &["--api-key", KEY, "--ca-cert", &ca],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pulled 2, failed 0"));
+    assert_eq!(vh_count(&control_room).await, before + 2);
+    assert!(bot.queue().await.iter().all(|(_, s, h)| s == "synced" && h.is_some()));
+
+    // The CA from the environment works as well as the flag.
+    bot.submit("Oculi", "planet:Erren", "Third, CA from SYNC_CA_CERT").await;
+    let mut control_room = control_room;
+    control_room.var("SYNC_CA_CERT", &ca);
+    let out = pull_with(&control_room, &https_url(bot.port), &["--api-key", KEY]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pulled 1, failed 0"));
+    assert_eq!(vh_count(&control_room).await, before + 3);
+
+    // The TLS listener speaks only TLS: plain http to it gets nothing through.
+    let out = pull(&control_room, &format!("http://127.0.0.1:{}", bot.port), Some(KEY));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot reach the sync API"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_refused_and_nothing_is_written_or_acknowledged() {
+    let certs = Certs::new();
+    let bot = tls_bot_host(&certs);
+    let (discovery, _) = bot.submit("Oculi", "planet:Erren", "Must not cross").await;
+    let control_room = Env::new();
+    let before = vh_count(&control_room).await;
+    let refusal = "the certificate of 127.0.0.1 is not trusted (UnknownIssuer): if it is self-signed or from a \
+                   private CA, pass its CA with --ca-cert FILE";
+
+    // No --ca-cert: only the system's roots, which do not know this CA.
+    let out = pull(&control_room, &https_url(bot.port), Some(KEY));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(refusal), "{}", stderr(&out));
+
+    // Another CA than the one that signed the certificate: the same.
+    let other = Certs::signed_by("Another private CA");
+    let other_ca = other.ca.display().to_string();
+    let out = pull_with(
+        &control_room,
+        &https_url(bot.port),
+        &["--api-key", KEY, "--ca-cert", &other_ca],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(refusal), "{}", stderr(&out));
+
+    // With --every it stops too: a certificate does not become trusted by waiting.
+    let mut puller = control_room
+        .command(&["pull", "--from", &https_url(bot.port), "--api-key", KEY, "--every", "1"])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn keeper pull");
+    let status = wait_exit(
+        &mut puller,
+        PULL_EXIT_TIMEOUT,
+        "keeper pull --every against an untrusted certificate",
+    );
+    let mut err = String::new();
+    puller.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains(refusal), "{err}");
+
+    // A CA file that is not one is named, with the flag, before anything
+    // is opened: a puller that never ran gets no keeper.db.
+    let fresh = Env::new();
+    let bogus = fresh.dir.path().join("bogus.pem");
+    std::fs::write(&bogus, "not a certificate\n").unwrap();
+    let out = pull_with(
+        &fresh,
+        &https_url(bot.port),
+        &["--api-key", KEY, "--ca-cert", &bogus.display().to_string()],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("--ca-cert (SYNC_CA_CERT)") && err.contains("no certificate in it"),
+        "{err}"
+    );
+    assert!(!fresh.keeper.exists(), "keeper.db was created:\n{err}");
+
+    // Nothing written, nothing acknowledged, not even a failed attempt counted.
+    assert_eq!(vh_count(&control_room).await, before);
+    assert_eq!(
+        queue_state(&bot.env.keeper, discovery).await,
+        ("pending".into(), 0, None)
+    );
+    wait_for_log(&bot.log, "TLS handshake failed", Duration::from_secs(10));
+}
+
+/// A TLS-terminating proxy in front of a plain-HTTP API, as a hosting
+/// platform's edge (Railway, Fly, Render) is: TLS in, plain TCP out to
+/// `target`. Runs on its own thread and runtime; returns its port.
+fn tls_terminating_proxy(certs: &Certs, target: u16) -> u16 {
+    let config = std::sync::Arc::new(certs.server_config());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut client) = acceptor.accept(client).await else {
+                        return;
+                    };
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+        });
+    });
+    port
+}
+
+#[tokio::test]
+async fn pull_over_https_through_a_tls_terminating_proxy() {
+    let certs = Certs::new();
+    // The bot host serves plain HTTP behind the platform's TLS edge.
+    let bot = BotHost::start();
+    wait_for_log(&bot.log, "scheme=\"http\"", Duration::from_secs(10));
+    bot.submit("Ixiezh HV", "moon:Getre Beta", "Through the edge").await;
+    let control_room = Env::new();
+    let before = vh_count(&control_room).await;
+    let edge = tls_terminating_proxy(&certs, bot.port);
+
+    let ca = certs.ca.display().to_string();
+    let out = pull_with(&control_room, &https_url(edge), &["--api-key", KEY, "--ca-cert", &ca]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pulled 1, failed 0"));
+    assert_eq!(vh_count(&control_room).await, before + 1);
+    assert!(bot.queue().await.iter().all(|(_, s, h)| s == "synced" && h.is_some()));
+
+    // https:// to a port that speaks plain HTTP is named for what it is.
+    let out = pull_with(
+        &control_room,
+        &https_url(bot.port),
+        &["--api-key", KEY, "--ca-cert", &ca],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("did not answer in TLS") && err.contains("use http://"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_tls_settings_stop_keeper_run_at_start_up_changing_nothing() {
+    let certs = Certs::new();
+    let other = Certs::new();
+    let env = Env::new();
+    let garbage = env.dir.path().join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let missing = env.dir.path().join("missing.pem");
+    let (cert, key) = (certs.path("cert.pem"), certs.path("key.pem"));
+    // (the variables set, what the error must say)
+    type Case<'a> = (Vec<(&'a str, String)>, Vec<String>);
+    let cases: Vec<Case> = vec![
+        (
+            vec![("SYNC_API_TLS_CERT", cert.clone())],
+            vec!["SYNC_API_TLS_CERT (in the environment) is set but SYNC_API_TLS_KEY is not".into()],
+        ),
+        (
+            vec![("SYNC_API_TLS_KEY", key.clone())],
+            vec!["SYNC_API_TLS_KEY (in the environment) is set but SYNC_API_TLS_CERT is not".into()],
+        ),
+        (
+            vec![
+                ("SYNC_API_TLS_CERT", missing.display().to_string()),
+                ("SYNC_API_TLS_KEY", key.clone()),
+            ],
+            vec![format!(
+                "SYNC_API_TLS_CERT (in the environment) = {:?}: cannot read the file",
+                missing
+            )],
+        ),
+        (
+            vec![
+                ("SYNC_API_TLS_CERT", garbage.display().to_string()),
+                ("SYNC_API_TLS_KEY", key.clone()),
+            ],
+            vec![format!(
+                "SYNC_API_TLS_CERT (in the environment) = {:?}: not a valid PEM file",
+                garbage
+            )],
+        ),
+        (
+            // A certificate where the key should be.
+            vec![("SYNC_API_TLS_CERT", cert.clone()), ("SYNC_API_TLS_KEY", cert.clone())],
+            vec![
+                "SYNC_API_TLS_KEY (in the environment)".into(),
+                "no private key in it".into(),
+            ],
+        ),
+        (
+            // Another certificate's key.
+            vec![
+                ("SYNC_API_TLS_CERT", cert.clone()),
+                ("SYNC_API_TLS_KEY", other.path("key.pem")),
+            ],
+            vec!["do not go together".into(), "the private key it was issued for".into()],
+        ),
+    ];
+    for (vars, expected) in cases {
+        let mut cmd = env.command(&["run"]);
+        cmd.envs(vars.iter().map(|(k, v)| (*k, v.as_str())));
+        let out = output_within(cmd, Duration::from_secs(60), "keeper run with bad TLS settings to exit");
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{vars:?}: keeper run started:\n{err}");
+        for text in &expected {
+            assert!(err.contains(text.as_str()), "{vars:?}: expected {text:?} in:\n{err}");
+        }
+        assert!(!err.contains("Sync API available"), "{vars:?}: {err}");
+        assert!(!env.keeper.exists(), "{vars:?}: keeper.db was created");
+    }
+
+    // From the old bot's .env, the file is named.
+    std::fs::write(env.dir.path().join(".env"), format!("SYNC_API_TLS_CERT={cert}\n")).unwrap();
+    let out = output_within(env.command(&["run"]), Duration::from_secs(60), "keeper run to exit");
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    let dotenv = env.dir.path().join(".env");
+    assert!(
+        err.contains(&format!(
+            "SYNC_API_TLS_CERT (in {}) is set but SYNC_API_TLS_KEY is not",
+            dotenv.display()
+        )),
+        "{err}"
+    );
+    assert!(!env.keeper.exists());
 }

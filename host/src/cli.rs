@@ -16,6 +16,7 @@ use crate::output;
 use crate::records::{Layout, Records, RecordsError};
 use crate::report::Report;
 use crate::store::Access;
+use crate::tls::ServerTls;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -99,7 +100,9 @@ pub enum Command {
         command: crate::plugins::commands::PluginCommand,
     },
     /// Remote mode, beside Control Room: fetch a bot host's pending items, write them to VH-Database, acknowledge.
-    #[command(after_help = "Example:\n  keeper pull --from http://bot-host:8080 --every 60")]
+    #[command(
+        after_help = "Examples:\n  keeper pull --from https://keeper-bot.example.com --every 60\n  keeper pull --from https://10.0.0.5:8080 --ca-cert bot-ca.pem --once"
+    )]
     Pull(PullArgs),
     /// Print the sync API's OpenAPI document (as served at /openapi.json).
     #[command(after_help = "Example:\n  keeper openapi > openapi.json")]
@@ -123,9 +126,13 @@ impl Command {
 
 #[derive(Debug, clap::Args)]
 pub struct PullArgs {
-    /// The bot host's sync API, e.g. http://bot-host:8080 (plain http only).
+    /// The bot host's sync API, e.g. https://keeper-bot.example.com or http://bot-host:8080.
     #[arg(long, value_name = "URL")]
     from: String,
+    /// Also trust the CA certificate(s) in FILE (PEM) for an https:// bot host whose
+    /// certificate is self-signed or from a private CA; the system's roots are always trusted.
+    #[arg(long, env = "SYNC_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// The bot host's SYNC_API_KEY (default: this machine's SYNC_API_KEY).
     #[arg(long, value_name = "KEY")]
     api_key: Option<String>,
@@ -209,6 +216,8 @@ pub enum CliError {
     #[error(transparent)]
     Pull(#[from] crate::pull::PullError),
     #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
     Output(#[from] output::OutputError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -244,13 +253,19 @@ impl CliError {
     }
 }
 
-/// Every environment variable a flag falls back to, with its flag.
+/// Every environment variable a flag falls back to, with its flag: the
+/// global ones and those of a single command (`keeper pull`'s `SYNC_CA_CERT`).
 pub fn env_vars() -> Vec<(String, String)> {
     use clap::CommandFactory;
-    Cli::command()
-        .get_arguments()
+    let cli = Cli::command();
+    let commands = std::iter::once(&cli).chain(cli.get_subcommands());
+    let mut vars: Vec<(String, String)> = commands
+        .flat_map(|c| c.get_arguments())
         .filter_map(|a| Some((a.get_env()?.to_str()?.to_owned(), format!("--{}", a.get_long()?))))
-        .collect()
+        .collect();
+    vars.sort();
+    vars.dedup();
+    vars
 }
 
 /// Parses the command line in the environment [`Environment::load`] left.
@@ -285,15 +300,39 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         // Needs no keeper.db: a plugin is checked where it is written.
         return Ok(crate::plugins::commands::check(&cli.settings, file).await?);
     }
+    // What can be checked before keeper.db is opened is: a bad certificate,
+    // key, CA file or address stops the command having changed nothing.
+    let prepared = match &cli.command {
+        Command::Run => Prepared::Run(crate::tls::server_config(&cli.settings)?),
+        Command::Pull(args) => Prepared::Pull(remote(&cli.settings, args)?),
+        _ => Prepared::Nothing,
+    };
     let app = App::open(cli.settings, cli.command.access()).await?;
     let path = app.settings.keeper_db.clone();
-    command(app, cli.command).await.map_err(|e| e.naming_keeper_db(&path))
+    command(app, cli.command, prepared)
+        .await
+        .map_err(|e| e.naming_keeper_db(&path))
+}
+
+/// What a command took from its settings before keeper.db was opened.
+enum Prepared {
+    Nothing,
+    /// `keeper run`'s TLS configuration (`None`: plain HTTP).
+    Run(Option<ServerTls>),
+    /// `keeper pull`'s bot host.
+    Pull(crate::pull::Remote),
 }
 
 /// One command on an open keeper.db.
-async fn command(app: App, command: Command) -> Result<(), CliError> {
+async fn command(app: App, command: Command, prepared: Prepared) -> Result<(), CliError> {
     match command {
-        Command::Run => run_main(&app).await,
+        Command::Run => {
+            let tls = match prepared {
+                Prepared::Run(tls) => tls,
+                _ => crate::tls::server_config(&app.settings)?,
+            };
+            run_main(&app, tls).await
+        }
         Command::Submit(args) => submit(&app, *args).await,
         Command::Sync { once } => sync(&app, once).await,
         Command::Status { json } => status(&app, json).await,
@@ -350,7 +389,13 @@ async fn command(app: App, command: Command) -> Result<(), CliError> {
             output::print_after_commit(&format!("queued {n} discovery(ies) that had no queue row\n"));
             Ok(())
         }
-        Command::Pull(args) => pull(&app, args).await,
+        Command::Pull(args) => {
+            let remote = match prepared {
+                Prepared::Pull(remote) => remote,
+                _ => remote(&app.settings, &args)?,
+            };
+            pull(&app, args, remote).await
+        }
         Command::Openapi => Ok(()),
     }
 }
@@ -436,13 +481,13 @@ async fn shutdown_signal() {
     }
 }
 
-async fn run_main(app: &App) -> Result<(), CliError> {
+async fn run_main(app: &App, tls: Option<ServerTls>) -> Result<(), CliError> {
     // Settings first: a bad one stops the start-up before anything runs.
     let bot_config = crate::bot::BotConfig::from_settings(&app.settings)?;
     let (stop, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     // Bound before anything starts, so a taken port fails the start-up.
-    let api = crate::api::Listening::bind(app.settings.api_addr()).await?;
+    let api = crate::api::Listening::bind(app.settings.api_addr(), tls).await?;
     let api_stopped = stopped.clone();
     let mut worker_status = Default::default();
     if app.settings.use_haven_database {
@@ -666,10 +711,15 @@ fn parse_reports(mut records: Records<impl BufRead>) -> Result<Vec<Report>, CliE
     Ok(reports)
 }
 
-async fn pull(app: &App, args: PullArgs) -> Result<(), CliError> {
+/// The bot host `keeper pull` talks to; `--api-key` defaults to this
+/// machine's `SYNC_API_KEY`.
+fn remote(settings: &Settings, args: &PullArgs) -> Result<crate::pull::Remote, CliError> {
+    let api_key = args.api_key.clone().or_else(|| settings.api_key().map(str::to_owned));
+    Ok(crate::pull::Remote::new(&args.from, api_key, args.ca_cert.as_deref())?)
+}
+
+async fn pull(app: &App, args: PullArgs, remote: crate::pull::Remote) -> Result<(), CliError> {
     require_haven(app)?;
-    let api_key = args.api_key.or_else(|| app.settings.api_key().map(str::to_owned));
-    let remote = crate::pull::Remote::new(&args.from, api_key)?;
     let every = args.every.filter(|_| !args.once);
     // Hot reload only for a long-running puller, as for `keeper run`.
     let plugins = if every.is_some() {

@@ -199,6 +199,16 @@ pub struct Settings {
     #[arg(long, global = true, env = "SYNC_API_KEY", hide_env_values = true)]
     pub sync_api_key: Option<String>,
 
+    /// Serve the sync API over HTTPS with this certificate (PEM; the chain,
+    /// server first). Needs SYNC_API_TLS_KEY; unset: plain HTTP (behind a
+    /// platform's TLS edge, or on a private network).
+    #[arg(long, global = true, env = "SYNC_API_TLS_CERT", value_name = "FILE")]
+    pub sync_api_tls_cert: Option<PathBuf>,
+
+    /// The private key of SYNC_API_TLS_CERT (PEM).
+    #[arg(long, global = true, env = "SYNC_API_TLS_KEY", value_name = "FILE")]
+    pub sync_api_tls_key: Option<PathBuf>,
+
     /// Discord bot token; without it everything runs but the bot.
     #[arg(long, global = true, env = "DISCORD_TOKEN", hide_env_values = true)]
     pub discord_token: Option<String>,

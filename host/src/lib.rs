@@ -20,6 +20,7 @@
 //! - [`bot`] — the Discord bot: `/discovery-report`, its forms, autocomplete, `/sync-status`
 //! - [`evidence`] — images attached in Discord, kept in keeper.db and served by the API
 //! - [`api`] — the sync API (HTTP, OpenAPI, Swagger UI, metrics)
+//! - [`tls`] — the API's certificate and the puller's trusted roots (rustls, ring)
 //! - [`app`], [`cli`] — wiring and the command line
 //! - [`logging`], [`output`] — log lines on stderr, a command's results on stdout
 
@@ -44,4 +45,5 @@ pub mod row;
 pub mod sink;
 pub mod sqlite_error;
 pub mod store;
+pub mod tls;
 pub mod worker;

@@ -13,9 +13,12 @@
 //! source id, makes a write that was never acknowledged (a crash, a lost
 //! answer) come back as "already there" instead of a second row.
 //!
-//! The HTTP client is blocking (ureq, already in the tree, without TLS):
-//! every exchange runs on a blocking thread. Plain `http://` only.
+//! The HTTP client is blocking (ureq): every exchange runs on a blocking
+//! thread. `https://` trusts the system's roots and `--ca-cert`
+//! ([`crate::tls::client_roots`]); plain `http://` is for private networks.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use poem_openapi::types::{ParseFromJSON, ToJSON};
@@ -42,6 +45,12 @@ pub enum PullError {
     BadUrl { url: String, reason: String },
     #[error("cannot reach the sync API at {url}: {reason} (is `keeper run` up on the bot host, and --from right?)")]
     Unreachable { url: String, reason: String },
+    /// The TLS handshake failed: an untrusted or wrong certificate, or a
+    /// server that does not speak TLS. Waiting does not fix it.
+    #[error("cannot reach the sync API at {url} securely: {reason}")]
+    Tls { url: String, reason: String },
+    #[error(transparent)]
+    TlsSetup(#[from] crate::tls::TlsError),
     #[error("the sync API at {url} refused the request (401 Unauthorized): {hint}")]
     Unauthorized { url: String, hint: &'static str },
     /// A host that writes VH-Database itself: pulling from it would write
@@ -69,7 +78,11 @@ impl PullError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            PullError::BadUrl { .. } | PullError::Unauthorized { .. } | PullError::Conflict { .. }
+            PullError::BadUrl { .. }
+                | PullError::Unauthorized { .. }
+                | PullError::Conflict { .. }
+                | PullError::Tls { .. }
+                | PullError::TlsSetup(_)
         )
     }
 }
@@ -93,29 +106,45 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// `from` is the API's base address, e.g. `http://bot-host:8080`.
-    pub fn new(from: &str, api_key: Option<String>) -> Result<Remote, PullError> {
+    /// `from` is the API's base address, e.g. `https://keeper-bot.example.com`
+    /// or `http://bot-host:8080`; `ca_cert` a PEM file of CAs to trust
+    /// besides the system's, for https.
+    pub fn new(from: &str, api_key: Option<String>, ca_cert: Option<&Path>) -> Result<Remote, PullError> {
         let bad = |reason: &str| PullError::BadUrl {
             url: from.to_owned(),
             reason: reason.to_owned(),
         };
         let base = from.trim_end_matches('/');
-        if base.starts_with("https://") {
-            return Err(bad(
-                "https is not supported by this build (no TLS); reach the sync API over http, e.g. through an SSH tunnel or a private network",
-            ));
-        }
-        let Some(host) = base.strip_prefix("http://") else {
-            return Err(bad("expected an http:// address, e.g. http://127.0.0.1:8080"));
+        let (https, host) = match (base.strip_prefix("https://"), base.strip_prefix("http://")) {
+            (Some(host), _) => (true, host),
+            (None, Some(host)) => (false, host),
+            (None, None) => {
+                return Err(bad(
+                    "expected an https:// or http:// address, e.g. https://keeper-bot.example.com",
+                ));
+            }
         };
         if host.is_empty() {
             return Err(bad("the address has no host"));
         }
-        let agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(HTTP_TIMEOUT))
-            .build()
-            .into();
+            .timeout_global(Some(HTTP_TIMEOUT));
+        if https {
+            let roots: Vec<ureq::tls::Certificate<'static>> = crate::tls::client_roots(ca_cert)?
+                .iter()
+                .map(|der| ureq::tls::Certificate::from_der(der).to_owned())
+                .collect();
+            let tls = ureq::tls::TlsConfig::builder()
+                .provider(ureq::tls::TlsProvider::Rustls)
+                .unversioned_rustls_crypto_provider(crate::tls::provider())
+                .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
+                .build();
+            config = config.tls_config(tls);
+        } else if let Some(path) = ca_cert {
+            tracing::warn!(ca_cert = %path.display(), "--ca-cert is ignored: --from is plain http://");
+        }
+        let agent = config.build().into();
         Ok(Remote {
             agent,
             base: base.to_owned(),
@@ -205,9 +234,15 @@ impl Remote {
 
 /// One blocking HTTP exchange: the status and the body as text.
 fn send(agent: &ureq::Agent, url: &str, key: Option<&str>, body: Option<String>) -> Result<(u16, String), PullError> {
-    let unreachable = |e: ureq::Error| PullError::Unreachable {
-        url: url.to_owned(),
-        reason: e.to_string(),
+    let unreachable = |e: ureq::Error| match tls_error(&e) {
+        Some(tls) => PullError::Tls {
+            url: url.to_owned(),
+            reason: crate::tls::explain_handshake(tls, host_of(url)),
+        },
+        None => PullError::Unreachable {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        },
     };
     let response = match body {
         None => {
@@ -238,6 +273,26 @@ fn send(agent: &ureq::Agent, url: &str, key: Option<&str>, body: Option<String>)
         .read_to_string()
         .map_err(unreachable)?;
     Ok((status, text))
+}
+
+/// The rustls error behind a failed exchange, if TLS is what failed
+/// (ureq passes a handshake failure on as an I/O error wrapping it).
+fn tls_error(error: &ureq::Error) -> Option<&rustls::Error> {
+    match error {
+        ureq::Error::Rustls(tls) => Some(tls),
+        ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>(),
+        _ => None,
+    }
+}
+
+/// The host of an `http(s)://host[:port]/…` URL, for messages.
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    if let Some(bracketed) = authority.strip_prefix('[') {
+        return bracketed.split(']').next().unwrap_or(bracketed);
+    }
+    authority.split(':').next().unwrap_or(authority)
 }
 
 /// Fetches, delivers and acknowledges, round after round.
@@ -419,6 +474,16 @@ fn input(item: &ExportedItem) -> Input {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_are_taken_from_urls() {
+        assert_eq!(host_of("https://127.0.0.1:8443/sync/export?after=0"), "127.0.0.1");
+        assert_eq!(
+            host_of("https://keeper-bot.example.com/sync/ack"),
+            "keeper-bot.example.com"
+        );
+        assert_eq!(host_of("http://[::1]:8080/x"), "::1");
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_or_every() {

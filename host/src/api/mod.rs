@@ -8,6 +8,7 @@
 //! - [`metrics`] — Prometheus text
 //! - [`timestamp`] — keeper.db times as RFC 3339 UTC
 //! - [`wire`] — JSON bodies for the errors hyper answers by itself
+//! - [`tls`] — HTTPS, when `SYNC_API_TLS_CERT` and `SYNC_API_TLS_KEY` are set
 //!
 //! Swagger UI is at `/docs`, the OpenAPI document at `/openapi.json`; both are
 //! open without the API key (the document is public: it is in the repository).
@@ -24,6 +25,7 @@ mod nullable;
 mod report_body;
 mod routes;
 pub(crate) mod timestamp;
+mod tls;
 mod wire;
 
 use std::net::{IpAddr, SocketAddr};
@@ -32,7 +34,7 @@ use std::sync::atomic::Ordering;
 
 use poem::http::header::{ALLOW, CONTENT_LENGTH, HOST};
 use poem::http::{HeaderValue, StatusCode};
-use poem::listener::TcpAcceptor;
+use poem::listener::{AcceptorExt as _, BoxAcceptor, TcpAcceptor};
 use poem::middleware::CatchPanic;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
 use poem_openapi::OpenApiService;
@@ -302,21 +304,25 @@ pub enum ServeError {
 pub struct Listening {
     listener: tokio::net::TcpListener,
     pub addr: SocketAddr,
+    /// `None`: plain HTTP.
+    tls: Option<crate::tls::ServerTls>,
 }
 
 impl Listening {
-    pub async fn bind(addr: SocketAddr) -> Result<Listening, ServeError> {
+    /// Binds `addr`; with `tls`, the API will be served over HTTPS only.
+    pub async fn bind(addr: SocketAddr, tls: Option<crate::tls::ServerTls>) -> Result<Listening, ServeError> {
         let bind_err = |source| ServeError::Bind { addr, source };
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind_err)?;
         let addr = listener.local_addr().map_err(bind_err)?;
-        Ok(Listening { listener, addr })
+        Ok(Listening { listener, addr, tls })
     }
 
     /// Serves until `shutdown` turns true, then lets requests in flight finish.
     pub async fn serve(self, state: ApiState, mut shutdown: watch::Receiver<bool>) {
         let addr = self.addr;
         let protected = state.api_key.is_some();
-        tracing::info!(host = %addr.ip(), protected, "🌐 Sync API available on port {}", addr.port());
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        tracing::info!(host = %addr.ip(), protected, scheme, "🌐 Sync API available on port {}", addr.port());
         if !protected && !addr.ip().is_loopback() {
             tracing::warn!(
                 host = %addr.ip(),
@@ -325,12 +331,17 @@ impl Listening {
                  connect can read the queue and submit reports; set SYNC_API_KEY"
             );
         }
-        let acceptor = match TcpAcceptor::from_tokio(self.listener) {
+        let tcp = match TcpAcceptor::from_tokio(self.listener) {
             Ok(a) => a,
             Err(error) => {
                 tracing::error!(%error, %addr, "sync API cannot start");
                 return;
             }
+        };
+        // hyper's own error answers are rewritten inside TLS, where they are plain.
+        let acceptor: BoxAcceptor = match self.tls {
+            Some(config) => wire::JsonErrors(tls::TlsAcceptor::new(tcp, config)).boxed(),
+            None => wire::JsonErrors(tcp).boxed(),
         };
         let stop = async move {
             while !*shutdown.borrow() {
@@ -339,7 +350,7 @@ impl Listening {
                 }
             }
         };
-        let served = Server::new_with_acceptor(wire::JsonErrors(acceptor))
+        let served = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(endpoint(Arc::new(state)), stop, Some(std::time::Duration::from_secs(5)))
             .await;
         match served {
