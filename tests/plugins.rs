@@ -17,7 +17,7 @@ use common::*;
 use sqlx::Row;
 
 /// One cargo feature of tests/guest-plugins per test plugin.
-const FEATURES: [&str; 15] = [
+const FEATURES: [&str; 16] = [
     "loop",
     "alloc",
     "panic",
@@ -33,6 +33,7 @@ const FEATURES: [&str; 15] = [
     "probe-socket",
     "probe-clock",
     "probe-random",
+    "contract-1-0",
 ];
 
 /// The hostile plugins and the reason each must be rejected with.
@@ -49,7 +50,7 @@ const HOSTILE: [(&str, &str); 8] = [
         "schema mismatch: column description holds Text values, the mapped value is integer",
     ),
     ("oversized", "mapper output too large"),
-    ("wrong-world", "not a keeper:mapper/mapper@1.0.0 component"),
+    ("wrong-world", "not a keeper:mapper/mapper@1.1.0 component"),
     ("not-wasm", "not a WebAssembly component"),
 ];
 
@@ -140,6 +141,128 @@ fn store_by_hash(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
         std::fs::rename(&partial, &path).expect("rename test plugin into place");
     }
     path
+}
+
+/// The Python plugins: the template of plugins/python-template as it is,
+/// and copies of it with one change each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Python {
+    /// The template: the default mapping, in Python.
+    Template,
+    /// Raises KeyError on rows whose description holds `[raise]`; passes the
+    /// conformance check.
+    Raises,
+    /// Raises ZeroDivisionError on every row: fails the check.
+    Broken,
+}
+
+impl Python {
+    /// (the name its `info` gives, code appended to mapping.py).
+    fn change(self) -> (&'static str, &'static str) {
+        match self {
+            Python::Template => ("keeper-python-mapper", ""),
+            Python::Raises => (
+                "test-python-raises",
+                "\n_map_row = map_row\n\n\ndef map_row(columns, lookup):\n    \
+                 if any(name == \"description\" and \"[raise]\" in str(value) for name, value in columns):\n        \
+                 return {}[\"[raise] on purpose\"]\n    return _map_row(columns, lookup)\n",
+            ),
+            Python::Broken => (
+                "test-python-broken",
+                "\n\ndef map_row(columns, lookup):\n    return len(columns) / 0\n",
+            ),
+        }
+    }
+}
+
+/// A built Python plugin and the mapping.py it was built from.
+struct PythonPlugin {
+    wasm: PathBuf,
+    mapping_py: PathBuf,
+}
+
+impl PythonPlugin {
+    /// The 1-based line of mapping.py holding `code`.
+    fn line_of(&self, code: &str) -> usize {
+        let source = std::fs::read_to_string(&self.mapping_py).expect("read mapping.py");
+        1 + source
+            .lines()
+            .position(|l| l.contains(code))
+            .unwrap_or_else(|| panic!("{code:?} not in {}", self.mapping_py.display()))
+    }
+}
+
+/// Builds (once: the result is kept under a name made from its sources'
+/// hash, so every test process and later runs share it) the Python plugin
+/// `variant` with plugins/python-template/build.sh, under a file lock.
+/// `.ci/run` builds the template before the tests and names it in
+/// `KEEPER_PYTHON_PLUGIN`; when that is set it is used, and must exist.
+/// Building needs python3 with venv and, the first time, PyPI (for the
+/// pinned componentize-py): without them the test fails saying so.
+fn python_plugin(variant: Python) -> PythonPlugin {
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/python-template");
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-plugins");
+    let src = work.join(format!("{variant:?}-src").to_lowercase());
+    let (name, appended) = variant.change();
+    if variant == Python::Template
+        && let Some(given) = std::env::var_os("KEEPER_PYTHON_PLUGIN")
+    {
+        let wasm = PathBuf::from(given);
+        assert!(
+            wasm.is_file(),
+            "KEEPER_PYTHON_PLUGIN names {}, which does not exist: build it with plugins/python-template/build.sh \
+             (.ci/run does), or unset it to have the test build it",
+            wasm.display()
+        );
+        return PythonPlugin {
+            wasm,
+            mapping_py: template.join("mapping.py"),
+        };
+    }
+    std::fs::create_dir_all(&work).expect("create the Python plugins' folder");
+    let lock = std::fs::File::create(work.join("build.lock")).expect("create build lock");
+    lock.lock().expect("take the Python plugins' build lock");
+
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    let read = |path: PathBuf| std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    for file in ["app.py", "mapping.py", "build.sh"] {
+        hash.update(read(template.join(file)));
+    }
+    hash.update(read(template.join("../../mapper-guest/wit/mapper.wit")));
+    hash.update(appended.as_bytes());
+    let wasm = work.join(format!("{variant:?}-{}.wasm", hex::encode(&hash.finalize()[..8])).to_lowercase());
+    let mapping_py = src.join("mapping.py");
+    if wasm.is_file() && mapping_py.is_file() {
+        return PythonPlugin { wasm, mapping_py };
+    }
+    let _ = std::fs::remove_dir_all(&src);
+    std::fs::create_dir_all(&src).expect("create the variant's source folder");
+    let app = read(template.join("app.py"));
+    let app = String::from_utf8(app).expect("app.py is UTF-8");
+    assert!(
+        app.contains("NAME = \"keeper-python-mapper\""),
+        "app.py no longer sets NAME"
+    );
+    std::fs::write(
+        src.join("app.py"),
+        app.replace("NAME = \"keeper-python-mapper\"", &format!("NAME = {name:?}")),
+    )
+    .expect("write app.py");
+    let mut mapping = read(template.join("mapping.py"));
+    mapping.extend_from_slice(appended.as_bytes());
+    std::fs::write(&mapping_py, mapping).expect("write mapping.py");
+
+    let mut build = Command::new("bash");
+    build.arg(template.join("build.sh")).arg(&wasm).arg(&src);
+    let out = output_within(build, Duration::from_secs(420), "plugins/python-template/build.sh");
+    assert!(
+        out.status.success() && wasm.is_file(),
+        "building the Python plugin {variant:?} failed (it needs python3 with venv, and PyPI the first time):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    PythonPlugin { wasm, mapping_py }
 }
 
 /// An environment whose plugins folder is `<tmp>/plugins`.
@@ -239,6 +362,17 @@ async fn wait_for(path: &Path, sql: &str, want: i64, timeout: Duration) {
     wait_for_value(path, sql, want, timeout).await;
 }
 
+/// Waits until `want` items are synced.
+async fn wait_for_synced(keeper: &Path, want: i64) {
+    wait_for(
+        keeper,
+        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'",
+        want,
+        RELOAD_TIMEOUT,
+    )
+    .await;
+}
+
 /// The registry's reason for rejecting the file `name`.wasm, once recorded.
 async fn rejection_reason(keeper: &Path, name: &str) -> String {
     let sql = format!("SELECT COUNT(*) FROM keeper_plugins WHERE status = 'rejected' AND source LIKE '%/{name}.wasm'");
@@ -323,10 +457,11 @@ async fn check_rejects_each_hostile_plugin_with_its_reason() {
     let out = env.run(&["plugin", "check", plugin("panic").to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("panics on purpose"));
 
-    // Well-behaved plugins pass, with a per-case report.
+    // Well-behaved plugins pass, with a per-case report; one built against
+    // the first contract (keeper:mapper@1.0.0) too.
     let mut benign = Env::new();
     benign.var("KEEPER_PLUGIN_TIMEOUT_MS", BENIGN_DEADLINE_MS);
-    for name in ["upper", "lenient", "trapdoor"] {
+    for name in ["upper", "lenient", "trapdoor", "contract-1-0"] {
         let report = benign.ok(&["plugin", "check", plugin(name).to_str().unwrap()]);
         assert!(report.contains("verdict  accepted"), "{name}:\n{report}");
         assert!(report.contains("0 failed"), "{name}:\n{report}");
@@ -344,13 +479,7 @@ async fn hot_reload_rejects_hostile_plugins_while_the_active_one_keeps_syncing()
     let (env, dir) = plugin_env();
     submit_many(&env, 5, "Before");
     let run = Running::start(&env);
-    wait_for(
-        &env.keeper,
-        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'",
-        5,
-        RELOAD_TIMEOUT,
-    )
-    .await;
+    wait_for_synced(&env.keeper, 5).await;
 
     for (name, _) in HOSTILE {
         install(name, &dir);
@@ -365,13 +494,7 @@ async fn hot_reload_rejects_hostile_plugins_while_the_active_one_keeps_syncing()
     // Still the built-in plugin, and it still syncs.
     assert_eq!(active_plugin(&env.keeper).await.0, "keeper-default-mapper");
     submit_many(&env, 5, "After");
-    wait_for(
-        &env.keeper,
-        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'",
-        10,
-        RELOAD_TIMEOUT,
-    )
-    .await;
+    wait_for_synced(&env.keeper, 10).await;
     assert_eq!(written_by(&env.haven, "keeper-default-mapper").await, 10);
 
     // `keeper plugin list` shows the active one and every rejection with its reason.
@@ -742,9 +865,8 @@ enum Sandboxed {
     /// Accepted and run; the attempt gets nothing. The probe reports what it
     /// got as a warning, compared word for word.
     Denied(&'static str),
-    /// Refused at load time with this reason (once the host enforces the
-    /// import contract, a plugin importing the interface lands here).
-    #[allow(dead_code)]
+    /// Refused at load time with this reason: it imports an interface the
+    /// contract does not grant.
     Rejected(&'static str),
 }
 
@@ -757,12 +879,14 @@ async fn sandboxed_plugins_get_no_files_environment_sockets_clock_or_randomness(
     let secret = secret_dir.path().join("secret.txt");
     std::fs::write(&secret, "the host's secret").unwrap();
 
+    // The contract grants no files, sockets, clocks or randomness: a plugin
+    // importing them is refused before it runs. The environment is linked
+    // (a Rust std guest imports it) and given empty.
     let cases = [
         (
             "probe-file",
             format!("read {}", secret.display()),
-            // No preopened directory: no path resolves, not even "/".
-            Sandboxed::Denied("probe file: read NotFound; list / NotFound; current dir /"),
+            Sandboxed::Rejected("imports what a mapping plugin may not use: wasi:filesystem/"),
         ),
         (
             "probe-env",
@@ -772,21 +896,10 @@ async fn sandboxed_plugins_get_no_files_environment_sockets_clock_or_randomness(
         (
             "probe-socket",
             format!("connect {}", listener.local_addr().unwrap()),
-            Sandboxed::Denied(
-                "probe socket: connect PermissionDenied; udp bind PermissionDenied; resolve localhost failed",
-            ),
+            Sandboxed::Rejected("wasi:sockets/"),
         ),
-        (
-            "probe-clock",
-            "clock".to_owned(), // Frozen at zero: a mapping cannot depend on when it runs.
-            Sandboxed::Denied("probe clock: wall 0 ns after 1970; monotonic 0 ns over a million steps"),
-        ),
-        (
-            "probe-random",
-            "random".to_owned(),
-            // A fixed sequence, the same on every call and every machine.
-            Sandboxed::Denied("probe random: secure b915b915b915b915; insecure b915b915b915b915"),
-        ),
+        ("probe-clock", "clock".to_owned(), Sandboxed::Rejected("wasi:clocks/")),
+        ("probe-random", "random".to_owned(), Sandboxed::Rejected("wasi:random/")),
     ];
     let mut mismatches = Vec::new();
     for (probe, description, expected) in cases {
@@ -922,4 +1035,190 @@ async fn pull_every_takes_a_new_plugin_between_rounds() {
         assert_eq!(recorded, writer, "bot host log:\n{}", bot_log.lock().unwrap());
     }
     stop(&mut bot_run);
+}
+
+/// The Python template passes the check as it is, is taken by hot reload
+/// into a running `keeper run` from the compiled form the check left in the
+/// cache, and the items it syncs carry its provenance.
+#[tokio::test]
+async fn the_python_template_passes_the_check_and_hot_reloads_into_keeper_run() {
+    let python = python_plugin(Python::Template);
+    let (env, dir) = benign_plugin_env();
+    submit_many(&env, 3, "Before");
+    let report = env.ok(&["plugin", "check", python.wasm.to_str().unwrap()]);
+    assert!(report.contains("plugin   keeper-python-mapper "), "{report}");
+    assert!(report.contains("0 failed"), "{report}");
+    assert!(report.contains("verdict  accepted"), "{report}");
+    assert!(!report.contains("compiled earlier"), "{report}");
+
+    let run = Running::start(&env);
+    wait_for_synced(&env.keeper, 3).await;
+    std::fs::copy(&python.wasm, dir.join("python_mapper.wasm")).unwrap();
+    wait_for_active(&env.keeper, "keeper-python-mapper").await;
+    // Not compiled again: the check's compiled form was taken.
+    run.wait_for_line(
+        &["mapping plugin active", "name=keeper-python-mapper", "cached=true"],
+        RELOAD_TIMEOUT,
+    );
+    let (_, version, hash) = active_plugin(&env.keeper).await;
+    use sha2::Digest;
+    assert_eq!(
+        hash,
+        hex::encode(sha2::Sha256::digest(std::fs::read(&python.wasm).unwrap()))
+    );
+    submit_many(&env, 4, "After");
+    wait_for_synced(&env.keeper, 7).await;
+    run.stop();
+    let report = env.ok(&["plugin", "check", python.wasm.to_str().unwrap()]);
+    assert!(
+        report.contains("compiled earlier: taken from the compiled-plugin cache"),
+        "{report}"
+    );
+
+    assert_eq!(written_by(&env.haven, "keeper-default-mapper").await, 3);
+    assert_eq!(written_by(&env.haven, "keeper-python-mapper").await, 4);
+    let ledger = rows(
+        &env.haven,
+        "SELECT l.plugin_version, l.plugin_hash, d.discovered_by, d.system_id, d.planet_id, d.resource_type
+         FROM keeper_sync_ledger l JOIN discoveries d ON d.id = l.haven_discovery_id
+         WHERE l.plugin_name = 'keeper-python-mapper'",
+    )
+    .await;
+    let default_row = rows(
+        &env.haven,
+        "SELECT d.discovered_by, d.system_id, d.planet_id, d.resource_type
+         FROM keeper_sync_ledger l JOIN discoveries d ON d.id = l.haven_discovery_id
+         WHERE l.plugin_name = 'keeper-default-mapper' LIMIT 1",
+    )
+    .await;
+    for row in &ledger {
+        assert_eq!(row.get::<String, _>(0), version);
+        assert_eq!(row.get::<String, _>(1), hash);
+        // The same mapping as the Rust plugin: the same columns.
+        assert_eq!(row.get::<String, _>(2), default_row[0].get::<String, _>(0));
+        assert_eq!(
+            row.get::<Option<String>, _>(3),
+            default_row[0].get::<Option<String>, _>(1)
+        );
+        assert_eq!(row.get::<Option<i64>, _>(4), default_row[0].get::<Option<i64>, _>(2));
+        assert_eq!(row.get::<String, _>(5), "Gold");
+    }
+    let queue = rows(
+        &env.keeper,
+        "SELECT q.metadata FROM sync_queue q JOIN discoveries d ON d.id = q.discovery_id
+         WHERE d.description LIKE 'After%'",
+    )
+    .await;
+    assert_eq!(queue.len(), 4);
+    for item in &queue {
+        let meta: serde_json::Value = serde_json::from_str(&item.get::<String, _>(0)).unwrap();
+        assert_eq!(meta["plugin"]["name"], "keeper-python-mapper");
+        assert_eq!(meta["plugin"]["hash"], hash.as_str());
+    }
+}
+
+/// An uncaught Python exception is reported with its type, its message and
+/// the last line of its traceback: in `keeper plugin check`'s output and
+/// the registry (a plugin that raises on every row) and in the error of the
+/// one item it raised on (a plugin that raises on some rows), while the
+/// other items sync.
+#[tokio::test]
+async fn a_python_exception_reports_its_type_message_and_traceback_line() {
+    let broken = python_plugin(Python::Broken);
+    let env = Env::new();
+    let out = env.run(&["plugin", "check", broken.wasm.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    let line = broken.line_of("return len(columns) / 0");
+    let expected =
+        format!("mapper trapped: ZeroDivisionError: division by zero (at mapping.py, line {line}, in map_row)");
+    assert!(
+        report.contains(&format!("  FAIL  🦴 every field: {expected}")),
+        "expected {expected:?} in\n{report}"
+    );
+    assert!(report.contains("44 failed"), "{report}");
+
+    let raises = python_plugin(Python::Raises);
+    let (env, dir) = benign_plugin_env();
+    std::fs::copy(&raises.wasm, dir.join("raises.wasm")).unwrap();
+    let fine = env.submit("💎", "Oculi", "planet:Erren", "Plain gold", &[]);
+    let crash = env.submit("💎", "Oculi", "planet:Erren", "Gold [raise] please", &[]);
+    let out = env.ok(&["sync", "--once"]);
+    assert!(out.contains("synced 1, failed 1"), "{out}");
+    assert_eq!(queue_state(&env.keeper, fine).await.0, "synced");
+    let (status, _, error) = queue_state(&env.keeper, crash).await;
+    assert_eq!(status, "max_retries_exceeded");
+    let line = raises.line_of("return {}[\"[raise] on purpose\"]");
+    assert_eq!(
+        error.as_deref(),
+        Some(
+            format!("mapper trapped: KeyError: '[raise] on purpose' (at mapping.py, line {line}, in map_row)").as_str()
+        )
+    );
+    assert_eq!(written_by(&env.haven, "test-python-raises").await, 1);
+}
+
+/// A plugin importing WASI's filesystem is refused before it is linked,
+/// by `check` and by the watcher, with every such import named and how to
+/// build without them.
+#[tokio::test]
+async fn a_plugin_importing_wasi_filesystem_is_refused_naming_the_imports() {
+    let env = Env::new();
+    let out = env.run(&["plugin", "check", plugin("probe-file").to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    for needle in [
+        "verdict  rejected: imports what a mapping plugin may not use: ",
+        "wasi:filesystem/types@0.2.",
+        "wasi:filesystem/preopens@0.2.",
+        "componentize-py ... componentize --stub-wasi",
+        "no files (std::fs)",
+    ] {
+        assert!(report.contains(needle), "expected {needle:?} in\n{report}");
+    }
+    // The WASI a Rust std guest links anyway is allowed (it is given empty):
+    // not named.
+    assert!(!report.contains("wasi:cli/"), "{report}");
+    assert!(!report.contains("wasi:io/"), "{report}");
+}
+
+/// plugins/python-template/side_by_side.py on the Python template and the
+/// built-in Rust plugin: the same outcome, columns and warnings on every
+/// conformance case (a refusal worded differently is shown, not counted),
+/// and nothing would change on a keeper.db's synced items.
+#[tokio::test]
+async fn side_by_side_finds_the_python_template_maps_as_the_rust_plugin_does() {
+    let python = python_plugin(Python::Template);
+    let mut env = Env::new();
+    env.var("KEEPER_PLUGIN_TIMEOUT_MS", BENIGN_DEADLINE_MS);
+    env.submit("🦴", "Ixiezh HV", "planet:Getre Beta", "Bones on a moon", &[]);
+    env.submit(
+        "💎",
+        "Oculi",
+        "planet:Erren",
+        "Gold",
+        &["--field", "resource_type=Gold"],
+    );
+    env.submit("📜", "Nowhere Known", "space:station:Alpha", "A log", &[]);
+    env.ok(&["sync", "--once"]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/python-template/side_by_side.py");
+    let rust = Path::new(env!("OUT_DIR")).join("default_mapper.wasm");
+    let mut compare = Command::new("python3");
+    compare
+        .arg(&script)
+        .arg(&python.wasm)
+        .arg(&rust)
+        .arg("--keeper-db")
+        .arg(&env.keeper)
+        .current_dir(env.dir.path())
+        .env("KEEPER_BIN", keeper_bin())
+        .env("HAVEN_DB_PATH", &env.haven)
+        .env("KEEPER_PLUGIN_TIMEOUT_MS", BENIGN_DEADLINE_MS.to_string());
+    let out = output_within(compare, Duration::from_secs(420), "side_by_side.py");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}\n{}", stderr(&out));
+    assert!(shown.contains("keeper-python-mapper 1.0.0: accepted"), "{shown}");
+    assert!(shown.contains("keeper-default-mapper 1.0.0: accepted"), "{shown}");
+    assert!(shown.contains("44 case(s): 0 difference(s)"), "{shown}");
+    assert!(shown.contains("0 of 3 item(s) would change"), "{shown}");
 }

@@ -294,11 +294,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         return Ok(());
     }
     if let Command::Plugin {
-        command: crate::plugins::commands::PluginCommand::Check { file },
+        command: crate::plugins::commands::PluginCommand::Check { file, json },
     } = &cli.command
     {
         // Needs no keeper.db: a plugin is checked where it is written.
-        return Ok(crate::plugins::commands::check(&cli.settings, file).await?);
+        return Ok(crate::plugins::commands::check(&cli.settings, file, *json).await?);
     }
     // What can be checked before keeper.db is opened is: a bad certificate,
     // key, CA file or address stops the command having changed nothing.

@@ -1,15 +1,19 @@
 //! The mapping sandbox: runs a `keeper:mapper` wasm component on keeper.db
 //! rows and enforces its limits.
 //!
-//! A plugin gets no WASI capability (no files, network, environment or
-//! arguments; its stderr is captured so a panic message can be reported; its
-//! clocks read zero and its random numbers are a fixed sequence, so the same
-//! row always maps the same way) and exactly one import, the read-only `lookup` served from a [`Lookup`]
-//! snapshot. Every call has a deadline (epoch interruption, counted in the
-//! calling thread's CPU time where the platform has such a clock, see
-//! [`thread_cpu_time`]), memory is capped
-//! and the output size is checked, so a plugin that loops, allocates without
-//! end or panics fails that one item and never the host.
+//! A plugin may import only what the contract grants ([`check_imports`],
+//! before it is ever linked): the read-only `lookup` served from a [`Lookup`]
+//! snapshot, `diagnostics` to say why it is about to crash, and the WASI
+//! input/output a Rust guest's standard library links, given empty (no
+//! variables or arguments, nothing to read, stdout discarded, stderr captured
+//! so a panic message can be reported). No files, sockets, clocks or
+//! randomness: a plugin importing them is refused, naming the imports.
+//!
+//! Every call has a deadline (epoch interruption, counted in the calling
+//! thread's CPU time where the platform has such a clock, see
+//! [`thread_cpu_time`]), memory is capped and the output size is checked,
+//! so a plugin that loops, allocates without end or panics fails that one
+//! item and never the host.
 //!
 //! A trap poisons a wasmtime `Store`, so an instance is discarded after any
 //! error and a fresh one made from the pre-instantiated component (tens of
@@ -35,7 +39,7 @@ mod bindings {
     });
 }
 
-use bindings::keeper::mapper::{lookup, types as wit};
+use bindings::keeper::mapper::{diagnostics, lookup, types as wit};
 
 /// The default mapping plugin, compiled from `mapper-guest` by build.rs.
 pub const DEFAULT_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/default_mapper.wasm"));
@@ -78,14 +82,70 @@ pub struct PluginInfo {
 }
 
 /// The world every plugin must implement, as named in error messages.
-pub const WORLD: &str = "keeper:mapper/mapper@1.0.0";
+/// Plugins built against an earlier 1.x of it load too (wasmtime matches
+/// semver-compatible import names).
+pub const WORLD: &str = "keeper:mapper/mapper@1.1.0";
+
+/// The contract's own interfaces a plugin may import, any 1.x version.
+const CONTRACT_IMPORTS: [&str; 3] = [
+    "keeper:mapper/types",
+    "keeper:mapper/lookup",
+    "keeper:mapper/diagnostics",
+];
+
+/// The WASI 0.2 interfaces a Rust guest's standard library imports on
+/// wasm32-wasip2 even when the plugin uses none of them (its start-up reads
+/// the environment, its panics print to stderr). They are allowed so a
+/// plugin can be built with plain `cargo build --target wasm32-wasip2`, and
+/// granted empty ([`sandbox_wasi`]). Everything else WASI offers (files,
+/// sockets, clocks, randomness, HTTP) is refused.
+const STD_WASI_IMPORTS: [&str; 13] = [
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+];
+
+/// Held while a component compiles, so compiles run one at a time: a
+/// Python plugin (CPython and its standard library, 18.5 MB) takes seconds
+/// of CPU and about 370 MB of memory to compile, and two files dropped in
+/// together, or a check beside hot reload, would otherwise double that peak
+/// on a machine that is also syncing. Across processes sharing a keeper.db
+/// the compiled-plugin cache serialises compiles the same way
+/// (`plugins::cache`).
+static COMPILING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The longest crash report ([`diagnostics`]) kept, in bytes.
+const CRASH_REPORT_LIMIT: usize = 2048;
 
 /// A plugin that cannot be used at all.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     /// The bytes do not even compile as a WebAssembly component.
-    #[error("not a WebAssembly component (build it with `cargo build --target wasm32-wasip2`): {0}")]
+    #[error(
+        "not a WebAssembly component (build a Rust plugin with `cargo build --target wasm32-wasip2`, a Python \
+         one with `componentize-py --world mapper componentize app --stub-wasi`; see plugins/README.md): {0}"
+    )]
     NotWasm(String),
+    /// A component that imports what the contract does not grant.
+    #[error(
+        "imports what a mapping plugin may not use: {}. A plugin may import only the keeper:mapper interfaces \
+         (and, for a Rust plugin, the WASI input/output its standard library links, given empty). Build a \
+         Python plugin with `componentize-py ... componentize --stub-wasi`, which leaves it no WASI imports; \
+         in a Rust plugin use no files (std::fs), sockets (std::net), clocks (std::time) or randomness \
+         (HashMap::new seeds itself: use BTreeMap)",
+        .0.join(", ")
+    )]
+    ForbiddenImports(Vec<String>),
     /// A component, but not of our world (other imports or exports).
     #[error("not a {WORLD} component: {0}")]
     WrongWorld(String),
@@ -195,6 +255,9 @@ struct HostState {
     /// The running call's deadline in thread CPU time: when it started and
     /// how long it may take (see [`arm_deadline`]).
     cpu_budget: Option<(Duration, Duration)>,
+    /// What the plugin said about the crash it is having (`diagnostics`),
+    /// reported if the running call then traps.
+    crash: Option<String>,
 }
 
 impl WasiView for HostState {
@@ -207,6 +270,19 @@ impl WasiView for HostState {
 }
 
 impl wit::Host for HostState {}
+
+impl diagnostics::Host for HostState {
+    fn report_crash(&mut self, mut text: String) {
+        if text.len() > CRASH_REPORT_LIMIT {
+            let mut end = CRASH_REPORT_LIMIT;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
+        self.crash = Some(text);
+    }
+}
 
 impl lookup::Host for HostState {
     fn find_system(&mut self, name: String) -> Option<String> {
@@ -294,14 +370,17 @@ impl Runtime {
         self.link(&component, content_hash(bytes))
     }
 
-    /// Compiles a component without linking it. Blocking.
+    /// Compiles a component without linking it. Blocking; one compile at a
+    /// time in this process ([`COMPILING`]).
     pub fn compile(&self, bytes: &[u8]) -> Result<Component, PluginError> {
+        let _one_at_a_time = COMPILING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         Component::new(&self.engine, bytes).map_err(|e| PluginError::NotWasm(one_line(&format!("{e:#}"))))
     }
 
     /// Links a compiled component against the contract and asks it who it
     /// is; `hash` is the content hash of the `.wasm` it was compiled from.
     pub fn link(&self, component: &Component, hash: String) -> Result<Plugin, PluginError> {
+        check_imports(&self.engine, component)?;
         let pre = self
             .linker
             .instantiate_pre(component)
@@ -324,6 +403,38 @@ impl Runtime {
         plugin.info.version = info.version;
         Ok(plugin)
     }
+}
+
+/// Refuses a component that imports anything beyond the contract, naming
+/// every such import. The linker holds all of WASI (with an empty context),
+/// so this check, not the linker, is what keeps a plugin from files,
+/// sockets, clocks and randomness; it runs before anything is instantiated.
+fn check_imports(engine: &Engine, component: &Component) -> Result<(), PluginError> {
+    let forbidden: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .filter(|(name, import)| !import_allowed(name, &import.ty))
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    if forbidden.is_empty() {
+        Ok(())
+    } else {
+        Err(PluginError::ForbiddenImports(forbidden))
+    }
+}
+
+/// Whether the contract grants the import `name`: a type (the world's
+/// `use types.{...}` imports the contract's types by name; a type grants
+/// nothing), one of [`CONTRACT_IMPORTS`] at 1.x, or one of
+/// [`STD_WASI_IMPORTS`] at 0.2.x.
+fn import_allowed(name: &str, item: &wasmtime::component::types::ComponentItem) -> bool {
+    use wasmtime::component::types::ComponentItem;
+    if matches!(item, ComponentItem::Type(_)) && !name.contains(':') {
+        return true;
+    }
+    let (interface, version) = name.split_once('@').unwrap_or((name, ""));
+    (CONTRACT_IMPORTS.contains(&interface) && version.starts_with("1."))
+        || (STD_WASI_IMPORTS.contains(&interface) && version.starts_with("0.2."))
 }
 
 /// wasmtime's messages may embed pretty-printed values over several lines;
@@ -426,6 +537,7 @@ impl Plugin {
             },
             lookup,
             cpu_budget: None,
+            crash: None,
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -599,6 +711,7 @@ impl Instance {
     }
 
     fn info(&mut self) -> Result<wit::PluginInfo, MapError> {
+        self.store.data_mut().crash = None;
         arm_deadline(&mut self.store, self.limits.deadline);
         let result = match &self.bindings {
             Some(b) => b.call_info(&mut self.store),
@@ -616,6 +729,7 @@ impl Instance {
                 value: to_wit(value),
             })
             .collect();
+        self.store.data_mut().crash = None;
         arm_deadline(&mut self.store, self.limits.deadline);
         let result = match &self.bindings {
             Some(b) => b.call_map(&mut self.store, &input),
@@ -647,6 +761,13 @@ impl Instance {
         }
         if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             return MapError::TimedOut(self.limits.deadline);
+        }
+        // What the plugin said before it broke (a Python exception) says
+        // more than the trap it then hit.
+        if let Some(report) = self.store.data().crash.as_deref().map(one_line)
+            && !report.is_empty()
+        {
+            return MapError::Trapped(report);
         }
         let stderr = String::from_utf8_lossy(&self.stderr.contents()).trim().to_owned();
         let panic = stderr

@@ -53,9 +53,33 @@ impl Cache {
         if let Some(component) = self.read(runtime.engine(), &path) {
             return Ok((runtime.link(&component, hash)?, true));
         }
+        // Another keeper on this keeper.db (`keeper plugin check` beside
+        // `keeper run`) may be compiling this very plugin: wait for it and
+        // take what it wrote, rather than compile it twice at once.
+        let _lock = self.compile_lock();
+        if let Some(component) = self.read(runtime.engine(), &path) {
+            return Ok((runtime.link(&component, hash)?, true));
+        }
         let component = runtime.compile(bytes)?;
         self.write(&path, &component);
         Ok((runtime.link(&component, hash)?, false))
+    }
+
+    /// An exclusive lock on the cache folder's `compile.lock`, held while
+    /// compiling, so keeper processes sharing this cache compile one at a
+    /// time. Without it (a read-only folder) compiling goes on unlocked:
+    /// the lock saves time and memory, correctness never depends on it.
+    fn compile_lock(&self) -> Option<std::fs::File> {
+        let locked = std::fs::create_dir_all(&self.dir)
+            .and_then(|()| std::fs::File::create(self.dir.join("compile.lock")))
+            .and_then(|file| file.lock().map(|()| file));
+        match locked {
+            Ok(file) => Some(file),
+            Err(error) => {
+                tracing::debug!(dir = %self.dir.display(), %error, "compiling without the cache's lock");
+                None
+            }
+        }
     }
 
     fn path_for(&self, engine: &Engine, hash: &str) -> PathBuf {

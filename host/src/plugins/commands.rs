@@ -24,6 +24,10 @@ pub enum PluginCommand {
     Check {
         /// The `.wasm` mapping plugin to check.
         file: PathBuf,
+        /// Print JSON instead of text: the verdict and, per case, the row and warnings the plugin returned
+        /// (to compare two plugins, see plugins/python-template/side_by_side.py).
+        #[arg(long)]
+        json: bool,
     },
     /// The active plugin, earlier ones, and rejected ones with their reasons.
     #[command(after_help = "Example:\n  keeper plugin list --json")]
@@ -53,7 +57,7 @@ macro_rules! say {
 
 pub async fn run(app: &App, command: PluginCommand) -> Result<(), PluginsError> {
     match command {
-        PluginCommand::Check { file } => check(&app.settings, &file).await,
+        PluginCommand::Check { file, json } => check(&app.settings, &file, json).await,
         PluginCommand::List { json } => list(app, json).await,
         PluginCommand::Preview { file, last } => preview(app, &file, last).await,
     }
@@ -61,10 +65,14 @@ pub async fn run(app: &App, command: PluginCommand) -> Result<(), PluginsError> 
 
 /// Runs the conformance corpus on `file`. Needs no keeper.db: nothing is
 /// recorded, so a maintainer can check a plugin anywhere.
-pub async fn check(settings: &Settings, file: &Path) -> Result<(), PluginsError> {
-    let loader = Loader::uncached(settings).await?;
+pub async fn check(settings: &Settings, file: &Path, json: bool) -> Result<(), PluginsError> {
+    let loader = Loader::for_check(settings).await?;
     let verdict = loader.check_file(file).await?;
-    crate::output::print(&verdict.report())?;
+    if json {
+        say!("{}", verdict.json());
+    } else {
+        crate::output::print(&verdict.report())?;
+    }
     match verdict.rejection {
         None => Ok(()),
         Some(rejection) => Err(PluginsError::Rejected(rejection)),
@@ -150,15 +158,15 @@ async fn active_plugin(app: &App, loader: &Loader) -> Result<(Plugin, Option<Str
             ),
         },
     };
-    let runtime = loader.runtime.clone();
-    let plugin = tokio::task::spawn_blocking(move || runtime.load(&bytes))
+    let loader = loader.clone();
+    let (plugin, _) = tokio::task::spawn_blocking(move || loader.load(&bytes))
         .await
         .map_err(|e| PluginsError::Join(e.to_string()))??;
     Ok((plugin, note))
 }
 
 async fn preview(app: &App, file: &Path, last: u32) -> Result<(), PluginsError> {
-    let loader = Loader::new(app, false).await?;
+    let loader = Loader::new(app, true).await?;
     let verdict = loader.check_file(file).await?;
     let verdict_line = match &verdict.rejection {
         None => "passes the conformance check".to_owned(),

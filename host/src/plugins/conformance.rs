@@ -118,6 +118,9 @@ pub enum Outcome {
 pub struct CaseResult {
     pub name: String,
     pub outcome: Outcome,
+    /// What the plugin returned, when it returned a row: for `keeper plugin
+    /// check --json`, which side-by-side comparisons read.
+    pub mapped: Option<crate::mapper::Mapped>,
 }
 
 /// Why a plugin may not become active. The message is what the registry,
@@ -193,6 +196,9 @@ impl Verdict {
             ));
         }
         out.push_str(&format!("sha256   {}\n", self.hash));
+        if self.cached {
+            out.push_str("compiled earlier: taken from the compiled-plugin cache\n");
+        }
         if !self.cases.is_empty() {
             let failed = self.failed().count();
             out.push_str(&format!(
@@ -217,6 +223,38 @@ impl Verdict {
             Some(why) => out.push_str(&format!("verdict  rejected: {why}\n")),
         }
         out
+    }
+
+    /// The report as JSON for `keeper plugin check --json`: the verdict and,
+    /// per case, its outcome with the row and warnings the plugin returned,
+    /// so two plugins can be compared case by case.
+    pub fn json(&self) -> serde_json::Value {
+        let info = self.info();
+        let cases: Vec<serde_json::Value> = self
+            .cases
+            .iter()
+            .map(|case| {
+                let (outcome, reason) = match &case.outcome {
+                    Outcome::Mapped { .. } => ("mapped", None),
+                    Outcome::Refused(why) => ("refused", Some(why)),
+                    Outcome::Failed(why) => ("failed", Some(why)),
+                };
+                serde_json::json!({
+                    "name": case.name,
+                    "outcome": outcome,
+                    "reason": reason,
+                    "row": case.mapped.as_ref().map(|m| m.row.to_json()),
+                    "warnings": case.mapped.as_ref().map(|m| &m.warnings),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "plugin": self.plugin.as_ref().map(|_| serde_json::json!({"name": info.name, "version": info.version})),
+            "hash": self.hash,
+            "accepted": self.rejection.is_none(),
+            "reason": self.rejection.as_ref().map(ToString::to_string),
+            "cases": cases,
+        })
     }
 
     fn failed(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -270,6 +308,7 @@ pub fn verify(hash: String, loaded: Result<Plugin, PluginError>, schema: &Target
         .zip(results)
         .map(|(case, result)| CaseResult {
             name: case.name.clone(),
+            mapped: result.as_ref().ok().cloned(),
             outcome: judge(case.expect, result, schema),
         })
         .collect();

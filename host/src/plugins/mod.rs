@@ -84,16 +84,31 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// `cache`: where compiled plugins are kept, or `None` to always compile
-    /// (the read-only `keeper plugin` commands).
+    /// `cache`: whether compiled plugins are kept in (and taken from) the
+    /// cache beside keeper.db. Start-up, hot reload, `check` and `preview`
+    /// all share it, so a plugin is compiled once per keeper.db.
     pub async fn new(app: &App, cache: bool) -> Result<Loader, PluginsError> {
         let mut loader = Loader::uncached(&app.settings).await?;
         loader.cache = cache.then(|| Cache::new(app.settings.plugin_cache_dir(), app.store.plugin_cache_key()));
         Ok(loader)
     }
 
-    /// A loader that compiles every time and needs no keeper.db: `keeper
-    /// plugin check` runs on a maintainer's machine that has no bot.
+    /// The loader of `keeper plugin check`: with the cache of the keeper.db
+    /// at `KEEPER_DB_PATH` when there is one (opened read-only), so a check
+    /// leaves the compiled plugin for hot reload and the next check; without
+    /// a cache (and without touching anything) on a maintainer's machine
+    /// that has no bot.
+    pub async fn for_check(settings: &Settings) -> Result<Loader, PluginsError> {
+        if settings.keeper_db.is_file() {
+            match App::open(settings.clone(), crate::store::Access::Read).await {
+                Ok(app) => return Loader::new(&app, true).await,
+                Err(error) => tracing::info!(%error, "compiled plugins are not cached for this check"),
+            }
+        }
+        Loader::uncached(settings).await
+    }
+
+    /// A loader that compiles every time and needs no keeper.db.
     pub async fn uncached(settings: &Settings) -> Result<Loader, PluginsError> {
         let runtime = Runtime::new(settings.plugin_limits())?;
         let schema = TargetSchema::reference().await?;
@@ -104,12 +119,24 @@ impl Loader {
         })
     }
 
-    /// Compiles (or takes from the cache) and links. Blocking.
+    /// Compiles (or takes from the cache) and links. Blocking. The time it
+    /// took is logged at debug level (`KEEPER_LOG=keeper::plugins=debug`):
+    /// how long activating a plugin costs, cached or not.
     fn load(&self, bytes: &[u8]) -> Result<(Plugin, bool), PluginError> {
-        match &self.cache {
+        let started = std::time::Instant::now();
+        let loaded = match &self.cache {
             Some(cache) => cache.load(&self.runtime, bytes),
             None => self.runtime.load(bytes).map(|p| (p, false)),
+        };
+        if let Ok((plugin, cached)) = &loaded {
+            tracing::debug!(
+                name = %plugin.info().name,
+                cached,
+                elapsed_ms = started.elapsed().as_millis(),
+                "plugin loaded"
+            );
         }
+        loaded
     }
 
     /// The built-in default mapper.

@@ -1,11 +1,15 @@
 //! Test plugins for the host's plugin tests; see Cargo.toml for the
 //! behaviour each feature selects. Everything but `wrong-world` implements
-//! `keeper:mapper@1.0.0` by calling the default mapping (`mapper-guest` as a
+//! `keeper:mapper` (the current version; `contract-1-0` the first, 1.0.0,
+//! kept in wit-1.0.0/) by calling the default mapping (`mapper-guest` as a
 //! library) and then doing the one thing its feature asks.
 
 #[cfg(all(target_arch = "wasm32", not(feature = "wrong-world")))]
 mod mapper {
+    #[cfg(not(feature = "contract-1-0"))]
     wit_bindgen::generate!({ path: "../../mapper-guest/wit", world: "mapper" });
+    #[cfg(feature = "contract-1-0")]
+    wit_bindgen::generate!({ path: "wit-1.0.0", world: "mapper" });
 
     use keeper::mapper::{lookup, types};
 
@@ -46,6 +50,8 @@ mod mapper {
         "test-probe-clock"
     } else if cfg!(feature = "probe-random") {
         "test-probe-random"
+    } else if cfg!(feature = "contract-1-0") {
+        "test-contract-1-0"
     } else {
         "test-default"
     };

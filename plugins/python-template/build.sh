@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds the Python mapping plugin into one .wasm component:
+#
+#   plugins/python-template/build.sh [OUTPUT.wasm [APP_DIR]]
+#
+# OUTPUT.wasm defaults to target/python-plugin/keeper_python_mapper.wasm
+# (under CARGO_TARGET_DIR when that is set); APP_DIR, the folder holding
+# app.py and mapping.py, defaults to this one (give yours when you keep a
+# copy of the template elsewhere). The first run makes a venv with the
+# pinned componentize-py (target/tools/, ignored by git) and needs network
+# access to PyPI; later runs reuse it.
+#
+# `--stub-wasi` replaces every WASI import with a stub that traps, so the
+# component imports only the keeper:mapper interfaces: keeper refuses a
+# plugin that imports files, sockets, the environment, clocks or randomness.
+set -euo pipefail
+
+COMPONENTIZE_PY_VERSION=0.25.1
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+target=${CARGO_TARGET_DIR:-$root/target}
+out=${1:-$target/python-plugin/keeper_python_mapper.wasm}
+app_dir=${2:-$here}
+venv=$target/tools/componentize-py-$COMPONENTIZE_PY_VERSION
+
+if [ ! -x "$venv/bin/componentize-py" ]; then
+    echo "build.sh: installing componentize-py $COMPONENTIZE_PY_VERSION into $venv" >&2
+    rm -rf "$venv"
+    if ! python3 -m venv "$venv"; then
+        echo "build.sh: python3 cannot make a venv; on Debian or Ubuntu: apt-get install python3-venv" >&2
+        exit 1
+    fi
+    "$venv/bin/pip" install -q --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
+fi
+
+mkdir -p "$(dirname "$out")"
+# Written aside and renamed: a watched plugins folder never sees half a file.
+partial="$out.partial"
+"$venv/bin/componentize-py" \
+    --wit-path "$root/mapper-guest/wit" --world mapper \
+    componentize app --python-path "$app_dir" --stub-wasi --output "$partial"
+mv "$partial" "$out"
+echo "$out"
