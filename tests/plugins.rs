@@ -886,7 +886,7 @@ async fn sandboxed_plugins_get_no_files_environment_sockets_clock_or_randomness(
         (
             "probe-file",
             format!("read {}", secret.display()),
-            Sandboxed::Rejected("imports what a mapping plugin may not use: wasi:filesystem/"),
+            Sandboxed::Rejected("wasi:filesystem/types@0.2."),
         ),
         (
             "probe-env",

@@ -212,12 +212,13 @@ mod tests {
         assert!(!cached);
     }
 
-    /// The one cached file of `dir`.
+    /// The one compiled plugin of `dir` (beside the compile lock).
     fn only_file(dir: &Path) -> PathBuf {
         let files: Vec<PathBuf> = std::fs::read_dir(dir)
             .expect("cache dir")
             .flatten()
             .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
             .collect();
         assert_eq!(files.len(), 1, "{files:?}");
         files[0].clone()
