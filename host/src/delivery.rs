@@ -60,7 +60,7 @@ pub async fn deliver(
     let failed = |class: ErrorClass, message: String| Some(Outcome::Failed { class, message });
 
     let mut haven = sink.open().await?;
-    let lookup = Arc::new(haven.lookup().await?);
+    let lookup = haven.shared_lookup().await?;
 
     // Indexes of the items whose row could be read, and those rows.
     let mut mappable: Vec<usize> = Vec::with_capacity(items.len());
@@ -129,6 +129,8 @@ pub async fn deliver(
             });
         }
     }
+    // The batch went through: its connection serves the next one.
+    sink.keep(haven);
     // Every index got an outcome above; the fallback only guards the invariant.
     Ok(outcomes
         .into_iter()

@@ -205,31 +205,96 @@ async fn same_report(conn: &mut SqliteConnection, haven_id: i64, row: &Row) -> R
     Ok(same.unwrap_or(true))
 }
 
-/// A row the old bot wrote for the same report: same reporter, same time of
-/// report, same description, not claimed by any ledger row, and not in
-/// `taken` (rows linked earlier in the same batch, whose ledger rows are not
-/// written yet): two reports are never linked to one old row.
-pub async fn find_legacy_copy(
-    conn: &mut SqliteConnection,
-    row: &Row,
-    taken: &HashSet<i64>,
-) -> Result<Option<i64>, sqlx::Error> {
-    let (Some(description), Some(timestamp)) = (row.text("description"), row.text("submission_timestamp")) else {
-        return Ok(None);
-    };
-    sqlx::query_scalar(
-        "SELECT id FROM discoveries
-         WHERE discord_user_id IS ?1 AND submission_timestamp = ?2 AND description = ?3
-           AND id NOT IN (SELECT haven_discovery_id FROM keeper_sync_ledger)
-           AND id NOT IN (SELECT value FROM json_each(?4))
-         ORDER BY id LIMIT 1",
-    )
-    .bind(row.text("discord_user_id"))
-    .bind(timestamp)
-    .bind(description)
-    .bind(json!(taken).to_string())
-    .fetch_optional(&mut *conn)
-    .await
+/// The rows the old bot wrote that no ledger row claims, by a hash of what
+/// identifies a report (reporter, time of report, description): backfill
+/// looks each report up here instead of scanning VH-Database for it, so
+/// linking N old reports costs one read of the table, not N.
+///
+/// Built once per warm VH-Database connection (see [`crate::sink`]) and kept
+/// while no other program changes the file; rows linked by a committed
+/// batch are forgotten, so two reports are never linked to one old row.
+#[derive(Debug, Default)]
+pub struct LegacyRows {
+    by_report: HashMap<u64, Vec<i64>>,
+    /// Each row's key in `by_report`, to forget it without a search.
+    report_of: HashMap<i64, u64>,
+}
+
+impl LegacyRows {
+    pub async fn load(conn: &mut SqliteConnection) -> Result<LegacyRows, sqlx::Error> {
+        let rows: Vec<(i64, Option<String>, String, String)> = sqlx::query_as(
+            "SELECT id, CAST(discord_user_id AS TEXT), CAST(submission_timestamp AS TEXT), CAST(description AS TEXT)
+             FROM discoveries
+             WHERE submission_timestamp IS NOT NULL AND description IS NOT NULL
+               AND id NOT IN (SELECT haven_discovery_id FROM keeper_sync_ledger)
+             ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut legacy = LegacyRows::default();
+        for (id, user, timestamp, description) in rows {
+            let key = report_key(user.as_deref(), &timestamp, &description);
+            legacy.by_report.entry(key).or_default().push(id);
+            legacy.report_of.insert(id, key);
+        }
+        Ok(legacy)
+    }
+
+    /// A row the old bot wrote for the same report as `row`, not in `taken`
+    /// (rows linked earlier in the same batch). Each candidate is confirmed
+    /// with the exact comparison, so a hash collision never links.
+    pub async fn find(
+        &self,
+        conn: &mut SqliteConnection,
+        row: &Row,
+        taken: &HashSet<i64>,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        let (Some(description), Some(timestamp)) = (row.text("description"), row.text("submission_timestamp")) else {
+            return Ok(None);
+        };
+        let user = row.text("discord_user_id");
+        let Some(candidates) = self.by_report.get(&report_key(user, timestamp, description)) else {
+            return Ok(None);
+        };
+        for &id in candidates.iter().filter(|id| !taken.contains(id)) {
+            let same: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM discoveries
+                 WHERE id = ?1 AND discord_user_id IS ?2 AND submission_timestamp = ?3 AND description = ?4",
+            )
+            .bind(id)
+            .bind(user)
+            .bind(timestamp)
+            .bind(description)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if same.is_some() {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Drops rows that a committed batch linked.
+    pub fn forget(&mut self, linked: &HashSet<i64>) {
+        for id in linked {
+            let Some(key) = self.report_of.remove(id) else {
+                continue;
+            };
+            if let Some(ids) = self.by_report.get_mut(&key) {
+                ids.retain(|other| other != id);
+                if ids.is_empty() {
+                    self.by_report.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+fn report_key(user: Option<&str>, timestamp: &str, description: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (user, timestamp, description).hash(&mut hasher);
+    hasher.finish()
 }
 
 /// One ledger row to write.

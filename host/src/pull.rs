@@ -315,6 +315,13 @@ impl Puller {
     /// [`Puller::round`], stopping between two pages once `stop` turns true:
     /// a shutdown waits for the page in hand, not for the whole queue.
     async fn round_until(&self, stop: Option<&watch::Receiver<bool>>) -> Result<Pulled, PullError> {
+        let pulled = self.pages_until(stop).await;
+        // Between rounds VH-Database is Control Room's alone (sink.rs).
+        self.sink.release();
+        pulled
+    }
+
+    async fn pages_until(&self, stop: Option<&watch::Receiver<bool>>) -> Result<Pulled, PullError> {
         let mut total = Pulled::default();
         let mut after = 0;
         loop {

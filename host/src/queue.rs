@@ -148,6 +148,31 @@ impl ErrorClass {
     }
 }
 
+/// [`Queue::claim`]'s statement: ?1 token, ?2 lease modifier, ?3 limit,
+/// ?4 `not_tried_since`. Expired leases come first (they have waited
+/// longest), then due pending items in id order. Each part walks its own
+/// partial index (migration 12) and stops at the limit: the cost of a claim
+/// does not grow with the backlog (no sort of every pending row).
+const CLAIM: &str = "UPDATE sync_queue
+             SET sync_status = 'syncing', claim_token = ?1,
+                 lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now', ?2), last_sync_attempt = strftime('%Y-%m-%d %H:%M:%f', 'now')
+             WHERE id IN (
+                 SELECT id FROM (
+                     SELECT id FROM sync_queue INDEXED BY idx_sync_queue_syncing_lease
+                         WHERE sync_status = 'syncing'
+                         AND (lease_expires_at IS NULL OR lease_expires_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
+                         LIMIT ?3)
+                 UNION ALL
+                 SELECT id FROM (
+                     SELECT id FROM sync_queue INDEXED BY idx_sync_queue_pending_fifo
+                         WHERE sync_status = 'pending'
+                         AND (next_retry_after IS NULL OR next_retry_after <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
+                         AND (?4 IS NULL OR last_sync_attempt IS NULL OR last_sync_attempt < ?4)
+                         ORDER BY id LIMIT ?3)
+                 LIMIT ?3)
+             RETURNING id, discovery_id, COALESCE(sync_attempts, 0) AS attempts,
+                 COALESCE(json_valid(metadata) AND metadata ->> 'backfill', 0) AS backfill";
+
 /// An item handed to a worker by [`Queue::claim`].
 #[derive(Debug, Clone)]
 pub struct ClaimedItem {
@@ -511,28 +536,13 @@ impl Queue {
     /// even when its retry delay is zero.
     pub async fn claim(&self, limit: u32, not_tried_since: Option<&str>) -> Result<Claim, sqlx::Error> {
         let token = format!("{:032x}", rand::random::<u128>());
-        let rows = sqlx::query(
-            "UPDATE sync_queue
-             SET sync_status = 'syncing', claim_token = ?1,
-                 lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now', ?2), last_sync_attempt = strftime('%Y-%m-%d %H:%M:%f', 'now')
-             WHERE id IN (
-                 SELECT id FROM (
-                     SELECT id FROM sync_queue WHERE sync_status = 'pending'
-                         AND (next_retry_after IS NULL OR next_retry_after <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
-                         AND (?4 IS NULL OR last_sync_attempt IS NULL OR last_sync_attempt < ?4)
-                     UNION ALL
-                     SELECT id FROM sync_queue WHERE sync_status = 'syncing'
-                         AND (lease_expires_at IS NULL OR lease_expires_at <= strftime('%Y-%m-%d %H:%M:%f', 'now')))
-                 ORDER BY id LIMIT ?3)
-             RETURNING id, discovery_id, COALESCE(sync_attempts, 0) AS attempts,
-                 COALESCE(json_valid(metadata) AND metadata ->> 'backfill', 0) AS backfill",
-        )
-        .bind(&token)
-        .bind(seconds_modifier(self.lease))
-        .bind(limit)
-        .bind(not_tried_since)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(CLAIM)
+            .bind(&token)
+            .bind(seconds_modifier(self.lease))
+            .bind(limit)
+            .bind(not_tried_since)
+            .fetch_all(&self.pool)
+            .await?;
         let mut items = rows
             .iter()
             .map(|r| {
@@ -1318,6 +1328,35 @@ mod tests {
         );
         assert_eq!(p.after_failure(10, false), AfterFailure::GiveUp);
         assert_eq!(p.after_failure(1, true), AfterFailure::GiveUp);
+    }
+
+    /// The claim's plan: both partial indexes walked, nothing sorted.
+    #[tokio::test]
+    async fn claim_walks_its_indexes_and_never_sorts_the_backlog() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = crate::store::Store::open(&dir.path().join("keeper.db"), crate::store::Access::Create)
+            .await
+            .expect("open keeper.db");
+        let plan = explain(store.pool()).await;
+        let text = plan.join("\n");
+        assert!(!text.contains("TEMP B-TREE"), "the claim sorts:\n{text}");
+        assert!(text.contains("idx_sync_queue_pending_fifo"), "{text}");
+        assert!(text.contains("idx_sync_queue_syncing_lease"), "{text}");
+    }
+
+    /// `EXPLAIN QUERY PLAN` rows' `detail` column.
+    async fn explain(pool: &sqlx::SqlitePool) -> Vec<String> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {CLAIM}")))
+            .bind("token")
+            .bind("+30 seconds")
+            .bind(10)
+            .bind(Option::<String>::None)
+            .fetch_all(pool)
+            .await
+            .expect("explain the claim");
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("detail").expect("detail"))
+            .collect()
     }
 
     #[test]

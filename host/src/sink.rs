@@ -1,22 +1,32 @@
 //! VH-Database: where mapped rows land, exactly once.
 //!
-//! Each batch opens the file afresh (a renamed or deleted database is noticed
-//! at once, never written behind the operator's back), checks every mapped row
-//! against the table's real columns, and writes the batch in ONE transaction
-//! together with a ledger row per report (see [`crate::ledger`]). A retry
-//! after a crash between that commit and the queue update finds the ledger
-//! row and reports the existing id instead of inserting again.
+//! Each batch checks every mapped row against the table's real columns and
+//! writes the batch in ONE transaction together with a ledger row per report
+//! (see [`crate::ledger`]). A retry after a crash between that commit and the
+//! queue update finds the ledger row and reports the existing id instead of
+//! inserting again.
+//!
+//! While a backlog drains, the connection and what it learnt (the table's
+//! columns, the lookup tables, the ledger's readiness, the old bot's rows
+//! for backfill) are kept from one batch to the next, so a small batch
+//! costs little. They are kept only while the file is the same file
+//! (device and inode: a database renamed or replaced is noticed at once,
+//! never written behind the operator's back) and re-read when another
+//! program changed it (SQLite's `schema_version` and `data_version`). A
+//! batch that fails drops them; the worker lets the file go when the queue
+//! is empty, so Control Room can replace it between backlogs.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Row as _};
 
 use crate::config::HavenLocation;
-use crate::ledger::{self, Found, LedgerError};
+use crate::ledger::{self, Found, LedgerError, LegacyRows};
 use crate::mapper::{Lookup, PluginInfo};
 use crate::queue::ErrorClass;
 use crate::row::{Row, Value};
@@ -194,30 +204,78 @@ pub struct Written {
     pub replaced: Option<i64>,
 }
 
-/// Opens VH-Database per batch according to the configured location.
+/// Opens VH-Database for each batch according to the configured location,
+/// reusing the last batch's connection while that is safe (module docs).
 #[derive(Debug, Clone)]
 pub struct Sink {
     location: HavenLocation,
     busy_timeout: Duration,
+    /// The last good batch's connection, given back by [`Sink::keep`].
+    warm: Arc<Mutex<Option<Haven>>>,
 }
 
-/// An open VH-Database for the duration of one batch.
+/// An open VH-Database for one batch, and what was read from it.
+#[derive(Debug)]
 pub struct Haven {
     conn: SqliteConnection,
     path: PathBuf,
     schema: TargetSchema,
+    /// The file it was opened as (see [`file_identity`]).
+    identity: Option<FileIdentity>,
+    /// `PRAGMA schema_version` / `data_version` when last checked.
+    schema_version: i64,
+    data_version: i64,
+    lookup: Option<Arc<Lookup>>,
+    /// The ledger table exists at this build's version.
+    ledger_ready: bool,
+    legacy: Option<LegacyRows>,
 }
 
 impl Sink {
     pub fn new(location: HavenLocation, busy_timeout: Duration) -> Sink {
-        Sink { location, busy_timeout }
+        Sink {
+            location,
+            busy_timeout,
+            warm: Arc::new(Mutex::new(None)),
+        }
     }
 
     pub fn path(&self) -> &Path {
         &self.location.path
     }
 
+    /// VH-Database for one batch: the last batch's connection when the file
+    /// is the same one, re-reading what another program changed; otherwise
+    /// a fresh connection.
     pub async fn open(&self) -> Result<Haven, SinkError> {
+        let warm = self.warm.lock().ok().and_then(|mut w| w.take());
+        if let Some(mut haven) = warm
+            && haven.identity.is_some()
+            && haven.identity == file_identity(&self.location.path)
+            && haven.refresh().await.is_ok()
+        {
+            return Ok(haven);
+        }
+        self.open_fresh().await
+    }
+
+    /// Gives a batch's connection back for the next batch (call only after
+    /// a batch that went through: a failed one is dropped instead).
+    pub fn keep(&self, haven: Haven) {
+        if let Ok(mut warm) = self.warm.lock() {
+            *warm = Some(haven);
+        }
+    }
+
+    /// Closes the kept connection (the queue is empty): Control Room may
+    /// then replace or move the file, which an open handle prevents on Windows.
+    pub fn release(&self) {
+        if let Ok(mut warm) = self.warm.lock() {
+            *warm = None;
+        }
+    }
+
+    async fn open_fresh(&self) -> Result<Haven, SinkError> {
         let path = &self.location.path;
         let create = self.location.create_if_missing && !path.exists();
         if create && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -236,12 +294,49 @@ impl Sink {
             tracing::info!(path = %path.display(), "created VH-Database with the Control Room schema");
         }
         let schema = read_schema(&mut conn, path).await?;
+        let (schema_version, data_version) = versions(&mut conn).await.map_err(|e| SinkError::from_sql(path, e))?;
         Ok(Haven {
             conn,
             path: path.clone(),
             schema,
+            identity: file_identity(path),
+            schema_version,
+            data_version,
+            lookup: None,
+            ledger_ready: false,
+            legacy: None,
         })
     }
+}
+
+/// What tells one file at a path from another put there later.
+type FileIdentity = (u64, u64);
+
+/// The file's device and inode: a file renamed over VH-Database, or a new
+/// one restored in its place, has another.
+#[cfg(unix)]
+fn file_identity(path: &Path) -> Option<FileIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// On Windows an open SQLite file can be neither renamed over nor deleted
+/// (SQLite does not open it with FILE_SHARE_DELETE), so while the kept
+/// connection is open the file at the path is the one it has open; only
+/// its presence is checked.
+#[cfg(not(unix))]
+fn file_identity(path: &Path) -> Option<FileIdentity> {
+    path.is_file().then_some((0, 0))
+}
+
+/// `PRAGMA schema_version` (any schema change, ours included) and
+/// `PRAGMA data_version` (changes only when another connection committed).
+async fn versions(conn: &mut SqliteConnection) -> Result<(i64, i64), sqlx::Error> {
+    let schema: i64 = sqlx::query_scalar("PRAGMA schema_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    let data: i64 = sqlx::query_scalar("PRAGMA data_version").fetch_one(&mut *conn).await?;
+    Ok((schema, data))
 }
 
 impl Sink {
@@ -345,6 +440,35 @@ impl Haven {
         SinkError::from_sql(&self.path, e)
     }
 
+    /// Forgets what another program may have changed since the last batch:
+    /// the columns and the ledger's state after a schema change, the lookup
+    /// tables and the old bot's rows after any change.
+    async fn refresh(&mut self) -> Result<(), SinkError> {
+        let (schema_version, data_version) = versions(&mut self.conn).await.map_err(|e| self.sql_err(e))?;
+        if schema_version != self.schema_version {
+            self.schema = read_schema(&mut self.conn, &self.path).await?;
+            self.ledger_ready = false;
+            self.schema_version = schema_version;
+        }
+        if data_version != self.data_version {
+            self.lookup = None;
+            self.legacy = None;
+            self.data_version = data_version;
+        }
+        Ok(())
+    }
+
+    /// The lookup tables for a batch: read once, then shared by the batches
+    /// that follow while no other program changes the file.
+    pub async fn shared_lookup(&mut self) -> Result<Arc<Lookup>, SinkError> {
+        if let Some(lookup) = &self.lookup {
+            return Ok(lookup.clone());
+        }
+        let lookup = Arc::new(self.lookup().await?);
+        self.lookup = Some(lookup.clone());
+        Ok(lookup)
+    }
+
     /// The lookup tables as they are now.
     pub async fn lookup(&mut self) -> Result<Lookup, SinkError> {
         let systems: Vec<(String, String)> = sqlx::query_as("SELECT CAST(id AS TEXT), name FROM systems")
@@ -374,10 +498,15 @@ impl Haven {
         let path = self.path.clone();
         let err = |e: sqlx::Error| SinkError::from_sql(&path, e);
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
-        ledger::ensure(&mut tx).await.map_err(|e| match e {
-            LedgerError::Sql(e) => err(e),
-            newer @ LedgerError::Newer(_) => SinkError::Schema(format!("{}: {newer}", path.display())),
-        })?;
+        if !self.ledger_ready {
+            ledger::ensure(&mut tx).await.map_err(|e| match e {
+                LedgerError::Sql(e) => err(e),
+                newer @ LedgerError::Newer(_) => SinkError::Schema(format!("{}: {newer}", path.display())),
+            })?;
+        }
+        if self.legacy.is_none() && deliveries.iter().any(|d| d.backfill) {
+            self.legacy = Some(LegacyRows::load(&mut tx).await.map_err(err)?);
+        }
         let queries: Vec<ledger::Query> = deliveries
             .iter()
             .map(|d| ledger::Query {
@@ -418,9 +547,8 @@ impl Haven {
             }
             first_of.insert((delivery.keeper_discovery_id, delivery.fingerprint), i);
             if delivery.backfill
-                && let Some(haven_id) = ledger::find_legacy_copy(&mut tx, delivery.row, &linked)
-                    .await
-                    .map_err(err)?
+                && let Some(legacy) = &self.legacy
+                && let Some(haven_id) = legacy.find(&mut tx, delivery.row, &linked).await.map_err(err)?
             {
                 linked.insert(haven_id);
                 written[i] = Some(Written {
@@ -492,6 +620,15 @@ impl Haven {
         };
         ledger::record(&mut tx, &writer, &entries).await.map_err(err)?;
         tx.commit().await.map_err(err)?;
+        if !self.ledger_ready {
+            // Creating or upgrading the ledger changed the schema version:
+            // ours, so nothing to re-read next batch.
+            self.schema_version = versions(&mut self.conn).await.map_err(err)?.0;
+            self.ledger_ready = true;
+        }
+        if let Some(legacy) = self.legacy.as_mut() {
+            legacy.forget(&linked);
+        }
         for (d, w) in deliveries.iter().zip(&written) {
             if let Some(other) = w.replaced {
                 tracing::warn!(
@@ -550,6 +687,87 @@ async fn insert_rows(conn: &mut SqliteConnection, columns: &[&str], rows: &[&Row
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/VH-Database.sample.db");
+
+    fn sink_at(path: &Path) -> Sink {
+        let location = HavenLocation {
+            path: path.to_path_buf(),
+            create_if_missing: false,
+            search: Default::default(),
+        };
+        Sink::new(location, Duration::from_secs(5))
+    }
+
+    async fn other_connection(path: &Path) -> SqliteConnection {
+        SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(path))
+            .await
+            .expect("second connection")
+    }
+
+    /// A VH-Database restored in place of the one a kept connection has open
+    /// (a file renamed over it) gets a fresh connection: nothing is written
+    /// to the old, unlinked file.
+    #[tokio::test]
+    async fn a_kept_connection_is_not_used_for_a_file_put_in_its_place() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("VH-Database.db");
+        std::fs::copy(SAMPLE, &path).expect("copy sample");
+        let sink = sink_at(&path);
+        let haven = sink.open().await.expect("open");
+        sink.keep(haven);
+
+        let restored = dir.path().join("restored.db");
+        std::fs::copy(SAMPLE, &restored).expect("copy sample");
+        std::fs::rename(&restored, &path).expect("restore over it");
+        let mut haven = sink.open().await.expect("open again");
+        sqlx::query("CREATE TABLE written_here (x)")
+            .execute(&mut haven.conn)
+            .await
+            .expect("write");
+        let mut check = other_connection(&path).await;
+        let found: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'written_here'")
+            .fetch_one(&mut check)
+            .await
+            .expect("read");
+        assert_eq!(found, 1, "the write went to the file that was replaced");
+    }
+
+    /// What another program changes (a new system, a new column) is seen by
+    /// the next batch on a kept connection.
+    #[tokio::test]
+    async fn a_kept_connection_sees_what_another_program_changed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("VH-Database.db");
+        std::fs::copy(SAMPLE, &path).expect("copy sample");
+        let sink = sink_at(&path);
+        let mut haven = sink.open().await.expect("open");
+        let before = haven.shared_lookup().await.expect("lookup");
+        assert_eq!(before.find_system("Kept Test System"), None);
+        sink.keep(haven);
+
+        let mut control_room = other_connection(&path).await;
+        sqlx::query(
+            "INSERT INTO systems (id, name, x, y, z, region) VALUES ('kept-test', 'Kept Test System', 0, 0, 0, 'Test')",
+        )
+        .execute(&mut control_room)
+        .await
+        .expect("insert system");
+        sqlx::query("ALTER TABLE discoveries ADD COLUMN added_later TEXT")
+            .execute(&mut control_room)
+            .await
+            .expect("add column");
+
+        let mut haven = sink.open().await.expect("open again");
+        let after = haven.shared_lookup().await.expect("lookup");
+        assert_eq!(after.find_system("Kept Test System").as_deref(), Some("kept-test"));
+        assert!(haven.schema().columns.contains_key("added_later"));
+
+        // Unchanged since: the same lookup is shared, not read again.
+        sink.keep(haven);
+        let mut haven = sink.open().await.expect("open a third time");
+        assert!(Arc::ptr_eq(&after, &haven.shared_lookup().await.expect("lookup")));
+    }
 
     /// A VH-Database that cannot grow or cannot be written is named as such,
     /// not as "not accessible".

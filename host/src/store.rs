@@ -208,6 +208,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 11,
         name: "evidence images attached in Discord",
     },
+    Migration {
+        version: 12,
+        name: "claim indexes: pending by id, syncing by lease",
+    },
 ];
 
 /// The schema version a fully migrated keeper.db has.
@@ -958,6 +962,25 @@ async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreErr
                      content_type TEXT NOT NULL,
                      bytes BLOB NOT NULL,
                      created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+            )
+            .execute(&mut *conn)
+            .await?;
+        }
+        12 => {
+            // The claim walks pending items in id order and stops after the
+            // batch, instead of sorting the whole backlog (queue.rs, claim).
+            // The due columns are in the index so the walk never reads the
+            // table for items in backoff.
+            sqlx::query(
+                "CREATE INDEX IF NOT EXISTS idx_sync_queue_pending_fifo
+                 ON sync_queue (id, next_retry_after, last_sync_attempt) WHERE sync_status = 'pending'",
+            )
+            .execute(&mut *conn)
+            .await?;
+            // Items in flight: few, found by their lease without a scan.
+            sqlx::query(
+                "CREATE INDEX IF NOT EXISTS idx_sync_queue_syncing_lease
+                 ON sync_queue (lease_expires_at) WHERE sync_status = 'syncing'",
             )
             .execute(&mut *conn)
             .await?;

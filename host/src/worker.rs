@@ -161,6 +161,13 @@ impl Worker {
     /// [`Worker::drain`], stopping between two batches once `stop` turns
     /// true: a shutdown waits for the batch in hand, not for the whole queue.
     async fn drain_until(&self, stop: Option<&watch::Receiver<bool>>) -> Result<Drained, WorkerError> {
+        let drained = self.drain_batches(stop).await;
+        // Between passes VH-Database is Control Room's alone (sink.rs).
+        self.sink.release();
+        drained
+    }
+
+    async fn drain_batches(&self, stop: Option<&watch::Receiver<bool>>) -> Result<Drained, WorkerError> {
         let mut total = Drained::default();
         let started = self.queue.now().await.map_err(|e| self.keeper_error(&e))?;
         loop {
