@@ -864,6 +864,78 @@ async fn live_server_conforms_to_its_openapi_document() {
     assert!(!server.log().contains("panicked"), "{}", server.log());
 }
 
+/// A client generated from the committed document by openapi-python-client
+/// (as a Control Room developer would) drives remote mode against a live
+/// server: submit, page through the export, acknowledge, read back, and a
+/// 404 parsed as the typed error model. The generator must not warn: a
+/// warning means part of the API is missing from the generated client.
+#[tokio::test]
+async fn a_generated_python_client_drives_remote_mode() {
+    let generator = tool(
+        "KEEPER_OPENAPI_PYTHON_CLIENT",
+        "openapi-python-client",
+        &[repo_file("target/tools/schemathesis/bin/openapi-python-client")],
+    );
+    // The generator's own venv has the client's dependencies (httpx, attrs)
+    // and ruff, which it runs on what it generates.
+    let bin = generator.parent().expect("the generator's folder").to_owned();
+    let python = bin.join("python");
+    let path = std::env::join_paths(
+        std::iter::once(bin.clone()).chain(std::env::var_os("PATH").iter().flat_map(std::env::split_paths)),
+    )
+    .expect("PATH");
+    let work = tempfile::tempdir().expect("temp dir");
+    let mut generate = std::process::Command::new(&generator);
+    generate
+        .current_dir(work.path())
+        .env("PATH", &path)
+        .args(["generate", "--meta", "none", "--output-path", "keeper_client", "--path"])
+        .arg(repo_file("openapi/openapi.json"))
+        .arg("--config")
+        .arg(repo_file("tests/clients/openapi-python-client.yaml"));
+    let out = output_within(generate, Duration::from_secs(120), "openapi-python-client generate");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "openapi-python-client failed:\n{said}");
+    assert!(
+        !said.contains("Warning") && !said.contains("WARNING") && !said.contains("Unable to process"),
+        "openapi-python-client warned about the document:\n{said}"
+    );
+
+    let mut env = Env::new();
+    env.var("USE_HAVEN_DATABASE", "false").var("SYNC_API_KEY", "client-key");
+    env.var("SYNC_API_HOST", "127.0.0.1");
+    let server = Server::start(&env);
+    let mut script = std::process::Command::new(&python);
+    script
+        .current_dir(work.path())
+        .env("PYTHONPATH", work.path())
+        .arg(repo_file("tests/clients/generated_client.py"))
+        .args([&server.url(""), "client-key"]);
+    let out = output_within(script, Duration::from_secs(120), "the generated client's script");
+    assert!(
+        out.status.success(),
+        "the generated client failed:\n{}\nserver log:\n{}",
+        stderr(&out),
+        server.log()
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).expect("the script prints JSON");
+    let created: Vec<i64> = serde_json::from_value(seen["created"].clone()).unwrap();
+    assert_eq!(created.len(), 2, "{seen}");
+    assert_eq!(seen["pages"], 3, "two pages of one item, then the end: {seen}");
+    assert_eq!(seen["acknowledged"], seen["exported"], "{seen}");
+    assert_eq!(seen["item"]["sync_status"], "synced", "{seen}");
+    assert_eq!(seen["item"]["provenance"], "generated-client", "{seen}");
+    assert_eq!(seen["not_found"]["status"], "error", "{seen}");
+    assert_eq!(seen["not_found"]["error"], "not_found", "{seen}");
+    // What the client did is what keeper.db holds.
+    let synced = query_i64(
+        &env.keeper,
+        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced' AND haven_discovery_id IN (9001, 9002)",
+    )
+    .await;
+    assert_eq!(synced, 2);
+}
+
 /// Benchmark, not a check: `/sync/status` on a queue of 1,000,000 items
 /// against the full scan it replaced. Run with
 /// `cargo test --test api -- --ignored --nocapture status_on_a_million_items`.

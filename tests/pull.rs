@@ -732,20 +732,12 @@ async fn a_host_that_writes_vh_database_itself_refuses_to_export() {
     let err = stderr(&out);
     assert!(err.contains("409") && err.contains("USE_HAVEN_DATABASE=true"), "{err}");
 
-    let mut puller = control_room
-        .command(&["pull", "--from", &host.url(), "--api-key", KEY, "--every", "1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn keeper pull");
-    let status = wait_exit(
-        &mut puller,
-        PULL_EXIT_TIMEOUT,
-        "keeper pull --every against a host that writes VH-Database",
+    let err = pull_every_fails(
+        &control_room,
+        &host.url(),
+        KEY,
+        "against a host that writes VH-Database",
     );
-    let mut err = String::new();
-    puller.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(!status.success(), "{err}");
     assert!(err.contains("409") && err.contains("does not fix itself"), "{err}");
     assert_eq!(vh_count(&control_room).await, before);
 }
@@ -754,17 +746,29 @@ async fn a_host_that_writes_vh_database_itself_refuses_to_export() {
 async fn pull_every_stops_on_a_wrong_key() {
     let bot = BotHost::start();
     let control_room = Env::new();
+    let err = pull_every_fails(&control_room, &bot.url(), "wrong", "with a wrong key");
+    assert!(err.contains("401") && err.contains("API key given is wrong"), "{err}");
+}
+
+/// Runs `keeper pull --every 1` and waits for it to stop by itself, which it
+/// must, with a non-zero exit; returns its log. `case` says what is wrong.
+fn pull_every_fails(control_room: &Env, from: &str, key: &str, case: &str) -> String {
     let mut puller = control_room
-        .command(&["pull", "--from", &bot.url(), "--api-key", "wrong", "--every", "1"])
+        .command(&["pull", "--from", from, "--api-key", key, "--every", "1"])
+        .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn keeper pull");
-    let status = wait_exit(&mut puller, PULL_EXIT_TIMEOUT, "keeper pull --every with a wrong key");
+    let status = wait_exit(
+        &mut puller,
+        PULL_EXIT_TIMEOUT,
+        &format!("keeper pull --every {case} to stop"),
+    );
     let mut err = String::new();
     puller.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(!status.success(), "{err}");
-    assert!(err.contains("401") && err.contains("API key given is wrong"), "{err}");
+    assert!(!status.success(), "keeper pull --every {case} exited 0:\n{err}");
+    err
 }
 
 /// A proxy that answers 503 to the first `failures` requests, then forwards
@@ -1138,21 +1142,12 @@ async fn an_untrusted_certificate_is_refused_and_nothing_is_written_or_acknowled
     assert!(stderr(&out).contains(refusal), "{}", stderr(&out));
 
     // With --every it stops too: a certificate does not become trusted by waiting.
-    let mut puller = control_room
-        .command(&["pull", "--from", &https_url(bot.port), "--api-key", KEY, "--every", "1"])
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn keeper pull");
-    let status = wait_exit(
-        &mut puller,
-        PULL_EXIT_TIMEOUT,
-        "keeper pull --every against an untrusted certificate",
+    let err = pull_every_fails(
+        &control_room,
+        &https_url(bot.port),
+        KEY,
+        "against an untrusted certificate",
     );
-    let mut err = String::new();
-    puller.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(!status.success(), "{err}");
     assert!(err.contains(refusal), "{err}");
 
     // A CA file that is not one is named, with the flag, before anything

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::ApiState;
-use super::error::ApiError;
+use super::error::ReadError;
 
 /// The header that carries the key.
 pub const HEADER: &str = "X-API-Key";
@@ -78,9 +78,9 @@ impl<'a> ApiExtractor<'a> for ApiKeyGuard {
             return Ok(ApiKeyGuard);
         };
         match req.headers().get(HEADER) {
-            None => Err(ApiError::unauthorized(format!("this server requires header {HEADER}")).into()),
+            None => Err(ReadError::unauthorized(format!("this server requires header {HEADER}")).into()),
             Some(given) if expected.matches(given.as_bytes()) => Ok(ApiKeyGuard),
-            Some(_) => Err(ApiError::unauthorized(format!("header {HEADER} does not hold the right key")).into()),
+            Some(_) => Err(ReadError::unauthorized(format!("header {HEADER} does not hold the right key")).into()),
         }
     }
 }

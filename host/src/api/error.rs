@@ -1,7 +1,8 @@
 //! Every answer that is not a success: one JSON shape, [`ErrorBody`], with a
 //! message that says what is wrong.
 //!
-//! Handlers return [`ApiError`] (documented per operation). Everything else
+//! Handlers return one of the error types below, each listing only the
+//! statuses its operations can answer (documented per operation). Everything else
 //! that can go wrong before a handler runs (an unknown path, a parameter or
 //! body poem-openapi cannot parse, a missing or wrong API key, a body over the
 //! limit) arrives as a plain [`poem::Error`] and is turned into the same JSON
@@ -22,10 +23,12 @@ pub enum ErrorStatus {
     Error,
 }
 
-/// What every failed request gets back.
+/// What every failed request gets back; `status` is always `error`.
+// (`status` carries no doc comment: it would wrap the enum's reference in an
+// `allOf`, which openapi-python-client refuses: "Cannot take allOf a non-object".)
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[oai(example)]
 pub struct ErrorBody {
-    /// Always `error`.
     pub status: ErrorStatus,
     /// The kind of problem, for programs: `bad_request`, `unauthorized`,
     /// `not_found`, `conflict`, `payload_too_large`, `unprocessable`,
@@ -67,72 +70,144 @@ fn kind(status: StatusCode) -> &'static str {
     }
 }
 
-/// The errors an operation documents.
-#[derive(Debug, ApiResponse)]
-pub enum ApiError {
-    /// A parameter, id or body that cannot be used; the message names it.
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// `SYNC_API_KEY` is set and header `X-API-Key` is missing or wrong.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
-    /// No such queue item (or discovery).
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// The item is in a state that does not allow this (e.g. already synced).
-    #[oai(status = 409)]
-    Conflict(Json<ErrorBody>),
-    /// The request body is larger than 1 MiB.
-    #[oai(status = 413)]
-    PayloadTooLarge(Json<ErrorBody>),
-    /// keeper.db cannot be read or written right now; try again.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+/// Declares the error answers of a group of operations: only the statuses
+/// listed, each documented, each with a constructor, so that an operation
+/// cannot answer a status its document does not list (a constructor that is
+/// not there does not compile). Statuses: `BadRequest` 400, `Unauthorized`
+/// 401, `NotFound` 404, `Conflict` 409, `PayloadTooLarge` 413, `Unavailable`
+/// 503 (with `From` keeper.db errors).
+macro_rules! api_errors {
+    ($(#[doc = $doc:literal])* $name:ident { $($variant:ident),+ $(,)? }) => {
+        api_errors!(@munch [$(#[doc = $doc])*] $name [] $($variant)+);
+    };
+    (@constructor $name:ident, $fn:ident, $variant:ident, $status:ident) => {
+        impl $name {
+            pub fn $fn(message: impl Into<String>) -> $name {
+                $name::$variant(Json(ErrorBody::new(StatusCode::$status, message)))
+            }
+        }
+    };
+    (@munch [$($docs:tt)*] $name:ident [$($body:tt)*]) => {
+        $($docs)*
+        #[derive(Debug, ApiResponse)]
+        pub enum $name { $($body)* }
+    };
+    (@munch $docs:tt $name:ident [$($body:tt)*] BadRequest $($rest:ident)*) => {
+        api_errors!(@munch $docs $name [$($body)*
+            /// A parameter, id or body that cannot be used; the message names it.
+            #[oai(status = 400)]
+            BadRequest(Json<ErrorBody>),
+        ] $($rest)*);
+        api_errors!(@constructor $name, bad_request, BadRequest, BAD_REQUEST);
+    };
+    (@munch $docs:tt $name:ident [$($body:tt)*] Unauthorized $($rest:ident)*) => {
+        api_errors!(@munch $docs $name [$($body)*
+            /// `SYNC_API_KEY` is set and header `X-API-Key` is missing or wrong.
+            #[oai(status = 401)]
+            Unauthorized(Json<ErrorBody>),
+        ] $($rest)*);
+        api_errors!(@constructor $name, unauthorized, Unauthorized, UNAUTHORIZED);
+    };
+    (@munch $docs:tt $name:ident [$($body:tt)*] NotFound $($rest:ident)*) => {
+        api_errors!(@munch $docs $name [$($body)*
+            /// No such item (queue item or evidence image); the message says which.
+            #[oai(status = 404)]
+            NotFound(Json<ErrorBody>),
+        ] $($rest)*);
+        api_errors!(@constructor $name, not_found, NotFound, NOT_FOUND);
+    };
+    (@munch $docs:tt $name:ident [$($body:tt)*] Conflict $($rest:ident)*) => {
+        api_errors!(@munch $docs $name [$($body)*
+            /// Not possible in this state; the message says why (an item
+            /// already synced or being synced, or remote mode asked of a host
+            /// that writes VH-Database itself).
+            #[oai(status = 409)]
+            Conflict(Json<ErrorBody>),
+        ] $($rest)*);
+        api_errors!(@constructor $name, conflict, Conflict, CONFLICT);
+    };
+    (@munch $docs:tt $name:ident [$($body:tt)*] PayloadTooLarge $($rest:ident)*) => {
+        api_errors!(@munch $docs $name [$($body)*
+            /// The request body is larger than 1 MiB.
+            #[oai(status = 413)]
+            PayloadTooLarge(Json<ErrorBody>),
+        ] $($rest)*);
+    };
+    (@munch $docs:tt $name:ident [$($body:tt)*] Unavailable $($rest:ident)*) => {
+        api_errors!(@munch $docs $name [$($body)*
+            /// keeper.db cannot be read or written right now; try again.
+            #[oai(status = 503)]
+            Unavailable(Json<ErrorBody>),
+        ] $($rest)*);
+        impl From<sqlx::Error> for $name {
+            fn from(error: sqlx::Error) -> $name {
+                $name::Unavailable(Json(unavailable(&error)))
+            }
+        }
+        impl From<crate::store::StoreError> for $name {
+            fn from(error: crate::store::StoreError) -> $name {
+                $name::Unavailable(Json(unavailable(&error)))
+            }
+        }
+    };
 }
 
-impl ApiError {
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::BadRequest(Json(ErrorBody::new(StatusCode::BAD_REQUEST, message)))
-    }
-
-    pub fn unauthorized(message: impl Into<String>) -> ApiError {
-        ApiError::Unauthorized(Json(ErrorBody::new(StatusCode::UNAUTHORIZED, message)))
-    }
-
-    pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError::NotFound(Json(ErrorBody::new(StatusCode::NOT_FOUND, message)))
-    }
-
-    pub fn conflict(message: impl Into<String>) -> ApiError {
-        ApiError::Conflict(Json(ErrorBody::new(StatusCode::CONFLICT, message)))
-    }
+/// A keeper.db failure is the server's problem, not the client's: logged in
+/// full, answered with 503 so that a client retries.
+fn unavailable(error: &dyn std::fmt::Display) -> ErrorBody {
+    tracing::error!(%error, "sync API: keeper.db request failed");
+    ErrorBody::new(StatusCode::SERVICE_UNAVAILABLE, format!("keeper.db: {error}"))
 }
 
-impl From<sqlx::Error> for ApiError {
-    /// A keeper.db failure is the server's problem, not the client's: logged
-    /// in full, answered with 503 so a client retries.
-    fn from(error: sqlx::Error) -> ApiError {
-        tracing::error!(%error, "sync API: keeper.db request failed");
-        ApiError::Unavailable(Json(ErrorBody::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("keeper.db: {error}"),
-        )))
-    }
+api_errors! {
+    /// The errors of an operation that takes no input: a wrong key, or
+    /// keeper.db unavailable.
+    ReadError { Unauthorized, Unavailable }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(error: crate::store::StoreError) -> ApiError {
-        tracing::error!(%error, "sync API: keeper.db request failed");
-        ApiError::Unavailable(Json(ErrorBody::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())))
-    }
+api_errors! {
+    /// The errors of an operation with query parameters.
+    QueryError { BadRequest, Unauthorized, Unavailable }
 }
 
-impl From<RetryRefused> for ApiError {
-    fn from(error: RetryRefused) -> ApiError {
+api_errors! {
+    /// The errors of reading one queue item.
+    ItemError { BadRequest, Unauthorized, NotFound, Unavailable }
+}
+
+api_errors! {
+    /// The errors of fetching an evidence image.
+    EvidenceError { Unauthorized, NotFound, Unavailable }
+}
+
+api_errors! {
+    /// The errors of retrying one queue item.
+    RetryItemError { BadRequest, Unauthorized, NotFound, Conflict, Unavailable }
+}
+
+api_errors! {
+    /// The errors of submitting a report (a reused `Idempotency-Key` is 422,
+    /// documented with the success).
+    SubmitError { BadRequest, Unauthorized, PayloadTooLarge, Unavailable }
+}
+
+api_errors! {
+    /// The errors of exporting pending items (409: not a remote-mode host).
+    ExportError { BadRequest, Unauthorized, Conflict, Unavailable }
+}
+
+api_errors! {
+    /// The errors of acknowledging items or reporting failures (409: not a
+    /// remote-mode host).
+    RemoteWriteError { BadRequest, Unauthorized, Conflict, PayloadTooLarge, Unavailable }
+}
+
+impl From<RetryRefused> for RetryItemError {
+    fn from(error: RetryRefused) -> RetryItemError {
         match error {
-            RetryRefused::Refused(refused @ RetryError::NotFound(_)) => ApiError::not_found(refused.to_string()),
-            RetryRefused::Refused(refused) => ApiError::conflict(refused.to_string()),
-            RetryRefused::Sql(e) => ApiError::from(e),
+            RetryRefused::Refused(refused @ RetryError::NotFound(_)) => RetryItemError::not_found(refused.to_string()),
+            RetryRefused::Refused(refused) => RetryItemError::conflict(refused.to_string()),
+            RetryRefused::Sql(e) => RetryItemError::from(e),
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! - [`routes`] — the operations; their types ([`model`]) are the documentation
 //! - [`auth`] — the optional API key
-//! - [`error`] — one JSON error shape for everything that is not a success
+//! - [`error`] — one JSON error shape for everything that is not a success,
+//!   and which statuses each operation can answer
+//! - [`examples`] — the document's example bodies, typed
 //! - [`image`] — an evidence image as a response body
 //! - [`health`] — what `/health` and `/metrics` say about the service
 //! - [`metrics`] — Prometheus text
@@ -17,6 +19,7 @@
 
 mod auth;
 mod error;
+mod examples;
 mod health;
 mod image;
 mod metrics;

@@ -85,14 +85,17 @@ pub struct HealthProblem {
 }
 
 /// `GET /health`: the guide's four fields, plus what is wrong.
+/// `bot_gateway` is the Discord gateway session's state, read from the
+/// gateway connection itself: `disabled` without DISCORD_TOKEN.
+// (Fields whose type is a schema of its own carry no doc comment: it would
+// wrap the reference in an `allOf`, which client generators mishandle.)
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct Health {
     pub status: HealthState,
     /// The Discord bot has a live gateway session: `bot_gateway` is
     /// `connected` (false when DISCORD_TOKEN is not set).
     pub bot_online: bool,
-    /// The Discord gateway session's state, read from the gateway connection
-    /// itself: `disabled` without DISCORD_TOKEN.
     pub bot_gateway: crate::bot::GatewayState,
     pub sync_worker_running: bool,
     /// Now, UTC.
@@ -148,6 +151,7 @@ impl From<QueueCounts> for Totals {
 
 /// `GET /sync/status` (and `keeper status --json`, without `sync_worker`).
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct SyncStatusReport {
     pub status: OkStatus,
     /// The worker of the serving process; absent from `keeper status --json`,
@@ -202,6 +206,7 @@ impl From<FailedItem> for FailedItemView {
 
 /// `GET /sync/failed` (and `keeper failed --json`).
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct FailedList {
     pub status: OkStatus,
     /// Most recently failed first.
@@ -221,6 +226,7 @@ impl FailedList {
 
 /// A done deed, in words.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct Message {
     pub status: OkStatus,
     pub message: String,
@@ -228,6 +234,7 @@ pub struct Message {
 
 /// `POST /sync/retry`.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct RetriedAll {
     pub status: OkStatus,
     pub message: String,
@@ -275,6 +282,7 @@ pub struct LatencyStats {
 
 /// `GET /sync/statistics`: the queue in more detail than `/sync/status`.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct Statistics {
     pub status: OkStatus,
     pub generated_at: OffsetDateTime,
@@ -341,6 +349,7 @@ pub struct QueueItemView {
 
 /// `GET /sync/items/{queue_id}`.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct ItemDetail {
     pub status: OkStatus,
     pub item: QueueItemView,
@@ -353,6 +362,7 @@ pub struct ItemDetail {
 
 /// `POST /discoveries`: the report was stored and queued.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct Created {
     pub status: OkStatus,
     /// The new keeper.db discovery id.
@@ -382,6 +392,7 @@ pub struct PluginEntry {
 
 /// `GET /plugins`: newest first.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct Plugins {
     pub status: OkStatus,
     /// The plugin new batches run on; null before a worker ever started.
@@ -411,6 +422,7 @@ pub struct ExportedItem {
 
 /// `GET /sync/export`: one page of pending items.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct ExportPage {
     pub status: OkStatus,
     /// Identifies this server's keeper.db for good. A puller keys its
@@ -446,7 +458,7 @@ pub struct AckEntry {
 // (Fields whose type is a schema of its own carry no doc comment: it would
 // wrap the reference in an `allOf`, which client generators mishandle.)
 #[derive(Debug, Clone, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(example, deny_unknown_fields)]
 pub struct AckRequest {
     #[oai(validator(min_items = 1))]
     pub items: Vec<AckEntry>,
@@ -469,7 +481,7 @@ pub struct FailEntry {
 
 /// `POST /sync/fail` body.
 #[derive(Debug, Clone, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(example, deny_unknown_fields)]
 pub struct FailRequest {
     #[oai(validator(min_items = 1))]
     pub items: Vec<FailEntry>,
@@ -477,6 +489,7 @@ pub struct FailRequest {
 
 /// `POST /sync/fail`: what became of each reported queue id.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct FailResult {
     pub status: OkStatus,
     /// Recorded; exported again after their backoff (`next_retry_after`).
@@ -492,6 +505,7 @@ pub struct FailResult {
 
 /// `POST /sync/ack`: what became of each acknowledged queue id.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct AckResult {
     pub status: OkStatus,
     /// Marked synced now.

@@ -107,6 +107,15 @@ fn schema() -> MetaSchema {
         ),
         required: REQUIRED.to_vec(),
         properties,
+        // The smallest report that is accepted: what Swagger UI's "Try it
+        // out" starts from (the generated-client test in tests/api.rs posts it).
+        example: Some(serde_json::json!({
+            "discovery_type": "🦴",
+            "system_name": "Oculi",
+            "location": "planet:Erren",
+            "description": "Ribcage in a cave",
+            "username": "Explorer#1234"
+        })),
         ..MetaSchema::new("object")
     }
 }

@@ -12,7 +12,10 @@ use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, OpenApi, Tags};
 
 use super::auth::ApiKeyGuard;
-use super::error::{ApiError, ErrorBody};
+use super::error::{
+    ErrorBody, EvidenceError, ExportError, ItemError, QueryError, ReadError, RemoteWriteError, RetryItemError,
+    SubmitError,
+};
 use super::image::ImageBody;
 use super::model::*;
 use super::report_body::ReportBody;
@@ -69,6 +72,67 @@ enum HealthResponse {
     Unhealthy(Json<Health>),
 }
 
+/// An operation's one success: 200 with a JSON body, described (a plain
+/// `Json` answer would leave the 200's description empty).
+macro_rules! success {
+    ($(#[doc = $doc:literal])* $name:ident($body:ty)) => {
+        #[derive(ApiResponse)]
+        enum $name {
+            $(#[doc = $doc])*
+            #[oai(status = 200)]
+            Ok(Json<$body>),
+        }
+    };
+}
+
+success! {
+    /// Queue depth by state (from counters keeper.db keeps), and this process's worker.
+    StatusAnswer(SyncStatusReport)
+}
+success! {
+    /// The queue in detail: errors by class, attempts, the oldest pending item, throughput and latency.
+    StatisticsAnswer(Statistics)
+}
+success! {
+    /// The items that exhausted their attempts (an empty list when there are none).
+    FailedAnswer(FailedList)
+}
+success! {
+    /// The item is due now with a fresh attempt count; the worker was woken.
+    RetryAnswer(Message)
+}
+success! {
+    /// How many items were made due again (0 when none matched).
+    RetriedAllAnswer(RetriedAll)
+}
+success! {
+    /// The queue item, its keeper.db discovery, its last error and its provenance.
+    ItemAnswer(ItemDetail)
+}
+success! {
+    /// The active plugin, the earlier ones and the rejected ones.
+    PluginsAnswer(Plugins)
+}
+success! {
+    /// One page of pending, due items (empty when there are none).
+    ExportAnswer(ExportPage)
+}
+success! {
+    /// What became of each acknowledged queue id.
+    AckAnswer(AckResult)
+}
+success! {
+    /// What became of each reported queue id.
+    FailAnswer(FailResult)
+}
+
+#[derive(ApiResponse)]
+enum MetricsAnswer {
+    /// Prometheus text exposition format (version 0.0.4).
+    #[oai(status = 200)]
+    Ok(PlainText<String>),
+}
+
 #[derive(ApiResponse)]
 enum CreatedResponse {
     /// Stored in keeper.db and queued; the worker was woken. A repeat of a
@@ -98,7 +162,7 @@ impl SyncApi {
     /// since when, sync passes failing, keeper.db not writable, the worker
     /// stopped, the Discord gateway down); or `unhealthy` with 503 when
     /// keeper.db cannot be read. Open without an API key.
-    #[oai(path = "/health", method = "get", tag = "Tag::Health")]
+    #[oai(path = "/health", method = "get", operation_id = "get_health", tag = "Tag::Health")]
     async fn health(&self, state: Data<&Arc<ApiState>>) -> HealthResponse {
         let assessment = health::assess(&state).await;
         let body = Json(Health {
@@ -122,25 +186,36 @@ impl SyncApi {
     /// Queue depth by state and the worker's state. Reads counters kept by
     /// keeper.db itself, so it stays fast on a queue of millions and is right
     /// after a restart.
-    #[oai(path = "/sync/status", method = "get", tag = "Tag::Sync")]
-    async fn status(&self, _key: ApiKeyGuard, state: Data<&Arc<ApiState>>) -> Result<Json<SyncStatusReport>, ApiError> {
+    #[oai(
+        path = "/sync/status",
+        method = "get",
+        operation_id = "get_sync_status",
+        tag = "Tag::Sync"
+    )]
+    async fn status(&self, _key: ApiKeyGuard, state: Data<&Arc<ApiState>>) -> Result<StatusAnswer, ReadError> {
         let counts = state.app.queue.counts().await?;
-        Ok(Json(SyncStatusReport::new(Some(state.worker_report()), counts)))
+        let report = SyncStatusReport::new(Some(state.worker_report()), counts);
+        Ok(StatusAnswer::Ok(Json(report)))
     }
 
     /// Queue statistics
     ///
     /// Errors by class, attempts, the oldest pending item, recent throughput
     /// and latency. Heavier than `/sync/status`: it reads the unsynced items.
-    #[oai(path = "/sync/statistics", method = "get", tag = "Tag::Sync")]
-    async fn statistics(&self, _key: ApiKeyGuard, state: Data<&Arc<ApiState>>) -> Result<Json<Statistics>, ApiError> {
+    #[oai(
+        path = "/sync/statistics",
+        method = "get",
+        operation_id = "get_sync_statistics",
+        tag = "Tag::Sync"
+    )]
+    async fn statistics(&self, _key: ApiKeyGuard, state: Data<&Arc<ApiState>>) -> Result<StatisticsAnswer, ReadError> {
         let queue = &state.app.queue;
         let counts = queue.counts().await?;
         let totals = queue.totals().await?;
         let stats = queue.statistics().await?;
         let now = timestamp::now();
         let l = stats.latency_last_day;
-        Ok(Json(Statistics {
+        Ok(StatisticsAnswer::Ok(Json(Statistics {
             status: OkStatus::Ok,
             generated_at: now,
             queue: counts,
@@ -182,14 +257,19 @@ impl SyncApi {
                 p95_seconds: l.p95.into(),
                 max_seconds: l.max.into(),
             },
-        }))
+        })))
     }
 
     /// Failed items
     ///
     /// Items that exhausted their attempts (`max_retries_exceeded`), most
     /// recently failed first.
-    #[oai(path = "/sync/failed", method = "get", tag = "Tag::Sync")]
+    #[oai(
+        path = "/sync/failed",
+        method = "get",
+        operation_id = "list_failed_items",
+        tag = "Tag::Sync"
+    )]
     async fn failed(
         &self,
         _key: ApiKeyGuard,
@@ -200,15 +280,21 @@ impl SyncApi {
             validator(minimum(value = "1"), maximum(value = "1000"))
         )]
         limit: Query<u32>,
-    ) -> Result<Json<FailedList>, ApiError> {
-        Ok(Json(FailedList::new(state.app.queue.failed(limit.0).await?)))
+    ) -> Result<FailedAnswer, QueryError> {
+        let failed = state.app.queue.failed(limit.0).await?;
+        Ok(FailedAnswer::Ok(Json(FailedList::new(failed))))
     }
 
     /// Retry one item
     ///
     /// Makes a failed (or waiting) item due now with a fresh attempt count.
     /// 404 for an unknown id, 409 for an item that is synced or being synced.
-    #[oai(path = "/sync/retry/:queue_id", method = "post", tag = "Tag::Sync")]
+    #[oai(
+        path = "/sync/retry/:queue_id",
+        method = "post",
+        operation_id = "retry_item",
+        tag = "Tag::Sync"
+    )]
     async fn retry(
         &self,
         _key: ApiKeyGuard,
@@ -216,14 +302,14 @@ impl SyncApi {
         /// The queue item's id (see `/sync/failed`).
         #[oai(validator(minimum(value = "1")))]
         queue_id: Path<i64>,
-    ) -> Result<Json<Message>, ApiError> {
+    ) -> Result<RetryAnswer, RetryItemError> {
         state.app.queue.retry(queue_id.0).await?;
         state.app.wake.notify_one();
         tracing::info!(queue_id = queue_id.0, "sync API: item marked for retry");
-        Ok(Json(Message {
+        Ok(RetryAnswer::Ok(Json(Message {
             status: OkStatus::Ok,
             message: format!("Queue item {} marked for retry", queue_id.0),
-        }))
+        })))
     }
 
     /// Retry failed items
@@ -232,14 +318,19 @@ impl SyncApi {
     /// count. With `class`, only the items whose last failure has that class,
     /// failed or still waiting out a backoff: after fixing a schema problem,
     /// retry just the `schema` ones.
-    #[oai(path = "/sync/retry", method = "post", tag = "Tag::Sync")]
+    #[oai(
+        path = "/sync/retry",
+        method = "post",
+        operation_id = "retry_failed_items",
+        tag = "Tag::Sync"
+    )]
     async fn retry_all(
         &self,
         _key: ApiKeyGuard,
         state: Data<&Arc<ApiState>>,
         /// Only items whose last failure has this class.
         class: Query<Option<ErrorClass>>,
-    ) -> Result<Json<RetriedAll>, ApiError> {
+    ) -> Result<RetriedAllAnswer, QueryError> {
         let queue = &state.app.queue;
         let (retried, message) = match class.0 {
             Some(class) => {
@@ -260,30 +351,35 @@ impl SyncApi {
             class = class.0.map(ErrorClass::as_str),
             "sync API: failed items marked for retry"
         );
-        Ok(Json(RetriedAll {
+        Ok(RetriedAllAnswer::Ok(Json(RetriedAll {
             status: OkStatus::Ok,
             message,
             retried,
-        }))
+        })))
     }
 
     /// One item in detail
     ///
     /// The queue row, its keeper.db discovery, its last error and the plugin
     /// version that synced it.
-    #[oai(path = "/sync/items/:queue_id", method = "get", tag = "Tag::Sync")]
+    #[oai(
+        path = "/sync/items/:queue_id",
+        method = "get",
+        operation_id = "get_item",
+        tag = "Tag::Sync"
+    )]
     async fn item(
         &self,
         _key: ApiKeyGuard,
         state: Data<&Arc<ApiState>>,
         #[oai(validator(minimum(value = "1")))] queue_id: Path<i64>,
-    ) -> Result<Json<ItemDetail>, ApiError> {
+    ) -> Result<ItemAnswer, ItemError> {
         let item = state
             .app
             .queue
             .item(queue_id.0)
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("queue item {} does not exist", queue_id.0)))?;
+            .ok_or_else(|| ItemError::not_found(format!("queue item {} does not exist", queue_id.0)))?;
         let mut rows = state.app.store.discoveries(&[item.discovery_id]).await?;
         let (discovery, discovery_error) = discovery_json(item.discovery_id, rows.remove(&item.discovery_id));
         let metadata = item
@@ -298,7 +394,7 @@ impl SyncApi {
                 hash: text("hash")?,
             })
         });
-        Ok(Json(ItemDetail {
+        Ok(ItemAnswer::Ok(Json(ItemDetail {
             status: OkStatus::Ok,
             item: QueueItemView {
                 queue_id: item.queue_id,
@@ -318,7 +414,7 @@ impl SyncApi {
             },
             discovery: discovery.into(),
             discovery_error,
-        }))
+        })))
     }
 
     /// Submit a discovery
@@ -338,7 +434,12 @@ impl SyncApi {
     /// the same key and the same body within 24 hours gets the first answer
     /// (the same ids) and stores nothing; the same key with another body
     /// gets 422.
-    #[oai(path = "/discoveries", method = "post", tag = "Tag::Intake")]
+    #[oai(
+        path = "/discoveries",
+        method = "post",
+        operation_id = "submit_discovery",
+        tag = "Tag::Intake"
+    )]
     async fn submit(
         &self,
         _key: ApiKeyGuard,
@@ -351,9 +452,9 @@ impl SyncApi {
             validator(min_length = 1, max_length = 255, pattern = "^[!-~]+$")
         )]
         idempotency_key: Header<Option<String>>,
-    ) -> Result<CreatedResponse, ApiError> {
+    ) -> Result<CreatedResponse, SubmitError> {
         let body = &report.0.0;
-        let report = Report::from_json(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let report = Report::from_json(body).map_err(|e| SubmitError::bad_request(e.to_string()))?;
         let app = &state.app;
         let max_attempts = app.settings.sync_max_attempts;
         let (discovery_id, queue_id, repeated) = match idempotency_key.0.as_deref() {
@@ -380,12 +481,12 @@ impl SyncApi {
                 let discovery_id = ids
                     .first()
                     .copied()
-                    .ok_or_else(|| ApiError::from(sqlx::Error::RowNotFound))?;
+                    .ok_or_else(|| SubmitError::from(sqlx::Error::RowNotFound))?;
                 let queue_id = app
                     .queue
                     .queue_id_of(discovery_id)
                     .await?
-                    .ok_or_else(|| ApiError::from(sqlx::Error::RowNotFound))?;
+                    .ok_or_else(|| SubmitError::from(sqlx::Error::RowNotFound))?;
                 (discovery_id, queue_id, false)
             }
         };
@@ -413,33 +514,43 @@ impl SyncApi {
     /// report was submitted: what a report's `evidence_url` (and
     /// VH-Database's `photo_url`) points at when `SYNC_API_PUBLIC_URL` is
     /// set. The id is the image's SHA-256; 404 for an unknown one.
-    #[oai(path = "/evidence/:id", method = "get", tag = "Tag::Evidence")]
+    #[oai(
+        path = "/evidence/:id",
+        method = "get",
+        operation_id = "get_evidence_image",
+        tag = "Tag::Evidence"
+    )]
     async fn evidence(
         &self,
         _key: ApiKeyGuard,
         state: Data<&Arc<ApiState>>,
         /// The image's id, from its URL.
         id: Path<String>,
-    ) -> Result<EvidenceResponse, ApiError> {
+    ) -> Result<EvidenceResponse, EvidenceError> {
         let store = EvidenceStore::new(state.app.store.pool().clone());
         match store.get(&id.0).await? {
             Some(image) => Ok(EvidenceResponse::Image(ImageBody(image))),
-            None => Err(ApiError::not_found("no evidence image with this id")),
+            None => Err(EvidenceError::not_found("no evidence image with this id")),
         }
     }
 
     /// Mapping plugins
     ///
     /// The active plugin, the ones active before, and the ones refused with the reason.
-    #[oai(path = "/plugins", method = "get", tag = "Tag::Plugins")]
-    async fn plugins(&self, _key: ApiKeyGuard, state: Data<&Arc<ApiState>>) -> Result<Json<Plugins>, ApiError> {
+    #[oai(
+        path = "/plugins",
+        method = "get",
+        operation_id = "list_plugins",
+        tag = "Tag::Plugins"
+    )]
+    async fn plugins(&self, _key: ApiKeyGuard, state: Data<&Arc<ApiState>>) -> Result<PluginsAnswer, ReadError> {
         let list = state.app.registry.list().await?;
-        Ok(Json(Plugins {
+        Ok(PluginsAnswer::Ok(Json(Plugins {
             status: OkStatus::Ok,
             active: list.active.map(plugin_entry).into(),
             history: list.history.into_iter().map(plugin_entry).collect(),
             rejected: list.rejected.into_iter().map(plugin_entry).collect(),
-        }))
+        })))
     }
 
     /// Export pending items
@@ -447,7 +558,12 @@ impl SyncApi {
     /// One page of pending items with a queue id above `after`, in id order,
     /// each with its whole keeper.db discovery row. Follow `next_after` while
     /// `has_more`. Exporting changes nothing: acknowledge what was written.
-    #[oai(path = "/sync/export", method = "get", tag = "Tag::Remote")]
+    #[oai(
+        path = "/sync/export",
+        method = "get",
+        operation_id = "export_pending_items",
+        tag = "Tag::Remote"
+    )]
     async fn export(
         &self,
         _key: ApiKeyGuard,
@@ -461,8 +577,8 @@ impl SyncApi {
             validator(minimum(value = "1"), maximum(value = "1000"))
         )]
         limit: Query<u32>,
-    ) -> Result<Json<ExportPage>, ApiError> {
-        remote_mode_only(&state)?;
+    ) -> Result<ExportAnswer, ExportError> {
+        remote_mode_only(&state).map_err(ExportError::conflict)?;
         let app = &state.app;
         let pending = app.queue.pending_after(after.0, limit.0).await?;
         let ids: Vec<i64> = pending.iter().map(|i| i.discovery_id).collect();
@@ -483,14 +599,14 @@ impl SyncApi {
                 }
             })
             .collect();
-        Ok(Json(ExportPage {
+        Ok(ExportAnswer::Ok(Json(ExportPage {
             status: OkStatus::Ok,
             source_id: app.store.source_id().to_owned(),
             count: items.len() as u64,
             has_more: items.len() as u64 == u64::from(limit.0),
             items,
             next_after,
-        }))
+        })))
     }
 
     /// Acknowledge exported items
@@ -498,14 +614,19 @@ impl SyncApi {
     /// Marks items a remote puller wrote to its VH-Database as synced, with
     /// their VH ids. Idempotent: repeating an acknowledgement changes nothing.
     /// Unknown queue ids are listed, not an error.
-    #[oai(path = "/sync/ack", method = "post", tag = "Tag::Remote")]
+    #[oai(
+        path = "/sync/ack",
+        method = "post",
+        operation_id = "acknowledge_items",
+        tag = "Tag::Remote"
+    )]
     async fn ack(
         &self,
         _key: ApiKeyGuard,
         state: Data<&Arc<ApiState>>,
         body: Json<AckRequest>,
-    ) -> Result<Json<AckResult>, ApiError> {
-        remote_mode_only(&state)?;
+    ) -> Result<AckAnswer, RemoteWriteError> {
+        remote_mode_only(&state).map_err(RemoteWriteError::conflict)?;
         let plugin = body.0.plugin.as_ref().map(|p| PluginInfo {
             name: p.name.clone(),
             version: p.version.clone(),
@@ -528,13 +649,13 @@ impl SyncApi {
             plugin = plugin.as_ref().map(|p| format!("{} {}", p.name, p.version)),
             "sync API: remote acknowledgement"
         );
-        Ok(Json(AckResult {
+        Ok(AckAnswer::Ok(Json(AckResult {
             status: OkStatus::Ok,
             acknowledged: outcome.acknowledged,
             already_synced: outcome.already_synced,
             in_progress: outcome.in_progress,
             unknown: outcome.unknown,
-        }))
+        })))
     }
 
     /// Report items that could not be written
@@ -546,14 +667,19 @@ impl SyncApi {
     /// after `SYNC_MAX_ATTEMPTS` (at once for `mapping` and `source`); they
     /// show in `/sync/failed`, `/sync/items/{queue_id}`, `/sync/statistics`
     /// and `/metrics`. Only pending items change; the rest are listed.
-    #[oai(path = "/sync/fail", method = "post", tag = "Tag::Remote")]
+    #[oai(
+        path = "/sync/fail",
+        method = "post",
+        operation_id = "report_failed_items",
+        tag = "Tag::Remote"
+    )]
     async fn fail(
         &self,
         _key: ApiKeyGuard,
         state: Data<&Arc<ApiState>>,
         body: Json<FailRequest>,
-    ) -> Result<Json<FailResult>, ApiError> {
-        remote_mode_only(&state)?;
+    ) -> Result<FailAnswer, RemoteWriteError> {
+        remote_mode_only(&state).map_err(RemoteWriteError::conflict)?;
         let failures: Vec<RemoteFailure> = body
             .0
             .items
@@ -572,13 +698,13 @@ impl SyncApi {
             unknown = outcome.unknown.len(),
             "sync API: a remote puller could not write items"
         );
-        Ok(Json(FailResult {
+        Ok(FailAnswer::Ok(Json(FailResult {
             status: OkStatus::Ok,
             retrying: outcome.retrying,
             gave_up: outcome.gave_up,
             not_pending: outcome.not_pending,
             unknown: outcome.unknown,
-        }))
+        })))
     }
 
     /// Prometheus metrics
@@ -587,14 +713,19 @@ impl SyncApi {
     /// submission-to-synced latency histogram, the active plugin version,
     /// the worker's state, and health as `/health` reports it (status and
     /// one gauge per problem), in Prometheus text format.
-    #[oai(path = "/metrics", method = "get", tag = "Tag::Metrics")]
-    async fn metrics(&self, _key: ApiKeyGuard, state: Data<&Arc<ApiState>>) -> Result<PlainText<String>, ApiError> {
+    #[oai(
+        path = "/metrics",
+        method = "get",
+        operation_id = "get_metrics",
+        tag = "Tag::Metrics"
+    )]
+    async fn metrics(&self, _key: ApiKeyGuard, state: Data<&Arc<ApiState>>) -> Result<MetricsAnswer, ReadError> {
         let app = &state.app;
         let counts = app.queue.counts().await?;
         let totals = app.queue.totals().await?;
         let active = app.registry.list().await?.active;
         let health = health::assess(&state).await;
-        Ok(PlainText(metrics::render(&metrics::Snapshot {
+        Ok(MetricsAnswer::Ok(PlainText(metrics::render(&metrics::Snapshot {
             health,
             counts,
             totals,
@@ -602,20 +733,21 @@ impl SyncApi {
             worker_running: state.worker.running.load(Ordering::Relaxed),
             last_sync: state.last_sync_time(),
             bot_gateway: state.bot.state(),
-        })))
+        }))))
     }
 }
 
 /// Export, acknowledgement and failure reports serve a bot host in remote
 /// mode only: on a host that writes VH-Database itself its own worker owns
 /// the queue, and a puller would write every item into a second VH-Database.
-fn remote_mode_only(state: &ApiState) -> Result<(), ApiError> {
+/// `Err` with the 409's message on such a host.
+fn remote_mode_only(state: &ApiState) -> Result<(), &'static str> {
     if state.app.settings.use_haven_database {
-        return Err(ApiError::conflict(
+        return Err(
             "this host writes VH-Database itself (USE_HAVEN_DATABASE=true): its own worker syncs the queue, \
              so it does not export items to a remote puller; point `keeper pull --from` at a bot host \
              running with USE_HAVEN_DATABASE=false",
-        ));
+        );
     }
     Ok(())
 }
