@@ -24,19 +24,22 @@ const COMMANDS: &[&[&str]] = &[
     &["cleanup"],
     &["backfill"],
     &["sync", "--once"],
-    &[
-        "submit",
-        "--type",
-        "🦴",
-        "--system",
-        "Oculi",
-        "--location",
-        "planet:Erren",
-        "--description",
-        "Bones",
-        "--user",
-        "Explorer",
-    ],
+    SUBMIT_BONES,
+];
+
+/// One report, as a person would submit it.
+const SUBMIT_BONES: &[&str] = &[
+    "submit",
+    "--type",
+    "🦴",
+    "--system",
+    "Oculi",
+    "--location",
+    "planet:Erren",
+    "--description",
+    "Bones",
+    "--user",
+    "Explorer",
 ];
 
 /// Runs every command with KEEPER_DB_PATH at `target`; each must fail with
@@ -180,20 +183,7 @@ fn the_old_bots_env_file_works_unchanged() {
     let env = Env::new();
     let dir = env.dir.path();
     std::fs::copy(OLD_BOT_ENV, dir.join(".env")).unwrap();
-    let submit = [
-        "submit",
-        "--type",
-        "🦴",
-        "--system",
-        "Oculi",
-        "--location",
-        "planet:Erren",
-        "--description",
-        "Bones",
-        "--user",
-        "Explorer",
-    ];
-    let out = run_in(&env, dir, &submit);
+    let out = run_in(&env, dir, SUBMIT_BONES);
     let log = stderr(&out);
     assert!(out.status.success(), "{log}");
     // DATABASE_PATH=./data/keeper.db is where the report went.
