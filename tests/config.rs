@@ -27,6 +27,21 @@ const COMMANDS: &[&[&str]] = &[
     SUBMIT_BONES,
 ];
 
+/// One report by its short type name, as a person would type it.
+const SUBMIT_FOSSIL: &[&str] = &[
+    "submit",
+    "--type",
+    "fossil",
+    "--system",
+    "Oculi",
+    "--location",
+    "planet:Erren",
+    "--description",
+    "bones",
+    "--user",
+    "u",
+];
+
 /// One report, as a person would submit it.
 const SUBMIT_BONES: &[&str] = &[
     "submit",
@@ -427,19 +442,7 @@ fn bad_evidence_settings_stop_the_command_naming_the_variable_and_touch_nothing(
         ("KEEPER_EVIDENCE_MAX_BYTES", "lots", "invalid digit found in string"),
     ] {
         env.var(var, value);
-        let out = env.run(&[
-            "submit",
-            "--type",
-            "fossil",
-            "--system",
-            "Oculi",
-            "--location",
-            "planet:Erren",
-            "--description",
-            "bones",
-            "--user",
-            "u",
-        ]);
+        let out = env.run(SUBMIT_FOSSIL);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{var}={value}: {err}");
         let expected = format!("error: {var} (in the environment) = \"{value}\": {reason}");
@@ -449,17 +452,5 @@ fn bad_evidence_settings_stop_the_command_naming_the_variable_and_touch_nothing(
     }
     // Empty means unset, as for every variable.
     env.var("SYNC_API_PUBLIC_URL", "").var("KEEPER_EVIDENCE_MAX_BYTES", "");
-    env.ok(&[
-        "submit",
-        "--type",
-        "fossil",
-        "--system",
-        "Oculi",
-        "--location",
-        "planet:Erren",
-        "--description",
-        "bones",
-        "--user",
-        "u",
-    ]);
+    env.ok(SUBMIT_FOSSIL);
 }
