@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
 use sqlx::{Connection, SqliteConnection};
 
+pub mod postgres;
+
 /// The sample VH-Database from the Control Room (5 systems, 20 planets, 5 moons).
 pub const VH_SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/VH-Database.sample.db");
 /// A keeper.db made by the Python bot (no sync_queue yet).

@@ -1,0 +1,74 @@
+//! PostgreSQL for the tests that run against it: a database of their own in
+//! the throwaway cluster `.ci/postgres start` runs (`.ci/run` starts one and
+//! exports its URL as `KEEPER_TEST_POSTGRES_URL`).
+//!
+//! A test that needs PostgreSQL and finds none fails, saying how to get one:
+//! the PostgreSQL half of the suite is never skipped silently.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use super::output_within;
+
+/// The variable `.ci/postgres start` prints: a superuser URL to the
+/// cluster's `postgres` database.
+pub const URL_VARIABLE: &str = "KEEPER_TEST_POSTGRES_URL";
+
+const HOW_TO_GET_ONE: &str = "start a throwaway cluster with `eval \"$(.ci/postgres start)\"` \
+     (needs Debian's postgresql package; .ci/run does this itself) and stop it with `.ci/postgres stop`";
+
+/// The cluster's admin URL, or a failure saying how to start one.
+pub fn admin_url() -> String {
+    match std::env::var(URL_VARIABLE) {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => panic!("this test needs PostgreSQL and {URL_VARIABLE} is not set: {HOW_TO_GET_ONE}"),
+    }
+}
+
+/// A new, empty database for one test, created in the cluster; returns its
+/// URL. Names carry the process id and a counter, so tests running in
+/// parallel (nextest runs each in its own process) never share one.
+pub fn fresh_database(hint: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let admin = admin_url();
+    let hint: String = hint
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .take(30)
+        .collect();
+    let name = format!("t_{hint}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    psql(&admin, &format!("CREATE DATABASE \"{name}\""));
+    database_url(&admin, &name)
+}
+
+/// Runs one SQL statement with `psql` (the server package's client), failing
+/// the test with psql's own message.
+pub fn psql(url: &str, sql: &str) -> String {
+    let mut cmd = Command::new("psql");
+    cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql]);
+    let out = output_within(cmd, Duration::from_secs(60), "psql");
+    assert!(
+        out.status.success(),
+        "psql failed on {sql:?}: {} ({HOW_TO_GET_ONE})",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `url` with its database (the path after the host) replaced by `name`.
+fn database_url(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
