@@ -462,7 +462,7 @@ async fn queue_with_three_items(dir: &std::path::Path) -> (keeper::store::Store,
          VALUES ('1', 'a', '🦴', 'Erren', 'one'), ('1', 'a', '🦴', 'Erren', 'two'), ('1', 'a', '🦴', 'Erren', 'three');
          INSERT INTO sync_queue (discovery_id) SELECT id FROM discoveries ORDER BY id;",
     )
-    .execute(store.pool())
+    .execute(store.db().sqlite().expect("keeper.db"))
     .await
     .unwrap();
     let policy = keeper::queue::RetryPolicy {
@@ -470,14 +470,14 @@ async fn queue_with_three_items(dir: &std::path::Path) -> (keeper::store::Store,
         max_delay: Duration::from_secs(86_400),
         max_attempts: 10,
     };
-    let queue = keeper::queue::Queue::new(store.pool().clone(), policy, Duration::from_secs(3600));
+    let queue = keeper::queue::Queue::new(store.db().clone(), policy, Duration::from_secs(3600));
     (store, queue)
 }
 
 /// (status, claim token) of every queue row, in id order.
 async fn claims(store: &keeper::store::Store) -> Vec<(String, Option<String>)> {
     sqlx::query_as("SELECT sync_status, claim_token FROM sync_queue ORDER BY id")
-        .fetch_all(store.pool())
+        .fetch_all(store.db().sqlite().expect("keeper.db"))
         .await
         .unwrap()
 }
@@ -498,7 +498,7 @@ async fn an_unexpired_lease_is_respected_and_an_expired_one_taken_over() {
         "UPDATE sync_queue SET lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now', '-1 second') WHERE id = ?1",
     )
     .bind(first.items[1].queue_id)
-    .execute(store.pool())
+    .execute(store.db().sqlite().expect("keeper.db"))
     .await
     .unwrap();
     let second = queue.claim(10, None).await.unwrap();
@@ -524,7 +524,7 @@ async fn a_stale_claim_token_cannot_complete_renew_or_release_items() {
     let (store, queue) = queue_with_three_items(dir.path()).await;
     let stale = queue.claim(10, None).await.unwrap();
     sqlx::raw_sql("UPDATE sync_queue SET lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now', '-1 second')")
-        .execute(store.pool())
+        .execute(store.db().sqlite().expect("keeper.db"))
         .await
         .unwrap();
     let current = queue.claim(10, None).await.unwrap();
@@ -555,7 +555,7 @@ async fn a_stale_claim_token_cannot_complete_renew_or_release_items() {
     assert_eq!(claims(&store).await, before, "the stale token changed nothing");
     let untouched: (i64, i64, i64) =
         sqlx::query_as("SELECT COUNT(haven_discovery_id), COUNT(sync_error), SUM(sync_attempts) FROM sync_queue")
-            .fetch_one(store.pool())
+            .fetch_one(store.db().sqlite().expect("keeper.db"))
             .await
             .unwrap();
     assert_eq!(untouched, (0, 0, 0));
@@ -573,7 +573,7 @@ async fn a_stale_claim_token_cannot_complete_renew_or_release_items() {
         .collect();
     queue.complete(&current.token, &delivered, &[]).await.unwrap();
     let done: Vec<(String, i64)> = sqlx::query_as("SELECT sync_status, haven_discovery_id FROM sync_queue ORDER BY id")
-        .fetch_all(store.pool())
+        .fetch_all(store.db().sqlite().expect("keeper.db"))
         .await
         .unwrap();
     let expected: Vec<(String, i64)> = current

@@ -1,4 +1,5 @@
-//! Wires the services every command shares from one [`Settings`]: keeper.db,
+//! Wires the services every command shares from one [`Settings`]: keeper.db
+//! (or the PostgreSQL store of `KEEPER_DATABASE_URL`),
 //! its queue, VH-Database, the plugin runtime and the worker.
 
 use std::sync::Arc;
@@ -39,9 +40,12 @@ impl App {
     /// Opens keeper.db as `access` allows (see [`Access`]). Cheap: no
     /// plugin is compiled.
     pub async fn open(settings: Settings, access: Access) -> Result<App, AppError> {
-        let store = Store::open(&settings.keeper_db, access).await?;
-        let queue = Queue::new(store.pool().clone(), settings.retry_policy(), settings.lease());
-        let registry = Registry::new(store.pool().clone());
+        let store = match &settings.keeper_database_url {
+            Some(url) => Store::open_postgres(url, access).await?,
+            None => Store::open(&settings.keeper_db, access).await?,
+        };
+        let queue = Queue::new(store.db().clone(), settings.retry_policy(), settings.lease());
+        let registry = Registry::new(store.db().clone());
         Ok(App {
             settings,
             store,

@@ -13,6 +13,7 @@ use crate::api::model::{FailedList, SyncStatusReport};
 use crate::app::App;
 use crate::config::{HavenSource, Settings};
 use crate::output;
+use crate::queue::ErrorClass;
 use crate::records::{Layout, Records, RecordsError};
 use crate::report::Report;
 use crate::store::Access;
@@ -303,12 +304,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     // What can be checked before keeper.db is opened is: a bad certificate,
     // key, CA file or address stops the command having changed nothing.
     let prepared = match &cli.command {
-        Command::Run => Prepared::Run(crate::tls::server_config(&cli.settings)?),
+        Command::Run => {
+            // A bot the store cannot serve stops the start-up before the store is touched.
+            cli.settings.bot_store_supported()?;
+            Prepared::Run(crate::tls::server_config(&cli.settings)?)
+        }
         Command::Pull(args) => Prepared::Pull(remote(&cli.settings, args)?),
         _ => Prepared::Nothing,
     };
     let app = App::open(cli.settings, cli.command.access()).await?;
-    let path = app.settings.keeper_db.clone();
+    let path = app.store.path().to_owned();
     command(app, cli.command, prepared)
         .await
         .map_err(|e| e.naming_keeper_db(&path))
@@ -428,7 +433,7 @@ async fn status(app: &App, json: bool) -> Result<(), CliError> {
             let classes: Map<String, Value> = waiting
                 .last_error_classes
                 .iter()
-                .map(|(class, n)| (class.clone(), json!(n)))
+                .map(|(class, n)| (ErrorClass::label(*class).to_owned(), json!(n)))
                 .collect();
             fields.insert(
                 "waiting".into(),
@@ -445,7 +450,7 @@ async fn status(app: &App, json: bool) -> Result<(), CliError> {
         let classes: Vec<String> = waiting
             .last_error_classes
             .iter()
-            .map(|(class, n)| format!("{class} {n}"))
+            .map(|(class, n)| format!("{} {n}", ErrorClass::label(*class)))
             .collect();
         text.push_str(&format!(
             "waiting {} of the pending to retry, the next at {}; last errors: {}\n",
@@ -498,7 +503,8 @@ async fn run_main(app: &App, tls: Option<ServerTls>) -> Result<(), CliError> {
         worker_status = worker.status.clone();
         tracing::info!(
             haven_db = %worker.sink.path().display(),
-            keeper_db = %app.settings.keeper_db.display(),
+            keeper_db = %app.store.path().display(),
+            store = %app.store.db().driver(),
             "🔄 Sync worker started ({}s intervals)",
             app.settings.sync_interval
         );

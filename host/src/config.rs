@@ -36,6 +36,16 @@ pub struct ConfigError {
     reason: String,
 }
 
+/// A `KEEPER_DATABASE_URL`: PostgreSQL is the one server keeper speaks.
+fn parse_database_url(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        Ok(text.to_owned())
+    } else {
+        Err("expected a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DATABASE (unset it to use keeper.db)".into())
+    }
+}
+
 /// Booleans as the old bot's `.env` writes them (`True`, `1`, `yes`, …).
 pub fn parse_bool(text: &str) -> Result<bool, String> {
     match text.trim().to_ascii_lowercase().as_str() {
@@ -124,6 +134,12 @@ pub struct Settings {
     /// The bot's database; created if missing, adopted in place if it exists.
     #[arg(long, global = true, env = "KEEPER_DB_PATH", default_value = "data/keeper.db")]
     pub keeper_db: PathBuf,
+
+    /// A PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE): keeper's
+    /// store and queue live there instead of keeper.db, shared by every host
+    /// given the same URL. Unset: keeper.db.
+    #[arg(long, global = true, env = "KEEPER_DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
+    pub keeper_database_url: Option<String>,
 
     /// The Control Room database. When set and missing it is NOT created:
     /// items wait and retry. When unset: the first that exists of
@@ -318,6 +334,25 @@ impl Settings {
             flag: "discord-guild-id".into(),
             reason: "not a Discord guild id (a number; in Discord: right-click the server, Copy Server ID)".into(),
         })
+    }
+
+    /// The Discord bot keeps its open forms and notices in keeper.db only:
+    /// with `KEEPER_DATABASE_URL` and a token, `keeper run` stops at start-up
+    /// rather than run a bot that half-works.
+    pub fn bot_store_supported(&self) -> Result<(), ConfigError> {
+        let token = self.discord_token.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        if token.is_some() && self.keeper_database_url.is_some() {
+            return Err(ConfigError {
+                setting: self.environment.describe("KEEPER_DATABASE_URL"),
+                value: String::new(),
+                flag: "keeper-database-url".into(),
+                reason: "the Discord bot (DISCORD_TOKEN is set) does not run on the PostgreSQL store yet: its open \
+                         forms and notices live only in keeper.db. Run the bot on a host that uses keeper.db, or \
+                         unset DISCORD_TOKEN on this one"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 
     /// `HAVEN_DB_PATH` when set; otherwise where the old bot would have

@@ -19,7 +19,8 @@
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use sqlx::SqlitePool;
+
+use crate::db::Db;
 
 /// The default of `KEEPER_EVIDENCE_MAX_BYTES`: Discord's own limit for
 /// uploads without Nitro.
@@ -156,37 +157,61 @@ pub async fn fetch(client: &reqwest::Client, url: &str, max_bytes: u64) -> Resul
     Image::new(bytes).ok_or(EvidenceError::NotAnImage)
 }
 
-/// The evidence table in keeper.db.
+/// The evidence table in keeper's store (keeper.db or PostgreSQL).
 #[derive(Debug, Clone)]
 pub struct EvidenceStore {
-    pool: SqlitePool,
+    db: Db,
 }
 
 impl EvidenceStore {
-    pub fn new(pool: SqlitePool) -> EvidenceStore {
-        EvidenceStore { pool }
+    pub fn new(db: Db) -> EvidenceStore {
+        EvidenceStore { db }
     }
 
     /// Stores `image` (once: the same bytes have the same id); returns its id.
     pub async fn put(&self, image: &Image) -> Result<String, sqlx::Error> {
         let id = image.id();
-        sqlx::query("INSERT OR IGNORE INTO keeper_evidence (id, content_type, bytes) VALUES (?1, ?2, ?3)")
-            .bind(&id)
-            .bind(image.kind.mime())
-            .bind(&image.bytes)
-            .execute(&self.pool)
-            .await?;
+        match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query("INSERT OR IGNORE INTO keeper_evidence (id, content_type, bytes) VALUES (?1, ?2, ?3)")
+                    .bind(&id)
+                    .bind(image.kind.mime())
+                    .bind(&image.bytes)
+                    .execute(pool)
+                    .await?;
+            }
+            Db::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO keeper_evidence (id, content_type, bytes) VALUES ($1, $2, $3)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&id)
+                .bind(image.kind.mime())
+                .bind(&image.bytes)
+                .execute(pool)
+                .await?;
+            }
+        }
         Ok(id)
     }
 
     /// The image stored under `id`, if any. A row whose type keeper does not
     /// know (written by a newer keeper) is not served.
     pub async fn get(&self, id: &str) -> Result<Option<Image>, sqlx::Error> {
-        let row: Option<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT content_type, bytes FROM keeper_evidence WHERE id = ?1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<(String, Vec<u8>)> = match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query_as("SELECT content_type, bytes FROM keeper_evidence WHERE id = ?1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_as("SELECT content_type, bytes FROM keeper_evidence WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        };
         Ok(row.and_then(|(mime, bytes)| {
             Some(Image {
                 kind: ImageType::from_mime(&mime)?,
@@ -226,7 +251,7 @@ mod tests {
         let store = crate::store::Store::open(&dir.path().join("keeper.db"), crate::store::Access::Create)
             .await
             .expect("keeper.db");
-        let evidence = EvidenceStore::new(store.pool().clone());
+        let evidence = EvidenceStore::new(store.db().clone());
         let image = Image::new(b"GIF89a pixels".to_vec()).expect("a GIF");
         let id = evidence.put(&image).await.expect("put");
         assert_eq!(id.len(), 64);
@@ -234,7 +259,7 @@ mod tests {
         assert_eq!(evidence.get(&id).await.expect("get"), Some(image));
         assert_eq!(evidence.get("0000").await.expect("get"), None);
         let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keeper_evidence")
-            .fetch_one(store.pool())
+            .fetch_one(store.db().sqlite().expect("keeper.db"))
             .await
             .expect("count");
         assert_eq!(rows, 1);

@@ -6,7 +6,8 @@
 //! - [`config`] — settings from the environment, `.env` and flags
 //! - [`report`] — the ten report forms and validation of incoming reports
 //! - [`records`] — `keeper submit --json`'s input split into records, bounded
-//! - [`store`] — keeper.db (schema, migrations, submission)
+//! - [`db`] — which database holds the store and queue: SQLite (keeper.db) or PostgreSQL
+//! - [`store`] — keeper.db or PostgreSQL (schema, migrations, submission)
 //! - [`queue`] — the sync queue's states, transitions and retry rule
 //! - [`mapper`] — the wasm plugin sandbox
 //! - [`plugins`] — start-up choice, hot reload, conformance, `keeper plugin`
@@ -29,6 +30,7 @@ pub mod app;
 pub mod bot;
 pub mod cli;
 pub mod config;
+pub mod db;
 pub mod delivery;
 pub mod evidence;
 pub mod ledger;

@@ -19,18 +19,30 @@
 //! worker that lost its lease cannot overwrite its successor's outcome (the
 //! VH-Database ledger makes the write itself idempotent; see `sink`).
 //!
-//! Times are SQLite's UTC text. The ones the queue compares to decide what is
-//! due (`last_sync_attempt`, `next_retry_after`, `lease_expires_at`) carry
+//! One contract, two drivers: [`Queue`] is the state machine's API; each
+//! operation runs one driver's SQL, `queue/sqlite.rs` (keeper.db) or
+//! `queue/postgres.rs` (`KEEPER_DATABASE_URL`, several hosts on one queue:
+//! claims take rows with `FOR UPDATE SKIP LOCKED`). What a failure leads to
+//! (the retry rule, the error classes) is decided here, once, for both.
+//!
+//! Times come from the database's clock. On SQLite they are stored as UTC
+//! text; the ones the queue compares to decide what is due
+//! (`last_sync_attempt`, `next_retry_after`, `lease_expires_at`) carry
 //! milliseconds; the rest keep the guide's `YYYY-MM-DD HH:MM:SS`. A
-//! second-precision value from the old bot still compares correctly.
+//! second-precision value from the old bot still compares correctly. On
+//! PostgreSQL they are `timestamptz`, given out as the same UTC text.
 
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::json;
-use sqlx::{Row as _, SqliteConnection, SqlitePool};
 
-use crate::sqlite_error::Fault;
+use crate::db::{Db, text_column};
+
+#[cfg(test)]
+mod driver_tests;
+pub(crate) mod postgres;
+pub(crate) mod sqlite;
 
 /// The states of the guide, as stored in `sync_status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,6 +62,26 @@ impl SyncStatus {
             SyncStatus::Synced => "synced",
             SyncStatus::MaxRetriesExceeded => "max_retries_exceeded",
         }
+    }
+
+    /// The state stored as `name`; `None` for a name the guide does not have.
+    pub fn parse(name: &str) -> Option<SyncStatus> {
+        [
+            SyncStatus::Pending,
+            SyncStatus::Syncing,
+            SyncStatus::Synced,
+            SyncStatus::MaxRetriesExceeded,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+}
+
+text_column!(SyncStatus);
+
+impl std::fmt::Display for SyncStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -146,39 +178,31 @@ impl ErrorClass {
             .copied()
             .find(|c| c.as_str() == name)
     }
+
+    /// A class as labelled in counts and metrics: `unknown` when an item's
+    /// failure has no class recorded (a legacy row).
+    pub fn label(class: Option<ErrorClass>) -> &'static str {
+        class.map_or("unknown", ErrorClass::as_str)
+    }
 }
 
-/// [`Queue::claim`]'s statement: ?1 token, ?2 lease modifier, ?3 limit,
-/// ?4 `not_tried_since`. Expired leases come first (they have waited
-/// longest), then due pending items in id order. Each part walks its own
-/// partial index (migration 12) and stops at the limit: the cost of a claim
-/// does not grow with the backlog (no sort of every pending row).
-const CLAIM: &str = "UPDATE sync_queue
-             SET sync_status = 'syncing', claim_token = ?1,
-                 lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now', ?2), last_sync_attempt = strftime('%Y-%m-%d %H:%M:%f', 'now')
-             WHERE id IN (
-                 SELECT id FROM (
-                     SELECT id FROM sync_queue INDEXED BY idx_sync_queue_syncing_lease
-                         WHERE sync_status = 'syncing'
-                         AND (lease_expires_at IS NULL OR lease_expires_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
-                         LIMIT ?3)
-                 UNION ALL
-                 SELECT id FROM (
-                     SELECT id FROM sync_queue INDEXED BY idx_sync_queue_pending_fifo
-                         WHERE sync_status = 'pending'
-                         AND (next_retry_after IS NULL OR next_retry_after <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
-                         AND (?4 IS NULL OR last_sync_attempt IS NULL OR last_sync_attempt < ?4)
-                         ORDER BY id LIMIT ?3)
-                 LIMIT ?3)
-             RETURNING id, discovery_id, COALESCE(sync_attempts, 0) AS attempts,
-                 COALESCE(json_valid(metadata) AND metadata ->> 'backfill', 0) AS backfill";
+text_column!(ErrorClass);
 
-/// An item handed to a worker by [`Queue::claim`].
-#[derive(Debug, Clone)]
+impl std::fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An item handed to a worker by [`Queue::claim`]. Read by column name
+/// (`FromRow`): each driver's claim returns these columns.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ClaimedItem {
+    #[sqlx(rename = "id")]
     pub queue_id: i64,
     pub discovery_id: i64,
     /// Attempts that had finished before this one.
+    #[sqlx(try_from = "i64")]
     pub attempts: u32,
     /// Enqueued by `keeper backfill`: may already be in VH-Database from the old bot.
     pub backfill: bool,
@@ -233,13 +257,14 @@ pub struct Waiting {
     pub count: i64,
     /// When the first of them is due again, as stored (SQLite's UTC text).
     pub next_retry_after: Option<String>,
-    /// Their last attempt's error class and how many have it, by class name.
-    pub last_error_classes: Vec<(String, i64)>,
+    /// Their last attempt's error class (`None`: not recorded) and how
+    /// many have it, by class name.
+    pub last_error_classes: Vec<(Option<ErrorClass>, i64)>,
 }
 
 /// A `max_retries_exceeded` item with what an operator needs to judge it
 /// (the guide's `failed_items` entry).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct FailedItem {
     pub queue_id: i64,
     pub discovery_id: i64,
@@ -253,8 +278,9 @@ pub struct FailedItem {
 
 /// An item a moderator should look at: out of attempts, or waiting out a
 /// retry's backoff after a failure (what `/sync-status` lists).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct TroubledItem {
+    #[sqlx(rename = "id")]
     pub queue_id: i64,
     pub discovery_id: i64,
     /// Out of attempts (`max_retries_exceeded`); else waiting to retry.
@@ -282,18 +308,19 @@ pub struct Troubles {
 }
 
 /// One queue row as stored, for `GET /sync/items/{queue_id}`. Times are
-/// SQLite's UTC text.
-#[derive(Debug, Clone)]
+/// UTC text, as keeper.db stores them.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct QueueItem {
+    #[sqlx(rename = "id")]
     pub queue_id: i64,
     pub discovery_id: i64,
-    pub sync_status: Option<String>,
+    pub sync_status: SyncStatus,
     pub sync_attempts: i64,
     pub max_attempts: Option<i64>,
     pub last_sync_attempt: Option<String>,
     pub next_retry_after: Option<String>,
     pub sync_error: Option<String>,
-    pub error_class: Option<String>,
+    pub error_class: Option<ErrorClass>,
     pub haven_discovery_id: Option<i64>,
     pub created_at: Option<String>,
     pub synced_at: Option<String>,
@@ -303,7 +330,7 @@ pub struct QueueItem {
 }
 
 /// A pending item offered to a remote puller.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ExportedItem {
     pub queue_id: i64,
     pub discovery_id: i64,
@@ -361,8 +388,9 @@ pub struct AckOutcome {
 /// Counts by (state, error class) for items that are not synced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClassCount {
-    pub sync_status: String,
-    pub error_class: String,
+    pub sync_status: SyncStatus,
+    /// `None`: the failure has no class recorded (a legacy row).
+    pub error_class: Option<ErrorClass>,
     pub count: i64,
 }
 
@@ -382,7 +410,7 @@ pub struct QueueStatistics {
 }
 
 /// Seconds from submission (`created_at`) to `synced_at`.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, sqlx::FromRow)]
 pub struct LatencySummary {
     pub count: i64,
     pub average: Option<f64>,
@@ -398,9 +426,9 @@ pub struct QueueTotals {
     /// Transitions to `synced`.
     pub synced: i64,
     /// Failed attempts by error class.
-    pub failures_by_class: Vec<(String, i64)>,
-    /// Items now `max_retries_exceeded`, by error class (`unknown` if none recorded).
-    pub failed_by_class: Vec<(String, i64)>,
+    pub failures_by_class: Vec<(ErrorClass, i64)>,
+    /// Items now `max_retries_exceeded`, by error class (`None`: none recorded).
+    pub failed_by_class: Vec<(Option<ErrorClass>, i64)>,
     /// Synced items per latency bucket: (upper bound in seconds, `None` for
     /// +Inf; count in that bucket alone, not cumulative).
     pub latency_buckets: Vec<(Option<u64>, i64)>,
@@ -415,76 +443,6 @@ pub struct QueueTotals {
 /// Fixed when migration 6 creates the trigger that fills it.
 pub const LATENCY_BUCKETS: &[u64] = &[1, 5, 15, 30, 60, 300, 900, 3600, 21_600, 86_400];
 
-/// The table and triggers that keep queue counts and totals current, so
-/// `/sync/status` and `/metrics` read a handful of rows instead of scanning a
-/// queue of millions. Each trigger touches one or two counter rows per
-/// changed queue row. Run once by keeper.db migration 6, which then fills the
-/// counters from the rows already there ([`COUNTERS_INIT`]).
-pub fn counter_schema() -> Vec<String> {
-    let latency = "max(0, CAST(round((julianday(NEW.synced_at) - julianday(NEW.created_at)) * 86400) AS INTEGER))";
-    let mut bucket = String::from("CASE");
-    for le in LATENCY_BUCKETS {
-        bucket.push_str(&format!(" WHEN {latency} <= {le} THEN '{le}'"));
-    }
-    bucket.push_str(" ELSE '+Inf' END");
-    let bump = |counter: &str, label: &str, by: &str| {
-        format!(
-            "INSERT INTO keeper_sync_counters (counter, label, value) VALUES ('{counter}', {label}, {by})
-             ON CONFLICT (counter, label) DO UPDATE SET value = value + excluded.value;"
-        )
-    };
-    vec![
-        "CREATE TABLE IF NOT EXISTS keeper_sync_counters (
-             counter TEXT NOT NULL,
-             label TEXT NOT NULL DEFAULT '',
-             value INTEGER NOT NULL DEFAULT 0,
-             PRIMARY KEY (counter, label)) WITHOUT ROWID"
-            .to_owned(),
-        format!(
-            "CREATE TRIGGER IF NOT EXISTS keeper_sync_count_insert AFTER INSERT ON sync_queue BEGIN {} END",
-            bump("depth", "IFNULL(NEW.sync_status, 'pending')", "1")
-        ),
-        format!(
-            "CREATE TRIGGER IF NOT EXISTS keeper_sync_count_delete AFTER DELETE ON sync_queue BEGIN {} END",
-            bump("depth", "IFNULL(OLD.sync_status, 'pending')", "-1")
-        ),
-        format!(
-            "CREATE TRIGGER IF NOT EXISTS keeper_sync_count_status AFTER UPDATE OF sync_status ON sync_queue
-             WHEN IFNULL(OLD.sync_status, 'pending') IS NOT IFNULL(NEW.sync_status, 'pending')
-             BEGIN {} {} END",
-            bump("depth", "IFNULL(OLD.sync_status, 'pending')", "-1"),
-            bump("depth", "IFNULL(NEW.sync_status, 'pending')", "1")
-        ),
-        format!(
-            "CREATE TRIGGER IF NOT EXISTS keeper_sync_count_synced AFTER UPDATE OF sync_status ON sync_queue
-             WHEN NEW.sync_status = 'synced' AND IFNULL(OLD.sync_status, 'pending') <> 'synced'
-             BEGIN {} END",
-            bump("synced_total", "''", "1")
-        ),
-        format!(
-            "CREATE TRIGGER IF NOT EXISTS keeper_sync_count_latency AFTER UPDATE OF sync_status ON sync_queue
-             WHEN NEW.sync_status = 'synced' AND IFNULL(OLD.sync_status, 'pending') <> 'synced'
-                 AND julianday(NEW.synced_at) IS NOT NULL AND julianday(NEW.created_at) IS NOT NULL
-             BEGIN {} {} END",
-            bump("latency_bucket", &bucket, "1"),
-            bump("latency_seconds_sum", "''", latency)
-        ),
-        format!(
-            "CREATE TRIGGER IF NOT EXISTS keeper_sync_count_failure AFTER UPDATE OF sync_attempts ON sync_queue
-             WHEN NEW.error_class IS NOT NULL AND IFNULL(NEW.sync_attempts, 0) > IFNULL(OLD.sync_attempts, 0)
-             BEGIN {} END",
-            bump("failures_total", "NEW.error_class", "1")
-        ),
-        // An adopted keeper.db: start from the rows already there.
-        "INSERT OR REPLACE INTO keeper_sync_counters (counter, label, value)
-             SELECT 'depth', IFNULL(sync_status, 'pending'), COUNT(*) FROM sync_queue GROUP BY 2"
-            .to_owned(),
-        "INSERT OR REPLACE INTO keeper_sync_counters (counter, label, value)
-             SELECT 'synced_total', '', COUNT(*) FROM sync_queue WHERE sync_status = 'synced'"
-            .to_owned(),
-    ]
-}
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RetryError {
     #[error("queue item {0} does not exist")]
@@ -495,24 +453,38 @@ pub enum RetryError {
     InProgress(i64),
 }
 
-/// The queue in keeper.db, with the rules it is run by.
+/// The queue, with the rules it is run by, on either driver.
 #[derive(Clone)]
 pub struct Queue {
-    pool: SqlitePool,
+    driver: Driver,
     policy: RetryPolicy,
     lease: Duration,
 }
 
-const NOW_MS: &str = "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')";
+#[derive(Clone)]
+enum Driver {
+    Sqlite(sqlite::SqliteQueue),
+    Postgres(postgres::PgQueue),
+}
 
-/// `datetime('now', ?)` modifier for a duration in whole seconds.
-fn seconds_modifier(d: Duration) -> String {
-    format!("+{} seconds", d.as_secs())
+/// Runs one operation on whichever driver the queue has: the one place
+/// each operation chooses its SQL.
+macro_rules! on_driver {
+    ($queue:expr, $op:ident ( $($arg:expr),* )) => {
+        match &$queue.driver {
+            Driver::Sqlite(q) => q.$op($($arg),*).await,
+            Driver::Postgres(q) => q.$op($($arg),*).await,
+        }
+    };
 }
 
 impl Queue {
-    pub fn new(pool: SqlitePool, policy: RetryPolicy, lease: Duration) -> Queue {
-        Queue { pool, policy, lease }
+    pub fn new(db: Db, policy: RetryPolicy, lease: Duration) -> Queue {
+        let driver = match db {
+            Db::Sqlite(pool) => Driver::Sqlite(sqlite::SqliteQueue { pool, policy, lease }),
+            Db::Postgres(pool) => Driver::Postgres(postgres::PgQueue { pool, policy, lease }),
+        };
+        Queue { driver, policy, lease }
     }
 
     pub fn policy(&self) -> RetryPolicy {
@@ -523,115 +495,65 @@ impl Queue {
         self.lease
     }
 
-    /// The database's clock with milliseconds, as `last_sync_attempt` is
-    /// stored (it sorts after a second-precision time of the same second).
+    /// The database's clock with (at least) milliseconds, as
+    /// `last_sync_attempt` is stored; given back to [`Queue::claim`] as
+    /// `not_tried_since`.
     pub async fn now(&self) -> Result<String, sqlx::Error> {
-        sqlx::query_scalar(NOW_MS).fetch_one(&self.pool).await
+        on_driver!(self, now())
     }
 
     /// Atomically takes up to `limit` due items: pending ones whose retry
     /// time has come, and syncing ones whose lease has expired. With
     /// `not_tried_since`, a pending item last attempted at or after that time
     /// is left for the next pass, so one pass tries each item at most once
-    /// even when its retry delay is zero.
+    /// even when its retry delay is zero. On PostgreSQL, claims from several
+    /// hosts at once never take the same item (`FOR UPDATE SKIP LOCKED`).
     pub async fn claim(&self, limit: u32, not_tried_since: Option<&str>) -> Result<Claim, sqlx::Error> {
         let token = format!("{:032x}", rand::random::<u128>());
-        let rows = sqlx::query(CLAIM)
-            .bind(&token)
-            .bind(seconds_modifier(self.lease))
-            .bind(limit)
-            .bind(not_tried_since)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut items = rows
-            .iter()
-            .map(|r| {
-                Ok(ClaimedItem {
-                    queue_id: r.try_get("id")?,
-                    discovery_id: r.try_get("discovery_id")?,
-                    attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
-                    backfill: r.try_get::<i64, _>("backfill")? != 0,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let mut items = on_driver!(self, claim(&token, limit, not_tried_since))?;
         items.sort_by_key(|i| i.queue_id);
         Ok(Claim { token, items })
     }
 
     /// Extends the lease of a batch that is still being worked on.
     pub async fn renew(&self, token: &str) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE sync_queue SET lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now', ?2)
-             WHERE claim_token = ?1 AND sync_status = 'syncing'",
-        )
-        .bind(token)
-        .bind(seconds_modifier(self.lease))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        on_driver!(self, renew(token))
     }
 
     /// Gives a claimed batch back untouched (shutdown before it was worked on).
     pub async fn release(&self, token: &str) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE sync_queue SET sync_status = 'pending', claim_token = NULL, lease_expires_at = NULL
-             WHERE claim_token = ?1 AND sync_status = 'syncing'",
-        )
-        .bind(token)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        on_driver!(self, release(token))
     }
 
-    /// Records the outcome of a batch in one transaction.
-    ///
-    /// Each list arrives as one JSON array, unpacked once in a MATERIALIZED
-    /// CTE (see [`mark_synced`]).
+    /// Records the outcome of a batch in one transaction; only items still
+    /// held under `token` change.
     pub async fn complete(&self, token: &str, delivered: &[Delivered], failed: &[Failed]) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        if !delivered.is_empty() {
-            mark_synced(&mut tx, Some(token), delivered).await?;
-        }
-        if !failed.is_empty() {
-            mark_failed(&mut tx, Some(token), self.policy, failed).await?;
-        }
-        tx.commit().await
+        let failed = failure_payload(self.policy, failed);
+        on_driver!(self, complete(token, delivered, &failed))
     }
 
     /// Makes one item due now with a fresh attempt count (the guide's manual retry).
     pub async fn retry(&self, queue_id: i64) -> Result<(), RetryRefused> {
-        let done = sqlx::query(
-            "UPDATE sync_queue SET sync_status = 'pending', sync_attempts = 0, sync_error = NULL,
-                 error_class = NULL, next_retry_after = NULL
-             WHERE id = ?1 AND sync_status IN ('pending', 'max_retries_exceeded')",
-        )
-        .bind(queue_id)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 1 {
-            return Ok(());
+        match on_driver!(self, retry(queue_id))? {
+            None => Ok(()),
+            Some(found) => Err(RetryRefused::Refused(match found {
+                None => RetryError::NotFound(queue_id),
+                Some(SyncStatus::Synced) => RetryError::AlreadySynced(queue_id),
+                Some(_) => RetryError::InProgress(queue_id),
+            })),
         }
-        let status: Option<Option<String>> = sqlx::query_scalar("SELECT sync_status FROM sync_queue WHERE id = ?1")
-            .bind(queue_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Err(RetryRefused::Refused(match status.flatten().as_deref() {
-            None => RetryError::NotFound(queue_id),
-            Some("synced") => RetryError::AlreadySynced(queue_id),
-            Some(_) => RetryError::InProgress(queue_id),
-        }))
     }
 
     /// Retries every `max_retries_exceeded` item; returns how many.
     pub async fn retry_all_failed(&self) -> Result<u64, sqlx::Error> {
-        self.requeue_failed(&[]).await
+        on_driver!(self, requeue_failed(&[]))
     }
 
     /// Retries the items whose last failure is of `class`, failed or still
     /// waiting out a backoff: after fixing the cause (a schema, a lock) an
     /// operator retries just those. Returns how many.
     pub async fn retry_class(&self, class: ErrorClass) -> Result<u64, sqlx::Error> {
-        self.requeue_failed(&[class]).await
+        on_driver!(self, requeue_failed(&[class]))
     }
 
     /// Retries the items that failed because of what the plugin did — it
@@ -639,66 +561,25 @@ impl Queue {
     /// returned a row that does not fit the table (`schema`) — failed or
     /// still waiting: called when a new plugin version becomes active.
     pub async fn requeue_mapping_failures(&self) -> Result<u64, sqlx::Error> {
-        self.requeue_failed(&[ErrorClass::Mapping, ErrorClass::Timeout, ErrorClass::Schema])
-            .await
-    }
-
-    /// `classes` empty: every `max_retries_exceeded` item.
-    async fn requeue_failed(&self, classes: &[ErrorClass]) -> Result<u64, sqlx::Error> {
-        let classes = (!classes.is_empty()).then(|| json!(classes.iter().map(|c| c.as_str()).collect::<Vec<_>>()));
-        let done = sqlx::query(
-            "UPDATE sync_queue SET sync_status = 'pending', sync_attempts = 0, sync_error = NULL,
-                 error_class = NULL, next_retry_after = NULL
-             WHERE (?1 IS NULL AND sync_status = 'max_retries_exceeded')
-                OR (error_class IN (SELECT value FROM json_each(?1))
-                    AND sync_status IN ('pending', 'max_retries_exceeded'))",
+        on_driver!(
+            self,
+            requeue_failed(&[ErrorClass::Mapping, ErrorClass::Timeout, ErrorClass::Schema])
         )
-        .bind(classes.map(|c| c.to_string()))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
     }
 
     /// Deletes synced items older than `days`; returns how many.
     pub async fn cleanup(&self, days: u32) -> Result<u64, sqlx::Error> {
-        let done =
-            sqlx::query("DELETE FROM sync_queue WHERE sync_status = 'synced' AND synced_at < datetime('now', ?1)")
-                .bind(format!("-{days} days"))
-                .execute(&self.pool)
-                .await?;
-        Ok(done.rows_affected())
+        on_driver!(self, cleanup(days))
     }
 
-    /// Queue depth by state, from the trigger-maintained counters: a few
-    /// rows read whatever the queue's size.
+    /// Queue depth by state.
     pub async fn counts(&self) -> Result<QueueCounts, sqlx::Error> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT label, value FROM keeper_sync_counters WHERE counter = 'depth'")
-                .fetch_all(&self.pool)
-                .await?;
-        let mut counts = QueueCounts::default();
-        for (status, n) in rows {
-            match status.as_str() {
-                "pending" => counts.pending += n,
-                "syncing" => counts.syncing += n,
-                "synced" => counts.synced += n,
-                _ => counts.failed += n,
-            }
-        }
-        Ok(counts)
+        on_driver!(self, counts())
     }
 
-    /// The pending items whose next attempt is in the future (the due-items
-    /// index serves the range).
+    /// The pending items whose next attempt is in the future.
     pub async fn waiting(&self) -> Result<Waiting, sqlx::Error> {
-        let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
-            "SELECT IFNULL(error_class, 'unknown') AS class, COUNT(*), MIN(next_retry_after)
-             FROM sync_queue INDEXED BY idx_sync_queue_due
-             WHERE sync_status = 'pending' AND next_retry_after > strftime('%Y-%m-%d %H:%M:%f', 'now')
-             GROUP BY class ORDER BY class",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = on_driver!(self, waiting())?;
         let mut waiting = Waiting::default();
         for (class, count, next) in rows {
             waiting.count += count;
@@ -714,82 +595,45 @@ impl Queue {
     /// The items that failed for good or wait out a retry's backoff, for
     /// moderators: up to `limit` of each kind, with their classes counted.
     pub async fn troubles(&self, limit: u32) -> Result<Troubles, sqlx::Error> {
-        // Two queries, each served by its index, in the order listed.
-        let failed: Vec<TroubledRow> = sqlx::query_as(
-            "SELECT id, discovery_id, 1, COALESCE(sync_attempts, 0), error_class, sync_error, next_retry_after
-             FROM sync_queue INDEXED BY idx_sync_queue_failed_recent
-             WHERE sync_status = 'max_retries_exceeded'
-             ORDER BY last_sync_attempt DESC, id DESC LIMIT ?1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        let waiting: Vec<TroubledRow> = sqlx::query_as(
-            "SELECT id, discovery_id, 0, COALESCE(sync_attempts, 0), error_class, sync_error, next_retry_after
-             FROM sync_queue INDEXED BY idx_sync_queue_due
-             WHERE sync_status = 'pending' AND next_retry_after > strftime('%Y-%m-%d %H:%M:%f', 'now')
-             ORDER BY next_retry_after, id LIMIT ?1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        let failed_classes: Vec<(Option<String>, i64)> = sqlx::query_as(
-            "SELECT error_class, COUNT(*) FROM sync_queue INDEXED BY idx_sync_queue_failed_class
-             WHERE sync_status = 'max_retries_exceeded' GROUP BY error_class",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut by_class: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+        let (items, failed_classes) = on_driver!(self, troubles(limit))?;
+        // By class name; the unknown class is counted but not listed.
+        let mut by_class: std::collections::BTreeMap<&str, (Option<ErrorClass>, i64)> =
+            std::collections::BTreeMap::new();
         let waiting_classes = self.waiting().await?.last_error_classes;
-        for (class, n) in failed_classes
-            .into_iter()
-            .map(|(class, n)| (class.unwrap_or_default(), n))
-            .chain(waiting_classes)
-        {
-            *by_class.entry(class).or_default() += n;
+        for (class, n) in failed_classes.into_iter().chain(waiting_classes) {
+            by_class.entry(ErrorClass::label(class)).or_insert((class, 0)).1 += n;
         }
         Ok(Troubles {
-            items: failed
-                .into_iter()
-                .chain(waiting)
-                .map(
-                    |(queue_id, discovery_id, failed, attempts, class, error, next_retry_after)| TroubledItem {
-                        queue_id,
-                        discovery_id,
-                        failed,
-                        attempts,
-                        class: class.as_deref().and_then(ErrorClass::parse),
-                        error,
-                        next_retry_after,
-                    },
-                )
-                .collect(),
-            total: by_class.values().sum(),
+            items,
+            total: by_class.values().map(|(_, n)| n).sum(),
             classes: by_class
-                .into_iter()
-                .filter_map(|(class, n)| Some((ErrorClass::parse(&class)?, n)))
+                .into_values()
+                .filter_map(|(class, n)| Some((class?, n)))
                 .collect(),
         })
     }
 
     /// Totals and the latency histogram for `/metrics`.
     pub async fn totals(&self) -> Result<QueueTotals, sqlx::Error> {
-        let counters: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT counter, label, value FROM keeper_sync_counters WHERE counter <> 'depth'")
-                .fetch_all(&self.pool)
-                .await?;
+        let (counters, failed_by_class) = on_driver!(self, totals())?;
         let mut totals = QueueTotals {
             latency_buckets: LATENCY_BUCKETS
                 .iter()
                 .map(|le| (Some(*le), 0))
                 .chain([(None, 0)])
                 .collect(),
+            failed_by_class,
             ..QueueTotals::default()
         };
         for (counter, label, value) in counters {
             match counter.as_str() {
                 "synced_total" => totals.synced += value,
-                "failures_total" => totals.failures_by_class.push((label, value)),
+                "failures_total" => match ErrorClass::parse(&label) {
+                    Some(class) => totals.failures_by_class.push((class, value)),
+                    None => {
+                        tracing::warn!(class = %label, "failed attempts counted under a class this keeper does not know")
+                    }
+                },
                 "latency_seconds_sum" => totals.latency_sum_seconds += value,
                 "keeper_db_replaced_total" => totals.keeper_db_replaced += value,
                 "latency_bucket" => {
@@ -801,116 +645,24 @@ impl Queue {
                 _ => {}
             }
         }
-        totals.failed_by_class = sqlx::query_as(
-            "SELECT IFNULL(error_class, 'unknown') AS class, COUNT(*)
-             FROM sync_queue INDEXED BY idx_sync_queue_failed_class
-             WHERE sync_status = 'max_retries_exceeded' GROUP BY class ORDER BY class",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        totals.failures_by_class.sort_by_key(|(class, _)| class.as_str());
         Ok(totals)
     }
 
     /// The detailed figures of `/sync/statistics`. Unlike [`Queue::counts`]
     /// these read the unsynced items (and the last day's synced ones).
     pub async fn statistics(&self) -> Result<QueueStatistics, sqlx::Error> {
-        let errors = sqlx::query_as::<_, (String, String, i64)>(
-            "SELECT sync_status, IFNULL(error_class, 'unknown') AS class, COUNT(*) FROM sync_queue
-             WHERE sync_status IN ('pending', 'max_retries_exceeded') AND sync_error IS NOT NULL
-             GROUP BY sync_status, class ORDER BY sync_status, class",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|(sync_status, error_class, count)| ClassCount {
-            sync_status,
-            error_class,
-            count,
-        })
-        .collect();
-        let attempts = sqlx::query_as(
-            "SELECT IFNULL(sync_attempts, 0) AS n, COUNT(*) FROM sync_queue
-             WHERE IFNULL(sync_status, 'pending') <> 'synced' GROUP BY n ORDER BY n",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let oldest_pending = sqlx::query_as(
-            "SELECT id, created_at FROM sync_queue WHERE IFNULL(sync_status, 'pending') = 'pending'
-             ORDER BY id LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        let (synced_last_hour, synced_last_day): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*) FILTER (WHERE synced_at >= datetime('now', '-1 hour')), COUNT(*)
-             FROM sync_queue INDEXED BY idx_sync_queue_synced_at
-             WHERE sync_status = 'synced' AND synced_at >= datetime('now', '-1 day')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        let latency = sqlx::query(
-            "WITH l AS (SELECT (julianday(synced_at) - julianday(created_at)) * 86400.0 AS s
-                        FROM sync_queue INDEXED BY idx_sync_queue_synced_at
-                        WHERE sync_status = 'synced' AND synced_at >= datetime('now', '-1 day')
-                          AND julianday(synced_at) IS NOT NULL AND julianday(created_at) IS NOT NULL),
-                  n AS (SELECT COUNT(*) AS c FROM l)
-             SELECT c, (SELECT avg(s) FROM l) AS average, (SELECT max(s) FROM l) AS max,
-                    (SELECT s FROM l ORDER BY s LIMIT 1 OFFSET (SELECT (c - 1) * 50 / 100 FROM n)) AS p50,
-                    (SELECT s FROM l ORDER BY s LIMIT 1 OFFSET (SELECT (c - 1) * 95 / 100 FROM n)) AS p95
-             FROM n",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(QueueStatistics {
-            errors,
-            attempts,
-            oldest_pending,
-            synced_last_hour,
-            synced_last_day,
-            latency_last_day: LatencySummary {
-                count: latency.try_get("c")?,
-                average: latency.try_get("average")?,
-                p50: latency.try_get("p50")?,
-                p95: latency.try_get("p95")?,
-                max: latency.try_get("max")?,
-            },
-        })
+        on_driver!(self, statistics())
     }
 
     /// One queue row, or `None` when there is no such item.
     pub async fn item(&self, queue_id: i64) -> Result<Option<QueueItem>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT id, discovery_id, sync_status, IFNULL(sync_attempts, 0) AS sync_attempts, max_attempts,
-                    last_sync_attempt, next_retry_after, sync_error, error_class, haven_discovery_id,
-                    created_at, synced_at, metadata
-             FROM sync_queue WHERE id = ?1",
-        )
-        .bind(queue_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(QueueItem {
-                queue_id: r.try_get("id")?,
-                discovery_id: r.try_get("discovery_id")?,
-                sync_status: r.try_get("sync_status")?,
-                sync_attempts: r.try_get("sync_attempts")?,
-                max_attempts: r.try_get("max_attempts")?,
-                last_sync_attempt: r.try_get("last_sync_attempt")?,
-                next_retry_after: r.try_get("next_retry_after")?,
-                sync_error: r.try_get("sync_error")?,
-                error_class: r.try_get("error_class")?,
-                haven_discovery_id: r.try_get("haven_discovery_id")?,
-                created_at: r.try_get("created_at")?,
-                synced_at: r.try_get("synced_at")?,
-                metadata: r.try_get("metadata")?,
-            })
-        })
-        .transpose()
+        on_driver!(self, item(queue_id))
     }
 
     /// The queue item of a discovery (the newest, should there be several).
     pub async fn queue_id_of(&self, discovery_id: i64) -> Result<Option<i64>, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
-        queue_id_in(&mut conn, discovery_id).await
+        on_driver!(self, queue_id_of(discovery_id))
     }
 
     /// Pending items that are due (their `next_retry_after`, if any, has
@@ -918,30 +670,7 @@ impl Queue {
     /// puller's page (remote mode; no worker here claims them). An item whose
     /// remote failure is waiting out its backoff is not offered.
     pub async fn pending_after(&self, after: i64, limit: u32) -> Result<Vec<ExportedItem>, sqlx::Error> {
-        let rows: Vec<(i64, i64, i64, Option<String>, bool)> = sqlx::query_as(
-            "SELECT id, discovery_id, IFNULL(sync_attempts, 0), created_at,
-                    COALESCE(json_valid(metadata) AND metadata ->> 'backfill', 0) != 0
-             FROM sync_queue
-             WHERE id > ?1 AND IFNULL(sync_status, 'pending') = 'pending'
-               AND (next_retry_after IS NULL OR next_retry_after <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
-             ORDER BY id LIMIT ?2",
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(queue_id, discovery_id, sync_attempts, created_at, backfill)| ExportedItem {
-                    queue_id,
-                    discovery_id,
-                    sync_attempts,
-                    created_at,
-                    backfill,
-                },
-            )
-            .collect())
+        on_driver!(self, pending_after(after, limit))
     }
 
     /// Marks items a remote puller wrote to its VH-Database as synced, in one
@@ -973,27 +702,18 @@ impl Queue {
                 keeper_db_replaced: a.keeper_db_replaced,
             })
             .collect();
-        let mut conn = self.pool.acquire().await?;
-        let acknowledged = mark_synced(&mut conn, None, &delivered).await?;
-        let ids = serde_json::Value::Array(acks.iter().map(|a| json!(a.queue_id)).collect()).to_string();
-        let states: Vec<(i64, Option<String>)> =
-            sqlx::query_as("SELECT id, sync_status FROM sync_queue WHERE id IN (SELECT value FROM json_each(?1))")
-                .bind(&ids)
-                .fetch_all(&mut *conn)
-                .await?;
+        let ids: Vec<i64> = acks.iter().map(|a| a.queue_id).collect();
+        let (mut acknowledged, states) = on_driver!(self, acknowledge(&delivered, &ids))?;
+        acknowledged.sort_unstable();
         let mut outcome = AckOutcome::default();
         let mut seen = std::collections::BTreeSet::new();
         for ack in acks {
             if !seen.insert(ack.queue_id) || acknowledged.binary_search(&ack.queue_id).is_ok() {
                 continue;
             }
-            match states
-                .iter()
-                .find(|(id, _)| *id == ack.queue_id)
-                .map(|(_, s)| s.as_deref())
-            {
+            match states.iter().find(|(id, _)| *id == ack.queue_id).map(|(_, s)| *s) {
                 None => outcome.unknown.push(ack.queue_id),
-                Some(Some("synced")) => outcome.already_synced.push(ack.queue_id),
+                Some(SyncStatus::Synced) => outcome.already_synced.push(ack.queue_id),
                 Some(_) => outcome.in_progress.push(ack.queue_id),
             }
         }
@@ -1009,209 +729,63 @@ impl Queue {
     pub async fn fail_remote(&self, failures: &[RemoteFailure]) -> Result<FailOutcome, sqlx::Error> {
         let mut seen = std::collections::BTreeSet::new();
         let failures: Vec<&RemoteFailure> = failures.iter().filter(|f| seen.insert(f.queue_id)).collect();
-        let ids = serde_json::Value::Array(failures.iter().map(|f| json!(f.queue_id)).collect()).to_string();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let states: Vec<(i64, Option<String>, i64)> = sqlx::query_as(
-            "SELECT id, sync_status, IFNULL(sync_attempts, 0) FROM sync_queue
-             WHERE id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut outcome = FailOutcome::default();
-        let mut pending = Vec::new();
-        for f in failures {
-            match states.iter().find(|(id, _, _)| *id == f.queue_id) {
-                None => outcome.unknown.push(f.queue_id),
-                Some((_, status, attempts)) if status.as_deref().unwrap_or("pending") == "pending" => {
-                    pending.push(Failed {
+        let policy = self.policy;
+        // The driver reads the items' states and records the failures of the
+        // pending ones in one transaction; what to record is decided here.
+        let decide = |states: &[(i64, SyncStatus, i64)]| {
+            let mut outcome = FailOutcome::default();
+            let mut pending = Vec::new();
+            for f in &failures {
+                match states.iter().find(|(id, _, _)| *id == f.queue_id) {
+                    None => outcome.unknown.push(f.queue_id),
+                    Some((_, SyncStatus::Pending, attempts)) => pending.push(Failed {
                         queue_id: f.queue_id,
                         attempts: u32::try_from(*attempts).unwrap_or(0),
                         class: f.class,
                         message: f.message.clone(),
-                    })
-                }
-                Some(_) => outcome.not_pending.push(f.queue_id),
-            }
-        }
-        if !pending.is_empty() {
-            for (queue_id, status) in mark_failed(&mut tx, None, self.policy, &pending).await? {
-                match status {
-                    SyncStatus::MaxRetriesExceeded => outcome.gave_up.push(queue_id),
-                    _ => outcome.retrying.push(queue_id),
+                    }),
+                    Some(_) => outcome.not_pending.push(f.queue_id),
                 }
             }
+            (outcome, failure_payload(policy, &pending))
+        };
+        let ids: Vec<i64> = failures.iter().map(|f| f.queue_id).collect();
+        let (mut outcome, changed) = on_driver!(self, fail_remote(&ids, &decide))?;
+        for (queue_id, status) in changed {
+            match status {
+                SyncStatus::MaxRetriesExceeded => outcome.gave_up.push(queue_id),
+                _ => outcome.retrying.push(queue_id),
+            }
         }
-        tx.commit().await?;
         Ok(outcome)
     }
 
     /// The most recently failed items first, with what keeper.db says of
-    /// their reports. A report on a damaged page of keeper.db is listed
-    /// without those details: a poison row must not hide the others.
+    /// their reports.
     pub async fn failed(&self, limit: u32) -> Result<Vec<FailedItem>, sqlx::Error> {
-        let mut items: Vec<FailedItem> = sqlx::query_as::<_, (i64, i64, i64, Option<String>)>(
-            "SELECT id, discovery_id, COALESCE(sync_attempts, 0), sync_error
-             FROM sync_queue INDEXED BY idx_sync_queue_failed_recent
-             WHERE sync_status = 'max_retries_exceeded'
-             ORDER BY last_sync_attempt DESC, id DESC LIMIT ?1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|(queue_id, discovery_id, sync_attempts, sync_error)| FailedItem {
-            queue_id,
-            discovery_id,
-            sync_attempts,
-            sync_error,
-            system_name: None,
-            location: None,
-            discovery_type: None,
-            username: None,
-        })
-        .collect();
-        let ids: Vec<i64> = items.iter().map(|i| i.discovery_id).collect();
-        let details = match self.report_details(&ids).await {
-            Err(e) if Fault::of(&e) == Fault::Corrupt => {
-                let mut readable = Vec::with_capacity(ids.len());
-                for id in &ids {
-                    match self.report_details(std::slice::from_ref(id)).await {
-                        Ok(found) => readable.extend(found),
-                        Err(e) if Fault::of(&e) == Fault::Corrupt => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                readable
-            }
-            other => other?,
-        };
-        for item in &mut items {
-            if let Some(d) = details.iter().find(|d| d.0 == item.discovery_id) {
-                item.system_name.clone_from(&d.1);
-                item.location.clone_from(&d.2);
-                item.discovery_type.clone_from(&d.3);
-                item.username.clone_from(&d.4);
-            }
-        }
-        Ok(items)
-    }
-
-    /// (id, system name, location, type, username) of the given discoveries.
-    #[allow(clippy::type_complexity)]
-    async fn report_details(
-        &self,
-        ids: &[i64],
-    ) -> Result<Vec<(i64, Option<String>, Option<String>, Option<String>, Option<String>)>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT id, CAST(system_name AS TEXT), CAST(location AS TEXT), CAST(discovery_type AS TEXT),
-                    CAST(username AS TEXT)
-             FROM discoveries WHERE id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(json!(ids).to_string())
-        .fetch_all(&self.pool)
-        .await
+        on_driver!(self, failed(limit))
     }
 
     /// The most recently synced items, newest first, as (queue id, discovery
     /// id): what `keeper plugin preview` maps again.
     pub async fn last_synced(&self, limit: u32) -> Result<Vec<(i64, i64)>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT id, discovery_id FROM sync_queue WHERE sync_status = 'synced'
-             ORDER BY synced_at DESC, id DESC LIMIT ?1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
+        on_driver!(self, last_synced(limit))
     }
 
     /// Queues every discovery that has no queue row (a keeper.db adopted from
     /// the old bot); returns how many. They are marked so that the sink links
     /// any the old bot already wrote instead of inserting them twice.
     pub async fn backfill(&self) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query(
-            "INSERT INTO sync_queue (discovery_id, max_attempts, metadata)
-             SELECT d.id, ?1, '{\"backfill\":true}' FROM discoveries d
-             WHERE NOT EXISTS (SELECT 1 FROM sync_queue q WHERE q.discovery_id = d.id)
-             ORDER BY d.id",
-        )
-        .bind(self.policy.max_attempts)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        on_driver!(self, backfill())
     }
 }
 
-/// The one transition to `synced`, for a worker's batch (only items still
-/// held under `token`) and for a remote puller's acknowledgements (`None`:
-/// items not synced and not being synced here). Returns the ids it marked.
-///
-/// The batch arrives as one JSON array, unpacked once in a MATERIALIZED CTE:
-/// joined directly, `json_each` was rescanned for every candidate row
-/// (quadratic: 1,000 items/s at batches of 1,000).
-async fn mark_synced(
-    conn: &mut SqliteConnection,
-    token: Option<&str>,
-    delivered: &[Delivered],
-) -> Result<Vec<i64>, sqlx::Error> {
-    let payload: Vec<serde_json::Value> = delivered
-        .iter()
-        .map(|d| json!({"queue_id": d.queue_id, "haven_id": d.haven_id, "meta": d.metadata}))
-        .collect();
-    let mut marked: Vec<i64> = sqlx::query_scalar(
-        "WITH j AS MATERIALIZED (
-             SELECT value ->> 'queue_id' AS queue_id, value ->> 'haven_id' AS haven_id, value -> 'meta' AS meta
-             FROM json_each(?1))
-         UPDATE sync_queue
-         SET sync_status = 'synced', haven_discovery_id = j.haven_id,
-             synced_at = datetime('now'), sync_attempts = COALESCE(sync_attempts, 0) + 1,
-             sync_error = NULL, error_class = NULL, next_retry_after = NULL,
-             lease_expires_at = NULL, claim_token = NULL,
-             metadata = json_patch(
-                 CASE WHEN json_valid(sync_queue.metadata) THEN sync_queue.metadata
-                      WHEN sync_queue.metadata IS NULL THEN '{}'
-                      ELSE json_object('legacy', sync_queue.metadata) END,
-                 j.meta)
-         FROM j
-         WHERE sync_queue.id = j.queue_id
-           AND CASE WHEN ?2 IS NULL
-                    THEN IFNULL(sync_queue.sync_status, 'pending') IN ('pending', 'max_retries_exceeded')
-                    ELSE sync_queue.claim_token = ?2 END
-         RETURNING sync_queue.id",
-    )
-    .bind(serde_json::Value::Array(payload).to_string())
-    .bind(token)
-    .fetch_all(&mut *conn)
-    .await?;
-    marked.sort_unstable();
-    let replaced = delivered
-        .iter()
-        .filter(|d| d.keeper_db_replaced && marked.binary_search(&d.queue_id).is_ok())
-        .count();
-    if replaced > 0 {
-        sqlx::query(
-            "INSERT INTO keeper_sync_counters (counter, label, value) VALUES ('keeper_db_replaced_total', '', ?1)
-             ON CONFLICT (counter, label) DO UPDATE SET value = value + excluded.value",
-        )
-        .bind(replaced as i64)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(marked)
-}
-
-/// The one failure transition, for a worker's batch (only items still held
-/// under `token`) and for a remote puller's reports (`None`: items pending
-/// here, whose attempt time is then now). `attempts` of each item counts the
-/// attempts before this one; the policy decides between a backoff and
-/// `max_retries_exceeded`. Returns each changed item with its new state.
-async fn mark_failed(
-    conn: &mut SqliteConnection,
-    token: Option<&str>,
-    policy: RetryPolicy,
-    failed: &[Failed],
-) -> Result<Vec<(i64, SyncStatus)>, sqlx::Error> {
-    let payload: Vec<serde_json::Value> = failed
+/// What a failed attempt leads to, decided once for both drivers by the
+/// retry policy: one JSON array, unpacked by each driver's failure
+/// transition (`queue_id`, `status`, `delay` in seconds or null, `class`,
+/// `error`).
+pub(crate) fn failure_payload(policy: RetryPolicy, failed: &[Failed]) -> serde_json::Value {
+    failed
         .iter()
         .map(|f| {
             let (status, delay) = match policy.after_failure(f.attempts.saturating_add(1), f.class.is_permanent()) {
@@ -1221,75 +795,17 @@ async fn mark_failed(
             json!({"queue_id": f.queue_id, "status": status.as_str(), "delay": delay,
                    "class": f.class.as_str(), "error": f.message})
         })
-        .collect();
-    let changed: Vec<(i64, String)> = sqlx::query_as(
-        "WITH j AS MATERIALIZED (
-             SELECT value ->> 'queue_id' AS queue_id, value ->> 'status' AS status,
-                 value ->> 'error' AS error, value ->> 'class' AS class, value ->> 'delay' AS delay
-             FROM json_each(?1))
-         UPDATE sync_queue
-         SET sync_status = j.status,
-             sync_attempts = COALESCE(sync_attempts, 0) + 1, max_attempts = ?3,
-             sync_error = j.error, error_class = j.class,
-             next_retry_after = CASE WHEN j.delay IS NULL THEN NULL
-                 ELSE strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || j.delay || ' seconds') END,
-             last_sync_attempt = CASE WHEN ?2 IS NULL THEN strftime('%Y-%m-%d %H:%M:%f', 'now')
-                 ELSE sync_queue.last_sync_attempt END,
-             lease_expires_at = NULL, claim_token = NULL
-         FROM j
-         WHERE sync_queue.id = j.queue_id
-           AND CASE WHEN ?2 IS NULL
-                    THEN IFNULL(sync_queue.sync_status, 'pending') = 'pending'
-                    ELSE sync_queue.claim_token = ?2 END
-         RETURNING sync_queue.id, sync_queue.sync_status",
-    )
-    .bind(serde_json::Value::Array(payload).to_string())
-    .bind(token)
-    .bind(policy.max_attempts)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(changed
-        .into_iter()
-        .map(|(id, status)| {
-            let status = if status == SyncStatus::MaxRetriesExceeded.as_str() {
-                SyncStatus::MaxRetriesExceeded
-            } else {
-                SyncStatus::Pending
-            };
-            (id, status)
-        })
-        .collect())
+        .collect()
 }
 
-/// Queues the discoveries with ids above `after`: called by the submission
-/// transaction that has just inserted them, so both commit together.
-pub async fn enqueue_discoveries_after(
-    conn: &mut SqliteConnection,
-    after: i64,
-    max_attempts: u32,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "INSERT INTO sync_queue (discovery_id, max_attempts)
-         SELECT id, ?2 FROM discoveries WHERE id > ?1 ORDER BY id",
-    )
-    .bind(after)
-    .bind(max_attempts)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected())
-}
+/// [`Queue::fail_remote`]'s decision, given the states the driver read
+/// inside its transaction: what to report, and the failures to record.
+pub(crate) type DecideRemoteFailures<'a> =
+    dyn Fn(&[(i64, SyncStatus, i64)]) -> (FailOutcome, serde_json::Value) + Send + Sync + 'a;
 
-/// The queue item of a discovery, inside the caller's transaction (the
-/// intake that just enqueued it).
-pub async fn queue_id_in(conn: &mut SqliteConnection, discovery_id: i64) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT MAX(id) FROM sync_queue WHERE discovery_id = ?1")
-        .bind(discovery_id)
-        .fetch_one(&mut *conn)
-        .await
-}
-
-/// A row of [`Queue::troubles`].
-type TroubledRow = (i64, i64, bool, i64, Option<String>, Option<String>, Option<String>);
+/// A manual retry's outcome from a driver: `None` when the item was made
+/// due; else what was found instead (`None`: no such item).
+pub(crate) type RetryFound = Option<Option<SyncStatus>>;
 
 /// A manual retry that did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -1328,35 +844,6 @@ mod tests {
         );
         assert_eq!(p.after_failure(10, false), AfterFailure::GiveUp);
         assert_eq!(p.after_failure(1, true), AfterFailure::GiveUp);
-    }
-
-    /// The claim's plan: both partial indexes walked, nothing sorted.
-    #[tokio::test]
-    async fn claim_walks_its_indexes_and_never_sorts_the_backlog() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = crate::store::Store::open(&dir.path().join("keeper.db"), crate::store::Access::Create)
-            .await
-            .expect("open keeper.db");
-        let plan = explain(store.pool()).await;
-        let text = plan.join("\n");
-        assert!(!text.contains("TEMP B-TREE"), "the claim sorts:\n{text}");
-        assert!(text.contains("idx_sync_queue_pending_fifo"), "{text}");
-        assert!(text.contains("idx_sync_queue_syncing_lease"), "{text}");
-    }
-
-    /// `EXPLAIN QUERY PLAN` rows' `detail` column.
-    async fn explain(pool: &sqlx::SqlitePool) -> Vec<String> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {CLAIM}")))
-            .bind("token")
-            .bind("+30 seconds")
-            .bind(10)
-            .bind(Option::<String>::None)
-            .fetch_all(pool)
-            .await
-            .expect("explain the claim");
-        rows.iter()
-            .map(|r| r.try_get::<String, _>("detail").expect("detail"))
-            .collect()
     }
 
     #[test]

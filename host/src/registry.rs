@@ -7,8 +7,8 @@
 //! memory decides what a batch runs on; this table is its record.
 
 use serde::Serialize;
-use sqlx::SqlitePool;
 
+use crate::db::Db;
 use crate::mapper::PluginInfo;
 
 /// Where the built-in plugin comes from, in `source`.
@@ -16,6 +16,42 @@ pub const BUILT_IN: &str = "built-in";
 
 /// How many retired and rejected plugins [`Registry::list`] returns.
 const LIST_LIMIT: i64 = 50;
+
+/// What a registry row says of its plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginStatus {
+    /// The one batches run on now.
+    Active,
+    /// Active before, replaced by a newer one.
+    Retired,
+    /// Refused by the conformance check (or not a plugin at all).
+    Rejected,
+}
+
+impl PluginStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginStatus::Active => "active",
+            PluginStatus::Retired => "retired",
+            PluginStatus::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<PluginStatus> {
+        [PluginStatus::Active, PluginStatus::Retired, PluginStatus::Rejected]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+}
+
+crate::db::text_column!(PluginStatus);
+
+impl std::fmt::Display for PluginStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One registry row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -27,8 +63,7 @@ pub struct PluginRecord {
     pub hash: String,
     /// `built-in` or the path of the `.wasm` file.
     pub source: String,
-    /// `active`, `retired` or `rejected`.
-    pub status: String,
+    pub status: PluginStatus,
     /// Why a plugin was rejected.
     pub reason: Option<String>,
     /// When this row was written (UTC, `YYYY-MM-DD HH:MM:SS`).
@@ -47,40 +82,73 @@ pub struct PluginHistory {
 
 #[derive(Clone)]
 pub struct Registry {
-    pool: SqlitePool,
+    db: Db,
 }
 
 impl Registry {
-    pub fn new(pool: SqlitePool) -> Registry {
-        Registry { pool }
+    pub fn new(db: Db) -> Registry {
+        Registry { db }
     }
 
     /// Records `plugin` as the active one, retiring the previous one. Nothing
     /// changes when it already is active (every process start reports the
     /// plugin it loaded). Returns whether it was newly activated.
     pub async fn activated(&self, plugin: &PluginInfo, source: &str) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let retired = sqlx::query(
-            "UPDATE keeper_plugins SET status = 'retired', retired_at = datetime('now')
-             WHERE status = 'active' AND NOT (hash = ?1 AND source = ?2)",
-        )
-        .bind(&plugin.hash)
-        .bind(source)
-        .execute(&mut *tx)
-        .await?;
-        let inserted = sqlx::query(
-            "INSERT INTO keeper_plugins (name, version, hash, source, status)
-             SELECT ?1, ?2, ?3, ?4, 'active'
-             WHERE NOT EXISTS (SELECT 1 FROM keeper_plugins WHERE status = 'active')",
-        )
-        .bind(&plugin.name)
-        .bind(&plugin.version)
-        .bind(&plugin.hash)
-        .bind(source)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(retired.rows_affected() > 0 || inserted.rows_affected() > 0)
+        let changed = match &self.db {
+            Db::Sqlite(pool) => {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let retired = sqlx::query(
+                    "UPDATE keeper_plugins SET status = 'retired', retired_at = datetime('now')
+                     WHERE status = 'active' AND NOT (hash = ?1 AND source = ?2)",
+                )
+                .bind(&plugin.hash)
+                .bind(source)
+                .execute(&mut *tx)
+                .await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO keeper_plugins (name, version, hash, source, status)
+                     SELECT ?1, ?2, ?3, ?4, 'active'
+                     WHERE NOT EXISTS (SELECT 1 FROM keeper_plugins WHERE status = 'active')",
+                )
+                .bind(&plugin.name)
+                .bind(&plugin.version)
+                .bind(&plugin.hash)
+                .bind(source)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                retired.rows_affected() + inserted.rows_affected()
+            }
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                // One activation at a time across hosts: the registry's rows.
+                sqlx::query("LOCK TABLE keeper_plugins IN SHARE ROW EXCLUSIVE MODE")
+                    .execute(&mut *tx)
+                    .await?;
+                let retired = sqlx::query(
+                    "UPDATE keeper_plugins SET status = 'retired', retired_at = now()
+                     WHERE status = 'active' AND NOT (hash = $1 AND source = $2)",
+                )
+                .bind(&plugin.hash)
+                .bind(source)
+                .execute(&mut *tx)
+                .await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO keeper_plugins (name, version, hash, source, status)
+                     SELECT $1, $2, $3, $4, 'active'
+                     WHERE NOT EXISTS (SELECT 1 FROM keeper_plugins WHERE status = 'active')",
+                )
+                .bind(&plugin.name)
+                .bind(&plugin.version)
+                .bind(&plugin.hash)
+                .bind(source)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                retired.rows_affected() + inserted.rows_affected()
+            }
+        };
+        Ok(changed > 0)
     }
 
     /// Records a plugin that was refused; the active one stays. The same
@@ -94,51 +162,97 @@ impl Registry {
         source: &str,
         reason: &str,
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let seen = sqlx::query(
-            "UPDATE keeper_plugins SET recorded_at = datetime('now')
-             WHERE status = 'rejected' AND hash = ?1 AND source = ?2 AND reason = ?3",
-        )
-        .bind(hash)
-        .bind(source)
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
-        if seen.rows_affected() == 0 {
-            sqlx::query(
-                "INSERT INTO keeper_plugins (name, version, hash, source, status, reason)
-                 VALUES (?1, ?2, ?3, ?4, 'rejected', ?5)",
-            )
-            .bind(name)
-            .bind(version)
-            .bind(hash)
-            .bind(source)
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?;
+        match &self.db {
+            Db::Sqlite(pool) => {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let seen = sqlx::query(
+                    "UPDATE keeper_plugins SET recorded_at = datetime('now')
+                     WHERE status = 'rejected' AND hash = ?1 AND source = ?2 AND reason = ?3",
+                )
+                .bind(hash)
+                .bind(source)
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?;
+                if seen.rows_affected() == 0 {
+                    sqlx::query(
+                        "INSERT INTO keeper_plugins (name, version, hash, source, status, reason)
+                         VALUES (?1, ?2, ?3, ?4, 'rejected', ?5)",
+                    )
+                    .bind(name)
+                    .bind(version)
+                    .bind(hash)
+                    .bind(source)
+                    .bind(reason)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await
+            }
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("LOCK TABLE keeper_plugins IN SHARE ROW EXCLUSIVE MODE")
+                    .execute(&mut *tx)
+                    .await?;
+                let seen = sqlx::query(
+                    "UPDATE keeper_plugins SET recorded_at = now()
+                     WHERE status = 'rejected' AND hash = $1 AND source = $2 AND reason = $3",
+                )
+                .bind(hash)
+                .bind(source)
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?;
+                if seen.rows_affected() == 0 {
+                    sqlx::query(
+                        "INSERT INTO keeper_plugins (name, version, hash, source, status, reason)
+                         VALUES ($1, $2, $3, $4, 'rejected', $5)",
+                    )
+                    .bind(name)
+                    .bind(version)
+                    .bind(hash)
+                    .bind(source)
+                    .bind(reason)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await
+            }
         }
-        tx.commit().await
     }
 
     pub async fn list(&self) -> Result<PluginHistory, sqlx::Error> {
-        const COLUMNS: &str = "name, version, hash, source, status, reason, recorded_at, retired_at";
-        let active = sqlx::query_as::<_, PluginRecord>(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM keeper_plugins WHERE status = 'active' ORDER BY id DESC LIMIT 1"
-        )))
-        .fetch_optional(&self.pool)
-        .await?;
-        let of_status = |status: &'static str| {
-            sqlx::query_as::<_, PluginRecord>(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM keeper_plugins WHERE status = ?1 ORDER BY id DESC LIMIT ?2"
-            )))
-            .bind(status)
-            .bind(LIST_LIMIT)
-            .fetch_all(&self.pool)
-        };
         Ok(PluginHistory {
-            active,
-            history: of_status("retired").await?,
-            rejected: of_status("rejected").await?,
+            active: self.of_status(PluginStatus::Active, 1).await?.pop(),
+            history: self.of_status(PluginStatus::Retired, LIST_LIMIT).await?,
+            rejected: self.of_status(PluginStatus::Rejected, LIST_LIMIT).await?,
         })
+    }
+
+    /// The newest `limit` records of `status`.
+    async fn of_status(&self, status: PluginStatus, limit: i64) -> Result<Vec<PluginRecord>, sqlx::Error> {
+        match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT name, version, hash, source, status, reason, recorded_at, retired_at
+                     FROM keeper_plugins WHERE status = ?1 ORDER BY id DESC LIMIT ?2",
+                )
+                .bind(status)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT name, version, hash, source, status, reason, keeper_s(recorded_at) AS recorded_at,
+                            keeper_s(retired_at) AS retired_at
+                     FROM keeper_plugins WHERE status = $1 ORDER BY id DESC LIMIT $2",
+                )
+                .bind(status)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+            }
+        }
     }
 }

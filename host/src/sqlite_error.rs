@@ -2,6 +2,8 @@
 //! message text: the text changes between SQLite versions and says
 //! "disk I/O error (code 4874)" where an operator needs "disk full".
 //! Both databases (keeper.db and VH-Database) classify through [`Fault::of`].
+//! A PostgreSQL store's errors (`KEEPER_DATABASE_URL`) are classified by
+//! their SQLSTATE into the same kinds ([`Fault::of_sqlstate`]).
 
 /// SQLite's primary result codes we tell apart (sqlite.org/rescode.html).
 const SQLITE_PERM: i64 = 3;
@@ -45,11 +47,27 @@ impl Fault {
     /// Classifies by the extended result code SQLite returned.
     pub fn of(error: &sqlx::Error) -> Fault {
         match error {
-            sqlx::Error::Database(db) => db
-                .code()
-                .and_then(|c| c.parse::<i64>().ok())
-                .map_or(Fault::Other, Fault::from_code),
+            sqlx::Error::Database(db) => match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                Some(pg) => Fault::of_sqlstate(pg.code()),
+                None => db
+                    .code()
+                    .and_then(|c| c.parse::<i64>().ok())
+                    .map_or(Fault::Other, Fault::from_code),
+            },
             sqlx::Error::Io(_) => Fault::Io,
+            _ => Fault::Other,
+        }
+    }
+
+    /// Classifies a PostgreSQL SQLSTATE (postgresql.org/docs/current/errcodes-appendix.html).
+    pub fn of_sqlstate(code: &str) -> Fault {
+        match code {
+            "53100" => Fault::Full,
+            "25006" => Fault::ReadOnly,
+            "55P03" | "40P01" | "40001" => Fault::Busy,
+            "XX001" | "XX002" => Fault::Corrupt,
+            "57P01" | "57P02" | "57P03" => Fault::Io,
+            _ if code.starts_with("08") => Fault::Io,
             _ => Fault::Other,
         }
     }
@@ -81,7 +99,7 @@ impl Fault {
             Fault::NotADatabase => "the file is not a SQLite database",
             Fault::CantOpen => "the file cannot be opened",
             Fault::Io => "disk I/O error",
-            Fault::Other => "SQLite error",
+            Fault::Other => "database error",
         }
     }
 }

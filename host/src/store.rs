@@ -4,6 +4,12 @@
 //! `sync_queue` row are committed in one transaction. An existing keeper.db
 //! from the Python bot is adopted in place: migrations only add what is
 //! missing and never rewrite a row.
+//!
+//! With `KEEPER_DATABASE_URL` the same tables live in PostgreSQL instead
+//! (`store/postgres.rs`, its own migrations), shared by several hosts; each
+//! operation here matches on the driver in one place.
+
+pub(crate) mod postgres;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +21,7 @@ use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection as _, Row as _, SqliteConnection, SqlitePool};
 
+use crate::db::Db;
 use crate::queue;
 use crate::report::Report;
 use crate::row::{Row, UnreadableColumn, read_row};
@@ -117,6 +124,23 @@ pub enum StoreError {
          and this command only reads: run `keeper run` or `keeper sync --once` once to upgrade it"
     )]
     NeedsUpgrade { path: PathBuf, have: i64, want: i64 },
+    #[error("cannot connect to the PostgreSQL store at {url} (KEEPER_DATABASE_URL): {source}")]
+    PgConnect { url: String, source: sqlx::Error },
+    #[error(
+        "the PostgreSQL database at {url} has no keeper tables yet, and this command never creates them: \
+         `keeper run`, `keeper sync` or `keeper submit` create them"
+    )]
+    PgNotFound { url: String },
+    #[error(
+        "the PostgreSQL store at {url} needs upgrading (schema version {have}, this keeper uses {want}) \
+         and this command only reads: run `keeper run` or `keeper sync --once` once to upgrade it"
+    )]
+    PgNeedsUpgrade { url: String, have: i64, want: i64 },
+    #[error(
+        "the PostgreSQL database at {url} is not a keeper store, so keeper left it untouched: {reason}. \
+         Point KEEPER_DATABASE_URL at a database of its own"
+    )]
+    PgNotKeeper { url: String, reason: String },
     #[error("keeper.db: {0}")]
     Sql(#[from] sqlx::Error),
 }
@@ -136,10 +160,12 @@ pub enum Access {
     Read,
 }
 
-/// Open handle on keeper.db.
+/// Open handle on keeper's store: keeper.db, or PostgreSQL.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    db: Db,
+    /// keeper.db's path; on PostgreSQL, the URL without its password. For
+    /// messages only.
     path: PathBuf,
     source_id: String,
     plugin_cache_key: Arc<[u8]>,
@@ -333,18 +359,38 @@ impl Store {
             reason: format!("keeper_sync_meta.plugin_cache_key is not hex ({e})"),
         })?;
         Ok(Store {
-            pool,
+            db: Db::Sqlite(pool),
             path: path.to_owned(),
             source_id,
             plugin_cache_key: plugin_cache_key.into(),
         })
     }
 
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// Opens the PostgreSQL store at `url` (`KEEPER_DATABASE_URL`) as
+    /// `access` allows: `Create` and `Update` apply its migrations, `Read`
+    /// refuses a database that lacks any.
+    pub async fn open_postgres(url: &str, access: Access) -> Result<Store, StoreError> {
+        let opened = postgres::open(url, access).await?;
+        let shown = postgres::redact(url);
+        let plugin_cache_key = hex::decode(opened.plugin_cache_key.trim()).map_err(|e| StoreError::PgNotKeeper {
+            url: shown.clone(),
+            reason: format!("keeper_sync_meta.plugin_cache_key is not hex ({e})"),
+        })?;
+        Ok(Store {
+            db: Db::Postgres(opened.pool),
+            path: PathBuf::from(shown),
+            source_id: opened.source_id,
+            plugin_cache_key: plugin_cache_key.into(),
+        })
     }
 
-    /// Where keeper.db is, for errors after start-up.
+    /// The open pool, for the queue, the registry and the evidence table.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Where keeper.db is (on PostgreSQL, the URL without its password),
+    /// for errors after start-up.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -360,6 +406,9 @@ impl Store {
     /// was deleted or replaced, and keep serving pages from their caches, so
     /// only a new connection sees what the next start would see.
     pub async fn probe(&self) -> Probe {
+        if let Db::Postgres(pool) = &self.db {
+            return postgres::probe(pool, &self.path.to_string_lossy(), &self.source_id).await;
+        }
         let unreadable =
             |why: String| Probe::Unreadable(format!("keeper.db at {} cannot be read: {why}", self.path.display()));
         let options = match SqliteConnectOptions::from_str("sqlite:") {
@@ -409,9 +458,13 @@ impl Store {
     /// Stores validated reports with their queue rows. Returns the new
     /// discovery ids in input order, each only after its transaction committed.
     pub async fn submit(&self, reports: &[Report], max_attempts: u32) -> Result<Vec<i64>, StoreError> {
+        let pool = match &self.db {
+            Db::Sqlite(pool) => pool,
+            Db::Postgres(pool) => return postgres::submit(pool, reports, max_attempts, SUBMIT_CHUNK).await,
+        };
         let mut ids = Vec::with_capacity(reports.len());
         for chunk in reports.chunks(SUBMIT_CHUNK) {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
             let new_ids = insert_reports(&mut tx, chunk, max_attempts).await?;
             tx.commit().await?;
             ids.extend(new_ids);
@@ -434,31 +487,25 @@ impl Store {
         report: &Report,
         max_attempts: u32,
     ) -> Result<Intake, IntakeError> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::from)?;
+        let pool = match &self.db {
+            Db::Sqlite(pool) => pool,
+            Db::Postgres(pool) => return postgres::submit_once(pool, key, request_hash, report, max_attempts).await,
+        };
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::from)?;
         sqlx::query("DELETE FROM keeper_intake_keys WHERE created_at < datetime('now', ?1)")
             .bind(format!("-{INTAKE_KEY_TTL_HOURS} hours"))
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from)?;
         if let Some(seen) = intake_key_in(&mut tx, key).await.map_err(StoreError::from)? {
-            if seen.request_hash != request_hash {
-                return Err(IntakeError::KeyReused {
-                    key: key.shown().to_owned(),
-                    first_used: seen.created_at,
-                });
-            }
-            return Ok(seen.intake);
+            return seen_again(key, request_hash, seen);
         }
         let discovery_id = insert_reports(&mut tx, std::slice::from_ref(report), max_attempts)
             .await?
             .first()
             .copied()
             .ok_or(StoreError::Sql(sqlx::Error::RowNotFound))?;
-        let queue_id = queue::queue_id_in(&mut tx, discovery_id)
+        let queue_id = queue::sqlite::queue_id_in(&mut tx, discovery_id)
             .await
             .map_err(StoreError::from)?
             .ok_or(StoreError::Sql(sqlx::Error::RowNotFound))?;
@@ -482,7 +529,11 @@ impl Store {
 
     /// The answer an intake with `key` got, if it was stored (and has not expired).
     pub async fn intake_answer(&self, key: &IntakeKey) -> Result<Option<Intake>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let pool = match &self.db {
+            Db::Sqlite(pool) => pool,
+            Db::Postgres(pool) => return postgres::intake_answer(pool, key).await,
+        };
+        let mut conn = pool.acquire().await?;
         Ok(intake_key_in(&mut conn, key).await?.map(|seen| seen.intake))
     }
 
@@ -491,7 +542,11 @@ impl Store {
     /// when the batch read meets a damaged page, the rows are read one by
     /// one, so one poison row never holds back the others.
     pub async fn discoveries(&self, ids: &[i64]) -> Result<HashMap<i64, Result<Row, RowError>>, StoreError> {
-        let error = match self.read_discoveries(ids).await {
+        let pool = match &self.db {
+            Db::Sqlite(pool) => pool,
+            Db::Postgres(pool) => return postgres::discoveries(pool, ids).await,
+        };
+        let error = match read_discoveries(pool, ids).await {
             Ok(rows) => return Ok(rows),
             Err(e) if Fault::of(&e) == Fault::Corrupt => e,
             Err(e) => return Err(e.into()),
@@ -504,7 +559,7 @@ impl Store {
         );
         let mut out = HashMap::with_capacity(ids.len());
         for &id in ids {
-            match self.read_discoveries(&[id]).await {
+            match read_discoveries(pool, &[id]).await {
                 Ok(rows) => out.extend(rows),
                 Err(e) if Fault::of(&e) == Fault::Corrupt => {
                     out.insert(
@@ -520,19 +575,31 @@ impl Store {
         }
         Ok(out)
     }
+}
 
-    async fn read_discoveries(&self, ids: &[i64]) -> Result<HashMap<i64, Result<Row, RowError>>, sqlx::Error> {
-        let rows = sqlx::query("SELECT * FROM discoveries WHERE id IN (SELECT value FROM json_each(?1))")
-            .bind(json!(ids).to_string())
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let id: i64 = row.try_get("id")?;
-            out.insert(id, read_row(&row).map_err(RowError::from));
-        }
-        Ok(out)
+async fn read_discoveries(pool: &SqlitePool, ids: &[i64]) -> Result<HashMap<i64, Result<Row, RowError>>, sqlx::Error> {
+    let rows = sqlx::query("SELECT * FROM discoveries WHERE id IN (SELECT value FROM json_each(?1))")
+        .bind(json!(ids).to_string())
+        .fetch_all(pool)
+        .await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let id: i64 = row.try_get("id")?;
+        out.insert(id, read_row(&row).map_err(RowError::from));
     }
+    Ok(out)
+}
+
+/// The answer to an intake whose key was seen before: the first answer for
+/// the same request, a refusal for another.
+fn seen_again(key: &IntakeKey, request_hash: &str, seen: SeenKey) -> Result<Intake, IntakeError> {
+    if seen.request_hash != request_hash {
+        return Err(IntakeError::KeyReused {
+            key: key.shown().to_owned(),
+            first_used: seen.created_at,
+        });
+    }
+    Ok(seen.intake)
 }
 
 /// Inserts reports and their queue rows in the caller's transaction; the new
@@ -565,7 +632,7 @@ async fn insert_reports(
         .bind(before)
         .fetch_all(&mut *conn)
         .await?;
-    queue::enqueue_discoveries_after(conn, before, max_attempts).await?;
+    queue::sqlite::enqueue_discoveries_after(conn, before, max_attempts).await?;
     Ok(new_ids)
 }
 
@@ -881,7 +948,7 @@ async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreErr
                 .await?;
         }
         6 => {
-            for statement in queue::counter_schema() {
+            for statement in queue::sqlite::counter_schema() {
                 sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut *conn).await?;
             }
             // Partial indexes: only synced or failed rows are in them, so

@@ -22,6 +22,7 @@ pub const KEEPER_LEGACY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/f
 /// Every variable the binary reads, cleared so the caller's shell cannot leak in.
 const KEEPER_VARS: &[&str] = &[
     "KEEPER_DB_PATH",
+    "KEEPER_DATABASE_URL",
     "HAVEN_DB_PATH",
     "USE_HAVEN_DATABASE",
     "SYNC_INTERVAL",

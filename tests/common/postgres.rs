@@ -34,10 +34,20 @@ pub fn fresh_database(hint: &str) -> String {
     let admin = admin_url();
     let hint: String = hint
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .take(30)
         .collect();
-    let name = format!("t_{hint}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let name = format!(
+        "t_{hint}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
     psql(&admin, &format!("CREATE DATABASE \"{name}\""));
     database_url(&admin, &name)
 }

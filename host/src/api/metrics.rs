@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use super::health::Assessment;
 use super::model::{HealthState, ProblemKind};
 use crate::bot::GatewayState;
-use crate::queue::{QueueCounts, QueueTotals};
+use crate::queue::{ErrorClass, QueueCounts, QueueTotals};
 
 /// What one scrape shows.
 pub struct Snapshot {
@@ -84,7 +84,7 @@ pub fn render(s: &Snapshot) -> String {
         let _ = writeln!(
             out,
             "keeper_sync_failed_attempts_total{{error_class=\"{}\"}} {n}",
-            label(class)
+            class.as_str()
         );
     }
 
@@ -95,7 +95,11 @@ pub fn render(s: &Snapshot) -> String {
         "Items that exhausted their attempts (max_retries_exceeded), by error class.",
     );
     for (class, n) in &s.totals.failed_by_class {
-        let _ = writeln!(out, "keeper_sync_failed_items{{error_class=\"{}\"}} {n}", label(class));
+        let _ = writeln!(
+            out,
+            "keeper_sync_failed_items{{error_class=\"{}\"}} {n}",
+            ErrorClass::label(*class)
+        );
     }
 
     header(
@@ -240,8 +244,8 @@ mod tests {
             },
             totals: QueueTotals {
                 synced: 5,
-                failures_by_class: vec![("unavailable".into(), 3)],
-                failed_by_class: vec![("mapping".into(), 1)],
+                failures_by_class: vec![(ErrorClass::Unavailable, 3)],
+                failed_by_class: vec![(Some(ErrorClass::Mapping), 1)],
                 latency_buckets: vec![(Some(1), 2), (Some(5), 3), (None, 0)],
                 latency_sum_seconds: 11,
                 keeper_db_replaced: 2,

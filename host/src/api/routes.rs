@@ -221,14 +221,18 @@ impl SyncApi {
             queue: counts,
             totals: counts.into(),
             synced_ever: totals.synced,
-            failed_attempts_by_class: totals.failures_by_class.into_iter().collect(),
+            failed_attempts_by_class: totals
+                .failures_by_class
+                .into_iter()
+                .map(|(class, n)| (class.as_str().to_owned(), n))
+                .collect(),
             keeper_db_restored_or_replaced: totals.keeper_db_replaced,
             errors: stats
                 .errors
                 .into_iter()
                 .map(|c| ErrorClassCount {
-                    sync_status: c.sync_status,
-                    error_class: c.error_class,
+                    sync_status: c.sync_status.as_str().to_owned(),
+                    error_class: ErrorClass::label(c.error_class).to_owned(),
                     count: c.count,
                 })
                 .collect(),
@@ -399,13 +403,13 @@ impl SyncApi {
             item: QueueItemView {
                 queue_id: item.queue_id,
                 discovery_id: item.discovery_id,
-                sync_status: item.sync_status.unwrap_or_else(|| "pending".into()),
+                sync_status: item.sync_status.as_str().to_owned(),
                 sync_attempts: item.sync_attempts,
                 max_attempts: item.max_attempts.into(),
                 last_sync_attempt: timestamp::parse_opt(item.last_sync_attempt.as_deref()).into(),
                 next_retry_after: timestamp::parse_opt(item.next_retry_after.as_deref()).into(),
                 sync_error: item.sync_error.into(),
-                error_class: item.error_class.into(),
+                error_class: item.error_class.map(|c| c.as_str().to_owned()).into(),
                 haven_discovery_id: item.haven_discovery_id.into(),
                 created_at: timestamp::parse_opt(item.created_at.as_deref()).into(),
                 synced_at: timestamp::parse_opt(item.synced_at.as_deref()).into(),
@@ -527,7 +531,7 @@ impl SyncApi {
         /// The image's id, from its URL.
         id: Path<String>,
     ) -> Result<EvidenceResponse, EvidenceError> {
-        let store = EvidenceStore::new(state.app.store.pool().clone());
+        let store = EvidenceStore::new(state.app.store.db().clone());
         match store.get(&id.0).await? {
             Some(image) => Ok(EvidenceResponse::Image(ImageBody(image))),
             None => Err(EvidenceError::not_found("no evidence image with this id")),
@@ -760,7 +764,7 @@ fn plugin_entry(p: PluginRecord) -> PluginEntry {
         version: p.version,
         hash: p.hash,
         source: p.source,
-        status: p.status,
+        status: p.status.as_str().to_owned(),
         reason: p.reason.into(),
     }
 }

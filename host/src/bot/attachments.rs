@@ -41,7 +41,7 @@ impl Attachments {
             }
         };
         Attachments {
-            store: EvidenceStore::new(app.store.pool().clone()),
+            store: EvidenceStore::new(app.store.db().clone()),
             client,
             public_url: app.settings.sync_api_public_url.clone(),
             max_bytes: app.settings.evidence_max_bytes,

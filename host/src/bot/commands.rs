@@ -303,7 +303,10 @@ pub async fn submit(
             confirmation,
             placed,
         };
-        if let Err(error) = notices::remember(app.store.pool(), &notice).await {
+        // The bot runs on keeper.db only (`Settings::bot_store_supported`).
+        if let Some(pool) = app.store.db().sqlite()
+            && let Err(error) = notices::remember(pool, &notice).await
+        {
             tracing::warn!(discovery_id, %error, "cannot remember whom to tell of this report's sync");
         }
     }

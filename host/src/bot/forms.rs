@@ -252,7 +252,7 @@ mod tests {
         let store = crate::store::Store::open(&dir.path().join("keeper.db"), crate::store::Access::Create)
             .await
             .expect("keeper.db");
-        let forms = Forms::new(store.pool().clone());
+        let forms = Forms::new(store.db().sqlite().expect("keeper.db").clone());
         let options = Options {
             system: "Oculi".into(),
             ..Options::default()
@@ -264,7 +264,7 @@ mod tests {
         assert_eq!(forms.take(7, UserId::new(2)).await.expect("take"), Taken::Unknown);
 
         // A second `Forms` on the same file is the bot after a restart.
-        let restarted = Forms::new(store.pool().clone());
+        let restarted = Forms::new(store.db().sqlite().expect("keeper.db").clone());
         match restarted.take(7, UserId::new(1)).await.expect("take") {
             Taken::Open(form) => assert_eq!(form.options, options),
             other => panic!("expected the open form, got {other:?}"),
@@ -276,7 +276,7 @@ mod tests {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keeper_bot_forms WHERE nonce = 8")
-                .fetch_one(store.pool())
+                .fetch_one(store.db().sqlite().expect("keeper.db"))
                 .await
                 .expect("count");
             if rows == 1 {
@@ -290,7 +290,7 @@ mod tests {
         }
         sqlx::query("UPDATE keeper_bot_forms SET expires_at = ?1 WHERE nonce = 8")
             .bind(now() - 1)
-            .execute(store.pool())
+            .execute(store.db().sqlite().expect("keeper.db"))
             .await
             .expect("expire");
         assert_eq!(restarted.take(8, UserId::new(1)).await.expect("take"), Taken::Expired);

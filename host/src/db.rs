@@ -1,0 +1,160 @@
+//! Which database holds keeper's store and queue: keeper.db (SQLite, the
+//! embedded default) or PostgreSQL (`KEEPER_DATABASE_URL`), so that several
+//! hosts can share one queue.
+//!
+//! One contract, one implementation per driver: every operation of the
+//! store, the queue and the registry matches on [`Db`] in one place and runs
+//! that driver's SQL (`queue/sqlite.rs` and `queue/postgres.rs`, `store.rs`
+//! and `store/postgres.rs`). The state machine, the retry rule and the error
+//! classes above them are shared; both drivers run the same tests
+//! (`queue/driver_tests.rs`).
+
+use sqlx::{PgPool, SqlitePool};
+
+/// An open pool on keeper's store.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Db {
+    /// The driver's name, for logs and for refusals of what it lacks.
+    pub fn driver(&self) -> Driver {
+        match self {
+            Db::Sqlite(_) => Driver::Sqlite,
+            Db::Postgres(_) => Driver::Postgres,
+        }
+    }
+
+    /// The SQLite pool, for the features not yet ported to PostgreSQL
+    /// (the Discord bot's forms and notices); `None` on PostgreSQL, where
+    /// keeper refuses those features at start-up (see `bot::require_sqlite`).
+    pub fn sqlite(&self) -> Option<&SqlitePool> {
+        match self {
+            Db::Sqlite(pool) => Some(pool),
+            Db::Postgres(_) => None,
+        }
+    }
+}
+
+/// The two store drivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Sqlite,
+    Postgres,
+}
+
+impl std::fmt::Display for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Driver::Sqlite => "SQLite (keeper.db)",
+            Driver::Postgres => "PostgreSQL",
+        })
+    }
+}
+
+/// Text-valued enums as columns: stored as their snake_case name in a TEXT
+/// column of either driver, decoded back into the type (an unknown name is a
+/// decode error naming it, never a silent default).
+macro_rules! text_column {
+    ($ty:ty) => {
+        impl sqlx::Type<sqlx::Sqlite> for $ty {
+            fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+                <str as sqlx::Type<sqlx::Sqlite>>::type_info()
+            }
+            fn compatible(ty: &sqlx::sqlite::SqliteTypeInfo) -> bool {
+                <str as sqlx::Type<sqlx::Sqlite>>::compatible(ty)
+            }
+        }
+        impl sqlx::Type<sqlx::Postgres> for $ty {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+        impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for $ty {
+            fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                let name = <&str as sqlx::Decode<sqlx::Sqlite>>::decode(value)?;
+                <$ty>::parse(name).ok_or_else(|| format!("unknown {}: {name:?}", stringify!($ty)).into())
+            }
+        }
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $ty {
+            fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                let name = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                <$ty>::parse(name).ok_or_else(|| format!("unknown {}: {name:?}", stringify!($ty)).into())
+            }
+        }
+        impl sqlx::Encode<'_, sqlx::Sqlite> for $ty {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <sqlx::Sqlite as sqlx::Database>::ArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::Sqlite>>::encode(self.as_str(), buf)
+            }
+        }
+        impl sqlx::Encode<'_, sqlx::Postgres> for $ty {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <sqlx::Postgres as sqlx::Database>::ArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::Postgres>>::encode(self.as_str(), buf)
+            }
+        }
+    };
+}
+pub(crate) use text_column;
+
+/// PostgreSQL for the unit tests: a new empty database per test on the
+/// server that `KEEPER_TEST_POSTGRES_URL` names (a superuser URL; `.ci/run`
+/// starts a throwaway cluster with `.ci/postgres` and sets it). The
+/// end-to-end tests have the same in `tests/common/postgres.rs`. Without it the test fails saying how to
+/// get one: a driver's tests are never skipped silently.
+#[cfg(test)]
+pub(crate) mod test_postgres {
+    use sqlx::Connection as _;
+
+    pub const URL_VAR: &str = "KEEPER_TEST_POSTGRES_URL";
+
+    /// The URL of a new, empty database.
+    pub async fn fresh_database() -> String {
+        let admin = std::env::var(URL_VAR).unwrap_or_else(|_| {
+            panic!(
+                "{URL_VAR} is not set: the PostgreSQL driver's tests need a server. Run them through .ci/run, \
+                 or start a throwaway cluster with `eval \"$(.ci/postgres start)\"` (stop it with `.ci/postgres stop`)"
+            )
+        });
+        let name = format!("keeper_test_{:016x}", rand::random::<u64>());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {URL_VAR} ({admin}): {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create a test database on {admin}: {e}"));
+        let _ = conn.close().await;
+        with_database(&admin, &name)
+    }
+
+    /// `url` with its database replaced by `name`.
+    fn with_database(url: &str, name: &str) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+        let (rest, query) = rest.split_once('?').map_or((rest, None), |(r, q)| (r, Some(q)));
+        let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
+        match query {
+            Some(q) => format!("{scheme}://{authority}/{name}?{q}"),
+            None => format!("{scheme}://{authority}/{name}"),
+        }
+    }
+
+    #[test]
+    fn the_database_is_replaced_and_the_rest_kept() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5/postgres?sslmode=disable", "t1"),
+            "postgres://u:p@h:5/t1?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h", "t1"), "postgres://h/t1");
+    }
+}
