@@ -386,7 +386,7 @@ pub struct AckOutcome {
 }
 
 /// Counts by (state, error class) for items that are not synced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ClassCount {
     pub sync_status: SyncStatus,
     /// `None`: the failure has no class recorded (a legacy row).

@@ -317,20 +317,13 @@ impl SqliteQueue {
     }
 
     pub(super) async fn statistics(&self) -> Result<QueueStatistics, sqlx::Error> {
-        let errors = sqlx::query_as::<_, (SyncStatus, Option<ErrorClass>, i64)>(
-            "SELECT sync_status, error_class, COUNT(*) FROM sync_queue
+        let errors = sqlx::query_as(
+            "SELECT sync_status, error_class, COUNT(*) AS count FROM sync_queue
              WHERE sync_status IN ('pending', 'max_retries_exceeded') AND sync_error IS NOT NULL
              GROUP BY sync_status, error_class ORDER BY sync_status, IFNULL(error_class, 'unknown')",
         )
         .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|(sync_status, error_class, count)| ClassCount {
-            sync_status,
-            error_class,
-            count,
-        })
-        .collect();
+        .await?;
         let attempts = sqlx::query_as(
             "SELECT IFNULL(sync_attempts, 0) AS n, COUNT(*) FROM sync_queue
              WHERE IFNULL(sync_status, 'pending') <> 'synced' GROUP BY n ORDER BY n",
