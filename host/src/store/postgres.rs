@@ -469,6 +469,29 @@ mod tests {
         assert_eq!(redact("postgres://db/keeper"), "postgres://db/keeper");
     }
 
+    /// Hosts starting together on an empty database: one migrates, the
+    /// other waits on the lock and finds the schema there; one source id.
+    #[tokio::test]
+    async fn hosts_starting_together_migrate_once() {
+        let url = crate::db::test_postgres::fresh_database().await;
+        let (a, b) = tokio::join!(
+            super::super::Store::open_postgres(&url, Access::Create),
+            super::super::Store::open_postgres(&url, Access::Create)
+        );
+        let (a, b) = (a.expect("host a"), b.expect("host b"));
+        assert_eq!(a.source_id(), b.source_id());
+        assert_eq!(a.plugin_cache_key(), b.plugin_cache_key());
+        let crate::db::Db::Postgres(pool) = a.db() else {
+            panic!("a PostgreSQL store")
+        };
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM keeper_sync_migrations ORDER BY version")
+            .fetch_all(pool)
+            .await
+            .expect("migrations");
+        let listed: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert_eq!(applied, listed, "every listed migration applied, once");
+    }
+
     #[test]
     fn every_migration_has_statements_and_versions_ascend() {
         let mut last = 0;
