@@ -1336,6 +1336,33 @@ async fn wait_content(
     }
 }
 
+/// Asserts that `edited` is report #1's confirmation, edited to say it is on
+/// the map with the VH-Database id the ledger gave it.
+async fn assert_first_report_on_the_map(env: &Env, edited: &Value) {
+    let haven_id = scalar_i64(
+        &env.haven,
+        "SELECT haven_discovery_id FROM keeper_sync_ledger WHERE keeper_discovery_id = 1",
+    )
+    .await;
+    let text = edited["content"].as_str().expect("content");
+    assert!(text.starts_with("✅ Discovery archived! #1"), "{text}");
+    assert!(
+        text.ends_with(&format!("🗺️ #1 is on the map (VH-Database #{haven_id}).")),
+        "{text}"
+    );
+}
+
+/// VH-Database refuses every report ("refused by the test") until the
+/// trigger `refuse_reports` is dropped.
+async fn refuse_reports(env: &Env) {
+    exec(
+        &env.haven,
+        "CREATE TRIGGER refuse_reports BEFORE INSERT ON discoveries
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reporters_and_moderators_hear_what_became_of_a_report() {
     let discord = FakeDiscord::start().await;
@@ -1359,26 +1386,11 @@ async fn reporters_and_moderators_hear_what_became_of_a_report() {
         &log,
     )
     .await;
-    let haven_id = scalar_i64(
-        &env.haven,
-        "SELECT haven_discovery_id FROM keeper_sync_ledger WHERE keeper_discovery_id = 1",
-    )
-    .await;
-    let text = edited["content"].as_str().expect("content");
-    assert!(text.starts_with("✅ Discovery archived! #1"), "{text}");
-    assert!(
-        text.ends_with(&format!("🗺️ #1 is on the map (VH-Database #{haven_id}).")),
-        "{text}"
-    );
+    assert_first_report_on_the_map(&env, &edited).await;
 
     // VH-Database refuses writes: the reporter hears it waits, then that it
     // failed; the moderators' channel hears both.
-    exec(
-        &env.haven,
-        "CREATE TRIGGER refuse_reports BEFORE INSERT ON discoveries
-         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
-    )
-    .await;
+    refuse_reports(&env).await;
     let form = open_form(&discord, 9103, lore_options("Oculi", "planet:Erren"), &log).await;
     let submit = modal_submit(9104, &form, &[("description", "Refused.")]);
     discord.interact(submit.clone(), &log).await;
@@ -1397,12 +1409,13 @@ async fn reporters_and_moderators_hear_what_became_of_a_report() {
         "{alert}"
     );
     assert_eq!(queue_state(&env.keeper, 2).await.0, "max_retries_exceeded");
-    // Told once: the row is gone, and a later report's news (which needs
-    // the follower to go round again) comes with nothing more about #2.
+    // Told once: the row is kept for a retry, marked told, and a later
+    // report's news (which needs the follower to go round again) comes with
+    // nothing more about #2.
     wait_for_value(
         &env.keeper,
-        "SELECT COUNT(*) FROM keeper_bot_notices WHERE discovery_id = 2",
-        0,
+        "SELECT COUNT(*) FROM keeper_bot_notices WHERE discovery_id = 2 AND told_failed = 1",
+        1,
         Duration::from_secs(30),
     )
     .await;
@@ -1427,6 +1440,90 @@ async fn reporters_and_moderators_hear_what_became_of_a_report() {
         about_2.len(),
         4,
         "⏳ and ❌, each to the reporter and the moderators, once: {about_2:#?}"
+    );
+    terminate(&mut child);
+}
+
+/// The requests whose `content` contains `needle`, to `path` (any method).
+fn saying(discord: &FakeDiscord, path: &str, needle: &str) -> Vec<Recorded> {
+    discord
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == path && r.body["content"].as_str().is_some_and(|c| c.contains(needle)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_retried_after_it_failed_is_put_on_the_map_and_its_reporter_told() {
+    let discord = FakeDiscord::start().await;
+    let mut env = Env::new();
+    // One failed attempt is the last: `max_retries_exceeded` at once.
+    env.var("KEEPER_ALERT_CHANNEL_ID", "31337")
+        .var("SYNC_MAX_ATTEMPTS", 1)
+        .var("SYNC_INTERVAL", 1);
+    let (mut child, _port, log) = start_bot(&discord, &mut env).await;
+    refuse_reports(&env).await;
+    let form = open_form(&discord, 9401, lore_options("Oculi", "planet:Erren"), &log).await;
+    let submit = modal_submit(9402, &form, &[("description", "Refused, then retried.")]);
+    discord.interact(submit.clone(), &log).await;
+    let followups = webhook_path(&submit, "");
+    let original = webhook_path(&submit, "/messages/@original");
+    let alerts = "/api/v10/channels/31337/messages";
+    let failed = wait_content(&discord, "POST", &followups, "❌ #1", &log).await;
+    assert_eq!(failed["flags"], 64, "{failed}");
+    wait_content(&discord, "POST", alerts, "❌ #1", &log).await;
+    let told = "SELECT COUNT(*) FROM keeper_bot_notices WHERE discovery_id = 1 AND told_failed = 1";
+    wait_for_value(&env.keeper, told, 1, Duration::from_secs(30)).await;
+
+    // Still failed: told once, however many rounds pass. A second report's
+    // failure, told by a later round, brings nothing more about #1.
+    let form = open_form(&discord, 9403, lore_options("Oculi", "planet:Erren"), &log).await;
+    let second = modal_submit(9404, &form, &[("description", "Refused too.")]);
+    discord.interact(second.clone(), &log).await;
+    wait_content(&discord, "POST", &webhook_path(&second, ""), "❌ #2", &log).await;
+    assert_eq!(saying(&discord, &followups, "❌ #1").len(), 1);
+
+    // A moderator retries it from Discord while VH-Database still refuses:
+    // a new failure, told again, once, to the reporter and the moderators.
+    let text = moderator_presses(&discord, 9405, "keeper-sync-status:retry:item:1", &log).await;
+    assert!(text.starts_with("🔁 Queue item 1 will be tried again now."), "{text}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while saying(&discord, &followups, "❌ #1").len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the second failure of #1 was not told; requests: {:#?}\nlog:\n{}",
+            discord.requests(),
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_for_value(&env.keeper, told, 1, Duration::from_secs(30)).await;
+
+    // Fixed, and retried from the command line: it syncs, and the
+    // reporter's confirmation says it is on the map, with its VH id.
+    exec(&env.haven, "DROP TRIGGER refuse_reports").await;
+    env.ok(&["retry", "1"]);
+    let edited = wait_content(&discord, "PATCH", &original, "is on the map", &log).await;
+    assert_first_report_on_the_map(&env, &edited).await;
+    // Done with #1: its row is gone; #2, never retried, keeps its own.
+    wait_for_value(
+        &env.keeper,
+        "SELECT COUNT(*) FROM keeper_bot_notices WHERE discovery_id = 1",
+        0,
+        Duration::from_secs(30),
+    )
+    .await;
+    let still = "SELECT COUNT(*) FROM keeper_bot_notices WHERE discovery_id = 2 AND told_failed = 1";
+    assert_eq!(scalar_i64(&env.keeper, still).await, 1);
+    // Each failure told once, to each; the moderators hear bad news only
+    // (README: waiting or failed), so nothing about the sync.
+    assert_eq!(saying(&discord, &followups, "❌ #1").len(), 2);
+    assert_eq!(saying(&discord, alerts, "❌ #1").len(), 2);
+    assert!(saying(&discord, alerts, "#1 is on the map").is_empty());
+    assert_eq!(
+        saying(&discord, &followups, "❌ #2").len(),
+        0,
+        "#2's news on #1's interaction"
     );
     terminate(&mut child);
 }

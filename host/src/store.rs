@@ -238,6 +238,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 12,
         name: "claim indexes: pending by id, syncing by lease",
     },
+    Migration {
+        version: 13,
+        name: "Discord reporters told of a failure hear of a later sync",
+    },
 ];
 
 /// The schema version a fully migrated keeper.db has.
@@ -1048,6 +1052,27 @@ async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreErr
             sqlx::query(
                 "CREATE INDEX IF NOT EXISTS idx_sync_queue_syncing_lease
                  ON sync_queue (lease_expires_at) WHERE sync_status = 'syncing'",
+            )
+            .execute(&mut *conn)
+            .await?;
+        }
+        13 => {
+            // A reporter told their report failed keeps their row, so that
+            // a moderator's retry that syncs it edits their confirmation
+            // (bot/notices.rs). `told_failed` says the present failure was
+            // told; a retry (from any path: Discord, API, CLI, a new plugin)
+            // takes the item out of `max_retries_exceeded` and the trigger
+            // clears the flag, so a later failure is told again, once.
+            add_column_if_missing(conn, "keeper_bot_notices", "told_failed", "INTEGER NOT NULL DEFAULT 0").await?;
+            sqlx::query(
+                "CREATE TRIGGER IF NOT EXISTS keeper_bot_notices_failure_retried
+                 AFTER UPDATE OF sync_status ON sync_queue
+                 WHEN OLD.sync_status = 'max_retries_exceeded'
+                      AND IFNULL(NEW.sync_status, 'pending') <> 'max_retries_exceeded'
+                 BEGIN
+                     UPDATE keeper_bot_notices SET told_failed = 0
+                     WHERE discovery_id = NEW.discovery_id AND told_failed = 1;
+                 END",
             )
             .execute(&mut *conn)
             .await?;

@@ -9,6 +9,13 @@
 //! sent) and the channel (after that, a message that mentions them). A
 //! follower reads the rows beside their queue rows every few seconds, so
 //! nothing is lost over a restart and the worker never waits on Discord.
+//!
+//! A row lives until its report is on the map. Told that it failed, the
+//! reporter keeps the row (marked `told_failed`, migration 13): a moderator
+//! may retry the item, and when it then syncs the confirmation is edited
+//! as for any other report. A retry clears the mark (a trigger on
+//! `sync_queue`, so every way of retrying counts), so each failure is told
+//! once, however many rounds pass.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +27,8 @@ use serenity::builder::Builder as _;
 use serenity::http::Http;
 use sqlx::SqlitePool;
 use time::OffsetDateTime;
+
+use crate::queue::SyncStatus;
 
 /// How often the queue is looked at for news.
 const POLL: Duration = Duration::from_secs(2);
@@ -79,7 +88,9 @@ struct News {
     notice: Notice,
     created_at: i64,
     told_waiting: bool,
-    status: String,
+    /// The present failure (`max_retries_exceeded`) was told already.
+    told_failed: bool,
+    status: SyncStatus,
     haven_id: Option<i64>,
     attempts: i64,
     error_class: Option<String>,
@@ -97,9 +108,10 @@ enum Tell {
 impl News {
     fn tell(&self, rules: &NoticeRules, now: i64) -> Option<Tell> {
         let slow = i64::try_from(rules.slow_after.as_secs()).unwrap_or(i64::MAX);
-        match self.status.as_str() {
-            "synced" => Some(Tell::OnTheMap),
-            "max_retries_exceeded" => Some(Tell::Failed),
+        match self.status {
+            SyncStatus::Synced => Some(Tell::OnTheMap),
+            SyncStatus::MaxRetriesExceeded if self.told_failed => None,
+            SyncStatus::MaxRetriesExceeded => Some(Tell::Failed),
             _ if !self.told_waiting && self.attempts > 0 && now.saturating_sub(self.created_at) >= slow => {
                 Some(Tell::Waiting)
             }
@@ -125,11 +137,13 @@ async fn round(pool: &SqlitePool, http: &Http, rules: &NoticeRules) -> Result<()
         .await?;
     let rows: Vec<NewsRow> = sqlx::query_as(
         "SELECT n.discovery_id, n.token, n.channel_id, n.user_id, n.confirmation, n.placed, n.created_at,
-                n.told_waiting, IFNULL(q.sync_status, 'pending'), q.haven_discovery_id,
+                n.told_waiting, n.told_failed, IFNULL(q.sync_status, 'pending'), q.haven_discovery_id,
                 IFNULL(q.sync_attempts, 0), q.error_class, q.sync_error
          FROM keeper_bot_notices n JOIN sync_queue q ON q.discovery_id = n.discovery_id
-         WHERE q.sync_status IN ('synced', 'max_retries_exceeded')
-            OR (n.told_waiting = 0 AND IFNULL(q.sync_attempts, 0) > 0)
+         WHERE q.sync_status = 'synced'
+            OR (q.sync_status = 'max_retries_exceeded' AND n.told_failed = 0)
+            OR (IFNULL(q.sync_status, 'pending') NOT IN ('synced', 'max_retries_exceeded')
+                AND n.told_waiting = 0 AND IFNULL(q.sync_attempts, 0) > 0)
          ORDER BY n.discovery_id",
     )
     .fetch_all(pool)
@@ -140,7 +154,15 @@ async fn round(pool: &SqlitePool, http: &Http, rules: &NoticeRules) -> Result<()
         say(http, rules, &news, &tell, now).await;
         let done = match tell {
             Tell::Waiting => "UPDATE keeper_bot_notices SET told_waiting = 1 WHERE discovery_id = ?1",
-            Tell::OnTheMap | Tell::Failed => "DELETE FROM keeper_bot_notices WHERE discovery_id = ?1",
+            // Kept: a retry may still put it on the map. Only while it is
+            // still failed: a retry between reading and here is a new chance.
+            Tell::Failed => {
+                "UPDATE keeper_bot_notices SET told_failed = 1
+                 WHERE discovery_id = ?1
+                   AND discovery_id IN (SELECT discovery_id FROM sync_queue
+                                        WHERE sync_status = 'max_retries_exceeded')"
+            }
+            Tell::OnTheMap => "DELETE FROM keeper_bot_notices WHERE discovery_id = ?1",
         };
         sqlx::query(done).bind(news.notice.discovery_id).execute(pool).await?;
     }
@@ -155,6 +177,7 @@ type NewsRow = (
     String,
     bool,
     i64,
+    bool,
     bool,
     String,
     Option<i64>,
@@ -176,11 +199,13 @@ impl From<NewsRow> for News {
             },
             created_at: r.6,
             told_waiting: r.7,
-            status: r.8,
-            haven_id: r.9,
-            attempts: r.10,
-            error_class: r.11,
-            error: r.12,
+            told_failed: r.8,
+            // A state this keeper does not know (a newer one's): in progress.
+            status: SyncStatus::parse(&r.9).unwrap_or(SyncStatus::Syncing),
+            haven_id: r.10,
+            attempts: r.11,
+            error_class: r.12,
+            error: r.13,
         }
     }
 }
