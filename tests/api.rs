@@ -727,6 +727,8 @@ async fn committed_openapi_document_is_what_the_code_generates() {
         "/sync/retry/{queue_id}",
         "/sync/retry",
         "/sync/items/{queue_id}",
+        "/sync/items",
+        "/sync/failures",
         "/discoveries",
         "/plugins",
         "/sync/export",
@@ -737,55 +739,16 @@ async fn committed_openapi_document_is_what_the_code_generates() {
     }
 }
 
-/// A tool the test needs: `var` names an override, else PATH, else `fallback`.
-fn tool(var: &str, name: &str, fallback: &[PathBuf]) -> PathBuf {
-    if let Some(path) = std::env::var_os(var) {
-        return PathBuf::from(path);
-    }
-    if let Some(found) = std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-    {
-        return found;
-    }
-    fallback.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
-        panic!(
-            "{name} is not installed (looked at ${var}, PATH and {fallback:?}); \
-             .ci/run installs it, or set {var} to its path"
-        )
-    })
-}
-
 #[tokio::test]
 async fn swagger_ui_in_a_browser_lists_the_endpoints() {
-    let chromium = tool(
-        "KEEPER_CHROMIUM",
-        "chromium",
-        &[
-            PathBuf::from("/usr/bin/chromium"),
-            PathBuf::from("/usr/bin/chromium-browser"),
-        ],
-    );
+    let chromium = chromium();
     let env = Env::new();
     let server = Server::start(&env);
     let profile = env.dir.path().join("chromium-profile");
     let mut chromium_cmd = std::process::Command::new(&chromium);
     chromium_cmd
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--virtual-time-budget=15000",
-            "--dump-dom",
-        ])
+        .args(common::browser::HEADLESS)
+        .args(["--virtual-time-budget=15000", "--dump-dom"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(server.url("/docs"));
     let out = output_within(

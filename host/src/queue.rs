@@ -45,8 +45,9 @@ pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
 /// The states of the guide, as stored in `sync_status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, poem_openapi::Enum)]
 #[serde(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case")]
 pub enum SyncStatus {
     Pending,
     Syncing,
@@ -162,6 +163,42 @@ impl ErrorClass {
             ErrorClass::Mapping => "mapping",
             ErrorClass::Timeout => "timeout",
             ErrorClass::Source => "source",
+        }
+    }
+
+    /// What usually fixes it, for an operator looking at failed items (the
+    /// console shows it beside each class).
+    pub fn remedy(self) -> &'static str {
+        match self {
+            ErrorClass::Unavailable => {
+                "Check that HAVEN_DB_PATH points at Control Room's VH-Database.db and that the file is there \
+                 and readable (see /health's haven_db); items retry by themselves once it is."
+            }
+            ErrorClass::Locked => {
+                "Another program holds VH-Database (Control Room mid-write, a DB browser with unsaved changes): \
+                 close it or raise HAVEN_BUSY_TIMEOUT_MS, then retry this class."
+            }
+            ErrorClass::Full => "Free space on VH-Database's disk (or raise its quota), then retry this class.",
+            ErrorClass::ReadOnly => {
+                "Make VH-Database, its folder and its mount writable for the user keeper runs as, then retry \
+                 this class."
+            }
+            ErrorClass::Schema => {
+                "VH-Database's discoveries table and the plugin's row disagree: update Control Room's schema or \
+                 activate a plugin that fits it (its activation retries these), then retry this class."
+            }
+            ErrorClass::Mapping => {
+                "The plugin refused these reports or broke on them: a retry with the same plugin fails again. \
+                 Activate a fixed plugin (it heals them), or correct the reports in keeper.db and retry."
+            }
+            ErrorClass::Timeout => {
+                "The plugin ran past KEEPER_PLUGIN_TIMEOUT_MS: usually a busy machine; retry this class, or raise \
+                 the deadline if it keeps happening."
+            }
+            ErrorClass::Source => {
+                "keeper.db's row cannot be read (a damaged page, bytes that are not UTF-8): restore or repair \
+                 keeper.db (sqlite3 .recover), then retry this class."
+            }
         }
     }
 
@@ -305,6 +342,71 @@ pub struct Troubles {
     pub classes: Vec<(ErrorClass, i64)>,
     /// Failed or waiting items in all, listed or not.
     pub total: i64,
+}
+
+/// The failed and waiting items of one error class, for the console's
+/// failures page.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct FailureClass {
+    /// `None`: no class recorded (an error written by the old bot).
+    pub class: Option<ErrorClass>,
+    /// Out of attempts (`max_retries_exceeded`).
+    pub failed: i64,
+    /// Pending again after a failure, waiting out their backoff or due.
+    pub waiting: i64,
+    /// The item that has waited longest, and when it was submitted (UTC text).
+    pub oldest_queue_id: i64,
+    pub oldest_created_at: Option<String>,
+    /// The most recent failure of the class, and its error.
+    pub latest_queue_id: i64,
+    pub latest_error: Option<String>,
+}
+
+/// What [`Queue::list_items`] looks for; `None` fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct ItemFilter {
+    pub state: Option<SyncStatus>,
+    /// Part of the system's name, any letter case.
+    pub system: Option<String>,
+    /// Part of the reporter's name, any letter case.
+    pub user: Option<String>,
+    /// The discovery type as stored (its emoji).
+    pub discovery_type: Option<String>,
+    /// The last failure's class.
+    pub class: Option<ErrorClass>,
+    /// Only items with a queue id below this one (the page cursor).
+    pub before: Option<i64>,
+}
+
+impl ItemFilter {
+    /// `text` as a LIKE pattern for "contains": its own `%`, `_` and `\`
+    /// match themselves (both drivers' statements say `ESCAPE '\'`).
+    fn contains(text: &Option<String>) -> Option<String> {
+        text.as_ref().map(|t| {
+            let escaped = t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            format!("%{escaped}%")
+        })
+    }
+}
+
+/// One line of the item list: the queue row and what its report is about.
+/// Times are UTC text, as keeper.db stores them.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ListedItem {
+    #[sqlx(rename = "id")]
+    pub queue_id: i64,
+    pub discovery_id: i64,
+    pub sync_status: SyncStatus,
+    pub sync_attempts: i64,
+    pub error_class: Option<ErrorClass>,
+    pub sync_error: Option<String>,
+    pub created_at: Option<String>,
+    pub synced_at: Option<String>,
+    pub haven_discovery_id: Option<i64>,
+    pub system_name: Option<String>,
+    pub location: Option<String>,
+    pub discovery_type: Option<String>,
+    pub username: Option<String>,
 }
 
 /// One queue row as stored, for `GET /sync/items/{queue_id}`. Times are
@@ -653,6 +755,40 @@ impl Queue {
     /// these read the unsynced items (and the last day's synced ones).
     pub async fn statistics(&self) -> Result<QueueStatistics, sqlx::Error> {
         on_driver!(self, statistics())
+    }
+
+    /// Items synced in each of the last 60 minutes, the oldest minute first
+    /// (the console's chart).
+    pub async fn synced_per_minute(&self) -> Result<Vec<i64>, sqlx::Error> {
+        let rows = on_driver!(self, synced_per_minute())?;
+        let mut minutes = vec![0; 60];
+        for (ago, count) in rows {
+            if let Some(slot) = usize::try_from(ago).ok().filter(|a| *a < 60).map(|a| 59 - a) {
+                minutes[slot] += count;
+            }
+        }
+        Ok(minutes)
+    }
+
+    /// Failed and waiting items (pending or `max_retries_exceeded` with an
+    /// error) grouped by their last failure's class, the class with the most
+    /// failed items first.
+    pub async fn failure_classes(&self) -> Result<Vec<FailureClass>, sqlx::Error> {
+        let mut classes = on_driver!(self, failure_classes())?;
+        classes.sort_by_key(|c| {
+            (
+                std::cmp::Reverse(c.failed),
+                std::cmp::Reverse(c.waiting),
+                c.oldest_queue_id,
+            )
+        });
+        Ok(classes)
+    }
+
+    /// Items matching `filter`, the newest first, at most `limit`, with
+    /// what keeper.db says of their reports: the console's searchable list.
+    pub async fn list_items(&self, filter: &ItemFilter, limit: u32) -> Result<Vec<ListedItem>, sqlx::Error> {
+        on_driver!(self, list_items(filter, limit))
     }
 
     /// One queue row, or `None` when there is no such item.

@@ -367,6 +367,21 @@ impl Sink {
             .map_err(|e| SinkError::from_sql(path, e))
     }
 
+    /// VH-Database's `discoveries` row `id`, as stored (`None`: no such
+    /// row, e.g. deleted in Control Room): what the console shows of the row
+    /// an item became. Read-only; never creates the file.
+    pub async fn discovery_row(&self, id: i64) -> Result<Option<Row>, SinkError> {
+        let mut conn = self.open_read_only().await?;
+        let row = sqlx::query("SELECT * FROM discoveries WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&mut conn)
+            .await
+            .map_err(|e| SinkError::from_sql(self.path(), e))?;
+        row.map(|r| crate::row::read_row(&r))
+            .transpose()
+            .map_err(|e| SinkError::Unavailable(format!("{}: discoveries row {id}: {e}", self.path().display())))
+    }
+
     /// Every star system's name, for the bot to match and suggest from
     /// (accent- and case-insensitive matching is done in Rust: SQLite's
     /// `lower` only knows ASCII).

@@ -2,6 +2,8 @@
 //! database files, the real `keeper` binary, and SQL helpers to look inside.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -445,4 +447,37 @@ pub fn wait_for_log(log: &Arc<Mutex<String>>, needle: &str, timeout: Duration) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A tool the test needs: `var` names an override, else PATH, else `fallback`.
+pub fn tool(var: &str, name: &str, fallback: &[PathBuf]) -> PathBuf {
+    if let Some(path) = std::env::var_os(var) {
+        return PathBuf::from(path);
+    }
+    if let Some(found) = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+    {
+        return found;
+    }
+    fallback.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!(
+            "{name} is not installed (looked at ${var}, PATH and {fallback:?}); \
+             .ci/run installs it, or set {var} to its path"
+        )
+    })
+}
+
+/// Chromium, for the tests that render pages (`KEEPER_CHROMIUM` overrides).
+pub fn chromium() -> PathBuf {
+    tool(
+        "KEEPER_CHROMIUM",
+        "chromium",
+        &[
+            PathBuf::from("/usr/bin/chromium"),
+            PathBuf::from("/usr/bin/chromium-browser"),
+        ],
+    )
 }

@@ -124,6 +124,53 @@ impl Example for Statistics {
                 p95_seconds: Some(4.0).into(),
                 max_seconds: Some(31.0).into(),
             },
+            synced_per_minute_last_hour: (0..60).map(|m| i64::from(m % 7 == 0)).collect(),
+        }
+    }
+}
+
+impl Example for FailureClasses {
+    fn example() -> FailureClasses {
+        let class = ErrorClass::Schema;
+        FailureClasses {
+            status: OkStatus::Ok,
+            classes: vec![FailureClassView {
+                error_class: class.as_str().into(),
+                failed: 1,
+                waiting: 2,
+                permanent: class.is_permanent(),
+                remedy: class.remedy().into(),
+                oldest_queue_id: 7,
+                oldest_created_at: Some(SUBMITTED).into(),
+                latest_queue_id: 9,
+                latest_error: Some("schema: VH-Database's discoveries has no column fossil_type".to_owned()).into(),
+            }],
+            total: 3,
+        }
+    }
+}
+
+impl Example for ItemPage {
+    fn example() -> ItemPage {
+        ItemPage {
+            status: OkStatus::Ok,
+            items: vec![ItemSummary {
+                queue_id: 7,
+                discovery_id: 42,
+                sync_status: "synced".into(),
+                sync_attempts: 1,
+                error_class: None.into(),
+                sync_error: None.into(),
+                created_at: Some(SUBMITTED).into(),
+                synced_at: Some(SYNCED).into(),
+                haven_discovery_id: Some(5012).into(),
+                system_name: Some("Oculi".to_owned()).into(),
+                location: Some("planet:Erren".to_owned()).into(),
+                discovery_type: Some("🦴".to_owned()).into(),
+                username: Some("Explorer#1234".to_owned()).into(),
+            }],
+            count: 1,
+            next_before: Some(7).into(),
         }
     }
 }
@@ -189,6 +236,8 @@ impl Example for ItemDetail {
             },
             discovery: Some(discovery_row()).into(),
             discovery_error: None,
+            haven_row: Some(json!({"id": 5012, "discovery_type": "🦴", "discovered_by": "Explorer#1234"})),
+            haven_row_error: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`routes`] — the operations; their types ([`model`]) are the documentation
 //! - [`auth`] — the optional API key
+//! - [`console`] — the operator console's pages, at `/console`
 //! - [`error`] — one JSON error shape for everything that is not a success,
 //!   and which statuses each operation can answer
 //! - [`examples`] — the document's example bodies, typed
@@ -12,12 +13,15 @@
 //! - [`wire`] — JSON bodies for the errors hyper answers by itself
 //! - [`tls`] — HTTPS, when `SYNC_API_TLS_CERT` and `SYNC_API_TLS_KEY` are set
 //!
-//! Swagger UI is at `/docs`, the OpenAPI document at `/openapi.json`; both are
-//! open without the API key (the document is public: it is in the repository).
+//! Swagger UI is at `/docs`, the OpenAPI document at `/openapi.json`, the
+//! console at `/console` (and `/` leads there); all are open without the
+//! API key (the document is public: it is in the repository; the console's
+//! pages hold no data and ask for the key to read any).
 //! `keeper openapi` prints the same document, committed as
 //! `openapi/openapi.json`.
 
 mod auth;
+mod console;
 mod error;
 mod examples;
 mod health;
@@ -131,6 +135,7 @@ pub fn endpoint(state: Arc<ApiState>) -> impl Endpoint {
     Route::new()
         .at("/openapi.json", spec)
         .nest("/docs", docs)
+        .nest(console::PATH, console::routes())
         .nest("/", api)
         .with(CatchPanic::new().with_handler(panic_response))
         .data(state)
@@ -221,6 +226,13 @@ async fn guard<E: Endpoint>(next: &E, mut req: Request, allow: &AllowedMethods, 
     }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // `/` is the OpenAPI service's own root (nested there), so it is
+    // answered here rather than by a second route at the same path.
+    if path == "/"
+        && let Some(redirect) = console::root(&method)
+    {
+        return redirect;
+    }
     if let Err(error) = limit_body(&mut req).await {
         return error::to_json_response(error, &method, &path);
     }
@@ -247,6 +259,8 @@ impl AllowedMethods {
         let mut table: Vec<(Vec<String>, String)> = vec![
             (segments("/openapi.json"), "GET".into()),
             (segments("/docs"), "GET".into()),
+            (segments(console::PATH), "GET".into()),
+            (segments(&format!("{}/{{file}}", console::PATH)), "GET".into()),
         ];
         if let Some(paths) = parsed.get("paths").and_then(|p| p.as_object()) {
             for (template, operations) in paths {

@@ -308,6 +308,78 @@ pub struct Statistics {
     pub synced_last_day: i64,
     /// Over the items synced in the last 24 hours.
     pub latency_last_day: LatencyStats,
+    /// Items synced in each of the last 60 minutes, the oldest minute first
+    /// (60 numbers; the last is the current minute).
+    pub synced_per_minute_last_hour: Vec<i64>,
+}
+
+/// The failed and waiting items of one error class.
+#[derive(Debug, Clone, Object)]
+pub struct FailureClassView {
+    /// `unavailable`, `locked`, `full`, `read_only`, `schema`, `mapping`,
+    /// `timeout`, `source`, or `unknown` for an error recorded by the old bot
+    /// (those are retried one by one, or all failed items at once).
+    pub error_class: String,
+    /// Out of attempts (`max_retries_exceeded`).
+    pub failed: i64,
+    /// Pending again after a failure: waiting out a backoff, or due.
+    pub waiting: i64,
+    /// A retry with the same plugin cannot succeed (`mapping`).
+    pub permanent: bool,
+    /// What usually fixes it.
+    pub remedy: String,
+    /// The item of the class that has waited longest.
+    pub oldest_queue_id: i64,
+    /// When that item was submitted.
+    pub oldest_created_at: Nullable<OffsetDateTime>,
+    /// The item that failed most recently.
+    pub latest_queue_id: i64,
+    /// Its error, in words an operator can act on.
+    pub latest_error: Nullable<String>,
+}
+
+/// `GET /sync/failures`: failed and waiting items by error class.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct FailureClasses {
+    pub status: OkStatus,
+    /// The class with the most failed items first.
+    pub classes: Vec<FailureClassView>,
+    /// Failed and waiting items in all.
+    pub total: i64,
+}
+
+/// One line of the item list.
+#[derive(Debug, Clone, Object)]
+pub struct ItemSummary {
+    pub queue_id: i64,
+    pub discovery_id: i64,
+    /// `pending`, `syncing`, `synced` or `max_retries_exceeded`.
+    pub sync_status: String,
+    pub sync_attempts: i64,
+    pub error_class: Nullable<String>,
+    pub sync_error: Nullable<String>,
+    pub created_at: Nullable<OffsetDateTime>,
+    pub synced_at: Nullable<OffsetDateTime>,
+    pub haven_discovery_id: Nullable<i64>,
+    /// From the keeper.db discovery (null if it is gone).
+    pub system_name: Nullable<String>,
+    pub location: Nullable<String>,
+    /// As stored: the emoji.
+    pub discovery_type: Nullable<String>,
+    pub username: Nullable<String>,
+}
+
+/// `GET /sync/items`: one page of items, the newest first.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct ItemPage {
+    pub status: OkStatus,
+    pub items: Vec<ItemSummary>,
+    pub count: u64,
+    /// Pass as `before` for the next page (the last queue id here); null
+    /// when there is none.
+    pub next_before: Nullable<i64>,
 }
 
 /// Which plugin version wrote an item to VH-Database.
@@ -358,6 +430,15 @@ pub struct ItemDetail {
     pub discovery: Nullable<serde_json::Value>,
     #[oai(skip_serializing_if_is_none)]
     pub discovery_error: Option<String>,
+    /// The VH-Database `discoveries` row the item became, column by column,
+    /// as it is there now; absent until the item is synced, and on a host
+    /// that does not write VH-Database itself (remote mode).
+    #[oai(skip_serializing_if_is_none)]
+    pub haven_row: Option<serde_json::Value>,
+    /// Why `haven_row` could not be read (VH-Database unreachable, the row
+    /// deleted in Control Room).
+    #[oai(skip_serializing_if_is_none)]
+    pub haven_row_error: Option<String>,
 }
 
 /// `POST /discoveries`: the report was stored and queued.

@@ -22,7 +22,7 @@ use super::report_body::ReportBody;
 use super::{ApiState, health, metrics, timestamp};
 use crate::evidence::EvidenceStore;
 use crate::mapper::PluginInfo;
-use crate::queue::{Ack, ErrorClass, RemoteFailure};
+use crate::queue::{Ack, ErrorClass, ItemFilter, RemoteFailure, SyncStatus};
 use crate::registry::PluginRecord;
 use crate::report::Report;
 use crate::row::Row;
@@ -59,6 +59,10 @@ fn default_failed_limit() -> u32 {
 
 fn default_export_limit() -> u32 {
     100
+}
+
+fn default_items_limit() -> u32 {
+    50
 }
 
 #[derive(ApiResponse)]
@@ -108,6 +112,14 @@ success! {
 success! {
     /// The queue item, its keeper.db discovery, its last error and its provenance.
     ItemAnswer(ItemDetail)
+}
+success! {
+    /// Failed and waiting items by error class (an empty list when there are none).
+    FailuresAnswer(FailureClasses)
+}
+success! {
+    /// One page of matching items, the newest first (empty when none match).
+    ItemsAnswer(ItemPage)
 }
 success! {
     /// The active plugin, the earlier ones and the rejected ones.
@@ -261,6 +273,7 @@ impl SyncApi {
                 p95_seconds: l.p95.into(),
                 max_seconds: l.max.into(),
             },
+            synced_per_minute_last_hour: queue.synced_per_minute().await?,
         })))
     }
 
@@ -398,7 +411,20 @@ impl SyncApi {
                 hash: text("hash")?,
             })
         });
+        let (haven_row, haven_row_error) = match item.haven_discovery_id {
+            Some(vh_id) if state.app.settings.use_haven_database => match state.app.sink().discovery_row(vh_id).await {
+                Ok(Some(row)) => (Some(row.to_json()), None),
+                Ok(None) => (
+                    None,
+                    Some(format!("VH-Database has no discoveries row {vh_id} (any more)")),
+                ),
+                Err(e) => (None, Some(e.to_string())),
+            },
+            _ => (None, None),
+        };
         Ok(ItemAnswer::Ok(Json(ItemDetail {
+            haven_row,
+            haven_row_error,
             status: OkStatus::Ok,
             item: QueueItemView {
                 queue_id: item.queue_id,
@@ -418,6 +444,138 @@ impl SyncApi {
             },
             discovery: discovery.into(),
             discovery_error,
+        })))
+    }
+
+    /// Failures by class
+    ///
+    /// Failed (`max_retries_exceeded`) and waiting (pending after a failure)
+    /// items grouped by their last failure's class: how many of each, the
+    /// oldest, the latest error, and what usually fixes it. Retry a class
+    /// with `POST /sync/retry?class=`.
+    #[oai(
+        path = "/sync/failures",
+        method = "get",
+        operation_id = "list_failure_classes",
+        tag = "Tag::Sync"
+    )]
+    async fn failures(&self, _key: ApiKeyGuard, state: Data<&Arc<ApiState>>) -> Result<FailuresAnswer, ReadError> {
+        let classes = state.app.queue.failure_classes().await?;
+        let total = classes.iter().map(|c| c.failed + c.waiting).sum();
+        Ok(FailuresAnswer::Ok(Json(FailureClasses {
+            status: OkStatus::Ok,
+            total,
+            classes: classes
+                .into_iter()
+                .map(|c| FailureClassView {
+                    error_class: c.class.map_or("unknown", ErrorClass::as_str).to_owned(),
+                    failed: c.failed,
+                    waiting: c.waiting,
+                    permanent: c.class.is_some_and(ErrorClass::is_permanent),
+                    remedy: c
+                        .class
+                        .map_or(
+                            "Recorded by the old bot, without a class: open an item to read its error, fix the \
+                             cause, then retry the items one by one (or every failed item at once).",
+                            ErrorClass::remedy,
+                        )
+                        .to_owned(),
+                    oldest_queue_id: c.oldest_queue_id,
+                    oldest_created_at: timestamp::parse_opt(c.oldest_created_at.as_deref()).into(),
+                    latest_queue_id: c.latest_queue_id,
+                    latest_error: c.latest_error.into(),
+                })
+                .collect(),
+        })))
+    }
+
+    /// Search items
+    ///
+    /// Queue items with what their reports are about, the newest first,
+    /// filtered by state, system, reporter, discovery type and error class
+    /// (all optional; `system` and `user` match part of the name in any
+    /// letter case). Page with `before`: pass the last page's `next_before`.
+    #[oai(path = "/sync/items", method = "get", operation_id = "list_items", tag = "Tag::Sync")]
+    #[allow(clippy::too_many_arguments)]
+    async fn items(
+        &self,
+        _key: ApiKeyGuard,
+        state: Data<&Arc<ApiState>>,
+        /// Only items in this state.
+        #[oai(name = "state")]
+        sync_status: Query<Option<SyncStatus>>,
+        /// Part of the system's name.
+        #[oai(validator(max_length = 200))]
+        system: Query<Option<String>>,
+        /// Part of the reporter's name.
+        #[oai(validator(max_length = 200))]
+        user: Query<Option<String>>,
+        /// The discovery type: its emoji or short name (`fossil`, `mineral`, …).
+        #[oai(name = "type", validator(max_length = 40))]
+        discovery_type: Query<Option<String>>,
+        /// Only items whose last failure has this class.
+        class: Query<Option<ErrorClass>>,
+        /// Only items with a queue id below this one (the previous page's `next_before`).
+        #[oai(validator(minimum(value = "1")))]
+        before: Query<Option<i64>>,
+        /// Items per page.
+        #[oai(
+            default = "default_items_limit",
+            validator(minimum(value = "1"), maximum(value = "500"))
+        )]
+        limit: Query<u32>,
+    ) -> Result<ItemsAnswer, QueryError> {
+        let discovery_type = match discovery_type.0.as_deref().filter(|t| !t.is_empty()) {
+            None => None,
+            Some(given) => Some(
+                crate::report::discovery_type(given)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = crate::report::discovery_types().iter().map(|t| t.short).collect();
+                        QueryError::bad_request(format!(
+                            "query parameter `type`: no discovery type {given:?}; use one of {} or its emoji",
+                            names.join(", ")
+                        ))
+                    })?
+                    .emoji
+                    .to_owned(),
+            ),
+        };
+        let non_empty = |text: Option<String>| text.filter(|t| !t.trim().is_empty());
+        let filter = ItemFilter {
+            state: sync_status.0,
+            system: non_empty(system.0),
+            user: non_empty(user.0),
+            discovery_type,
+            class: class.0,
+            before: before.0,
+        };
+        let listed = state.app.queue.list_items(&filter, limit.0).await?;
+        let next_before = (listed.len() as u64 == u64::from(limit.0))
+            .then(|| listed.last().map(|i| i.queue_id))
+            .flatten();
+        let items: Vec<ItemSummary> = listed
+            .into_iter()
+            .map(|i| ItemSummary {
+                queue_id: i.queue_id,
+                discovery_id: i.discovery_id,
+                sync_status: i.sync_status.as_str().to_owned(),
+                sync_attempts: i.sync_attempts,
+                error_class: i.error_class.map(|c| c.as_str().to_owned()).into(),
+                sync_error: i.sync_error.into(),
+                created_at: timestamp::parse_opt(i.created_at.as_deref()).into(),
+                synced_at: timestamp::parse_opt(i.synced_at.as_deref()).into(),
+                haven_discovery_id: i.haven_discovery_id.into(),
+                system_name: i.system_name.into(),
+                location: i.location.into(),
+                discovery_type: i.discovery_type.into(),
+                username: i.username.into(),
+            })
+            .collect();
+        Ok(ItemsAnswer::Ok(Json(ItemPage {
+            status: OkStatus::Ok,
+            count: items.len() as u64,
+            items,
+            next_before: next_before.into(),
         })))
     }
 

@@ -47,6 +47,7 @@ on_both_drivers!(
     claims_are_leased_disjoint_and_complete_once,
     an_expired_lease_is_taken_over_and_the_stale_token_changes_nothing,
     failures_back_off_give_up_and_are_counted_by_class,
+    the_consoles_failures_by_class_item_search_and_rate,
     manual_retries_and_their_refusals,
     remote_acknowledgements_and_failures,
     intake_keys_store_a_report_once,
@@ -54,6 +55,92 @@ on_both_drivers!(
     cleanup_and_last_synced,
     the_store_is_migrated_once_and_reopened_read_only,
 );
+
+/// What the console reads: failures by class, the item search with its
+/// filters and cursor, synced per minute.
+async fn the_consoles_failures_by_class_item_search_and_rate(store: Store) {
+    let queue = Queue::new(store.db().clone(), policy(30), Duration::from_secs(60));
+    submit(&store, 3).await;
+    let claim = queue.claim(10, None).await.expect("claim");
+    let [a, b, c] = &claim.items[..] else {
+        panic!("three items: {claim:?}")
+    };
+    queue
+        .complete(
+            &claim.token,
+            &[delivered(c.queue_id, 7)],
+            &[failed(a, ErrorClass::Locked), failed(b, ErrorClass::Mapping)],
+        )
+        .await
+        .expect("complete");
+
+    let classes = queue.failure_classes().await.expect("failure classes");
+    let summary: Vec<(Option<ErrorClass>, i64, i64, i64)> = classes
+        .iter()
+        .map(|c| (c.class, c.failed, c.waiting, c.oldest_queue_id))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (Some(ErrorClass::Mapping), 1, 0, b.queue_id),
+            (Some(ErrorClass::Locked), 0, 1, a.queue_id)
+        ],
+        "most failed first"
+    );
+    assert_eq!(classes[1].latest_queue_id, a.queue_id);
+    assert_eq!(classes[1].latest_error.as_deref(), Some("locked went wrong"));
+    assert!(classes[1].oldest_created_at.is_some());
+
+    let ids = |items: Vec<ListedItem>| items.iter().map(|i| i.queue_id).collect::<Vec<_>>();
+    let search = |filter: ItemFilter| {
+        let queue = queue.clone();
+        async move { ids(queue.list_items(&filter, 10).await.expect("list items")) }
+    };
+    let all = vec![c.queue_id, b.queue_id, a.queue_id];
+    assert_eq!(search(ItemFilter::default()).await, all, "newest first");
+    let listed = queue.list_items(&ItemFilter::default(), 1).await.expect("list");
+    assert_eq!(listed[0].sync_status, SyncStatus::Synced);
+    assert_eq!(listed[0].system_name.as_deref(), Some("System 2"));
+    assert_eq!(listed[0].discovery_type.as_deref(), Some("🦴"));
+    let filter = |f: fn(&mut ItemFilter)| {
+        let mut filter = ItemFilter::default();
+        f(&mut filter);
+        filter
+    };
+    assert_eq!(
+        search(filter(|f| f.system = Some("sYsTeM 1".into()))).await,
+        vec![b.queue_id]
+    );
+    assert_eq!(search(filter(|f| f.user = Some("plorer#".into()))).await, all);
+    assert_eq!(
+        search(filter(|f| f.user = Some("%".into()))).await,
+        Vec::<i64>::new(),
+        "% is literal"
+    );
+    assert_eq!(
+        search(filter(|f| f.state = Some(SyncStatus::Pending))).await,
+        vec![a.queue_id]
+    );
+    assert_eq!(
+        search(filter(|f| f.class = Some(ErrorClass::Mapping))).await,
+        vec![b.queue_id]
+    );
+    assert_eq!(
+        search(filter(|f| f.discovery_type = Some("💎".into()))).await,
+        Vec::<i64>::new()
+    );
+    let before = c.queue_id;
+    let paged = ItemFilter {
+        before: Some(before),
+        ..ItemFilter::default()
+    };
+    assert_eq!(search(paged).await, vec![b.queue_id, a.queue_id]);
+
+    let per_minute = queue.synced_per_minute().await.expect("synced per minute");
+    assert_eq!(per_minute.len(), 60);
+    assert_eq!(per_minute[59], 1, "synced this minute: {per_minute:?}");
+    assert_eq!(per_minute.iter().sum::<i64>(), 1);
+}
 
 fn policy(base_secs: u64) -> RetryPolicy {
     RetryPolicy {

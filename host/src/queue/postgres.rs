@@ -288,6 +288,64 @@ impl PgQueue {
         })
     }
 
+    pub(super) async fn synced_per_minute(&self) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT floor(extract(epoch FROM now() - synced_at) / 60)::int8 AS ago, COUNT(*)
+             FROM sync_queue
+             WHERE sync_status = 'synced' AND synced_at >= now() - interval '60 minutes'
+             GROUP BY ago",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub(super) async fn failure_classes(&self) -> Result<Vec<FailureClass>, sqlx::Error> {
+        sqlx::query_as(
+            "WITH t AS (SELECT id, error_class, sync_status, created_at, last_sync_attempt, sync_error
+                        FROM sync_queue
+                        WHERE sync_status IN ('pending', 'max_retries_exceeded') AND sync_error IS NOT NULL)
+             SELECT c.error_class AS class,
+                    (SELECT COUNT(*) FROM t WHERE t.error_class IS NOT DISTINCT FROM c.error_class
+                         AND t.sync_status = 'max_retries_exceeded') AS failed,
+                    (SELECT COUNT(*) FROM t WHERE t.error_class IS NOT DISTINCT FROM c.error_class
+                         AND t.sync_status = 'pending') AS waiting,
+                    o.id AS oldest_queue_id, keeper_s(o.created_at) AS oldest_created_at,
+                    l.id AS latest_queue_id, l.sync_error AS latest_error
+             FROM (SELECT DISTINCT error_class FROM t) c
+             JOIN t o ON o.id = (SELECT id FROM t WHERE t.error_class IS NOT DISTINCT FROM c.error_class
+                                 ORDER BY id LIMIT 1)
+             JOIN t l ON l.id = (SELECT id FROM t WHERE t.error_class IS NOT DISTINCT FROM c.error_class
+                                 ORDER BY last_sync_attempt DESC NULLS LAST, id DESC LIMIT 1)",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub(super) async fn list_items(&self, filter: &ItemFilter, limit_to: u32) -> Result<Vec<ListedItem>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT q.id, q.discovery_id, q.sync_status, q.sync_attempts, q.error_class, q.sync_error,
+                    keeper_s(q.created_at) AS created_at, keeper_s(q.synced_at) AS synced_at, q.haven_discovery_id,
+                    d.system_name, d.location, d.discovery_type, d.username
+             FROM sync_queue q LEFT JOIN discoveries d ON d.id = q.discovery_id
+             WHERE ($1::text IS NULL OR q.sync_status = $1)
+               AND ($2::text IS NULL OR d.system_name ILIKE $2 ESCAPE '\\')
+               AND ($3::text IS NULL OR d.username ILIKE $3 ESCAPE '\\')
+               AND ($4::text IS NULL OR d.discovery_type = $4)
+               AND ($5::text IS NULL OR q.error_class = $5)
+               AND ($6::int8 IS NULL OR q.id < $6)
+             ORDER BY q.id DESC LIMIT $7",
+        )
+        .bind(filter.state)
+        .bind(ItemFilter::contains(&filter.system))
+        .bind(ItemFilter::contains(&filter.user))
+        .bind(filter.discovery_type.as_deref())
+        .bind(filter.class)
+        .bind(filter.before)
+        .bind(limit(limit_to))
+        .fetch_all(&self.pool)
+        .await
+    }
+
     pub(super) async fn item(&self, queue_id: i64) -> Result<Option<QueueItem>, sqlx::Error> {
         sqlx::query_as(
             "SELECT id, discovery_id, sync_status, sync_attempts, max_attempts,

@@ -366,6 +366,65 @@ impl SqliteQueue {
         })
     }
 
+    pub(super) async fn synced_per_minute(&self) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT CAST((julianday('now') - julianday(synced_at)) * 1440 AS INTEGER) AS ago, COUNT(*)
+             FROM sync_queue INDEXED BY idx_sync_queue_synced_at
+             WHERE sync_status = 'synced' AND synced_at >= datetime('now', '-60 minutes')
+             GROUP BY ago",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub(super) async fn failure_classes(&self) -> Result<Vec<FailureClass>, sqlx::Error> {
+        sqlx::query_as(
+            "WITH t AS (SELECT id, error_class, sync_status, created_at, last_sync_attempt, sync_error
+                        FROM sync_queue
+                        WHERE sync_status IN ('pending', 'max_retries_exceeded') AND sync_error IS NOT NULL)
+             SELECT c.error_class AS class,
+                    (SELECT COUNT(*) FROM t WHERE t.error_class IS c.error_class
+                         AND t.sync_status = 'max_retries_exceeded') AS failed,
+                    (SELECT COUNT(*) FROM t WHERE t.error_class IS c.error_class
+                         AND t.sync_status = 'pending') AS waiting,
+                    o.id AS oldest_queue_id, o.created_at AS oldest_created_at,
+                    l.id AS latest_queue_id, l.sync_error AS latest_error
+             FROM (SELECT DISTINCT error_class FROM t) c
+             JOIN t o ON o.id = (SELECT id FROM t WHERE t.error_class IS c.error_class ORDER BY id LIMIT 1)
+             JOIN t l ON l.id = (SELECT id FROM t WHERE t.error_class IS c.error_class
+                                 ORDER BY last_sync_attempt DESC, id DESC LIMIT 1)",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub(super) async fn list_items(&self, filter: &ItemFilter, limit: u32) -> Result<Vec<ListedItem>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT q.id, q.discovery_id, IFNULL(q.sync_status, 'pending') AS sync_status,
+                    IFNULL(q.sync_attempts, 0) AS sync_attempts, q.error_class, q.sync_error, q.created_at,
+                    q.synced_at, q.haven_discovery_id,
+                    CAST(d.system_name AS TEXT) AS system_name, CAST(d.location AS TEXT) AS location,
+                    CAST(d.discovery_type AS TEXT) AS discovery_type, CAST(d.username AS TEXT) AS username
+             FROM sync_queue q LEFT JOIN discoveries d ON d.id = q.discovery_id
+             WHERE (?1 IS NULL OR IFNULL(q.sync_status, 'pending') = ?1)
+               AND (?2 IS NULL OR d.system_name LIKE ?2 ESCAPE '\\')
+               AND (?3 IS NULL OR d.username LIKE ?3 ESCAPE '\\')
+               AND (?4 IS NULL OR d.discovery_type = ?4)
+               AND (?5 IS NULL OR q.error_class = ?5)
+               AND (?6 IS NULL OR q.id < ?6)
+             ORDER BY q.id DESC LIMIT ?7",
+        )
+        .bind(filter.state)
+        .bind(ItemFilter::contains(&filter.system))
+        .bind(ItemFilter::contains(&filter.user))
+        .bind(filter.discovery_type.as_deref())
+        .bind(filter.class)
+        .bind(filter.before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     pub(super) async fn item(&self, queue_id: i64) -> Result<Option<QueueItem>, sqlx::Error> {
         sqlx::query_as(
             "SELECT id, discovery_id, IFNULL(sync_status, 'pending') AS sync_status,
