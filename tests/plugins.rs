@@ -17,7 +17,7 @@ use common::*;
 use sqlx::Row;
 
 /// One cargo feature of tests/guest-plugins per test plugin.
-const FEATURES: [&str; 16] = [
+const FEATURES: [&str; 19] = [
     "loop",
     "alloc",
     "panic",
@@ -34,10 +34,13 @@ const FEATURES: [&str; 16] = [
     "probe-clock",
     "probe-random",
     "contract-1-0",
+    "contract-1-1",
+    "small-needs",
+    "big-needs",
 ];
 
 /// The hostile plugins and the reason each must be rejected with.
-const HOSTILE: [(&str, &str); 8] = [
+const HOSTILE: [(&str, &str); 9] = [
     ("loop", "mapper timed out after 100 ms"),
     ("alloc", "mapper exceeded memory limit 32 MiB"),
     ("panic", "mapper trapped: "),
@@ -50,8 +53,13 @@ const HOSTILE: [(&str, &str); 8] = [
         "schema mismatch: column description holds Text values, the mapped value is integer",
     ),
     ("oversized", "mapper output too large"),
-    ("wrong-world", "not a keeper:mapper/mapper@1.1.0 component"),
+    ("wrong-world", "not a keeper:mapper/mapper@1.2.0 component"),
     ("not-wasm", "not a WebAssembly component"),
+    (
+        "big-needs",
+        "the plugin asks for 64 MiB of memory per instance (requested-limits), above this keeper's ceiling of \
+         32 MiB: raise KEEPER_PLUGIN_MEMORY_MIB to at least 64",
+    ),
 ];
 
 /// The call deadline for tests of well-behaved plugins: far above what a
@@ -457,11 +465,11 @@ async fn check_rejects_each_hostile_plugin_with_its_reason() {
     let out = env.run(&["plugin", "check", plugin("panic").to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("panics on purpose"));
 
-    // Well-behaved plugins pass, with a per-case report; one built against
-    // the first contract (keeper:mapper@1.0.0) too.
+    // Well-behaved plugins pass, with a per-case report; ones built against
+    // the earlier contracts (keeper:mapper@1.0.0, @1.1.0) too.
     let mut benign = Env::new();
     benign.var("KEEPER_PLUGIN_TIMEOUT_MS", BENIGN_DEADLINE_MS);
-    for name in ["upper", "lenient", "trapdoor", "contract-1-0"] {
+    for name in ["upper", "lenient", "trapdoor", "contract-1-0", "contract-1-1"] {
         let report = benign.ok(&["plugin", "check", plugin(name).to_str().unwrap()]);
         assert!(report.contains("verdict  accepted"), "{name}:\n{report}");
         assert!(report.contains("0 failed"), "{name}:\n{report}");
@@ -707,6 +715,30 @@ async fn start_up_takes_the_newest_valid_plugin_and_reuses_its_compiled_form() {
     assert_eq!(rejected_count(&env.keeper).await, 1);
 }
 
+/// A report per case (its description, and `None` when it must sync, or
+/// the state and the error its item must end in), then one `sync --once`
+/// that must print `summary`; returns the reports' ids.
+async fn sync_cases(env: &Env, cases: &[(&str, Option<(&str, &str)>)], summary: &str) -> Vec<i64> {
+    let ids: Vec<i64> = cases
+        .iter()
+        .map(|(d, _)| env.submit("⚙️", "Oculi", "planet:Erren", d, &[]))
+        .collect();
+    let out = env.ok(&["sync", "--once"]);
+    assert!(out.contains(summary), "{out}");
+    for (id, (description, expected)) in ids.iter().zip(cases) {
+        let (status, _, error) = queue_state(&env.keeper, *id).await;
+        match expected {
+            None => assert_eq!(status, "synced", "{description}"),
+            Some((want_status, reason)) => {
+                assert_eq!(&status, want_status, "{description}");
+                let error = error.unwrap_or_default();
+                assert!(error.starts_with(reason), "{description}: {error}");
+            }
+        }
+    }
+    ids
+}
+
 #[tokio::test]
 async fn sandbox_limits_fail_single_items_and_the_worker_goes_on() {
     let (mut env, dir) = plugin_env();
@@ -727,23 +759,7 @@ async fn sandbox_limits_fail_single_items_and_the_worker_goes_on() {
         ),
         ("plain two", None),
     ];
-    let ids: Vec<i64> = cases
-        .iter()
-        .map(|(d, _)| env.submit("⚙️", "Oculi", "planet:Erren", d, &[]))
-        .collect();
-    let out = env.ok(&["sync", "--once"]);
-    assert!(out.contains("synced 2, failed 4"), "{out}");
-    for (id, (description, expected)) in ids.iter().zip(cases) {
-        let (status, _, error) = queue_state(&env.keeper, *id).await;
-        match expected {
-            None => assert_eq!(status, "synced", "{description}"),
-            Some((want_status, reason)) => {
-                assert_eq!(status, want_status, "{description}");
-                let error = error.unwrap_or_default();
-                assert!(error.starts_with(reason), "{description}: {error}");
-            }
-        }
-    }
+    let ids = sync_cases(&env, &cases, "synced 2, failed 4").await;
     let (_, _, panic) = queue_state(&env.keeper, ids[3]).await;
     assert!(panic.unwrap().contains("panics on purpose"));
     assert_eq!(written_by(&env.haven, "test-trapdoor").await, 2);
@@ -755,6 +771,112 @@ async fn sandbox_limits_fail_single_items_and_the_worker_goes_on() {
     let out = env.ok(&["sync", "--once"]);
     assert!(out.contains("synced 4, failed 0"), "{out}");
     assert_eq!(written_by(&env.haven, "test-upper").await, 4);
+}
+
+#[tokio::test]
+async fn a_plugin_is_held_to_the_limits_it_declares_and_refused_above_a_ceiling() {
+    let (mut env, dir) = plugin_env();
+    // Ceilings far above what `small-needs` asks for (4 MiB, 50 ms), so
+    // every failure below is its own limit's, not the operator's.
+    env.var("KEEPER_PLUGIN_TIMEOUT_MS", 1000)
+        .var("KEEPER_PLUGIN_MEMORY_MIB", 48);
+    let small = plugin("small-needs");
+    let report = env.ok(&["plugin", "check", small.to_str().unwrap()]);
+    assert!(report.contains("verdict  accepted"), "{report}");
+    assert!(
+        report.contains("limits   memory 4 MiB (requested), 50 ms per call (requested)"),
+        "{report}"
+    );
+    let checked: serde_json::Value =
+        serde_json::from_str(&env.ok(&["plugin", "check", "--json", small.to_str().unwrap()])).unwrap();
+    assert_eq!(
+        checked["limits"],
+        serde_json::json!({
+            "requested": {"memory_mib": 4, "timeout_ms": 50},
+            "granted": {"memory_mib": 4, "timeout_ms": 50},
+        })
+    );
+    // A plugin that declares nothing gets the ceilings.
+    let report = env.ok(&["plugin", "check", plugin("upper").to_str().unwrap()]);
+    assert!(
+        report.contains(
+            "limits   memory 48 MiB (the ceiling, KEEPER_PLUGIN_MEMORY_MIB), 1000 ms per call (the ceiling, \
+             KEEPER_PLUGIN_TIMEOUT_MS)"
+        ),
+        "{report}"
+    );
+
+    // Above the ceiling: refused, naming the need, the ceiling and the
+    // setting; not one case run. Raised to the need, it passes.
+    let big = plugin("big-needs");
+    let out = env.run(&["plugin", "check", big.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        report.contains(
+            "verdict  rejected: the plugin asks for 64 MiB of memory per instance (requested-limits), above this \
+             keeper's ceiling of 48 MiB: raise KEEPER_PLUGIN_MEMORY_MIB to at least 64"
+        ),
+        "{report}"
+    );
+    assert!(!report.contains("corpus"), "{report}");
+    let mut raised = Env::new();
+    raised
+        .var("KEEPER_PLUGIN_MEMORY_MIB", 64)
+        .var("KEEPER_PLUGIN_TIMEOUT_MS", 1000);
+    let report = raised.ok(&["plugin", "check", big.to_str().unwrap()]);
+    assert!(report.contains("verdict  accepted"), "{report}");
+    assert!(report.contains("limits   memory 64 MiB (requested)"), "{report}");
+
+    // At run time: the plugin's own 4 MiB and 50 ms stop it, not 48 MiB
+    // and 1000 ms; the rows it maps are written.
+    install("small-needs", &dir);
+    let cases = [
+        ("plain one", None),
+        ("[loop] spins", Some(("pending", "mapper timed out after 50 ms"))),
+        (
+            "[alloc] hoards",
+            Some(("max_retries_exceeded", "mapper exceeded memory limit 4 MiB")),
+        ),
+        ("plain two", None),
+    ];
+    sync_cases(&env, &cases, "synced 2, failed 2").await;
+    assert_eq!(written_by(&env.haven, "test-small-needs").await, 2);
+
+    // What it was granted, in `keeper plugin list` and `GET /plugins`.
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["plugin", "list", "--json"])).unwrap();
+    assert_eq!(list["active"]["name"], "test-small-needs", "{list}");
+    assert_eq!(list["active"]["memory_mib"], 4, "{list}");
+    assert_eq!(list["active"]["timeout_ms"], 50, "{list}");
+    let text = env.ok(&["plugin", "list"]);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("test-small-needs") && l.contains("granted 4 MiB, 50 ms per call")),
+        "{text}"
+    );
+    // Its file removed, the built-in plugin takes over with the ceilings;
+    // the history keeps what `small-needs` was granted.
+    std::fs::remove_file(dir.join("small-needs.wasm")).unwrap();
+    let (mut child, port, log) = spawn_run(&env);
+    wait_for_active(&env.keeper, "keeper-default-mapper").await;
+    let url = format!("http://127.0.0.1:{port}/plugins");
+    let plugins: serde_json::Value = tokio::task::spawn_blocking(move || {
+        let mut response = ureq::get(&url).call().expect("GET /plugins");
+        serde_json::from_slice(&response.body_mut().read_to_vec().expect("body")).expect("JSON")
+    })
+    .await
+    .expect("API thread");
+    assert_eq!(plugins["active"]["name"], "keeper-default-mapper", "{plugins}");
+    assert_eq!(plugins["active"]["memory_mib"], 48, "{plugins}");
+    assert_eq!(plugins["active"]["timeout_ms"], 1000, "{plugins}");
+    let earlier = plugins["history"]
+        .as_array()
+        .and_then(|h| h.iter().find(|p| p["name"] == "test-small-needs"))
+        .unwrap_or_else(|| panic!("test-small-needs in the history: {plugins}\n{}", log.lock().unwrap()));
+    assert_eq!(earlier["memory_mib"], 4, "{plugins}");
+    assert_eq!(earlier["timeout_ms"], 50, "{plugins}");
+    let status = stop(&mut child);
+    assert!(status.success(), "{status}\n{}", log.lock().unwrap());
 }
 
 #[tokio::test]

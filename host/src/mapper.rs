@@ -13,7 +13,10 @@
 //! thread's CPU time where the platform has such a clock, see
 //! [`thread_cpu_time`]), memory is capped and the output size is checked,
 //! so a plugin that loops, allocates without end or panics fails that one
-//! item and never the host.
+//! item and never the host. The operator's limits are ceilings: a plugin
+//! of the `mapper-with-limits` world (keeper:mapper@1.2.0) declares what it
+//! needs and is held to exactly that ([`Limits::grant`]), one that asks for
+//! more than a ceiling is refused, and any other is given the ceilings.
 //!
 //! A trap poisons a wasmtime `Store`, so an instance is discarded after any
 //! error and a fresh one made from the pre-instantiated component (tens of
@@ -25,7 +28,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
@@ -72,6 +75,74 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// What a plugin that declared `requested` is given when these limits
+    /// are the operator's ceilings: exactly what it asked for (so a plugin
+    /// that runs away is stopped at its own figure, not at the ceiling),
+    /// the ceiling for what it did not declare, and a refusal for a need
+    /// above a ceiling or of zero. The output cap is the contract's and
+    /// cannot be asked for.
+    pub fn grant(&self, requested: RequestedLimits) -> Result<Limits, LimitRefused> {
+        let mut granted = *self;
+        if let Some(need) = requested.memory_mib {
+            let bytes = usize::try_from(need).unwrap_or(usize::MAX).saturating_mul(1 << 20);
+            if need == 0 {
+                return Err(LimitRefused::Zero { what: "memory-mib" });
+            }
+            if bytes > self.memory_bytes {
+                return Err(LimitRefused::Memory {
+                    need,
+                    ceiling: self.memory_bytes >> 20,
+                });
+            }
+            granted.memory_bytes = bytes;
+        }
+        if let Some(need) = requested.timeout_ms {
+            let deadline = Duration::from_millis(u64::from(need));
+            if need == 0 {
+                return Err(LimitRefused::Zero { what: "timeout-ms" });
+            }
+            if deadline > self.deadline {
+                return Err(LimitRefused::Time {
+                    need,
+                    ceiling: self.deadline.as_millis(),
+                });
+            }
+            granted.deadline = deadline;
+        }
+        Ok(granted)
+    }
+}
+
+/// What a plugin declared it needs (its `requested-limits` export,
+/// keeper:mapper@1.2.0); `None` for what it did not declare, and both for a
+/// plugin of the plain `mapper` world.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestedLimits {
+    pub memory_mib: Option<u32>,
+    pub timeout_ms: Option<u32>,
+}
+
+/// A declared need this keeper does not grant: the plugin is refused (by
+/// `keeper plugin check`, at start-up and on hot reload) with this message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitRefused {
+    #[error(
+        "the plugin asks for {need} MiB of memory per instance (requested-limits), above this keeper's ceiling of \
+         {ceiling} MiB: raise KEEPER_PLUGIN_MEMORY_MIB to at least {need}, or build the plugin asking for less"
+    )]
+    Memory { need: u32, ceiling: usize },
+    #[error(
+        "the plugin asks for {need} ms per call (requested-limits), above this keeper's ceiling of {ceiling} ms: \
+         raise KEEPER_PLUGIN_TIMEOUT_MS to at least {need}, or build the plugin asking for less"
+    )]
+    Time { need: u32, ceiling: u128 },
+    #[error(
+        "the plugin asks for 0 in requested-limits.{what}: ask for at least 1, or for none to be given the ceiling"
+    )]
+    Zero { what: &'static str },
+}
+
 /// Who wrote a row: recorded with every item the plugin maps.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PluginInfo {
@@ -84,7 +155,10 @@ pub struct PluginInfo {
 /// The world every plugin must implement, as named in error messages.
 /// Plugins built against an earlier 1.x of it load too (wasmtime matches
 /// semver-compatible import names).
-pub const WORLD: &str = "keeper:mapper/mapper@1.1.0";
+pub const WORLD: &str = "keeper:mapper/mapper@1.2.0";
+
+/// The export by which a `mapper-with-limits` plugin declares its needs.
+const REQUESTED_LIMITS_EXPORT: &str = "requested-limits";
 
 /// The contract's own interfaces a plugin may import, any 1.x version.
 const CONTRACT_IMPORTS: [&str; 3] = [
@@ -394,13 +468,25 @@ impl Runtime {
                 version: String::new(),
                 hash,
             },
+            requested: RequestedLimits::default(),
+            limits: self.limits,
+            refused: None,
         };
+        // Loaded under the ceilings; what it declares applies from the
+        // next instance on.
         let mut instance = plugin
             .instantiate(Arc::new(Lookup::default()))
             .map_err(|e| PluginError::Start(e.to_string()))?;
         let info = instance.info().map_err(|e| PluginError::Start(e.to_string()))?;
         plugin.info.name = info.name;
         plugin.info.version = info.version;
+        if let Some(export) = component.get_export_index(None, REQUESTED_LIMITS_EXPORT) {
+            plugin.requested = instance.requested_limits(&export)?;
+        }
+        match self.limits.grant(plugin.requested) {
+            Ok(granted) => plugin.limits = granted,
+            Err(refused) => plugin.refused = Some(refused),
+        }
         Ok(plugin)
     }
 }
@@ -511,6 +597,14 @@ pub struct Plugin {
     runtime: Runtime,
     pre: bindings::MapperPre<HostState>,
     info: PluginInfo,
+    /// What it declared it needs.
+    requested: RequestedLimits,
+    /// What every call and instance is held to: what it asked for within
+    /// the ceilings, the ceilings for the rest.
+    limits: Limits,
+    /// Why what it asked for is not granted; such a plugin fails the
+    /// conformance check and never becomes active.
+    refused: Option<LimitRefused>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -524,8 +618,23 @@ impl Plugin {
         &self.info
     }
 
+    /// What the plugin declared it needs.
+    pub fn requested_limits(&self) -> RequestedLimits {
+        self.requested
+    }
+
+    /// The limits it runs under (see [`Limits::grant`]).
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Why its declared needs are not granted, if they are not.
+    pub fn refused_limits(&self) -> Option<&LimitRefused> {
+        self.refused.as_ref()
+    }
+
     fn instantiate(&self, lookup: Arc<Lookup>) -> Result<Instance, MapError> {
-        let limits = self.runtime.limits;
+        let limits = self.limits;
         let stderr = MemoryOutputPipe::new(64 << 10);
         let memory_hit = Arc::new(AtomicBool::new(false));
         let state = HostState {
@@ -544,16 +653,20 @@ impl Plugin {
         arm_deadline(&mut store, limits.deadline);
         let mut instance = Instance {
             bindings: None,
+            raw: None,
             store,
             stderr,
             memory_hit,
             limits,
         };
-        let bindings = self
+        let raw = self
             .pre
+            .instance_pre()
             .instantiate(&mut instance.store)
             .map_err(|e| instance.classify(e))?;
+        let bindings = bindings::Mapper::new(&mut instance.store, &raw).map_err(|e| instance.classify(e))?;
         instance.bindings = Some(bindings);
+        instance.raw = Some(raw);
         Ok(instance)
     }
 
@@ -699,6 +812,9 @@ fn deadline_ticks(deadline: Duration) -> u64 {
 /// One live plugin instance in its own store.
 struct Instance {
     bindings: Option<bindings::Mapper>,
+    /// The component instance itself, for the exports the bindings do not
+    /// cover (`requested-limits`, which older plugins lack).
+    raw: Option<wasmtime::component::Instance>,
     store: Store<HostState>,
     stderr: MemoryOutputPipe,
     memory_hit: Arc<AtomicBool>,
@@ -718,6 +834,25 @@ impl Instance {
             None => return Err(Self::not_initialised()),
         };
         result.map_err(|e| self.classify(e))
+    }
+
+    /// Calls the plugin's `requested-limits` export.
+    fn requested_limits(&mut self, export: &ComponentExportIndex) -> Result<RequestedLimits, PluginError> {
+        let Some(raw) = self.raw else {
+            return Err(PluginError::Start(Self::not_initialised().to_string()));
+        };
+        let func = raw
+            .get_typed_func::<(), (wit::PluginLimits,)>(&mut self.store, export)
+            .map_err(|e| PluginError::WrongWorld(one_line(&format!("{REQUESTED_LIMITS_EXPORT}: {e:#}"))))?;
+        self.store.data_mut().crash = None;
+        arm_deadline(&mut self.store, self.limits.deadline);
+        let (declared,) = func
+            .call(&mut self.store, ())
+            .map_err(|e| PluginError::Start(self.classify(e).to_string()))?;
+        Ok(RequestedLimits {
+            memory_mib: declared.memory_mib,
+            timeout_ms: declared.timeout_ms,
+        })
     }
 
     fn map(&mut self, row: &Row) -> Result<Mapped, MapError> {
@@ -799,5 +934,90 @@ fn from_wit(value: wit::Value) -> Value {
         wit::Value::Integer(i) => Value::Integer(i),
         wit::Value::Real(r) => Value::Real(r),
         wit::Value::Text(s) => Value::Text(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ceilings() -> Limits {
+        Limits {
+            deadline: Duration::from_millis(100),
+            memory_bytes: 32 << 20,
+            output_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn a_plugin_that_declares_nothing_gets_the_ceilings() {
+        assert_eq!(ceilings().grant(RequestedLimits::default()), Ok(ceilings()));
+    }
+
+    #[test]
+    fn a_need_within_a_ceiling_is_granted_exactly_and_the_rest_is_the_ceiling() {
+        let granted = ceilings()
+            .grant(RequestedLimits {
+                memory_mib: Some(14),
+                timeout_ms: None,
+            })
+            .expect("granted");
+        assert_eq!(granted.memory_bytes, 14 << 20);
+        assert_eq!(granted.deadline, Duration::from_millis(100));
+        let granted = ceilings()
+            .grant(RequestedLimits {
+                memory_mib: Some(32),
+                timeout_ms: Some(20),
+            })
+            .expect("granted");
+        assert_eq!(granted.memory_bytes, 32 << 20);
+        assert_eq!(granted.deadline, Duration::from_millis(20));
+        assert_eq!(granted.output_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn a_need_above_a_ceiling_is_refused_naming_the_need_the_ceiling_and_the_setting() {
+        let memory = ceilings()
+            .grant(RequestedLimits {
+                memory_mib: Some(64),
+                timeout_ms: Some(50),
+            })
+            .expect_err("refused");
+        assert_eq!(memory, LimitRefused::Memory { need: 64, ceiling: 32 });
+        let text = memory.to_string();
+        assert!(
+            text.contains("64 MiB") && text.contains("ceiling of 32 MiB") && text.contains("KEEPER_PLUGIN_MEMORY_MIB"),
+            "{text}"
+        );
+        let time = ceilings()
+            .grant(RequestedLimits {
+                memory_mib: None,
+                timeout_ms: Some(u32::MAX),
+            })
+            .expect_err("refused");
+        let text = time.to_string();
+        assert!(
+            text.contains(&format!("{} ms", u32::MAX))
+                && text.contains("ceiling of 100 ms")
+                && text.contains("KEEPER_PLUGIN_TIMEOUT_MS"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_need_of_zero_is_refused() {
+        for requested in [
+            RequestedLimits {
+                memory_mib: Some(0),
+                timeout_ms: None,
+            },
+            RequestedLimits {
+                memory_mib: None,
+                timeout_ms: Some(0),
+            },
+        ] {
+            let refused = ceilings().grant(requested).expect_err("refused");
+            assert!(matches!(refused, LimitRefused::Zero { .. }), "{refused}");
+        }
     }
 }

@@ -9,7 +9,7 @@
 use serde::Serialize;
 
 use crate::db::Db;
-use crate::mapper::PluginInfo;
+use crate::mapper::{Limits, PluginInfo};
 
 /// Where the built-in plugin comes from, in `source`.
 pub const BUILT_IN: &str = "built-in";
@@ -70,6 +70,13 @@ pub struct PluginRecord {
     pub recorded_at: String,
     /// When an active plugin was replaced.
     pub retired_at: Option<String>,
+    /// Memory one instance may use, in MiB, as granted when it was last
+    /// made active (what it declared, or the ceiling `KEEPER_PLUGIN_MEMORY_MIB`).
+    /// None for a rejected plugin, and for one recorded by an older keeper.
+    pub memory_mib: Option<i64>,
+    /// Time one call may take, in milliseconds, as granted (what it
+    /// declared, or the ceiling `KEEPER_PLUGIN_TIMEOUT_MS`); None as above.
+    pub timeout_ms: Option<i64>,
 }
 
 /// Active, earlier and refused plugins, newest first.
@@ -90,10 +97,14 @@ impl Registry {
         Registry { db }
     }
 
-    /// Records `plugin` as the active one, retiring the previous one. Nothing
-    /// changes when it already is active (every process start reports the
-    /// plugin it loaded). Returns whether it was newly activated.
-    pub async fn activated(&self, plugin: &PluginInfo, source: &str) -> Result<bool, sqlx::Error> {
+    /// Records `plugin` as the active one with the limits it was `granted`,
+    /// retiring the previous one. When it already is active (every process
+    /// start reports the plugin it loaded) only its limits are brought up to
+    /// date: the operator's ceilings may have changed. Returns whether it was
+    /// newly activated.
+    pub async fn activated(&self, plugin: &PluginInfo, source: &str, granted: Limits) -> Result<bool, sqlx::Error> {
+        let memory_mib = i64::try_from(granted.memory_bytes >> 20).unwrap_or(i64::MAX);
+        let timeout_ms = i64::try_from(granted.deadline.as_millis()).unwrap_or(i64::MAX);
         let changed = match &self.db {
             Db::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -116,6 +127,11 @@ impl Registry {
                 .bind(source)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query("UPDATE keeper_plugins SET memory_mib = ?1, timeout_ms = ?2 WHERE status = 'active'")
+                    .bind(memory_mib)
+                    .bind(timeout_ms)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 retired.rows_affected() + inserted.rows_affected()
             }
@@ -144,6 +160,11 @@ impl Registry {
                 .bind(source)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query("UPDATE keeper_plugins SET memory_mib = $1, timeout_ms = $2 WHERE status = 'active'")
+                    .bind(memory_mib)
+                    .bind(timeout_ms)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 retired.rows_affected() + inserted.rows_affected()
             }
@@ -232,20 +253,18 @@ impl Registry {
     /// The newest `limit` records of `status`.
     async fn of_status(&self, status: PluginStatus, limit: i64) -> Result<Vec<PluginRecord>, sqlx::Error> {
         match &self.db {
-            Db::Sqlite(pool) => {
-                sqlx::query_as(
-                    "SELECT name, version, hash, source, status, reason, recorded_at, retired_at
+            Db::Sqlite(pool) => sqlx::query_as(
+                "SELECT name, version, hash, source, status, reason, recorded_at, retired_at, memory_mib, timeout_ms
                      FROM keeper_plugins WHERE status = ?1 ORDER BY id DESC LIMIT ?2",
-                )
-                .bind(status)
-                .bind(limit)
-                .fetch_all(pool)
-                .await
-            }
+            )
+            .bind(status)
+            .bind(limit)
+            .fetch_all(pool)
+            .await,
             Db::Postgres(pool) => {
                 sqlx::query_as(
                     "SELECT name, version, hash, source, status, reason, keeper_s(recorded_at) AS recorded_at,
-                            keeper_s(retired_at) AS retired_at
+                            keeper_s(retired_at) AS retired_at, memory_mib, timeout_ms
                      FROM keeper_plugins WHERE status = $1 ORDER BY id DESC LIMIT $2",
                 )
                 .bind(status)

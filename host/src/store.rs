@@ -242,6 +242,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 13,
         name: "Discord reporters told of a failure hear of a later sync",
     },
+    Migration {
+        version: 14,
+        name: "limits granted to each mapping plugin",
+    },
 ];
 
 /// The schema version a fully migrated keeper.db has.
@@ -1076,6 +1080,14 @@ async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreErr
             )
             .execute(&mut *conn)
             .await?;
+        }
+        14 => {
+            // The memory and time an active plugin was granted (what it
+            // declared within the ceilings, else the ceilings; mapper.rs),
+            // for `keeper plugin list` and `GET /plugins`. NULL for rejected
+            // plugins and for rows written before this migration.
+            add_column_if_missing(conn, "keeper_plugins", "memory_mib", "INTEGER").await?;
+            add_column_if_missing(conn, "keeper_plugins", "timeout_ms", "INTEGER").await?;
         }
         _ => {}
     }

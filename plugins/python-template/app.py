@@ -1,8 +1,9 @@
 """The plugin's connection to keeper: the `keeper:mapper` exports.
 
 componentize-py looks for the class `WitWorld` in this module and exports
-its methods as the contract's `info` and `map` (mapper-guest/wit/mapper.wit).
-The mapping itself is in mapping.py; change that, not this.
+its methods as the contract's `info`, `map` and `requested-limits` (world
+`mapper-with-limits` of mapper-guest/wit/mapper.wit). The mapping itself is
+in mapping.py; change that, not this.
 """
 
 import traceback
@@ -17,10 +18,23 @@ import mapping
 NAME = "keeper-python-mapper"
 VERSION = "1.0.0"
 
+# What this plugin needs, granted exactly when within the operator's ceilings
+# (KEEPER_PLUGIN_MEMORY_MIB, 32 MiB by default; KEEPER_PLUGIN_TIMEOUT_MS,
+# 100 ms): a plugin that runs away is stopped there, and one asking for more
+# than a ceiling is refused, naming the setting to raise. None: the ceiling.
+# The template was measured to need between 13 and 14 MiB to start and pass
+# the conformance check (plugins/README.md); 20 leaves room for a long batch
+# on one instance. Raise it if your mapping imports more modules.
+MEMORY_MIB = 20
+TIMEOUT_MS = None
+
 
 class WitWorld:
     def info(self) -> types.PluginInfo:
         return types.PluginInfo(name=NAME, version=VERSION)
+
+    def requested_limits(self) -> types.PluginLimits:
+        return types.PluginLimits(memory_mib=MEMORY_MIB, timeout_ms=TIMEOUT_MS)
 
     def map(self, row: list[types.Column]) -> types.Mapped:
         try:

@@ -10,9 +10,11 @@
 # pinned componentize-py (target/tools/, ignored by git) and needs network
 # access to PyPI; later runs reuse it.
 #
-# `--stub-wasi` replaces every WASI import with a stub that traps, so the
-# component imports only the keeper:mapper interfaces: keeper refuses a
-# plugin that imports files, sockets, the environment, clocks or randomness.
+# The world is `mapper-with-limits`: app.py declares the memory and time
+# the plugin needs (requested_limits). `--stub-wasi` replaces every WASI
+# import with a stub that traps, so the component imports only the
+# keeper:mapper interfaces: keeper refuses a plugin that imports files,
+# sockets, the environment, clocks or randomness.
 set -euo pipefail
 
 COMPONENTIZE_PY_VERSION=0.25.1
@@ -38,7 +40,7 @@ mkdir -p "$(dirname "$out")"
 # Written aside and renamed: a watched plugins folder never sees half a file.
 partial="$out.partial"
 "$venv/bin/componentize-py" \
-    --wit-path "$root/mapper-guest/wit" --world mapper \
+    --wit-path "$root/mapper-guest/wit" --world mapper-with-limits \
     componentize app --python-path "$app_dir" --stub-wasi --output "$partial"
 mv "$partial" "$out"
 echo "$out"

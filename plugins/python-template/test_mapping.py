@@ -265,6 +265,7 @@ def fake_bindings(lookup, crashes):
         Mapped=record("Mapped", "row", "warnings"),
         MappingError=record("MappingError", "field", "message"),
         PluginInfo=record("PluginInfo", "name", "version"),
+        PluginLimits=record("PluginLimits", "memory_mib", "timeout_ms"),
     )
     imports = modules.SimpleNamespace(
         types=wit,
@@ -310,6 +311,10 @@ class App(unittest.TestCase):
         self.assertEqual(mapped.warnings, [])
         info = self.app.WitWorld().info()
         self.assertTrue(info.name and info.version)
+
+    def test_it_declares_what_it_needs(self):
+        limits = self.app.WitWorld().requested_limits()
+        self.assertEqual(limits, self.wit.PluginLimits(memory_mib=20, timeout_ms=None))
 
     def test_a_refusal_is_the_contracts_mapping_error(self):
         with self.assertRaises(self.Err) as raised:

@@ -266,6 +266,8 @@ impl Example for Plugins {
                 reason: None.into(),
                 recorded_at: Some(SUBMITTED).into(),
                 retired_at: None.into(),
+                memory_mib: Some(32).into(),
+                timeout_ms: Some(100).into(),
             })
             .into(),
             history: Vec::new(),

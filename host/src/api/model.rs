@@ -469,6 +469,14 @@ pub struct PluginEntry {
     pub reason: Nullable<String>,
     pub recorded_at: Nullable<OffsetDateTime>,
     pub retired_at: Nullable<OffsetDateTime>,
+    /// Memory one instance may use, in MiB, as granted when it was last made
+    /// active: what the plugin declared (`requested-limits`), or the ceiling
+    /// `KEEPER_PLUGIN_MEMORY_MIB`. Null for a rejected plugin and for one
+    /// recorded by an older keeper.
+    pub memory_mib: Nullable<i64>,
+    /// Time one call may take, in milliseconds, as granted: what the plugin
+    /// declared, or the ceiling `KEEPER_PLUGIN_TIMEOUT_MS`. Null as above.
+    pub timeout_ms: Nullable<i64>,
 }
 
 /// `GET /plugins`: newest first.

@@ -924,6 +924,8 @@ fn plugin_entry(p: PluginRecord) -> PluginEntry {
         source: p.source,
         status: p.status.as_str().to_owned(),
         reason: p.reason.into(),
+        memory_mib: p.memory_mib.into(),
+        timeout_ms: p.timeout_ms.into(),
     }
 }
 

@@ -86,8 +86,12 @@ async fn list(app: &App, json: bool) -> Result<(), PluginsError> {
         return Ok(());
     }
     let describe = |r: &PluginRecord| {
+        let granted = match (r.memory_mib, r.timeout_ms) {
+            (Some(mib), Some(ms)) => format!("  granted {mib} MiB, {ms} ms per call"),
+            _ => String::new(),
+        };
         format!(
-            "{} {}  sha256:{}  {}",
+            "{} {}  sha256:{}  {}{granted}",
             r.name,
             r.version,
             r.hash.get(..12).unwrap_or(&r.hash),

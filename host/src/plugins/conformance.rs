@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde::Deserialize;
 
-use crate::mapper::{Lookup, MapError, Plugin, PluginError, PluginInfo};
+use crate::mapper::{LimitRefused, Lookup, MapError, Plugin, PluginError, PluginInfo};
 use crate::row::{Row, Value};
 use crate::sink::TargetSchema;
 
@@ -131,6 +131,9 @@ pub enum Rejection {
     Load(String),
     #[error("{0}")]
     Corpus(#[from] CorpusError),
+    /// It asks for more memory or time than this keeper allows.
+    #[error("{0}")]
+    Limits(#[from] LimitRefused),
     #[error("the plugin reports no name (info().name is empty)")]
     NoName,
     #[error("the plugin reports no version (info().version is empty)")]
@@ -196,6 +199,11 @@ impl Verdict {
             ));
         }
         out.push_str(&format!("sha256   {}\n", self.hash));
+        if let Some(plugin) = &self.plugin
+            && plugin.refused_limits().is_none()
+        {
+            out.push_str(&format!("limits   {}\n", describe_limits(plugin)));
+        }
         if self.cached {
             out.push_str("compiled earlier: taken from the compiled-plugin cache\n");
         }
@@ -250,6 +258,13 @@ impl Verdict {
             .collect();
         serde_json::json!({
             "plugin": self.plugin.as_ref().map(|_| serde_json::json!({"name": info.name, "version": info.version})),
+            "limits": self.plugin.as_ref().map(|p| serde_json::json!({
+                "requested": p.requested_limits(),
+                "granted": p.refused_limits().is_none().then(|| serde_json::json!({
+                    "memory_mib": p.limits().memory_bytes >> 20,
+                    "timeout_ms": p.limits().deadline.as_millis(),
+                })),
+            })),
             "hash": self.hash,
             "accepted": self.rejection.is_none(),
             "reason": self.rejection.as_ref().map(ToString::to_string),
@@ -263,6 +278,26 @@ impl Verdict {
             _ => None,
         })
     }
+}
+
+/// What the plugin runs under and where each figure comes from, e.g.
+/// `memory 4 MiB (requested), 100 ms per call (the ceiling, KEEPER_PLUGIN_TIMEOUT_MS)`.
+fn describe_limits(plugin: &Plugin) -> String {
+    let (requested, granted) = (plugin.requested_limits(), plugin.limits());
+    let from = |declared: bool, setting: &str| {
+        if declared {
+            "requested".to_owned()
+        } else {
+            format!("the ceiling, {setting}")
+        }
+    };
+    format!(
+        "memory {} MiB ({}), {} ms per call ({})",
+        granted.memory_bytes >> 20,
+        from(requested.memory_mib.is_some(), "KEEPER_PLUGIN_MEMORY_MIB"),
+        granted.deadline.as_millis(),
+        from(requested.timeout_ms.is_some(), "KEEPER_PLUGIN_TIMEOUT_MS"),
+    )
 }
 
 fn or_unnamed(s: &str) -> &str {
@@ -285,6 +320,16 @@ pub fn verify(hash: String, loaded: Result<Plugin, PluginError>, schema: &Target
             };
         }
     };
+    // Asking for more than the operator allows: not run at all.
+    if let Some(refused) = plugin.refused_limits().cloned() {
+        return Verdict {
+            hash,
+            plugin: Some(plugin),
+            cases: Vec::new(),
+            rejection: Some(refused.into()),
+            cached: false,
+        };
+    }
     let corpus = match Corpus::shipped() {
         Ok(c) => c,
         Err(e) => {

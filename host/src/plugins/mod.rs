@@ -26,7 +26,7 @@ use tokio::sync::{Notify, watch as signal};
 
 use crate::app::App;
 use crate::config::Settings;
-use crate::mapper::{DEFAULT_PLUGIN, Plugin, PluginError, PluginInfo, PluginSlot, Runtime};
+use crate::mapper::{DEFAULT_PLUGIN, Limits, Plugin, PluginError, PluginInfo, PluginSlot, Runtime};
 use crate::queue::Queue;
 use crate::registry::{BUILT_IN, Registry};
 use crate::sink::{SinkError, TargetSchema};
@@ -246,7 +246,7 @@ impl PluginManager {
                 (plugin, Source::BuiltIn, cached)
             }
         };
-        let info = plugin.info().clone();
+        let (info, limits) = (plugin.info().clone(), plugin.limits());
         let manager = PluginManager {
             loader,
             registry: app.registry.clone(),
@@ -258,7 +258,7 @@ impl PluginManager {
             events,
         };
         manager
-            .record_active(&info, previous.as_deref() != Some(info.hash.as_str()), cached)
+            .record_active(&info, limits, previous.as_deref() != Some(info.hash.as_str()), cached)
             .await?;
         Ok(manager)
     }
@@ -314,7 +314,7 @@ impl PluginManager {
 
     /// Makes `plugin` the one new batches use.
     async fn switch(&mut self, plugin: Plugin, source: Source, cached: bool) {
-        let info = plugin.info().clone();
+        let (info, limits) = (plugin.info().clone(), plugin.limits());
         let current = self.slot.current();
         if current.info().hash == info.hash && self.active == source {
             tracing::debug!(source = %source, "plugin unchanged");
@@ -324,22 +324,31 @@ impl PluginManager {
         drop(current);
         self.slot.replace(plugin);
         self.active = source;
-        if let Err(error) = self.record_active(&info, hash_changed, cached).await {
+        if let Err(error) = self.record_active(&info, limits, hash_changed, cached).await {
             tracing::error!(%error, "the new plugin is active but keeper.db could not record it");
         }
     }
 
-    /// Records the active plugin and, for a new version, re-queues the items
-    /// plugins had refused and wakes the worker.
-    async fn record_active(&self, info: &PluginInfo, new_version: bool, cached: bool) -> Result<(), sqlx::Error> {
+    /// Records the active plugin with the limits it was granted and, for a
+    /// new version, re-queues the items plugins had refused and wakes the
+    /// worker.
+    async fn record_active(
+        &self,
+        info: &PluginInfo,
+        limits: Limits,
+        new_version: bool,
+        cached: bool,
+    ) -> Result<(), sqlx::Error> {
         let source = self.active.to_string();
-        self.registry.activated(info, &source).await?;
+        self.registry.activated(info, &source, limits).await?;
         tracing::info!(
             name = %info.name,
             version = %info.version,
             hash = %info.hash,
             source = %source,
             cached,
+            memory_mib = limits.memory_bytes >> 20,
+            timeout_ms = limits.deadline.as_millis(),
             "mapping plugin active"
         );
         if new_version {

@@ -1,15 +1,26 @@
 //! Test plugins for the host's plugin tests; see Cargo.toml for the
 //! behaviour each feature selects. Everything but `wrong-world` implements
 //! `keeper:mapper` (the current version; `contract-1-0` the first, 1.0.0,
-//! kept in wit-1.0.0/) by calling the default mapping (`mapper-guest` as a
-//! library) and then doing the one thing its feature asks.
+//! kept in wit-1.0.0/, `contract-1-1` the next, in wit-1.1.0/; the
+//! `*-needs` features its `mapper-with-limits` world) by calling the default
+//! mapping (`mapper-guest` as a library) and then doing the one thing its
+//! feature asks.
 
 #[cfg(all(target_arch = "wasm32", not(feature = "wrong-world")))]
 mod mapper {
-    #[cfg(not(feature = "contract-1-0"))]
+    #[cfg(not(any(
+        feature = "contract-1-0",
+        feature = "contract-1-1",
+        feature = "small-needs",
+        feature = "big-needs"
+    )))]
     wit_bindgen::generate!({ path: "../../mapper-guest/wit", world: "mapper" });
+    #[cfg(any(feature = "small-needs", feature = "big-needs"))]
+    wit_bindgen::generate!({ path: "../../mapper-guest/wit", world: "mapper-with-limits" });
     #[cfg(feature = "contract-1-0")]
     wit_bindgen::generate!({ path: "wit-1.0.0", world: "mapper" });
+    #[cfg(feature = "contract-1-1")]
+    wit_bindgen::generate!({ path: "wit-1.1.0", world: "mapper" });
 
     use keeper::mapper::{lookup, types};
 
@@ -52,6 +63,12 @@ mod mapper {
         "test-probe-random"
     } else if cfg!(feature = "contract-1-0") {
         "test-contract-1-0"
+    } else if cfg!(feature = "contract-1-1") {
+        "test-contract-1-1"
+    } else if cfg!(feature = "small-needs") {
+        "test-small-needs"
+    } else if cfg!(feature = "big-needs") {
+        "test-big-needs"
     } else {
         "test-default"
     };
@@ -76,7 +93,7 @@ mod mapper {
         } else {
             None
         };
-        if always.is_some() || !cfg!(feature = "trapdoor") {
+        if always.is_some() || !cfg!(any(feature = "trapdoor", feature = "small-needs")) {
             return always;
         }
         [
@@ -97,6 +114,24 @@ mod mapper {
             PluginInfo {
                 name: NAME.to_owned(),
                 version: VERSION.to_owned(),
+            }
+        }
+
+        /// `small-needs`: far less than the default ceilings (32 MiB,
+        /// 100 ms), and enough for the default mapping. `big-needs`: more
+        /// memory than the default ceiling.
+        #[cfg(any(feature = "small-needs", feature = "big-needs"))]
+        fn requested_limits() -> types::PluginLimits {
+            if cfg!(feature = "small-needs") {
+                types::PluginLimits {
+                    memory_mib: Some(4),
+                    timeout_ms: Some(50),
+                }
+            } else {
+                types::PluginLimits {
+                    memory_mib: Some(64),
+                    timeout_ms: None,
+                }
             }
         }
 
