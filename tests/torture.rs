@@ -12,7 +12,12 @@
 //! ```
 //!
 //! and any size between: `KEEPER_TORTURE_REPORTS`, `KEEPER_TORTURE_SYNC_KILLS`,
-//! `KEEPER_TORTURE_RUN_KILLS`, `KEEPER_TORTURE_PULL_KILLS`.
+//! `KEEPER_TORTURE_RUN_KILLS`, `KEEPER_TORTURE_PULL_KILLS`,
+//! `KEEPER_TORTURE_HOST_KILLS`.
+//!
+//! The multi-host run (`torture_hosts_on_postgres`) starts a PostgreSQL
+//! cluster of its own (`.ci/postgres`, as `.ci/run` does), since it crashes
+//! the server mid-run.
 //!
 //! RELIABILITY.md records the figures and the commands that produced them.
 
@@ -37,6 +42,9 @@ struct Plan {
     sync_kills: usize,
     run_kills: usize,
     pull_kills: usize,
+    /// SIGKILLs of one of three `keeper run` hosts on one PostgreSQL
+    /// database; the server itself is crashed and restarted twice among them.
+    host_kills: usize,
 }
 
 impl Plan {
@@ -46,6 +54,7 @@ impl Plan {
         sync_kills: 20,
         run_kills: 10,
         pull_kills: 5,
+        host_kills: 10,
     };
     /// `--ignored`: the issue's long run.
     const LONG: Plan = Plan {
@@ -53,6 +62,7 @@ impl Plan {
         sync_kills: 200,
         run_kills: 50,
         pull_kills: 30,
+        host_kills: 30,
     };
 }
 
@@ -72,6 +82,7 @@ impl Plan {
             sync_kills: var("KEEPER_TORTURE_SYNC_KILLS", self.sync_kills),
             run_kills: var("KEEPER_TORTURE_RUN_KILLS", self.run_kills),
             pull_kills: var("KEEPER_TORTURE_PULL_KILLS", self.pull_kills),
+            host_kills: var("KEEPER_TORTURE_HOST_KILLS", self.host_kills),
         };
         println!("{plan:?}");
         plan
@@ -102,19 +113,22 @@ fn torture_env() -> Env {
     env
 }
 
+/// One valid report, told apart by its description.
+fn report_json(description: &str) -> String {
+    serde_json::json!({
+        "discovery_type": "💎", "system_name": "Oculi", "location": "planet:Erren",
+        "description": description, "username": "Miner", "user_id": "42",
+    })
+    .to_string()
+}
+
 /// `n` distinct reports as JSON lines; their descriptions.
 fn reports(prefix: &str, n: usize) -> (String, Vec<String>) {
     let mut lines = String::new();
     let mut descriptions = Vec::with_capacity(n);
     for i in 0..n {
         let description = format!("{prefix} report {i}");
-        lines.push_str(
-            &serde_json::json!({
-                "discovery_type": "💎", "system_name": "Oculi", "location": "planet:Erren",
-                "description": description, "username": "Miner", "user_id": "42",
-            })
-            .to_string(),
-        );
+        lines.push_str(&report_json(&description));
         lines.push('\n');
         descriptions.push(description);
     }
@@ -172,18 +186,9 @@ fn drained(states: &HashMap<String, i64>) -> bool {
     !states.contains_key("pending") && !states.contains_key("syncing")
 }
 
-/// Asserts the verdict: every acknowledged report in VH-Database exactly
-/// once, nothing there that keeper.db does not hold, nothing `syncing`.
-/// Returns (acknowledged, in VH).
-async fn assert_exactly_once(haven: &Path, keeper: &Path, acknowledged: &[String]) -> (usize, usize) {
-    let mut conn = connect(haven).await;
-    let in_vh: HashMap<String, i64> =
-        sqlx::query_as::<_, (String, i64)>("SELECT description, COUNT(*) FROM discoveries GROUP BY description")
-            .fetch_all(&mut conn)
-            .await
-            .expect("VH descriptions")
-            .into_iter()
-            .collect();
+/// Every acknowledged report among VH-Database's descriptions (with their
+/// counts), and none there twice.
+fn assert_none_lost_or_doubled(in_vh: &HashMap<String, i64>, acknowledged: &[String]) {
     let lost: Vec<&String> = acknowledged.iter().filter(|d| !in_vh.contains_key(*d)).collect();
     let doubled: Vec<(&String, &i64)> = in_vh.iter().filter(|(_, n)| **n > 1).collect();
     assert!(
@@ -198,6 +203,21 @@ async fn assert_exactly_once(haven: &Path, keeper: &Path, acknowledged: &[String
         doubled.len(),
         &doubled[..doubled.len().min(5)]
     );
+}
+
+/// Asserts the verdict: every acknowledged report in VH-Database exactly
+/// once, nothing there that keeper.db does not hold, nothing `syncing`.
+/// Returns (acknowledged, in VH).
+async fn assert_exactly_once(haven: &Path, keeper: &Path, acknowledged: &[String]) -> (usize, usize) {
+    let mut conn = connect(haven).await;
+    let in_vh: HashMap<String, i64> =
+        sqlx::query_as::<_, (String, i64)>("SELECT description, COUNT(*) FROM discoveries GROUP BY description")
+            .fetch_all(&mut conn)
+            .await
+            .expect("VH descriptions")
+            .into_iter()
+            .collect();
+    assert_none_lost_or_doubled(&in_vh, acknowledged);
     let stored = scalar_i64(keeper, "SELECT COUNT(*) FROM discoveries").await;
     assert_eq!(
         in_vh.len() as i64,
@@ -520,12 +540,7 @@ async fn run_kills(plan: Plan, mut rng: StdRng) {
                         continue;
                     }
                     let description = format!("run-torture round {round} report {i}");
-                    let body = serde_json::json!({
-                        "discovery_type": "💎", "system_name": "Oculi", "location": "planet:Erren",
-                        "description": description, "username": "Miner", "user_id": "42",
-                    })
-                    .to_string();
-                    if post(&agent, port, body.as_bytes()) == Some(201) {
+                    if post(&agent, port, report_json(&description).as_bytes()) == Some(201) {
                         acknowledged.lock().unwrap().push(description);
                     }
                 }
@@ -639,6 +654,200 @@ async fn pull_kills(plan: Plan, mut rng: StdRng) {
     );
 }
 
+/// One of the hosts of the multi-host run: a `keeper run` and the port its
+/// API took (the load thread posting to it follows the port across restarts;
+/// 0 while it is down).
+struct HostSlot {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    port: Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl HostSlot {
+    fn start(env: &Env) -> HostSlot {
+        let (child, port, log) = spawn_run(env);
+        HostSlot {
+            child,
+            log,
+            port: Arc::new(std::sync::atomic::AtomicU16::new(port)),
+        }
+    }
+
+    fn restart(&mut self, env: &Env) {
+        let (child, port, log) = spawn_run(env);
+        self.child = child;
+        self.log = log;
+        self.port.store(port, Ordering::Relaxed);
+    }
+
+    /// Fails the run when the host exited without being killed: keeper must
+    /// ride out a PostgreSQL restart, not die of it.
+    fn assert_alive(&mut self, which: usize) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "host {which} exited by itself ({status}):\n{}",
+                self.log.lock().unwrap()
+            );
+        }
+    }
+}
+
+/// A count from the PostgreSQL database, or None while the server is down
+/// or restarting.
+fn pg_count(url: &str, sql: &str) -> Option<i64> {
+    let mut cmd = std::process::Command::new("psql");
+    cmd.args(["-X", "-q", "-A", "-t", "-d", url, "-c", sql]);
+    let out = output_within(cmd, Duration::from_secs(30), "psql");
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// Three `keeper run` hosts on one PostgreSQL database and one VH-Database,
+/// every one taking reports and delivering, a load thread posting to each;
+/// random hosts SIGKILLed `plan.host_kills` times (each restarted at once),
+/// and the PostgreSQL server itself crashed and restarted twice mid-run.
+/// At the end: every acknowledged report in VH-Database exactly once,
+/// nothing there that the database does not hold, nothing `syncing`, and no
+/// host died of the server's restarts.
+async fn host_kills(plan: Plan, mut rng: StdRng) {
+    const HOSTS: usize = 3;
+    let cluster = common::postgres::PrivateCluster::start();
+    let mut env = torture_env();
+    env.var("KEEPER_DATABASE_URL", &cluster.url);
+    // The schema once, before the hosts start together.
+    let out = env.run(&["sync", "--once"]);
+    assert!(out.status.success(), "sync --once: {}", stderr(&out));
+
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut hosts: Vec<HostSlot> = (0..HOSTS).map(|_| HostSlot::start(&env)).collect();
+    let loads: Vec<_> = hosts
+        .iter()
+        .enumerate()
+        .map(|(which, host)| {
+            let (agent, stop, acknowledged, port) =
+                (agent.clone(), stop.clone(), acknowledged.clone(), host.port.clone());
+            std::thread::spawn(move || {
+                let mut sent = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let port = port.load(Ordering::Relaxed);
+                    if port == 0 {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    sent += 1;
+                    let description = format!("host-torture host {which} report {sent}");
+                    if post(&agent, port, report_json(&description).as_bytes()) == Some(201) {
+                        acknowledged.lock().unwrap().push(description);
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+
+    // The server's two crashes fall among the kills, a third and two
+    // thirds of the way through.
+    let crashes = [plan.host_kills / 3, 2 * plan.host_kills / 3];
+    let mut crashed = 0;
+    for kill in 0..plan.host_kills {
+        // Killed at work: after some reports came in and some synced since
+        // the last kill, at a random moment after that.
+        let synced_before = pg_count(
+            &cluster.url,
+            "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'",
+        )
+        .unwrap_or(0);
+        let acked_before = acknowledged.lock().unwrap().len();
+        let (url, acked) = (cluster.url.clone(), acknowledged.clone());
+        wait_until(
+            &format!("kill {kill}: new reports acknowledged and synced"),
+            Duration::from_secs(120),
+            || {
+                let (url, acked) = (url.clone(), acked.clone());
+                async move {
+                    acked.lock().unwrap().len() > acked_before + 20
+                        && pg_count(&url, "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'")
+                            .is_some_and(|n| n > synced_before)
+                }
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..700))).await;
+        for (which, host) in hosts.iter_mut().enumerate() {
+            host.assert_alive(which);
+        }
+        if crashes.contains(&kill) {
+            cluster.crash_restart();
+            crashed += 1;
+        }
+        let which = rng.random_range(0..HOSTS);
+        let host = &mut hosts[which];
+        host.port.store(0, Ordering::Relaxed);
+        sigkill(&mut host.child);
+        host.restart(&env);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent: usize = loads.into_iter().map(|load| load.join().expect("load thread")).sum();
+
+    // The hosts drain what is left (killed batches once their leases lapse).
+    let url = cluster.url.clone();
+    wait_until("the hosts to sync everything", Duration::from_secs(180), || {
+        let url = url.clone();
+        async move {
+            pg_count(
+                &url,
+                "SELECT COUNT(*) FROM sync_queue WHERE sync_status IN ('pending', 'syncing')",
+            ) == Some(0)
+        }
+    })
+    .await;
+    for (which, host) in hosts.iter_mut().enumerate() {
+        host.assert_alive(which);
+        terminate(&mut host.child);
+    }
+
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let mut conn = connect(&env.haven).await;
+    let in_vh: HashMap<String, i64> =
+        sqlx::query_as::<_, (String, i64)>("SELECT description, COUNT(*) FROM discoveries GROUP BY description")
+            .fetch_all(&mut conn)
+            .await
+            .expect("VH descriptions")
+            .into_iter()
+            .filter(|(description, _)| description.starts_with("host-torture "))
+            .collect();
+    assert_none_lost_or_doubled(&in_vh, &acknowledged);
+    let stored = pg_count(&cluster.url, "SELECT COUNT(*) FROM discoveries").expect("the server is up");
+    assert_eq!(
+        in_vh.len() as i64,
+        stored,
+        "VH-Database and the PostgreSQL store hold different reports"
+    );
+    assert_eq!(
+        pg_count(
+            &cluster.url,
+            "SELECT COUNT(*) FROM sync_queue WHERE sync_status <> 'synced'"
+        ),
+        Some(0),
+        "items not synced at the end"
+    );
+    println!(
+        "host torture: {sent} requests to {HOSTS} hosts, {} acknowledged, {} in VH-Database, {} SIGKILLs of a host, \
+         {crashed} PostgreSQL crash-restarts: lost 0, doubled 0",
+        acknowledged.len(),
+        in_vh.len(),
+        plan.host_kills
+    );
+}
+
 #[tokio::test]
 async fn torture_sync_kills_and_vh_faults() {
     sync_kills(Plan::BOUNDED.or_env(), seeded("torture_sync_kills_and_vh_faults")).await;
@@ -688,4 +897,15 @@ async fn torture_long_run_kills() {
 #[ignore = "the long run: see RELIABILITY.md"]
 async fn torture_long_pull_kills() {
     pull_kills(Plan::LONG.or_env(), seeded("torture_long_pull_kills")).await;
+}
+
+#[tokio::test]
+async fn torture_hosts_on_postgres() {
+    host_kills(Plan::BOUNDED.or_env(), seeded("torture_hosts_on_postgres")).await;
+}
+
+#[tokio::test]
+#[ignore = "the long run: see RELIABILITY.md"]
+async fn torture_long_hosts_on_postgres() {
+    host_kills(Plan::LONG.or_env(), seeded("torture_long_hosts_on_postgres")).await;
 }

@@ -82,3 +82,62 @@ fn database_url(url: &str, name: &str) -> String {
         None => format!("{base}/{name}"),
     }
 }
+
+/// A PostgreSQL cluster of one test's own (`.ci/postgres start`), for a test
+/// that does to the server what it must not do to the shared one: crash it.
+/// Stopped and removed when dropped.
+pub struct PrivateCluster {
+    /// Its folder (`KEEPER_TEST_POSTGRES_DIR` of the script's output).
+    dir: String,
+    /// A superuser URL to its `postgres` database.
+    pub url: String,
+}
+
+const CLUSTER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/postgres");
+
+impl PrivateCluster {
+    /// Starts one; fails the test, with the script's reason, when it cannot.
+    pub fn start() -> PrivateCluster {
+        let mut cmd = Command::new(CLUSTER_SCRIPT);
+        cmd.arg("start");
+        let out = output_within(cmd, Duration::from_secs(120), ".ci/postgres start");
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "this test starts a PostgreSQL cluster of its own and could not: {} ({HOW_TO_GET_ONE})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let value = |name: &str| {
+            printed
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!(".ci/postgres start printed no {name}: {printed}"))
+                .to_string()
+        };
+        PrivateCluster {
+            dir: value("KEEPER_TEST_POSTGRES_DIR"),
+            url: value(URL_VARIABLE),
+        }
+    }
+
+    /// Stops the server as a crash would (no checkpoint, every client cut
+    /// off) and starts it again on the same port, recovering from its log.
+    pub fn crash_restart(&self) {
+        let mut cmd = Command::new(CLUSTER_SCRIPT);
+        cmd.args(["crash-restart", &self.dir]);
+        let out = output_within(cmd, Duration::from_secs(120), ".ci/postgres crash-restart");
+        assert!(
+            out.status.success(),
+            "PostgreSQL did not come back: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let mut cmd = Command::new(CLUSTER_SCRIPT);
+        cmd.args(["stop", &self.dir]);
+        let _ = output_within(cmd, Duration::from_secs(120), ".ci/postgres stop");
+    }
+}
