@@ -1881,3 +1881,94 @@ async fn attached_images_are_kept_and_served_and_a_failed_download_keeps_the_rep
     assert_eq!(fetched(), before, "nothing fetched without a public URL");
     terminate(&mut child);
 }
+
+/// Waits until `sql` on the PostgreSQL database `url` answers `want`.
+fn wait_psql(url: &str, sql: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = common::postgres::psql(url, sql);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql} answered {got:?}, not {want:?}, within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The bot on the PostgreSQL store (`KEEPER_DATABASE_URL`): its forms,
+/// reports and notices live there (no keeper.db is made); a synced report's
+/// confirmation says it is on the map; a failed one is told once, and when
+/// it is retried (the trigger clears the mark) and syncs, its reporter hears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_runs_on_the_postgresql_store() {
+    let url = common::postgres::fresh_database("bot");
+    let discord = FakeDiscord::start().await;
+    let mut env = Env::new();
+    env.var("KEEPER_DATABASE_URL", &url)
+        .var("KEEPER_ALERT_CHANNEL_ID", "31337")
+        .var("SYNC_MAX_ATTEMPTS", 1)
+        .var("SYNC_INTERVAL", 1);
+    let (mut child, _port, log) = start_bot(&discord, &mut env).await;
+
+    let form = open_form(&discord, 9901, lore_options("Oculi", "planet:Erren"), &log).await;
+    let nonce = form.rsplit(':').next().expect("nonce");
+    wait_psql(
+        &url,
+        &format!("SELECT COUNT(*) FROM keeper_bot_forms WHERE nonce = {nonce}"),
+        "1",
+    );
+    let submit = modal_submit(9902, &form, &[("description", "Placed from PostgreSQL.")]);
+    discord.interact(submit.clone(), &log).await;
+    let edited = wait_content(
+        &discord,
+        "PATCH",
+        &webhook_path(&submit, "/messages/@original"),
+        "is on the map",
+        &log,
+    )
+    .await;
+    assert_first_report_on_the_map(&env, &edited).await;
+    assert_eq!(
+        common::postgres::psql(
+            &url,
+            "SELECT COUNT(*) FROM discoveries WHERE description = 'Placed from PostgreSQL.'"
+        ),
+        "1"
+    );
+    assert_eq!(
+        common::postgres::psql(&url, "SELECT COUNT(*) FROM keeper_bot_forms"),
+        "0",
+        "the form was taken"
+    );
+
+    refuse_reports(&env).await;
+    let form = open_form(&discord, 9903, lore_options("Oculi", "planet:Erren"), &log).await;
+    let refused = modal_submit(9904, &form, &[("description", "Refused, then retried.")]);
+    discord.interact(refused.clone(), &log).await;
+    let followups = webhook_path(&refused, "");
+    wait_content(&discord, "POST", &followups, "❌ #2", &log).await;
+    wait_content(&discord, "POST", "/api/v10/channels/31337/messages", "❌ #2", &log).await;
+    wait_psql(
+        &url,
+        "SELECT COUNT(*) FROM keeper_bot_notices WHERE discovery_id = 2 AND told_failed",
+        "1",
+    );
+
+    exec(&env.haven, "DROP TRIGGER refuse_reports").await;
+    env.ok(&["retry", "2"]);
+    wait_content(
+        &discord,
+        "PATCH",
+        &webhook_path(&refused, "/messages/@original"),
+        "🗺️ #2 is on the map",
+        &log,
+    )
+    .await;
+    wait_psql(&url, "SELECT COUNT(*) FROM keeper_bot_notices", "0");
+    assert_eq!(saying(&discord, &followups, "❌ #2").len(), 1, "told once");
+    assert!(!env.keeper.exists(), "a keeper.db was made beside the PostgreSQL store");
+    terminate(&mut child);
+}

@@ -304,11 +304,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     // What can be checked before keeper.db is opened is: a bad certificate,
     // key, CA file or address stops the command having changed nothing.
     let prepared = match &cli.command {
-        Command::Run => {
-            // A bot the store cannot serve stops the start-up before the store is touched.
-            cli.settings.bot_store_supported()?;
-            Prepared::Run(crate::tls::server_config(&cli.settings)?)
-        }
+        Command::Run => Prepared::Run(crate::tls::server_config(&cli.settings)?),
         Command::Pull(args) => Prepared::Pull(remote(&cli.settings, args)?),
         _ => Prepared::Nothing,
     };

@@ -336,25 +336,6 @@ impl Settings {
         })
     }
 
-    /// The Discord bot keeps its open forms and notices in keeper.db only:
-    /// with `KEEPER_DATABASE_URL` and a token, `keeper run` stops at start-up
-    /// rather than run a bot that half-works.
-    pub fn bot_store_supported(&self) -> Result<(), ConfigError> {
-        let token = self.discord_token.as_deref().map(str::trim).filter(|t| !t.is_empty());
-        if token.is_some() && self.keeper_database_url.is_some() {
-            return Err(ConfigError {
-                setting: self.environment.describe("KEEPER_DATABASE_URL"),
-                value: String::new(),
-                flag: "keeper-database-url".into(),
-                reason: "the Discord bot (DISCORD_TOKEN is set) does not run on the PostgreSQL store yet: its open \
-                         forms and notices live only in keeper.db. Run the bot on a host that uses keeper.db, or \
-                         unset DISCORD_TOKEN on this one"
-                    .into(),
-            });
-        }
-        Ok(())
-    }
-
     /// `HAVEN_DB_PATH` when set; otherwise where the old bot would have
     /// found it ([`SearchRoots`]); otherwise `data/VH-Database.db`, the only
     /// place keeper creates one.

@@ -27,9 +27,8 @@ impl Db {
         }
     }
 
-    /// The SQLite pool, for the features not yet ported to PostgreSQL
-    /// (the Discord bot's forms and notices); `None` on PostgreSQL, where
-    /// keeper refuses those features at start-up (see `bot::require_sqlite`).
+    /// The SQLite pool, for the tests that look inside keeper.db; `None`
+    /// on PostgreSQL.
     pub fn sqlite(&self) -> Option<&SqlitePool> {
         match self {
             Db::Sqlite(pool) => Some(pool),

@@ -303,10 +303,7 @@ pub async fn submit(
             confirmation,
             placed,
         };
-        // The bot runs on keeper.db only (`Settings::bot_store_supported`).
-        if let Some(pool) = app.store.db().sqlite()
-            && let Err(error) = notices::remember(pool, &notice).await
-        {
+        if let Err(error) = notices::remember(app.store.db(), &notice).await {
             tracing::warn!(discovery_id, %error, "cannot remember whom to tell of this report's sync");
         }
     }

@@ -17,11 +17,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serenity::all::UserId;
-use sqlx::SqlitePool;
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
 use super::commands::Options;
+use super::tables::{self, FormRow};
+use crate::db::Db;
 
 /// The prefix of a discovery modal's `custom_id`; the nonce follows.
 pub const MODAL_PREFIX: &str = "discovery-report:";
@@ -60,10 +61,10 @@ struct Pending {
     written: JoinHandle<bool>,
 }
 
-/// The open forms: keeper.db, plus those whose row is still being written.
+/// The open forms: the store, plus those whose row is still being written.
 #[derive(Debug)]
 pub struct Forms {
-    pool: SqlitePool,
+    db: Db,
     pending: Mutex<HashMap<u64, Pending>>,
 }
 
@@ -120,9 +121,9 @@ fn now() -> i64 {
 }
 
 impl Forms {
-    pub fn new(pool: SqlitePool) -> Forms {
+    pub fn new(db: Db) -> Forms {
         Forms {
-            pool,
+            db,
             pending: Mutex::new(HashMap::new()),
         }
     }
@@ -136,7 +137,7 @@ impl Forms {
             options,
             expires_at: now().saturating_add(lifetime),
         };
-        let written = tokio::spawn(write(self.pool.clone(), nonce, form.clone()));
+        let written = tokio::spawn(write(self.db.clone(), nonce, form.clone()));
         let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // Forms whose row is written are found in keeper.db from now on.
         pending.retain(|_, p| !p.written.is_finished());
@@ -157,18 +158,14 @@ impl Forms {
                 return Ok(judge(Some(pending.form), user));
             }
         }
-        let key = i64::from_ne_bytes(nonce.to_ne_bytes());
-        let row: Option<(String, String, i64)> = sqlx::query_as(
-            "DELETE FROM keeper_bot_forms WHERE nonce = ?1 AND user_id = ?2
-             RETURNING user_id, options, expires_at",
-        )
-        .bind(key)
-        .bind(user.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = tables::take_form(&self.db, nonce_key(nonce), &user.to_string()).await?;
         let form = match row {
             None => None,
-            Some((user_id, options, expires_at)) => {
+            Some(FormRow {
+                user_id,
+                options,
+                expires_at,
+            }) => {
                 let options: StoredOptions = match serde_json::from_str(&options) {
                     Ok(options) => options,
                     Err(error) => {
@@ -187,6 +184,11 @@ impl Forms {
     }
 }
 
+/// The nonce as the tables' signed 64-bit key (the same bits).
+fn nonce_key(nonce: u64) -> i64 {
+    i64::from_ne_bytes(nonce.to_ne_bytes())
+}
+
 fn judge(form: Option<OpenForm>, user: UserId) -> Taken {
     match form {
         Some(form) if form.user != user => Taken::Unknown,
@@ -197,7 +199,7 @@ fn judge(form: Option<OpenForm>, user: UserId) -> Taken {
 }
 
 /// Writes one form's row (and drops rows long expired); whether it worked.
-async fn write(pool: SqlitePool, nonce: u64, form: OpenForm) -> bool {
+async fn write(db: Db, nonce: u64, form: OpenForm) -> bool {
     let options = match serde_json::to_string(&StoredOptions::from(&form.options)) {
         Ok(json) => json,
         Err(error) => {
@@ -206,31 +208,19 @@ async fn write(pool: SqlitePool, nonce: u64, form: OpenForm) -> bool {
         }
     };
     let keep = i64::try_from(KEEP_EXPIRED.as_secs()).unwrap_or(i64::MAX);
-    let result = async {
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("DELETE FROM keeper_bot_forms WHERE expires_at < ?1")
-            .bind(now().saturating_sub(keep))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT OR REPLACE INTO keeper_bot_forms (nonce, user_id, options, expires_at) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .bind(i64::from_ne_bytes(nonce.to_ne_bytes()))
-        .bind(form.user.to_string())
-        .bind(options)
-        .bind(form.expires_at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await
-    }
-    .await;
+    let row = FormRow {
+        user_id: form.user.to_string(),
+        options,
+        expires_at: form.expires_at,
+    };
+    let result = tables::save_form(&db, nonce_key(nonce), &row, now().saturating_sub(keep)).await;
     match result {
         Ok(()) => true,
         Err(error) => {
             tracing::warn!(
                 nonce,
                 %error,
-                "cannot keep a form in keeper.db; it lasts until a restart only"
+                "cannot keep a form in the store; it lasts until a restart only"
             );
             false
         }
@@ -252,7 +242,7 @@ mod tests {
         let store = crate::store::Store::open(&dir.path().join("keeper.db"), crate::store::Access::Create)
             .await
             .expect("keeper.db");
-        let forms = Forms::new(store.db().sqlite().expect("keeper.db").clone());
+        let forms = Forms::new(store.db().clone());
         let options = Options {
             system: "Oculi".into(),
             ..Options::default()
@@ -264,7 +254,7 @@ mod tests {
         assert_eq!(forms.take(7, UserId::new(2)).await.expect("take"), Taken::Unknown);
 
         // A second `Forms` on the same file is the bot after a restart.
-        let restarted = Forms::new(store.db().sqlite().expect("keeper.db").clone());
+        let restarted = Forms::new(store.db().clone());
         match restarted.take(7, UserId::new(1)).await.expect("take") {
             Taken::Open(form) => assert_eq!(form.options, options),
             other => panic!("expected the open form, got {other:?}"),

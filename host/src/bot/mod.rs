@@ -29,6 +29,7 @@ mod names;
 mod notices;
 mod placement;
 mod reply;
+mod tables;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,7 +78,6 @@ impl std::fmt::Debug for BotConfig {
 impl BotConfig {
     /// The bot's settings, or `None` when `DISCORD_TOKEN` is unset or empty.
     pub fn from_settings(settings: &crate::config::Settings) -> Result<Option<BotConfig>, crate::config::ConfigError> {
-        settings.bot_store_supported()?;
         let Some(token) = settings
             .discord_token
             .as_deref()
@@ -110,12 +110,7 @@ impl BotConfig {
 /// that cannot connect is logged and tried again, while the worker and the
 /// API go on. `gateway` follows the session's state (`/health`, `/metrics`).
 pub async fn run(app: App, config: BotConfig, gateway: Arc<Gateway>, mut stopped: watch::Receiver<bool>) {
-    // Refused at start-up on PostgreSQL (`Settings::bot_store_supported`).
-    let Some(pool) = app.store.db().sqlite().cloned() else {
-        tracing::error!("the Discord bot does not run on the PostgreSQL store yet");
-        return;
-    };
-    let forms = Arc::new(forms::Forms::new(pool.clone()));
+    let forms = Arc::new(forms::Forms::new(app.store.db().clone()));
     let attachments = attachments::Attachments::new(&app);
     loop {
         gateway.set(GatewayState::Connecting);
@@ -138,7 +133,7 @@ pub async fn run(app: App, config: BotConfig, gateway: Arc<Gateway>, mut stopped
             Err(error) => Err(error),
             Ok(mut client) => {
                 let shards = client.shard_manager.clone();
-                let news = notices::follow(pool.clone(), client.http.clone(), config.notices);
+                let news = notices::follow(app.store.db().clone(), client.http.clone(), config.notices);
                 tokio::select! {
                     result = client.start() => result,
                     () = gateway::follow(shards.clone(), gateway.clone()) => Ok(()),

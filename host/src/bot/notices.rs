@@ -16,6 +16,12 @@
 //! as for any other report. A retry clears the mark (a trigger on
 //! `sync_queue`, so every way of retrying counts), so each failure is told
 //! once, however many rounds pass.
+//!
+//! The rows are in the store, keeper.db or PostgreSQL (bot/tables.rs). Each
+//! piece of news is claimed (the row marked or deleted) before it is said,
+//! so with several bot hosts on one database a reporter hears it once; a
+//! host that dies between the claim and the message leaves it unsaid,
+//! which is the lesser harm: news is worth one try.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,9 +31,10 @@ use serenity::all::{
 };
 use serenity::builder::Builder as _;
 use serenity::http::Http;
-use sqlx::SqlitePool;
 use time::OffsetDateTime;
 
+use super::tables::{self, NewsRow};
+use crate::db::Db;
 use crate::queue::SyncStatus;
 
 /// How often the queue is looked at for news.
@@ -64,22 +71,8 @@ fn now() -> i64 {
 }
 
 /// Remembers how to reach the reporter of `notice.discovery_id`.
-pub async fn remember(pool: &SqlitePool, notice: &Notice) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT OR REPLACE INTO keeper_bot_notices
-             (discovery_id, token, channel_id, user_id, confirmation, placed, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )
-    .bind(notice.discovery_id)
-    .bind(&notice.token)
-    .bind(notice.channel_id.map(|c| c.to_string()))
-    .bind(notice.user_id.to_string())
-    .bind(&notice.confirmation)
-    .bind(notice.placed)
-    .bind(now())
-    .execute(pool)
-    .await?;
-    Ok(())
+pub async fn remember(db: &Db, notice: &Notice) -> Result<(), sqlx::Error> {
+    tables::remember_notice(db, notice, now()).await
 }
 
 /// A report's news, as read beside its queue row.
@@ -99,7 +92,7 @@ struct News {
 
 /// What to say about one report, if anything.
 #[derive(Debug, PartialEq, Eq)]
-enum Tell {
+pub enum Tell {
     OnTheMap,
     Waiting,
     Failed,
@@ -121,91 +114,48 @@ impl News {
 }
 
 /// Tells reporters (and moderators) until cancelled.
-pub async fn follow(pool: SqlitePool, http: Arc<Http>, rules: NoticeRules) {
+pub async fn follow(db: Db, http: Arc<Http>, rules: NoticeRules) {
     loop {
-        if let Err(error) = round(&pool, &http, &rules).await {
-            tracing::warn!(%error, "cannot read reports' news from keeper.db; trying again");
+        if let Err(error) = round(&db, &http, &rules).await {
+            tracing::warn!(%error, "cannot read reports' news from the store; trying again");
         }
         tokio::time::sleep(POLL).await;
     }
 }
 
-async fn round(pool: &SqlitePool, http: &Http, rules: &NoticeRules) -> Result<(), sqlx::Error> {
-    // Reports whose queue row was cleaned up have nothing more to say.
-    sqlx::query("DELETE FROM keeper_bot_notices WHERE discovery_id NOT IN (SELECT discovery_id FROM sync_queue)")
-        .execute(pool)
-        .await?;
-    let rows: Vec<NewsRow> = sqlx::query_as(
-        "SELECT n.discovery_id, n.token, n.channel_id, n.user_id, n.confirmation, n.placed, n.created_at,
-                n.told_waiting, n.told_failed, IFNULL(q.sync_status, 'pending'), q.haven_discovery_id,
-                IFNULL(q.sync_attempts, 0), q.error_class, q.sync_error
-         FROM keeper_bot_notices n JOIN sync_queue q ON q.discovery_id = n.discovery_id
-         WHERE q.sync_status = 'synced'
-            OR (q.sync_status = 'max_retries_exceeded' AND n.told_failed = 0)
-            OR (IFNULL(q.sync_status, 'pending') NOT IN ('synced', 'max_retries_exceeded')
-                AND n.told_waiting = 0 AND IFNULL(q.sync_attempts, 0) > 0)
-         ORDER BY n.discovery_id",
-    )
-    .fetch_all(pool)
-    .await?;
+async fn round(db: &Db, http: &Http, rules: &NoticeRules) -> Result<(), sqlx::Error> {
+    let rows = tables::news(db).await?;
     let now = now();
     for news in rows.into_iter().map(News::from) {
         let Some(tell) = news.tell(rules, now) else { continue };
-        say(http, rules, &news, &tell, now).await;
-        let done = match tell {
-            Tell::Waiting => "UPDATE keeper_bot_notices SET told_waiting = 1 WHERE discovery_id = ?1",
-            // Kept: a retry may still put it on the map. Only while it is
-            // still failed: a retry between reading and here is a new chance.
-            Tell::Failed => {
-                "UPDATE keeper_bot_notices SET told_failed = 1
-                 WHERE discovery_id = ?1
-                   AND discovery_id IN (SELECT discovery_id FROM sync_queue
-                                        WHERE sync_status = 'max_retries_exceeded')"
-            }
-            Tell::OnTheMap => "DELETE FROM keeper_bot_notices WHERE discovery_id = ?1",
-        };
-        sqlx::query(done).bind(news.notice.discovery_id).execute(pool).await?;
+        // Claimed first: with several hosts on one database, one says it.
+        if tables::claim_news(db, news.notice.discovery_id, &tell).await? {
+            say(http, rules, &news, &tell, now).await;
+        }
     }
     Ok(())
 }
-
-type NewsRow = (
-    i64,
-    String,
-    Option<String>,
-    String,
-    String,
-    bool,
-    i64,
-    bool,
-    bool,
-    String,
-    Option<i64>,
-    i64,
-    Option<String>,
-    Option<String>,
-);
 
 impl From<NewsRow> for News {
     fn from(r: NewsRow) -> News {
         News {
             notice: Notice {
-                discovery_id: r.0,
-                token: r.1,
-                channel_id: r.2.and_then(|c| c.parse().ok()),
-                user_id: r.3.parse().unwrap_or(0),
-                confirmation: r.4,
-                placed: r.5,
+                discovery_id: r.discovery_id,
+                token: r.token,
+                channel_id: r.channel_id.and_then(|c| c.parse().ok()),
+                user_id: r.user_id.parse().unwrap_or(0),
+                confirmation: r.confirmation,
+                placed: r.placed,
             },
-            created_at: r.6,
-            told_waiting: r.7,
-            told_failed: r.8,
+            created_at: r.created_at,
+            told_waiting: r.told_waiting,
+            told_failed: r.told_failed,
             // A state this keeper does not know (a newer one's): in progress.
-            status: SyncStatus::parse(&r.9).unwrap_or(SyncStatus::Syncing),
-            haven_id: r.10,
-            attempts: r.11,
-            error_class: r.12,
-            error: r.13,
+            status: SyncStatus::parse(&r.sync_status).unwrap_or(SyncStatus::Syncing),
+            haven_id: r.haven_discovery_id,
+            attempts: r.sync_attempts,
+            error_class: r.error_class,
+            error: r.sync_error,
         }
     }
 }

@@ -6,10 +6,6 @@
 //! `keeper_sync_migrations`, under an advisory lock so that hosts starting
 //! together migrate once. Every version listed has its statements here,
 //! beside its name: nothing is listed but not applied.
-//!
-//! Not here yet: the Discord bot's open forms and notices (keeper.db
-//! migrations 7 and 8). `keeper run` refuses to start the bot on
-//! PostgreSQL (see `bot::require_sqlite`).
 
 use std::collections::HashMap;
 
@@ -132,6 +128,41 @@ const MIGRATIONS: &[Migration] = &[
         statements: &[
             "ALTER TABLE keeper_plugins ADD COLUMN memory_mib BIGINT",
             "ALTER TABLE keeper_plugins ADD COLUMN timeout_ms BIGINT",
+        ],
+    },
+    Migration {
+        version: 3,
+        name: "the Discord bot's open forms and notices",
+        // As keeper.db's migrations 7, 8 and 13 (bot/tables.rs reads them).
+        statements: &[
+            "CREATE TABLE keeper_bot_forms (
+                 nonce BIGINT PRIMARY KEY,
+                 user_id TEXT NOT NULL,
+                 options TEXT NOT NULL,
+                 expires_at BIGINT NOT NULL)",
+            "CREATE TABLE keeper_bot_notices (
+                 discovery_id BIGINT PRIMARY KEY,
+                 token TEXT NOT NULL,
+                 channel_id TEXT,
+                 user_id TEXT NOT NULL,
+                 confirmation TEXT NOT NULL,
+                 placed BOOLEAN NOT NULL,
+                 created_at BIGINT NOT NULL,
+                 told_waiting BOOLEAN NOT NULL DEFAULT false,
+                 told_failed BOOLEAN NOT NULL DEFAULT false)",
+            // A failed item retried by any means (API, Discord, `keeper
+            // retry`) is news again: its reporter hears how it ends.
+            "CREATE FUNCTION keeper_bot_notices_failure_retried() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 UPDATE keeper_bot_notices SET told_failed = false
+                 WHERE discovery_id = NEW.discovery_id AND told_failed;
+                 RETURN NULL;
+             END $$",
+            "CREATE TRIGGER keeper_bot_notices_failure_retried
+                 AFTER UPDATE OF sync_status ON sync_queue
+                 FOR EACH ROW
+                 WHEN (OLD.sync_status = 'max_retries_exceeded' AND NEW.sync_status <> 'max_retries_exceeded')
+                 EXECUTE FUNCTION keeper_bot_notices_failure_retried()",
         ],
     },
 ];
