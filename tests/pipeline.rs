@@ -379,6 +379,7 @@ async fn killed_worker_loses_nothing_and_duplicates_nothing() {
     let mut env = Env::new();
     // The worker renews its lease every second while it waits on the lock.
     env.var("SYNC_BATCH_SIZE", BATCH)
+        .var("SYNC_BATCH_MAX", BATCH)
         .var("SYNC_LEASE", 3)
         .var("HAVEN_BUSY_TIMEOUT_MS", 300_000);
     let out = env.run_with_stdin(&["submit", "--json", "-"], jsonl(FIRST).as_bytes());
@@ -917,7 +918,9 @@ async fn sigterm_mid_drain_stops_after_the_batch_in_hand() {
     const N: i64 = 200;
     const BATCH: i64 = 20;
     let mut env = Env::new();
-    env.var("SYNC_BATCH_SIZE", BATCH).var("HAVEN_BUSY_TIMEOUT_MS", 300_000);
+    env.var("SYNC_BATCH_SIZE", BATCH)
+        .var("SYNC_BATCH_MAX", BATCH)
+        .var("HAVEN_BUSY_TIMEOUT_MS", 300_000);
     let file = env.dir.path().join("bulk.jsonl");
     std::fs::write(&file, jsonl(N as usize)).unwrap();
     env.ok(&["submit", "--json", file.to_str().unwrap()]);
@@ -966,7 +969,7 @@ fn a_process_that_ignores_sigterm_fails_the_test_instead_of_hanging_it() {
 #[tokio::test]
 async fn every_item_of_a_batch_points_at_its_own_vh_row() {
     let mut env = Env::new();
-    env.var("SYNC_BATCH_SIZE", 100);
+    env.var("SYNC_BATCH_SIZE", 100).var("SYNC_BATCH_MAX", 100);
     let kinds = [
         ("🦴", "species_type"),
         ("💎", "resource_type"),

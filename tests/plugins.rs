@@ -530,6 +530,7 @@ async fn hot_swap_during_sync_loses_nothing_and_records_who_wrote_each_row() {
     const BATCH: usize = 10;
     let (mut env, dir) = plugin_env();
     env.var("SYNC_BATCH_SIZE", BATCH)
+        .var("SYNC_BATCH_MAX", BATCH)
         .var("HAVEN_BUSY_TIMEOUT_MS", 300_000)
         .var("KEEPER_PLUGIN_TIMEOUT_MS", BENIGN_DEADLINE_MS)
         // The worker's "batch mapped" line says when the first batch has

@@ -189,7 +189,10 @@ async fn several_hosts_share_one_queue_and_deliver_each_report_once() {
     const PER_HOST: usize = 30;
     let url = fresh_database("hosts");
     let mut writer = on_postgres(&url);
-    writer.var("SYNC_INTERVAL", 1).var("SYNC_BATCH_SIZE", 5);
+    writer
+        .var("SYNC_INTERVAL", 1)
+        .var("SYNC_BATCH_SIZE", 5)
+        .var("SYNC_BATCH_MAX", 5);
     // Create the schema once before the hosts start together (they would
     // also take turns on the migration lock; this keeps the logs simple).
     writer.ok(&["sync", "--once"]);

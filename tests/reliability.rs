@@ -447,7 +447,7 @@ async fn queue_rows(keeper: &Path) -> Vec<(i64, String, i64, Option<String>, Opt
 async fn a_damaged_page_fails_its_rows_alone_and_the_rest_syncs() {
     const N: usize = 400;
     let mut env = Env::new();
-    env.var("SYNC_BATCH_SIZE", 50);
+    env.var("SYNC_BATCH_SIZE", 50).var("SYNC_BATCH_MAX", 50);
     let mut input = String::new();
     for i in 0..N {
         input.push_str(

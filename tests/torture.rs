@@ -107,6 +107,7 @@ fn torture_env() -> Env {
     let mut env = Env::new();
     env.var("SYNC_LEASE", 2)
         .var("SYNC_BATCH_SIZE", 25)
+        .var("SYNC_BATCH_MAX", 25)
         .var("SYNC_INTERVAL", 1)
         .var("SYNC_MAX_ATTEMPTS", 1000)
         .var("HAVEN_BUSY_TIMEOUT_MS", 200);

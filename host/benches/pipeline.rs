@@ -3,8 +3,10 @@
 //! drain (claim, read, map in wasm, write VH-Database, mark synced).
 //!
 //! `cargo bench -p keeper --bench pipeline` (env `BENCH_REPORTS`, default
-//! 20000, and `BENCH_BATCH`, default 1000). Prints reports/s per stage; the
-//! figures go in README.md with the command that produced them.
+//! 20000, `BENCH_BATCH`, default 1000, the drain's `SYNC_BATCH_SIZE`, and
+//! `BENCH_BATCH_MAX`, its `SYNC_BATCH_MAX`, keeper's default unless set).
+//! Prints reports/s per stage; the figures go in README.md with the command
+//! that produced them.
 //!
 //! Then the same reports are backfilled as the old bot left them (the
 //! keeper.db without its queue, VH-Database with the rows but no ledger):
@@ -70,6 +72,7 @@ fn env_usize(key: &str, default: usize) -> usize {
 async fn main() {
     let reports_n = env_usize("BENCH_REPORTS", 20_000);
     let batch = env_usize("BENCH_BATCH", 1_000);
+    let batch_max = std::env::var("BENCH_BATCH_MAX").ok();
     let dir = tempfile::tempdir().expect("temp dir");
     let keeper_db = dir.path().join("keeper.db");
     let haven_db = dir.path().join("VH-Database.db");
@@ -79,7 +82,7 @@ async fn main() {
     )
     .expect("copy the sample VH-Database");
 
-    let app = bench_app(&keeper_db, Some(&haven_db), batch).await;
+    let app = bench_app(&keeper_db, Some(&haven_db), batch, batch_max.as_deref()).await;
 
     let reports: Vec<Report> = (0..reports_n).map(report).collect();
     let started = Instant::now();
@@ -96,7 +99,10 @@ async fn main() {
     let baseline_secs = baseline(&haven_db, &dir.path().join("baseline.db"), batch).await;
 
     println!("reports            {reports_n}");
-    println!("batch size         {batch}");
+    println!(
+        "batch size         {batch}, growing with the backlog up to {}",
+        app.settings.sync_batch_max.max(u32::try_from(batch).unwrap_or(u32::MAX))
+    );
     println!(
         "submit             {:>8.3} s  {:>9.0} reports/s",
         submit_secs,
@@ -163,7 +169,7 @@ async fn backfill_seconds(keeper_db: &Path, haven_db: &Path, dir: &Path, batch: 
         .expect("drop the ledger");
     drop(haven);
 
-    let app = bench_app(&old_keeper, Some(&old_haven), batch).await;
+    let app = bench_app(&old_keeper, Some(&old_haven), batch, None).await;
     let started = Instant::now();
     let queued = app.queue.backfill().await.expect("backfill");
     let drained = app.worker().await.expect("worker").drain().await.expect("drain");
@@ -185,7 +191,7 @@ const SMALL_BACKLOG: usize = 10_000;
 /// Mean seconds of one of `rounds` claims of `batch` from a keeper.db at `path` holding
 /// `backlog` pending items (submitted in chunks, so memory stays small).
 async fn claim_seconds(path: &Path, backlog: usize, batch: usize, rounds: usize) -> f64 {
-    let app = bench_app(path, None, batch).await;
+    let app = bench_app(path, None, batch, None).await;
     let mut next = 0;
     while next < backlog {
         let end = (next + 50_000).min(backlog);
@@ -203,8 +209,8 @@ async fn claim_seconds(path: &Path, backlog: usize, batch: usize, rounds: usize)
 }
 
 /// keeper on the given files, as `keeper --keeper-db … --haven-db …
-/// --sync-batch-size …` would be.
-async fn bench_app(keeper_db: &Path, haven_db: Option<&Path>, batch: usize) -> App {
+/// --sync-batch-size … [--sync-batch-max …]` would be.
+async fn bench_app(keeper_db: &Path, haven_db: Option<&Path>, batch: usize, batch_max: Option<&str>) -> App {
     let batch_arg = batch.to_string();
     let mut args = vec![
         "bench",
@@ -213,6 +219,9 @@ async fn bench_app(keeper_db: &Path, haven_db: Option<&Path>, batch: usize) -> A
         "--sync-batch-size",
         batch_arg.as_str(),
     ];
+    if let Some(max) = batch_max {
+        args.extend(["--sync-batch-max", max]);
+    }
     if let Some(haven_db) = haven_db {
         args.extend(["--haven-db", haven_db.to_str().expect("utf-8 temp path")]);
     }

@@ -14,7 +14,7 @@ use crate::queue::Queue;
 use crate::registry::Registry;
 use crate::sink::Sink;
 use crate::store::{Access, Store, StoreError};
-use crate::worker::{Worker, WorkerStatus};
+use crate::worker::{BatchSizes, Worker, WorkerStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -80,7 +80,7 @@ impl App {
             queue: self.queue.clone(),
             sink: self.sink(),
             plugins,
-            batch_size: settings.sync_batch_size,
+            batches: BatchSizes::new(settings.sync_batch_size, settings.sync_batch_max),
             interval: Duration::from_secs(settings.sync_interval.max(1)),
             wake: self.wake.clone(),
             status: Arc::new(WorkerStatus::default()),

@@ -159,9 +159,14 @@ pub struct Settings {
     #[arg(long, global = true, env = "SYNC_INTERVAL", default_value_t = 30)]
     pub sync_interval: u64,
 
-    /// Items claimed per batch.
+    /// Items claimed per batch when the queue is short.
     #[arg(long, global = true, env = "SYNC_BATCH_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub sync_batch_size: u32,
+
+    /// How large batches may grow with a backlog: each claim that comes back
+    /// full doubles the next, up to this (never below SYNC_BATCH_SIZE).
+    #[arg(long, global = true, env = "SYNC_BATCH_MAX", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub sync_batch_max: u32,
 
     /// Failed attempts before an item becomes `max_retries_exceeded`.
     #[arg(long, global = true, env = "SYNC_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]

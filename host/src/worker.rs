@@ -21,6 +21,45 @@ use crate::sink::Sink;
 use crate::sqlite_error::{self, Fault};
 use crate::store::{Store, StoreError};
 
+/// The size of each claim in a pass. A short queue is claimed
+/// `SYNC_BATCH_SIZE` at a time: small VH-Database transactions, so Control
+/// Room waits little for its write lock. With a backlog, every claim that
+/// comes back full doubles the next, up to `SYNC_BATCH_MAX`: each batch has
+/// a fixed cost (claim, keeper.db read, VH transaction, queue update), and
+/// at 10 items a batch it is most of the work, so a backlog after an outage
+/// drains near the rate of large batches with the defaults. Each pass
+/// starts small again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSizes {
+    first: u32,
+    ceiling: u32,
+}
+
+impl BatchSizes {
+    /// `first` is the size a pass starts with; `max` the most it grows to
+    /// (a `max` below `first` means every batch is `first`).
+    pub fn new(first: u32, max: u32) -> BatchSizes {
+        let first = first.max(1);
+        BatchSizes {
+            first,
+            ceiling: max.max(first),
+        }
+    }
+
+    pub fn first(&self) -> u32 {
+        self.first
+    }
+
+    /// The claim after one of `size` that brought `claimed` items.
+    pub fn next(&self, size: u32, claimed: usize) -> u32 {
+        if u32::try_from(claimed).is_ok_and(|claimed| claimed >= size) {
+            size.saturating_mul(2).min(self.ceiling)
+        } else {
+            self.first
+        }
+    }
+}
+
 /// What the API reports about the worker; shared with it.
 #[derive(Debug)]
 pub struct WorkerStatus {
@@ -144,7 +183,7 @@ pub struct Worker {
     pub queue: Queue,
     pub sink: Sink,
     pub plugins: PluginSlot,
-    pub batch_size: u32,
+    pub batches: BatchSizes,
     pub interval: Duration,
     /// Notified by in-process submissions so they sync at once.
     pub wake: Arc<Notify>,
@@ -170,18 +209,20 @@ impl Worker {
     async fn drain_batches(&self, stop: Option<&watch::Receiver<bool>>) -> Result<Drained, WorkerError> {
         let mut total = Drained::default();
         let started = self.queue.now().await.map_err(|e| self.keeper_error(&e))?;
+        let mut size = self.batches.first();
         loop {
             if stop.is_some_and(|s| *s.borrow()) {
                 return Ok(total);
             }
             let claim = self
                 .queue
-                .claim(self.batch_size, Some(&started))
+                .claim(size, Some(&started))
                 .await
                 .map_err(|e| self.keeper_error(&e))?;
             if claim.items.is_empty() {
                 return Ok(total);
             }
+            size = self.batches.next(size, claim.items.len());
             let done = self.process(claim).await?;
             total.synced += done.synced;
             total.failed += done.failed;
@@ -329,5 +370,35 @@ impl Worker {
             }
         }
         Ok((delivered, failed, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BatchSizes;
+
+    #[test]
+    fn batches_double_while_claims_come_back_full_and_start_small_again() {
+        let sizes = BatchSizes::new(10, 1000);
+        assert_eq!(sizes.first(), 10);
+        let mut size = sizes.first();
+        let mut grown = vec![size];
+        for _ in 0..8 {
+            size = sizes.next(size, size as usize);
+            grown.push(size);
+        }
+        assert_eq!(grown, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        // A claim that was not full: the backlog is gone, back to the start.
+        assert_eq!(sizes.next(1000, 999), 10);
+        assert_eq!(sizes.next(40, 3), 10);
+    }
+
+    #[test]
+    fn a_ceiling_at_or_below_the_first_size_keeps_every_batch_that_size() {
+        for sizes in [BatchSizes::new(25, 25), BatchSizes::new(2000, 1000)] {
+            let first = sizes.first();
+            assert_eq!(sizes.next(first, first as usize), first);
+        }
+        assert_eq!(BatchSizes::new(0, 0).first(), 1, "a claim takes at least one item");
     }
 }
