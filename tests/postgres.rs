@@ -150,8 +150,11 @@ struct Host {
 }
 
 impl Host {
-    fn start(env: &Env) -> Host {
-        let (child, port, log) = spawn_run(env);
+    /// `keeper run` on `env`, naming its claims `name` (`KEEPER_HOST_NAME`).
+    fn start(env: &Env, name: &str) -> Host {
+        let mut cmd = env.command(&["run"]);
+        cmd.env("KEEPER_HOST_NAME", name);
+        let (child, port, log) = spawn_api(cmd);
         Host { child, port, log }
     }
 
@@ -196,11 +199,11 @@ async fn several_hosts_share_one_queue_and_deliver_each_report_once() {
     // Create the schema once before the hosts start together (they would
     // also take turns on the migration lock; this keeps the logs simple).
     writer.ok(&["sync", "--once"]);
-    let mut a = Host::start(&writer);
-    let mut b = Host::start(&writer);
+    let mut a = Host::start(&writer, "host-a");
+    let mut b = Host::start(&writer, "host-b");
     let mut remote = on_postgres(&url);
     remote.var("USE_HAVEN_DATABASE", "false");
-    let mut c = Host::start(&remote);
+    let mut c = Host::start(&remote, "host-c");
 
     for i in 0..PER_HOST {
         for (name, host) in [("a", &a), ("b", &b), ("c", &c)] {
@@ -243,6 +246,25 @@ async fn several_hosts_share_one_queue_and_deliver_each_report_once() {
     assert_eq!(
         count(&url, "SELECT COUNT(*) FROM sync_queue WHERE sync_attempts <> 1"),
         0
+    );
+    // Each item records the host that delivered it: A or B, never C.
+    for host in ["host-a", "host-b"] {
+        assert!(
+            count(
+                &url,
+                &format!("SELECT COUNT(*) FROM sync_queue WHERE claimed_by = '{host}'")
+            ) > 0,
+            "{host} delivered nothing"
+        );
+    }
+    assert_eq!(
+        count(
+            &url,
+            "SELECT COUNT(*) FROM sync_queue WHERE claimed_by IS DISTINCT FROM 'host-a' \
+             AND claimed_by IS DISTINCT FROM 'host-b'"
+        ),
+        0,
+        "an item claimed by the host with USE_HAVEN_DATABASE=false, or by none"
     );
     assert!(
         a.log().contains("sync batch done"),

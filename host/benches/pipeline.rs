@@ -101,7 +101,9 @@ async fn main() {
     println!("reports            {reports_n}");
     println!(
         "batch size         {batch}, growing with the backlog up to {}",
-        app.settings.sync_batch_max.max(u32::try_from(batch).unwrap_or(u32::MAX))
+        app.settings
+            .sync_batch_max
+            .max(u32::try_from(batch).unwrap_or(u32::MAX))
     );
     println!(
         "submit             {:>8.3} s  {:>9.0} reports/s",

@@ -44,7 +44,15 @@ impl App {
             Some(url) => Store::open_postgres(url, access).await?,
             None => Store::open(&settings.keeper_db, access).await?,
         };
-        let queue = Queue::new(store.db().clone(), settings.retry_policy(), settings.lease());
+        let mut queue = Queue::new(store.db().clone(), settings.retry_policy(), settings.lease());
+        if let Some(name) = settings
+            .keeper_host_name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            queue = queue.named(name);
+        }
         let registry = Registry::new(store.db().clone());
         Ok(App {
             settings,

@@ -163,6 +163,11 @@ pub struct Settings {
     #[arg(long, global = true, env = "SYNC_BATCH_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub sync_batch_size: u32,
 
+    /// How this host names itself in the queue items it claims
+    /// (`sync_queue.claimed_by`); unset: the machine's name and process id.
+    #[arg(long, global = true, env = "KEEPER_HOST_NAME")]
+    pub keeper_host_name: Option<String>,
+
     /// How large batches may grow with a backlog: each claim that comes back
     /// full doubles the next, up to this (never below SYNC_BATCH_SIZE).
     #[arg(long, global = true, env = "SYNC_BATCH_MAX", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]

@@ -32,6 +32,7 @@
 //! second-precision value from the old bot still compares correctly. On
 //! PostgreSQL they are `timestamptz`, given out as the same UTC text.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -429,6 +430,9 @@ pub struct QueueItem {
     /// The `metadata` column: JSON text (provenance under `plugin`), or
     /// whatever a legacy bot stored there.
     pub metadata: Option<String>,
+    /// The host that claimed it last (see [`Queue::named`]); `None` if
+    /// never claimed since migration 15.
+    pub claimed_by: Option<String>,
 }
 
 /// A pending item offered to a remote puller.
@@ -561,6 +565,40 @@ pub struct Queue {
     driver: Driver,
     policy: RetryPolicy,
     lease: Duration,
+    /// Recorded in each item this queue claims (`sync_queue.claimed_by`).
+    host: Arc<str>,
+}
+
+/// How a host names itself in its claims when `KEEPER_HOST_NAME` is unset:
+/// the machine's name and the process id, so two processes on one machine
+/// are told apart too.
+pub fn default_host_name() -> String {
+    let machine = machine_name().unwrap_or_else(|| "unknown-machine".to_owned());
+    format!("{machine}:{}", std::process::id())
+}
+
+/// The machine's network name: `gethostname` where keeper links libc;
+/// Windows keeps it in `COMPUTERNAME`.
+fn machine_name() -> Option<String> {
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd"
+    ))]
+    {
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer is valid for its whole length, which is passed.
+        let done = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        if done == 0 {
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            return String::from_utf8(buf[..end].to_vec()).ok().filter(|n| !n.is_empty());
+        }
+    }
+    ["COMPUTERNAME", "HOSTNAME"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|n| !n.is_empty()))
 }
 
 #[derive(Clone)]
@@ -586,7 +624,18 @@ impl Queue {
             Db::Sqlite(pool) => Driver::Sqlite(sqlite::SqliteQueue { pool, policy, lease }),
             Db::Postgres(pool) => Driver::Postgres(postgres::PgQueue { pool, policy, lease }),
         };
-        Queue { driver, policy, lease }
+        Queue {
+            driver,
+            policy,
+            lease,
+            host: default_host_name().into(),
+        }
+    }
+
+    /// The same queue, naming its claims `host` (`KEEPER_HOST_NAME`).
+    pub fn named(mut self, host: &str) -> Queue {
+        self.host = host.into();
+        self
     }
 
     pub fn policy(&self) -> RetryPolicy {
@@ -612,7 +661,7 @@ impl Queue {
     /// hosts at once never take the same item (`FOR UPDATE SKIP LOCKED`).
     pub async fn claim(&self, limit: u32, not_tried_since: Option<&str>) -> Result<Claim, sqlx::Error> {
         let token = format!("{:032x}", rand::random::<u128>());
-        let mut items = on_driver!(self, claim(&token, limit, not_tried_since))?;
+        let mut items = on_driver!(self, claim(&token, limit, not_tried_since, &self.host))?;
         items.sort_by_key(|i| i.queue_id);
         Ok(Claim { token, items })
     }
@@ -962,6 +1011,14 @@ mod tests {
             max_delay: Duration::from_secs(86_400),
             max_attempts: 10,
         }
+    }
+
+    #[test]
+    fn a_host_is_named_by_its_machine_and_process() {
+        let name = super::default_host_name();
+        let (machine, pid) = name.rsplit_once(':').expect("machine:pid");
+        assert!(!machine.is_empty(), "{name}");
+        assert_eq!(pid, std::process::id().to_string());
     }
 
     #[test]

@@ -246,6 +246,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 14,
         name: "limits granted to each mapping plugin",
     },
+    Migration {
+        version: 15,
+        name: "the host that claimed each queue item",
+    },
 ];
 
 /// The schema version a fully migrated keeper.db has.
@@ -1088,6 +1092,12 @@ async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreErr
             // plugins and for rows written before this migration.
             add_column_if_missing(conn, "keeper_plugins", "memory_mib", "INTEGER").await?;
             add_column_if_missing(conn, "keeper_plugins", "timeout_ms", "INTEGER").await?;
+        }
+        15 => {
+            // Who claimed an item last (`KEEPER_HOST_NAME`, else machine
+            // name and process id; queue.rs), kept after it is done: with
+            // several hosts on one queue, which one delivered it.
+            add_column_if_missing(conn, "sync_queue", "claimed_by", "TEXT").await?;
         }
         _ => {}
     }

@@ -186,14 +186,15 @@ fn failed(item: &ClaimedItem, class: ErrorClass) -> Failed {
 }
 
 async fn claims_are_leased_disjoint_and_complete_once(store: Store) {
-    let queue = Queue::new(store.db().clone(), policy(30), Duration::from_secs(60));
+    let queue = Queue::new(store.db().clone(), policy(30), Duration::from_secs(60)).named("host-a");
+    let other_host = queue.clone().named("host-b");
     let ids = submit(&store, 5).await;
     assert_eq!(ids.len(), 5);
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in input order: {ids:?}");
     assert_eq!(queue.counts().await.expect("counts").pending, 5);
 
-    // Two claims at once share nothing.
-    let (a, b) = tokio::join!(queue.claim(3, None), queue.claim(3, None));
+    // Two claims at once, from two hosts, share nothing.
+    let (a, b) = tokio::join!(queue.claim(3, None), other_host.claim(3, None));
     let (a, b) = (a.expect("claim a"), b.expect("claim b"));
     let mut taken: Vec<i64> = a.items.iter().chain(&b.items).map(|i| i.queue_id).collect();
     taken.sort_unstable();
@@ -230,6 +231,13 @@ async fn claims_are_leased_disjoint_and_complete_once(store: Store) {
     assert_eq!(item.sync_attempts, 1);
     assert_eq!(item.haven_discovery_id, Some(1000 + a.items[0].queue_id));
     assert_eq!(item.error_class, None);
+    assert_eq!(
+        item.claimed_by.as_deref(),
+        Some("host-a"),
+        "who claimed it stays recorded"
+    );
+    let by_b = queue.item(b.items[0].queue_id).await.expect("item").expect("exists");
+    assert_eq!(by_b.claimed_by.as_deref(), Some("host-b"));
     let metadata: serde_json::Value = serde_json::from_str(item.metadata.as_deref().expect("metadata")).expect("json");
     assert_eq!(metadata["plugin"]["version"], "1.0.0");
     // Times as keeper.db gives them: UTC text, seconds here, milliseconds

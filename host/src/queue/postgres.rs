@@ -37,7 +37,7 @@ const CLAIM: &str = "WITH expired AS (
          FOR UPDATE SKIP LOCKED),
      due AS (SELECT id FROM expired UNION ALL SELECT id FROM pending)
      UPDATE sync_queue q
-     SET sync_status = 'syncing', claim_token = $1,
+     SET sync_status = 'syncing', claim_token = $1, claimed_by = $5,
          lease_expires_at = now() + make_interval(secs => $2), last_sync_attempt = now()
      FROM due WHERE q.id = due.id
      RETURNING q.id, q.discovery_id, q.sync_attempts AS attempts,
@@ -70,12 +70,14 @@ impl PgQueue {
         token: &str,
         limit_to: u32,
         not_tried_since: Option<&str>,
+        host: &str,
     ) -> Result<Vec<ClaimedItem>, sqlx::Error> {
         sqlx::query_as(CLAIM)
             .bind(token)
             .bind(self.lease.as_secs_f64())
             .bind(limit(limit_to))
             .bind(not_tried_since)
+            .bind(host)
             .fetch_all(&self.pool)
             .await
     }
@@ -352,7 +354,7 @@ impl PgQueue {
                     keeper_ms(last_sync_attempt) AS last_sync_attempt,
                     keeper_ms(next_retry_after) AS next_retry_after, sync_error, error_class,
                     haven_discovery_id, keeper_s(created_at) AS created_at,
-                    keeper_s(synced_at) AS synced_at, metadata::text AS metadata
+                    keeper_s(synced_at) AS synced_at, metadata::text AS metadata, claimed_by
              FROM sync_queue WHERE id = $1",
         )
         .bind(queue_id)

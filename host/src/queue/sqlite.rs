@@ -10,12 +10,12 @@ use super::*;
 use crate::sqlite_error::Fault;
 
 /// [`Queue::claim`]'s statement: ?1 token, ?2 lease modifier, ?3 limit,
-/// ?4 `not_tried_since`. Expired leases come first (they have waited
+/// ?4 `not_tried_since`, ?5 the claiming host's name. Expired leases come first (they have waited
 /// longest), then due pending items in id order. Each part walks its own
 /// partial index (migration 12) and stops at the limit: the cost of a claim
 /// does not grow with the backlog (no sort of every pending row).
 const CLAIM: &str = "UPDATE sync_queue
-             SET sync_status = 'syncing', claim_token = ?1,
+             SET sync_status = 'syncing', claim_token = ?1, claimed_by = ?5,
                  lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now', ?2), last_sync_attempt = strftime('%Y-%m-%d %H:%M:%f', 'now')
              WHERE id IN (
                  SELECT id FROM (
@@ -131,12 +131,14 @@ impl SqliteQueue {
         token: &str,
         limit: u32,
         not_tried_since: Option<&str>,
+        host: &str,
     ) -> Result<Vec<ClaimedItem>, sqlx::Error> {
         sqlx::query_as(CLAIM)
             .bind(token)
             .bind(seconds_modifier(self.lease))
             .bind(limit)
             .bind(not_tried_since)
+            .bind(host)
             .fetch_all(&self.pool)
             .await
     }
@@ -430,7 +432,7 @@ impl SqliteQueue {
             "SELECT id, discovery_id, IFNULL(sync_status, 'pending') AS sync_status,
                     IFNULL(sync_attempts, 0) AS sync_attempts, max_attempts,
                     last_sync_attempt, next_retry_after, sync_error, error_class, haven_discovery_id,
-                    created_at, synced_at, metadata
+                    created_at, synced_at, metadata, claimed_by
              FROM sync_queue WHERE id = ?1",
         )
         .bind(queue_id)

@@ -165,6 +165,12 @@ const MIGRATIONS: &[Migration] = &[
                  EXECUTE FUNCTION keeper_bot_notices_failure_retried()",
         ],
     },
+    Migration {
+        version: 4,
+        name: "the host that claimed each queue item",
+        // As keeper.db's migration 15.
+        statements: &["ALTER TABLE sync_queue ADD COLUMN claimed_by TEXT"],
+    },
 ];
 
 /// The schema version a fully migrated database has.
