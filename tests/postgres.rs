@@ -121,14 +121,7 @@ fn bad_database_settings_are_refused_clearly_and_change_nothing() {
 
     // A server that is not there: the URL is named, its password is not.
     env.var("KEEPER_DATABASE_URL", "postgres://keeper:s3cret@127.0.0.1:1/keeper");
-    let out = env.run(&["sync", "--once"]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(
-        err.contains("cannot connect to the PostgreSQL store at postgres://keeper@127.0.0.1:1/keeper"),
-        "{err}"
-    );
-    assert!(!err.contains("s3cret"), "the password leaked: {err}");
+    refused_naming_the_server_without_its_password(&env.run(&["sync", "--once"]));
 
     env.var("KEEPER_DATABASE_URL", &url);
     assert_eq!(tables(&url), 0, "a refused command created tables");
@@ -140,6 +133,18 @@ fn bad_database_settings_are_refused_clearly_and_change_nothing() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("is not a keeper store"), "{}", stderr(&out));
     assert_eq!(tables(&url), 1);
+}
+
+/// A command given `postgres://keeper:s3cret@127.0.0.1:1/keeper`, where no
+/// server listens: it fails naming the URL, never its password.
+fn refused_naming_the_server_without_its_password(out: &std::process::Output) {
+    assert!(!out.status.success());
+    let err = stderr(out);
+    assert!(
+        err.contains("cannot connect to the PostgreSQL store at postgres://keeper@127.0.0.1:1/keeper"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "the password leaked: {err}");
 }
 
 /// A `keeper run` host on the shared database, with an HTTP client for its API.
@@ -285,4 +290,285 @@ async fn several_hosts_share_one_queue_and_deliver_each_report_once() {
         !c_log.contains("sync batch done"),
         "the host with USE_HAVEN_DATABASE=false claimed:\n{c_log}"
     );
+}
+
+/// keeper.db's bytes, and its `-wal` file's (committed pages not yet copied
+/// into the file, part of the database): what `keeper migrate-store` must
+/// leave exactly as they were. A missing `-wal` counts as an empty one:
+/// SQLite's read-only connection may create the empty file, which holds
+/// nothing. (The `-shm` index is shared memory, rewritten by any reader.)
+fn keeper_db_bytes(env: &Env) -> (Vec<u8>, Vec<u8>) {
+    let wal = env.keeper.with_extension("db-wal");
+    (
+        std::fs::read(&env.keeper).expect("read keeper.db"),
+        std::fs::read(wal).unwrap_or_default(),
+    )
+}
+
+/// `keeper migrate-store`'s line for `table`: (in keeper.db, in PostgreSQL, copied now).
+fn copied(out: &str, table: &str) -> (i64, i64, i64) {
+    let line = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(table))
+        .unwrap_or_else(|| panic!("no line for {table} in:\n{out}"));
+    let n: Vec<i64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().expect("a count"))
+        .collect();
+    (n[0], n[1], n[2])
+}
+
+/// The move of an existing keeper.db: everything copied with its ids and
+/// states, keeper.db unchanged, a second run copies nothing, and a `keeper
+/// run` on PostgreSQL afterwards delivers the pending reports once and none
+/// of the delivered ones again, not even one written to VH-Database just
+/// before the move and never marked synced (a crash between the two).
+#[tokio::test]
+async fn migrate_store_moves_keeper_db_and_nothing_is_delivered_twice() {
+    let url = fresh_database("migrate");
+    let mut env = Env::new();
+    for i in 0..5 {
+        env.submit(
+            "fossil",
+            "Oculi",
+            "planet:Getre Beta",
+            &format!("moved report {i}"),
+            &[],
+        );
+    }
+    let out = env.ok(&["sync", "--once"]);
+    assert!(out.contains("synced 5, failed 0"), "{out}");
+    for i in 5..8 {
+        env.submit(
+            "fossil",
+            "Oculi",
+            "planet:Getre Beta",
+            &format!("moved report {i}"),
+            &[],
+        );
+    }
+    // Report 5 (discovery 5) written to VH-Database, the worker killed
+    // before it marked it synced: its lease ran out, it is pending again.
+    // An intake key and an evidence image, as the API and the bot keep them.
+    // On one connection, closed (and so checkpointed) before keeper.db's
+    // bytes are taken.
+    let keeper_source: String = {
+        use sqlx::Connection as _;
+        let mut conn = connect(&env.keeper).await;
+        sqlx::raw_sql(
+            "UPDATE sync_queue SET sync_status = 'pending', synced_at = NULL, haven_discovery_id = NULL
+             WHERE discovery_id = 5;
+             INSERT INTO keeper_intake_keys (key, request_hash, discovery_id, queue_id) VALUES ('http:k1', 'h1', 1, 1);
+             INSERT INTO keeper_evidence (id, content_type, bytes) VALUES ('e1', 'image/png', X'89504E470D0A1A0A');
+             INSERT INTO keeper_bot_forms (nonce, user_id, options, expires_at) VALUES (77, '42', '{}', 4102444800);
+             INSERT INTO keeper_bot_notices (discovery_id, token, channel_id, user_id, confirmation, placed, created_at)
+                 VALUES (6, 'tok', '77', '42', 'archived #6', 1, 1700000000);",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("keeper.db prepared");
+        let source = sqlx::query_scalar("SELECT value FROM keeper_sync_meta WHERE key = 'source_id'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("source id");
+        conn.close().await.expect("close keeper.db");
+        source
+    };
+    let haven_id_of_5 = scalar_i64(
+        &env.haven,
+        "SELECT id FROM discoveries WHERE description = 'moved report 4'",
+    )
+    .await;
+    let before = keeper_db_bytes(&env);
+
+    let out = env.ok(&["migrate-store", "--to", &url]);
+    assert_eq!(copied(&out, "discoveries"), (8, 8, 8), "{out}");
+    assert_eq!(copied(&out, "sync_queue"), (8, 8, 8), "{out}");
+    let (plugins, plugins_there, _) = copied(&out, "keeper_plugins");
+    assert!(plugins >= 1 && plugins == plugins_there, "{out}");
+    assert_eq!(copied(&out, "keeper_intake_keys"), (1, 1, 1), "{out}");
+    assert_eq!(copied(&out, "keeper_evidence"), (1, 1, 1), "{out}");
+    assert_eq!(copied(&out, "keeper_bot_forms"), (1, 1, 1), "{out}");
+    assert_eq!(copied(&out, "keeper_bot_notices"), (1, 1, 1), "{out}");
+    assert!(out.contains("every row verified"), "{out}");
+    assert!(before == keeper_db_bytes(&env), "keeper.db changed");
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT token || ' ' || placed || ' ' || told_failed FROM keeper_bot_notices WHERE discovery_id = 6"
+        ),
+        "tok true false"
+    );
+    assert_eq!(
+        count(&url, "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'"),
+        4
+    );
+    assert_eq!(
+        count(&url, "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'pending'"),
+        4
+    );
+    assert_eq!(
+        psql(&url, "SELECT encode(bytes, 'hex') FROM keeper_evidence WHERE id = 'e1'"),
+        "89504e470d0a1a0a"
+    );
+    assert_eq!(
+        psql(&url, "SELECT value FROM keeper_sync_meta WHERE key = 'source_id'"),
+        keeper_source,
+        "the store goes on under keeper.db's source id"
+    );
+
+    // Again: nothing new, nothing doubled.
+    let out = env.ok(&["migrate-store", "--to", &url]);
+    assert_eq!(copied(&out, "discoveries"), (8, 8, 0), "{out}");
+    assert_eq!(copied(&out, "sync_queue"), (8, 8, 0), "{out}");
+    assert_eq!(count(&url, "SELECT COUNT(*) FROM discoveries"), 8);
+    assert!(before == keeper_db_bytes(&env), "keeper.db changed");
+
+    // On PostgreSQL from now on: a new report takes an id after the copied ones.
+    env.var("KEEPER_DATABASE_URL", &url).var("SYNC_INTERVAL", 1);
+    let new_id = env.submit("fossil", "Oculi", "planet:Getre Beta", "moved report 8", &[]);
+    assert_eq!(new_id, 9, "the id sequence was advanced past the copied ids");
+    let (mut host, _, log) = spawn_run(&env);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count(&url, "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'") < 9 {
+        assert!(
+            Instant::now() < deadline,
+            "the moved queue did not drain within 120 s:\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(stop(&mut host).success());
+    assert_eq!(
+        scalar_i64(
+            &env.haven,
+            "SELECT COUNT(*) FROM discoveries WHERE description LIKE 'moved report %'"
+        )
+        .await,
+        9,
+        "each of the 9 reports in VH-Database once"
+    );
+    assert_eq!(
+        scalar_i64(
+            &env.haven,
+            "SELECT COUNT(DISTINCT description) FROM discoveries WHERE description LIKE 'moved report %'"
+        )
+        .await,
+        9
+    );
+    assert_eq!(
+        count(&url, "SELECT haven_discovery_id FROM sync_queue WHERE discovery_id = 5"),
+        haven_id_of_5,
+        "the report written before the move was recognised by the ledger, not written again"
+    );
+    assert!(before == keeper_db_bytes(&env), "keeper.db changed");
+}
+
+/// Each refusal says what is wrong and changes neither keeper.db nor the
+/// PostgreSQL database.
+#[tokio::test]
+async fn migrate_store_refuses_clearly_and_changes_nothing() {
+    let url = fresh_database("migrate_refusals");
+    let env = Env::new();
+    env.submit("fossil", "Oculi", "planet:Getre Beta", "refusal report 0", &[]);
+    let before = keeper_db_bytes(&env);
+
+    // Not a PostgreSQL URL.
+    let out = env.run(&["migrate-store", "--to", "mysql://keeper@127.0.0.1/keeper"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("expected a PostgreSQL URL"), "{}", stderr(&out));
+
+    // No server there: named, without its password.
+    refused_naming_the_server_without_its_password(&env.run(&[
+        "migrate-store",
+        "--to",
+        "postgres://keeper:s3cret@127.0.0.1:1/keeper",
+    ]));
+    assert!(before == keeper_db_bytes(&env), "keeper.db changed");
+
+    // keeper.db missing, not a keeper.db, or not migrated yet: refused
+    // before the server is touched.
+    let mut other = Env::new();
+    let out = other.run(&["migrate-store", "--to", &url]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("there is no keeper.db at"), "{}", stderr(&out));
+    assert!(!other.keeper.exists(), "a keeper.db was created");
+    let haven = std::fs::read(&other.haven).expect("VH-Database");
+    let haven_path = other.haven.display().to_string();
+    other.var("KEEPER_DB_PATH", haven_path);
+    let out = other.run(&["migrate-store", "--to", &url]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("is not a keeper.db"), "{}", stderr(&out));
+    assert!(
+        haven == std::fs::read(&other.haven).expect("VH-Database"),
+        "VH-Database changed"
+    );
+    let legacy = Env::new();
+    std::fs::copy(KEEPER_LEGACY, &legacy.keeper).expect("copy the old bot's keeper.db");
+    let legacy_bytes = keeper_db_bytes(&legacy);
+    let out = legacy.run(&["migrate-store", "--to", &url]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("needs upgrading") && stderr(&out).contains("keeper sync --once"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        legacy_bytes == keeper_db_bytes(&legacy),
+        "the old bot's keeper.db changed"
+    );
+    assert_eq!(tables(&url), 0, "a refused move touched the database");
+
+    // A store that holds another keeper's reports.
+    let mut elsewhere = on_postgres(&url);
+    elsewhere.submit("fossil", "Oculi", "planet:Getre Beta", "another keeper's report", &[]);
+    let out = env.run(&["migrate-store", "--to", &url]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("holds another keeper's reports"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(count(&url, "SELECT COUNT(*) FROM discoveries"), 1);
+    assert!(before == keeper_db_bytes(&env), "keeper.db changed");
+
+    // The same keeper.db, moved, then used on both sides: discovery 2 is
+    // another report in each. The second move names it and copies nothing.
+    let url = fresh_database("migrate_conflict");
+    env.ok(&["migrate-store", "--to", &url]);
+    elsewhere.var("KEEPER_DATABASE_URL", &url);
+    assert_eq!(
+        elsewhere.submit("fossil", "Oculi", "planet:Getre Beta", "taken on PostgreSQL", &[]),
+        2
+    );
+    assert_eq!(
+        env.submit(
+            "fossil",
+            "Oculi",
+            "planet:Getre Beta",
+            "taken in keeper.db after the move",
+            &[]
+        ),
+        2
+    );
+    let queue_before = psql(
+        &url,
+        "SELECT string_agg(id || ':' || discovery_id, ',' ORDER BY id) FROM sync_queue",
+    );
+    let out = env.run(&["migrate-store", "--to", &url]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("already has discoveries id = 2 with other content"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT string_agg(id || ':' || discovery_id, ',' ORDER BY id) FROM sync_queue"
+        ),
+        queue_before
+    );
+    assert_eq!(count(&url, "SELECT COUNT(*) FROM discoveries"), 2);
 }

@@ -108,6 +108,17 @@ pub enum Command {
     /// Print the sync API's OpenAPI document (as served at /openapi.json).
     #[command(after_help = "Example:\n  keeper openapi > openapi.json")]
     Openapi,
+    /// Copy keeper.db (KEEPER_DB_PATH, only read) into a PostgreSQL store, ids and queue states kept;
+    /// verifies the counts per table; running it again copies only what is missing.
+    #[command(
+        after_help = "Example:\n  KEEPER_DB_PATH=data/keeper.db keeper migrate-store --to postgres://keeper:secret@db.example.org/keeper"
+    )]
+    MigrateStore {
+        /// The PostgreSQL database to copy into: postgres://USER:PASSWORD@HOST:PORT/DATABASE
+        /// (later KEEPER_DATABASE_URL of every host); keeper's tables are created there if missing.
+        #[arg(long, value_name = "URL", value_parser = crate::config::parse_database_url)]
+        to: String,
+    },
 }
 
 impl Command {
@@ -120,7 +131,9 @@ impl Command {
                 Access::Create
             }
             Command::Retry { .. } | Command::Cleanup { .. } | Command::Backfill => Access::Update,
-            Command::Status { .. } | Command::Failed { .. } | Command::Plugin { .. } => Access::Read,
+            Command::Status { .. } | Command::Failed { .. } | Command::Plugin { .. } | Command::MigrateStore { .. } => {
+                Access::Read
+            }
         }
     }
 }
@@ -226,6 +239,8 @@ pub enum CliError {
     Input(String),
     #[error(transparent)]
     Records(#[from] RecordsError),
+    #[error(transparent)]
+    MigrateStore(#[from] crate::store::migrate::MigrateError),
     #[error("{count} report(s) rejected, nothing was written:\n{details}")]
     Rejected { count: usize, details: String },
     #[error("keeper.db at {path}: {} ({message})", fault.describe())]
@@ -300,6 +315,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     {
         // Needs no keeper.db: a plugin is checked where it is written.
         return Ok(crate::plugins::commands::check(&cli.settings, file, *json).await?);
+    }
+    if let Command::MigrateStore { to } = &cli.command {
+        // keeper.db is its source, whatever KEEPER_DATABASE_URL says.
+        let moved = crate::store::migrate::migrate_store(&cli.settings.keeper_db, to).await?;
+        let shown = crate::store::postgres::redact(to);
+        output::print_after_commit(&crate::store::migrate::summary(&moved, &cli.settings.keeper_db, &shown));
+        return Ok(());
     }
     // What can be checked before keeper.db is opened is: a bad certificate,
     // key, CA file or address stops the command having changed nothing.
@@ -397,7 +419,7 @@ async fn command(app: App, command: Command, prepared: Prepared) -> Result<(), C
             };
             pull(&app, args, remote).await
         }
-        Command::Openapi => Ok(()),
+        Command::Openapi | Command::MigrateStore { .. } => Ok(()),
     }
 }
 

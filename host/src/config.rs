@@ -37,7 +37,7 @@ pub struct ConfigError {
 }
 
 /// A `KEEPER_DATABASE_URL`: PostgreSQL is the one server keeper speaks.
-fn parse_database_url(text: &str) -> Result<String, String> {
+pub fn parse_database_url(text: &str) -> Result<String, String> {
     let text = text.trim();
     if text.starts_with("postgres://") || text.starts_with("postgresql://") {
         Ok(text.to_owned())

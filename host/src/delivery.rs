@@ -147,7 +147,7 @@ pub async fn deliver(
 /// and when. Columns the old bot's other features update later (analysis
 /// status, pattern matches, tier, tags, metadata) are left out, so a report
 /// keeps its fingerprint for life.
-const IDENTITY_COLUMNS: &[&str] = &[
+pub(crate) const IDENTITY_COLUMNS: &[&str] = &[
     "user_id",
     "username",
     "guild_id",

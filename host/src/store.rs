@@ -9,6 +9,7 @@
 //! (`store/postgres.rs`, its own migrations), shared by several hosts; each
 //! operation here matches on the driver in one place.
 
+pub mod migrate;
 pub(crate) mod postgres;
 
 use std::collections::HashMap;

@@ -451,12 +451,17 @@ const DISCOVERY_COLUMNS: &str = "id, user_id, username, guild_id, discovery_type
     galaxy_name, keeper_s(submission_timestamp) AS submission_timestamp, analysis_status, pattern_matches,
     mystery_tier, tags, metadata, system_name";
 
-pub(super) async fn discoveries(pool: &PgPool, ids: &[i64]) -> Result<HashMap<i64, Result<Row, RowError>>, StoreError> {
+/// On the pool, or inside a transaction (`keeper migrate-store` reads back
+/// what it copied before committing).
+pub(super) async fn discoveries<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
+    ids: &[i64],
+) -> Result<HashMap<i64, Result<Row, RowError>>, StoreError> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {DISCOVERY_COLUMNS} FROM discoveries WHERE id = ANY($1)"
     )))
     .bind(ids)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     let mut out = HashMap::with_capacity(rows.len());
     for row in rows {
