@@ -409,6 +409,11 @@ async fn migrate_store_moves_keeper_db_and_nothing_is_delivered_twice() {
         4
     );
     assert_eq!(
+        count(&url, "SELECT COUNT(*) FROM sync_queue WHERE claimed_by IS NOT NULL"),
+        5,
+        "who claimed each item is kept"
+    );
+    assert_eq!(
         psql(&url, "SELECT encode(bytes, 'hex') FROM keeper_evidence WHERE id = 'e1'"),
         "89504e470d0a1a0a"
     );

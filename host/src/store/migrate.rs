@@ -125,6 +125,7 @@ const TABLES: &[Table] = &[
             ("lease_expires_at", utc!("lease_expires_at")),
             ("claim_token", "v ->> 'claim_token'"),
             ("error_class", "v ->> 'error_class'"),
+            ("claimed_by", "v ->> 'claimed_by'"),
         ],
         compared: &["discovery_id"],
     },
