@@ -45,8 +45,13 @@ struct Recorded {
 struct FakeState {
     port: u16,
     requests: Mutex<Vec<Recorded>>,
-    /// Dispatch events (name, data) for the connected gateway session.
-    outbox: Mutex<Option<mpsc::UnboundedReceiver<(String, Value)>>>,
+    /// Dispatch events (name, data) for each shard's gateway session, by
+    /// shard; taken by the session that IDENTIFYs (or RESUMEs) as that shard.
+    outboxes: Mutex<std::collections::HashMap<u64, mpsc::UnboundedReceiver<(String, Value)>>>,
+    /// The shard count `GET /gateway/bot` recommends.
+    shard_count: u64,
+    /// The `shard` array of every IDENTIFY, in arrival order.
+    identified: Mutex<Vec<Value>>,
     /// The application's registered commands; `guild_id` null for global ones.
     commands: Mutex<Vec<Value>>,
     next_id: AtomicU64,
@@ -61,7 +66,8 @@ struct FakeState {
 /// A fake Discord: serves until the test ends.
 struct FakeDiscord {
     state: Arc<FakeState>,
-    events: mpsc::UnboundedSender<(String, Value)>,
+    /// Each shard's dispatch channel, by shard number.
+    events: Vec<mpsc::UnboundedSender<(String, Value)>>,
 }
 
 impl FakeDiscord {
@@ -71,13 +77,30 @@ impl FakeDiscord {
 
     /// A fake whose application already has `commands` (another bot's).
     async fn with_commands(commands: Vec<Value>) -> FakeDiscord {
+        FakeDiscord::serve(commands, 1).await
+    }
+
+    /// A fake whose `GET /gateway/bot` recommends `shards` shards, each
+    /// with a session of its own.
+    async fn with_shards(shards: u64) -> FakeDiscord {
+        FakeDiscord::serve(Vec::new(), shards).await
+    }
+
+    async fn serve(commands: Vec<Value>, shard_count: u64) -> FakeDiscord {
         let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.expect("bind");
         let port = acceptor.local_addr()[0].as_socket_addr().expect("tcp").port();
-        let (events, outbox) = mpsc::unbounded_channel();
+        let (events, outboxes): (Vec<_>, std::collections::HashMap<_, _>) = (0..shard_count)
+            .map(|shard| {
+                let (events, outbox) = mpsc::unbounded_channel();
+                (events, (shard, outbox))
+            })
+            .unzip();
         let state = Arc::new(FakeState {
             port,
             requests: Mutex::new(Vec::new()),
-            outbox: Mutex::new(Some(outbox)),
+            outboxes: Mutex::new(outboxes),
+            shard_count,
+            identified: Mutex::new(Vec::new()),
             commands: Mutex::new(commands),
             next_id: AtomicU64::new(100_000),
             accepting: AtomicBool::new(true),
@@ -99,7 +122,26 @@ impl FakeDiscord {
     }
 
     fn send(&self, event: &str, data: Value) {
-        self.events.send((event.to_owned(), data)).expect("gateway task alive");
+        self.send_on(0, event, data);
+    }
+
+    /// Dispatches `event` on shard `shard`'s session.
+    fn send_on(&self, shard: usize, event: &str, data: Value) {
+        self.events[shard]
+            .send((event.to_owned(), data))
+            .expect("gateway task alive");
+    }
+
+    /// Sends an interaction on shard `shard` and waits for the callback; returns its body.
+    async fn interact_on(&self, shard: usize, interaction: Value, log: &Arc<Mutex<String>>) -> Value {
+        let path = callback_path(&interaction);
+        self.send_on(shard, "INTERACTION_CREATE", interaction);
+        self.wait_recorded("POST", &path, log).await.body
+    }
+
+    /// The `shard` arrays of the IDENTIFYs so far.
+    fn identified(&self) -> Vec<Value> {
+        self.state.identified.lock().unwrap().clone()
     }
 
     /// Waits for a request matching `method` and `path`; returns it.
@@ -190,7 +232,7 @@ fn webhook_path(interaction: &Value, rest: &str) -> String {
 fn gateway_url(state: Data<&Arc<FakeState>>) -> poem::web::Json<Value> {
     poem::web::Json(json!({
         "url": format!("ws://127.0.0.1:{}/gateway", state.port),
-        "shards": 1,
+        "shards": state.shard_count,
         "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
     }))
 }
@@ -335,31 +377,62 @@ fn gateway(ws: WebSocket, state: Data<&Arc<FakeState>>) -> Response {
     }
     let state = state.clone();
     ws.on_upgrade(move |socket| async move {
-        let Some(mut outbox) = state.outbox.lock().unwrap().take() else {
-            return;
-        };
         let (mut tx, mut rx) = socket.split();
         let mut seq = 0u64;
         let hello = json!({"op": 10, "d": {"heartbeat_interval": 41250}});
         let _ = tx.send(Message::Text(hello.to_string())).await;
+        // Which shard the session is: its IDENTIFY says, or a RESUME's session id.
+        let (shard, first) = loop {
+            match rx.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let frame: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                    match frame["op"].as_u64() {
+                        Some(2) => {
+                            let shard = frame["d"]["shard"].clone();
+                            state.identified.lock().unwrap().push(shard.clone());
+                            break (shard[0].as_u64().unwrap_or(0), frame);
+                        }
+                        Some(6) => {
+                            let session = frame["d"]["session_id"].as_str().unwrap_or("");
+                            let shard = session.strip_prefix("session-").and_then(|n| n.parse().ok());
+                            break (shard.unwrap_or(0), frame);
+                        }
+                        Some(1) => {
+                            let _ = tx.send(Message::Text(json!({"op": 11}).to_string())).await;
+                        }
+                        _ => {}
+                    }
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            }
+        };
+        let Some(mut outbox) = state.outboxes.lock().unwrap().remove(&shard) else {
+            return;
+        };
+        // READY (or RESUMED) for the frame that named the shard, then the session.
+        let answer = |frame: &Value, seq: &mut u64| match frame["op"].as_u64() {
+            Some(2) => {
+                *seq += 1;
+                let d = ready(state.port, shard, state.shard_count);
+                Some(json!({"op": 0, "t": "READY", "s": *seq, "d": d}))
+            }
+            Some(6) => {
+                *seq += 1;
+                Some(json!({"op": 0, "t": "RESUMED", "s": *seq, "d": {}}))
+            }
+            Some(1) => Some(json!({"op": 11})),
+            _ => None,
+        };
+        if let Some(reply) = answer(&first, &mut seq) {
+            let _ = tx.send(Message::Text(reply.to_string())).await;
+        }
         loop {
             tokio::select! {
                 incoming = rx.next() => match incoming {
                     Some(Ok(Message::Text(text))) => {
                         let frame: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                        let reply = match frame["op"].as_u64() {
-                            Some(2) => {
-                                seq += 1;
-                                Some(json!({"op": 0, "t": "READY", "s": seq, "d": ready(state.port)}))
-                            }
-                            Some(6) => {
-                                seq += 1;
-                                Some(json!({"op": 0, "t": "RESUMED", "s": seq, "d": {}}))
-                            }
-                            Some(1) => Some(json!({"op": 11})),
-                            _ => None,
-                        };
-                        if let Some(reply) = reply {
+                        if let Some(reply) = answer(&frame, &mut seq) {
                             let _ = tx.send(Message::Text(reply.to_string())).await;
                         }
                     }
@@ -378,21 +451,21 @@ fn gateway(ws: WebSocket, state: Data<&Arc<FakeState>>) -> Response {
                 }
             }
         }
-        *state.outbox.lock().unwrap() = Some(outbox);
+        state.outboxes.lock().unwrap().insert(shard, outbox);
     })
     .into_response()
 }
 
-fn ready(port: u16) -> Value {
+fn ready(port: u16, shard: u64, count: u64) -> Value {
     json!({
         "v": 10,
         "user": {"id": APP_ID, "username": "Keeper", "discriminator": "0", "global_name": null,
                  "avatar": null, "bot": true},
         "guilds": [{"id": GUILD_ID, "unavailable": true}],
-        "session_id": "session-1",
+        "session_id": format!("session-{shard}"),
         "resume_gateway_url": format!("ws://127.0.0.1:{port}/gateway"),
         "application": {"id": APP_ID, "flags": 0},
-        "shard": [0, 1]
+        "shard": [shard, count]
     })
 }
 
@@ -1971,4 +2044,106 @@ async fn the_bot_runs_on_the_postgresql_store() {
     assert_eq!(saying(&discord, &followups, "❌ #2").len(), 1, "told once");
     assert!(!env.keeper.exists(), "a keeper.db was made beside the PostgreSQL store");
     terminate(&mut child);
+}
+
+/// Two hosts with one token split the gateway: `keeper run` with
+/// `DISCORD_SHARDS=0` and with `=1`, both of `DISCORD_SHARD_COUNT=2`. Each
+/// IDENTIFYs as its own shard, and a report made through interactions on a
+/// shard is taken by the host that runs that shard, into its own keeper.db.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_each_run_their_own_shard_and_answer_its_interactions() {
+    let discord = FakeDiscord::with_shards(2).await;
+    let mut hosts = Vec::new();
+    for shard in 0..2 {
+        let mut env = Env::new();
+        env.var("DISCORD_TOKEN", "fake-token")
+            .var("DISCORD_GUILD_ID", GUILD_ID)
+            .var("DISCORD_API_BASE", discord.base())
+            .var("DISCORD_SHARDS", shard)
+            .var("DISCORD_SHARD_COUNT", 2);
+        let (child, _port, log) = spawn_run(&env);
+        hosts.push((env, child, log));
+    }
+    for (_, _, log) in &hosts {
+        wait_log(log, "🤖 Discord bot connected as Keeper");
+    }
+    let mut identified: Vec<String> = discord.identified().iter().map(Value::to_string).collect();
+    identified.sort();
+    assert_eq!(
+        identified,
+        ["[0,2]", "[1,2]"],
+        "one IDENTIFY per shard, each with its own shard"
+    );
+
+    for (shard, (env, _, log)) in hosts.iter().enumerate() {
+        let id = 5000 + 10 * shard as u64;
+        let options = vec![
+            string_option("type", "💎"),
+            string_option("system", "Ixiezh HV"),
+            string_option("location", "moon:Getre Beta"),
+        ];
+        let modal = discord.interact_on(shard, command(id, options), log).await;
+        assert_eq!(modal["type"], 9, "{modal}");
+        let custom_id = modal["data"]["custom_id"].as_str().expect("custom_id").to_owned();
+        let description = format!("reported through shard {shard}");
+        let reply = discord
+            .interact_on(
+                shard,
+                modal_submit(id + 1, &custom_id, &[("description", &description)]),
+                log,
+            )
+            .await;
+        let content = reply["data"]["content"].as_str().unwrap_or_default();
+        assert!(
+            content.starts_with("✅ Discovery archived! #1 "),
+            "shard {shard}: {reply}"
+        );
+        let stored = query_i64(
+            &env.keeper,
+            &format!("SELECT COUNT(*) FROM discoveries WHERE description = '{description}'"),
+        )
+        .await;
+        assert_eq!(stored, 1, "the host running shard {shard} took its report");
+        assert_eq!(discoveries(env).await, 1, "and only that one");
+    }
+    for (_, child, _) in &mut hosts {
+        assert!(stop(child).success());
+    }
+}
+
+/// Shard settings that cannot work stop `keeper run` at start-up, naming
+/// the variable, before keeper.db is made.
+#[test]
+fn bad_shard_settings_are_refused_at_start_up_naming_the_variable() {
+    for (shards, count, variable, says) in [
+        (
+            Some("2"),
+            Some("2"),
+            "DISCORD_SHARDS",
+            "shard 2 does not exist with DISCORD_SHARD_COUNT=2",
+        ),
+        (Some("0-4"), Some("4"), "DISCORD_SHARDS", "shard 4 does not exist"),
+        (Some("1-0"), Some("2"), "DISCORD_SHARDS", "backwards"),
+        (Some("one"), Some("2"), "DISCORD_SHARDS", "is not a shard number"),
+        (Some("1"), None, "DISCORD_SHARDS", "needs DISCORD_SHARD_COUNT"),
+        (None, Some("0"), "DISCORD_SHARD_COUNT", "0 is not in 1.."),
+    ] {
+        let mut env = Env::new();
+        env.var("DISCORD_TOKEN", "fake-token")
+            .var("DISCORD_API_BASE", "http://127.0.0.1:1");
+        if let Some(shards) = shards {
+            env.var("DISCORD_SHARDS", shards);
+        }
+        if let Some(count) = count {
+            env.var("DISCORD_SHARD_COUNT", count);
+        }
+        let out = env.run(&["run"]);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{shards:?} of {count:?} accepted: {err}");
+        assert!(
+            err.contains(&format!("error: {variable}")) && err.contains(says),
+            "{shards:?} of {count:?}: {err}"
+        );
+        assert!(!env.keeper.exists(), "keeper.db made by a refused start-up");
+    }
 }

@@ -326,7 +326,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     // What can be checked before keeper.db is opened is: a bad certificate,
     // key, CA file or address stops the command having changed nothing.
     let prepared = match &cli.command {
-        Command::Run => Prepared::Run(crate::tls::server_config(&cli.settings)?),
+        Command::Run => {
+            // Shards past the count stop the start-up before the store is touched.
+            cli.settings.discord_sharding()?;
+            Prepared::Run(crate::tls::server_config(&cli.settings)?)
+        }
         Command::Pull(args) => Prepared::Pull(remote(&cli.settings, args)?),
         _ => Prepared::Nothing,
     };

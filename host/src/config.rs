@@ -5,11 +5,14 @@
 //! bind address) live here so that the worker, the API and the CLI agree.
 //!
 //! - [`dotenv`] — `.env` files and the old bot's variable names
+//! - [`shards`] — which of the bot's gateway shards this process runs
 
 mod dotenv;
 mod haven_search;
+mod shards;
 
 pub use haven_search::{Search, SearchRoots};
+pub use shards::{ShardSpan, Sharding};
 
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -245,6 +248,18 @@ pub struct Settings {
     #[arg(long, global = true, env = "DISCORD_GUILD_ID")]
     pub discord_guild_id: Option<String>,
 
+    /// The bot's gateway shards this process runs: one (`1`) or a range
+    /// (`0-1`) of DISCORD_SHARD_COUNT, so that several hosts with one token
+    /// split Discord's events between them. Unset: one shard, or every
+    /// shard of DISCORD_SHARD_COUNT.
+    #[arg(long, global = true, env = "DISCORD_SHARDS", value_name = "N|FIRST-LAST", value_parser = shards::parse_shard_span)]
+    pub discord_shards: Option<ShardSpan>,
+
+    /// How many gateway shards the bot has, on all hosts together (give
+    /// every host the same count).
+    #[arg(long, global = true, env = "DISCORD_SHARD_COUNT", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub discord_shard_count: Option<u32>,
+
     /// Testing knob, not for production: send the bot's Discord HTTP calls to
     /// this base URL (e.g. `http://127.0.0.1:9000`, a fake Discord) instead of
     /// https://discord.com. The gateway URL is whatever that server answers.
@@ -343,6 +358,17 @@ impl Settings {
             value: format!(" = {text:?}"),
             flag: "discord-guild-id".into(),
             reason: "not a Discord guild id (a number; in Discord: right-click the server, Copy Server ID)".into(),
+        })
+    }
+
+    /// The gateway shards `keeper run` starts: checked at start-up, before
+    /// anything is opened, so that a range past the count never runs.
+    pub fn discord_sharding(&self) -> Result<Sharding, ConfigError> {
+        shards::sharding(self.discord_shards, self.discord_shard_count).map_err(|error| ConfigError {
+            setting: self.environment.describe("DISCORD_SHARDS"),
+            value: self.discord_shards.map_or_else(String::new, |s| format!(" = \"{s}\"")),
+            flag: "discord-shards".into(),
+            reason: error.to_string(),
         })
     }
 

@@ -93,14 +93,20 @@ impl Gateway {
     }
 }
 
-/// Follows the shard manager's view of the (single) shard until cancelled.
+/// Follows the shard manager's view of this process's shards until
+/// cancelled: connected when every one is, else the state of the first that
+/// is not (a host running shards 0-1 with shard 1 down cannot answer half
+/// its guilds).
 pub async fn follow(shards: Arc<ShardManager>, gateway: Arc<Gateway>) {
     loop {
         let state = {
             let runners = shards.runners.lock().await;
-            runners.values().next().map_or(GatewayState::Disconnected, |runner| {
-                GatewayState::from_stage(runner.stage)
-            })
+            let mut states = runners.values().map(|runner| GatewayState::from_stage(runner.stage));
+            match states.find(|s| *s != GatewayState::Connected) {
+                Some(state) => state,
+                None if runners.is_empty() => GatewayState::Disconnected,
+                None => GatewayState::Connected,
+            }
         };
         gateway.set(state);
         tokio::time::sleep(POLL).await;

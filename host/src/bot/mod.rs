@@ -42,6 +42,7 @@ use serenity::http::HttpBuilder;
 use tokio::sync::watch;
 
 use crate::app::App;
+use crate::config::Sharding;
 
 pub use commands::{COMMAND_NAME, record};
 pub use gateway::{Gateway, GatewayState};
@@ -62,6 +63,8 @@ pub struct BotConfig {
     pub api_base: Option<String>,
     /// Who is told what, and when (`KEEPER_ALERT_CHANNEL_ID`, `KEEPER_SLOW_SYNC_SECS`).
     pub notices: notices::NoticeRules,
+    /// The gateway shards this process runs (`DISCORD_SHARDS` of `DISCORD_SHARD_COUNT`).
+    pub sharding: Sharding,
 }
 
 impl std::fmt::Debug for BotConfig {
@@ -71,6 +74,7 @@ impl std::fmt::Debug for BotConfig {
             .field("guild", &self.guild)
             .field("api_base", &self.api_base)
             .field("notices", &self.notices)
+            .field("sharding", &self.sharding)
             .finish()
     }
 }
@@ -78,6 +82,7 @@ impl std::fmt::Debug for BotConfig {
 impl BotConfig {
     /// The bot's settings, or `None` when `DISCORD_TOKEN` is unset or empty.
     pub fn from_settings(settings: &crate::config::Settings) -> Result<Option<BotConfig>, crate::config::ConfigError> {
+        let sharding = settings.discord_sharding()?;
         let Some(token) = settings
             .discord_token
             .as_deref()
@@ -102,6 +107,7 @@ impl BotConfig {
                 slow_after: Duration::from_secs(settings.slow_sync_secs),
                 token_lifetime: Duration::from_secs(settings.discord_interaction_secs),
             },
+            sharding,
         }))
     }
 }
@@ -135,7 +141,7 @@ pub async fn run(app: App, config: BotConfig, gateway: Arc<Gateway>, mut stopped
                 let shards = client.shard_manager.clone();
                 let news = notices::follow(app.store.db().clone(), client.http.clone(), config.notices);
                 tokio::select! {
-                    result = client.start() => result,
+                    result = start(&mut client, config.sharding) => result,
                     () = gateway::follow(shards.clone(), gateway.clone()) => Ok(()),
                     () = news => Ok(()),
                     _ = stop_requested(&mut stopped) => {
@@ -162,6 +168,24 @@ pub async fn run(app: App, config: BotConfig, gateway: Arc<Gateway>, mut stopped
         tokio::select! {
             _ = tokio::time::sleep(RESTART_DELAY) => {}
             _ = stop_requested(&mut stopped) => return,
+        }
+    }
+}
+
+/// Starts the gateway shards this process runs.
+async fn start(client: &mut serenity::Client, sharding: Sharding) -> serenity::Result<()> {
+    match sharding {
+        Sharding::Single => client.start().await,
+        Sharding::Range { first, last, count } => {
+            tracing::info!(
+                first,
+                last,
+                count,
+                "Discord gateway: shards {first} to {last} of {count}"
+            );
+            // serenity 0.12 takes the range's end as the last shard to run
+            // (inclusive), unlike Rust's ranges: `first..last` runs both.
+            client.start_shard_range(first..last, count).await
         }
     }
 }
