@@ -1,6 +1,10 @@
 //! Builds the default mapping plugin (`mapper-guest`) as a wasm32-wasip2
 //! component and leaves it in OUT_DIR for `include_bytes!`, so a fresh clone
 //! needs no manual step: the wasm target is added with rustup when missing.
+//! Also reads the WIT world `sandbox` (mapper-guest/wit/mapper.wit), which
+//! says what a plugin may import, into OUT_DIR/sandbox_imports.rs: the
+//! host's import check uses that list, so the WIT and the host cannot
+//! disagree.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +23,8 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
+
+    write_sandbox_imports(&root.join("mapper-guest/wit"), &out_dir);
 
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     ensure_target(&rustc);
@@ -87,4 +93,54 @@ fn has_std(dir: &Path) -> bool {
                 .any(|e| e.file_name().to_string_lossy().starts_with("libstd-"))
         })
         .unwrap_or(false)
+}
+
+/// Writes `sandbox_imports.rs`: `SANDBOX_IMPORTS`, the interfaces the world
+/// `sandbox` imports, as (`namespace:package/interface`, version) pairs.
+fn write_sandbox_imports(wit: &Path, out_dir: &Path) {
+    use wit_parser::{Resolve, WorldItem};
+    let mut resolve = Resolve::default();
+    let (package, _) = resolve
+        .push_path(wit)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e:#}", wit.display()));
+    let world = resolve
+        .select_world(&[package], Some("sandbox"))
+        .unwrap_or_else(|e| panic!("mapper.wit must have the world `sandbox`: {e:#}"));
+    let mut imports: Vec<(String, String)> = Vec::new();
+    for item in resolve.worlds[world].imports.values() {
+        match item {
+            WorldItem::Interface { id, .. } => {
+                let interface = &resolve.interfaces[*id];
+                let name = interface
+                    .name
+                    .as_deref()
+                    .expect("the world imports named interfaces only");
+                let package = &resolve.packages[interface.package.expect("an interface of a package")].name;
+                let version = package
+                    .version
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("package {package} of the world `sandbox` has no version"));
+                imports.push((
+                    format!("{}:{}/{name}", package.namespace, package.name),
+                    version.to_string(),
+                ));
+            }
+            // A `use` in the world: the types of an interface it imports.
+            WorldItem::Type { .. } => {}
+            WorldItem::Function(f) => panic!("the world `sandbox` imports a bare function {}", f.name),
+        }
+    }
+    imports.sort();
+    let mut code = String::from(
+        "/// What a plugin may import: the interfaces the WIT world `sandbox`\n\
+         /// imports, as (`namespace:package/interface`, version). Written by\n\
+         /// build.rs from mapper-guest/wit.\n\
+         pub const SANDBOX_IMPORTS: &[(&str, &str)] = &[\n",
+    );
+    for (name, version) in &imports {
+        code.push_str(&format!("    ({name:?}, {version:?}),\n"));
+    }
+    code.push_str("];\n");
+    let path = out_dir.join("sandbox_imports.rs");
+    std::fs::write(&path, code).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }

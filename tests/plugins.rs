@@ -523,6 +523,72 @@ async fn hot_reload_rejects_hostile_plugins_while_the_active_one_keeps_syncing()
     );
 }
 
+/// The test plugin `name` grown past `size` bytes by a custom section at
+/// its end, which the component model ignores: the same valid plugin, as
+/// large as a test needs. Kept in `dir`.
+fn padded(name: &str, size: usize, dir: &Path) -> PathBuf {
+    const LABEL: &[u8] = b"padding";
+    let mut bytes = std::fs::read(plugin(name)).expect("read test plugin");
+    let payload = size.saturating_sub(bytes.len());
+    let mut body_len = 1 + LABEL.len() + payload;
+    bytes.push(0); // a custom section
+    loop {
+        let low = u8::try_from(body_len & 0x7f).expect("seven bits");
+        body_len >>= 7;
+        bytes.push(if body_len == 0 { low } else { low | 0x80 });
+        if body_len == 0 {
+            break;
+        }
+    }
+    bytes.push(u8::try_from(LABEL.len()).expect("a short label"));
+    bytes.extend_from_slice(LABEL);
+    bytes.resize(bytes.len() + payload, 0);
+    store_by_hash(dir, &format!("{name}-padded"), &bytes)
+}
+
+/// Compiling takes memory in proportion to a component's size, so one over
+/// `KEEPER_PLUGIN_SIZE_MIB` is refused before it is compiled, by `keeper
+/// plugin check` and by hot reload, with a message naming the setting; the
+/// active plugin stays and goes on syncing. The same file under a larger
+/// setting passes: the padding is valid and the size alone refused it.
+#[tokio::test]
+async fn a_component_over_the_size_limit_is_refused_by_check_and_hot_reload() {
+    let (mut env, dir) = benign_plugin_env();
+    let outside = env.dir.path().join("padded");
+    std::fs::create_dir_all(&outside).unwrap();
+    let big = padded("upper", 9 << 20, &outside);
+    let big_arg = big.to_str().unwrap();
+
+    let mut roomy = Env::new();
+    roomy
+        .var("KEEPER_PLUGIN_TIMEOUT_MS", BENIGN_DEADLINE_MS)
+        .var("KEEPER_PLUGIN_SIZE_MIB", 16);
+    let report = roomy.ok(&["plugin", "check", big_arg]);
+    assert!(report.contains("verdict  accepted"), "{report}");
+
+    env.var("KEEPER_PLUGIN_SIZE_MIB", 8);
+    let refusal = "above this keeper's limit of 8 MiB for a plugin it compiles";
+    let raise = "raise KEEPER_PLUGIN_SIZE_MIB to at least 10";
+    let out = env.run(&["plugin", "check", big_arg]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "passed the check:\n{report}");
+    assert!(report.contains("verdict  rejected: "), "{report}");
+    assert!(report.contains(refusal) && report.contains(raise), "{report}");
+
+    submit_many(&env, 3, "Before");
+    let run = Running::start(&env);
+    wait_for_synced(&env.keeper, 3).await;
+    std::fs::copy(&big, dir.join("big.wasm")).unwrap();
+    let recorded = rejection_reason(&env.keeper, "big").await;
+    assert!(recorded.contains(refusal) && recorded.contains(raise), "{recorded}");
+    assert_eq!(active_plugin(&env.keeper).await.0, "keeper-default-mapper");
+    submit_many(&env, 3, "After");
+    wait_for_synced(&env.keeper, 6).await;
+    assert_eq!(written_by(&env.haven, "keeper-default-mapper").await, 6);
+    assert_eq!(written_by(&env.haven, "test-upper").await, 0);
+    run.stop();
+}
+
 #[tokio::test]
 async fn hot_swap_during_sync_loses_nothing_and_records_who_wrote_each_row() {
     const FIRST: usize = 500;

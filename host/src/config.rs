@@ -216,6 +216,13 @@ pub struct Settings {
     #[arg(long, global = true, env = "KEEPER_PLUGIN_MEMORY_MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub plugin_memory_mib: Option<u64>,
 
+    /// The largest plugin component keeper compiles, in MiB (default 32):
+    /// compiling takes memory in proportion to its size, and one larger is
+    /// refused. At least 8 (the built-in plugin is 3 MB), at most 64 (a
+    /// larger file is never read).
+    #[arg(long, global = true, env = "KEEPER_PLUGIN_SIZE_MIB", value_parser = clap::value_parser!(u64).range(8..=64))]
+    pub plugin_size_mib: Option<u64>,
+
     /// Sync API port.
     #[arg(long, global = true, env = "SYNC_API_PORT", default_value_t = 8080)]
     pub sync_api_port: u16,
@@ -423,6 +430,9 @@ impl Settings {
         }
         if let Some(mib) = self.plugin_memory_mib.and_then(|m| usize::try_from(m).ok()) {
             limits.memory_bytes = mib << 20;
+        }
+        if let Some(mib) = self.plugin_size_mib.and_then(|m| usize::try_from(m).ok()) {
+            limits.component_bytes = mib << 20;
         }
         limits
     }

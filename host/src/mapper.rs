@@ -63,6 +63,12 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Size of one mapped row plus its warnings (see [`Row::size`]).
     pub output_bytes: usize,
+    /// The largest component compiled ([`Runtime::compile`]): compiling
+    /// takes memory in proportion to the component's code (measured: a
+    /// 19.3 MB Python plugin raises keeper's peak by about 350 MB, a 3 MB
+    /// Rust one by about 20 MB; plugins/README.md), and this is what bounds
+    /// it. Not a need a plugin can declare.
+    pub component_bytes: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +77,7 @@ impl Default for Limits {
             deadline: Duration::from_millis(100),
             memory_bytes: 32 << 20,
             output_bytes: 1 << 20,
+            component_bytes: 32 << 20,
         }
     }
 }
@@ -160,34 +167,17 @@ pub const WORLD: &str = "keeper:mapper/mapper@1.2.0";
 /// The export by which a `mapper-with-limits` plugin declares its needs.
 const REQUESTED_LIMITS_EXPORT: &str = "requested-limits";
 
-/// The contract's own interfaces a plugin may import, any 1.x version.
-const CONTRACT_IMPORTS: [&str; 3] = [
-    "keeper:mapper/types",
-    "keeper:mapper/lookup",
-    "keeper:mapper/diagnostics",
-];
-
-/// The WASI 0.2 interfaces a Rust guest's standard library imports on
-/// wasm32-wasip2 even when the plugin uses none of them (its start-up reads
-/// the environment, its panics print to stderr). They are allowed so a
-/// plugin can be built with plain `cargo build --target wasm32-wasip2`, and
-/// granted empty ([`sandbox_wasi`]). Everything else WASI offers (files,
-/// sockets, clocks, randomness, HTTP) is refused.
-const STD_WASI_IMPORTS: [&str; 13] = [
-    "wasi:io/error",
-    "wasi:io/poll",
-    "wasi:io/streams",
-    "wasi:cli/environment",
-    "wasi:cli/exit",
-    "wasi:cli/stdin",
-    "wasi:cli/stdout",
-    "wasi:cli/stderr",
-    "wasi:cli/terminal-input",
-    "wasi:cli/terminal-output",
-    "wasi:cli/terminal-stdin",
-    "wasi:cli/terminal-stdout",
-    "wasi:cli/terminal-stderr",
-];
+/// What a plugin may import, read by build.rs from the WIT world `sandbox`
+/// (mapper-guest/wit/mapper.wit), so the contract's text is the list the
+/// host enforces: the contract's own interfaces, and the WASI 0.2 a Rust
+/// guest's standard library imports on wasm32-wasip2 even when the plugin
+/// uses none of it (its start-up reads the environment, its panics print to
+/// stderr), granted empty ([`sandbox_wasi`]) so a plugin can be built with
+/// plain `cargo build --target wasm32-wasip2`. Everything else WASI offers
+/// (files, sockets, clocks, randomness, HTTP) is refused.
+mod sandbox {
+    include!(concat!(env!("OUT_DIR"), "/sandbox_imports.rs"));
+}
 
 /// Held while a component compiles, so compiles run one at a time: a
 /// Python plugin (CPython and its standard library, 18.5 MB) takes seconds
@@ -220,6 +210,14 @@ pub enum PluginError {
         .0.join(", ")
     )]
     ForbiddenImports(Vec<String>),
+    /// A component larger than [`Limits::component_bytes`]: not compiled.
+    #[error(
+        "the component is {} bytes, above this keeper's limit of {} MiB for a plugin it compiles (compiling \
+         takes memory in proportion to the component's size): raise KEEPER_PLUGIN_SIZE_MIB to at least {}, or \
+         make the plugin smaller",
+        .bytes, .limit >> 20, .bytes.div_ceil(1 << 20)
+    )]
+    TooLarge { bytes: usize, limit: usize },
     /// A component, but not of our world (other imports or exports).
     #[error("not a {WORLD} component: {0}")]
     WrongWorld(String),
@@ -445,8 +443,17 @@ impl Runtime {
     }
 
     /// Compiles a component without linking it. Blocking; one compile at a
-    /// time in this process ([`COMPILING`]).
+    /// time in this process ([`COMPILING`]), and none of a component larger
+    /// than [`Limits::component_bytes`]. Every compile goes through here:
+    /// start-up, hot reload, `keeper plugin check` and `preview`, cached or
+    /// not (`plugins::cache` compiles only on a miss, through this).
     pub fn compile(&self, bytes: &[u8]) -> Result<Component, PluginError> {
+        if bytes.len() > self.limits.component_bytes {
+            return Err(PluginError::TooLarge {
+                bytes: bytes.len(),
+                limit: self.limits.component_bytes,
+            });
+        }
         let _one_at_a_time = COMPILING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         Component::new(&self.engine, bytes).map_err(|e| PluginError::NotWasm(one_line(&format!("{e:#}"))))
     }
@@ -511,16 +518,32 @@ fn check_imports(engine: &Engine, component: &Component) -> Result<(), PluginErr
 
 /// Whether the contract grants the import `name`: a type (the world's
 /// `use types.{...}` imports the contract's types by name; a type grants
-/// nothing), one of [`CONTRACT_IMPORTS`] at 1.x, or one of
-/// [`STD_WASI_IMPORTS`] at 0.2.x.
+/// nothing) or an interface [`interface_allowed`].
 fn import_allowed(name: &str, item: &wasmtime::component::types::ComponentItem) -> bool {
     use wasmtime::component::types::ComponentItem;
-    if matches!(item, ComponentItem::Type(_)) && !name.contains(':') {
-        return true;
-    }
+    (matches!(item, ComponentItem::Type(_)) && !name.contains(':')) || interface_allowed(name)
+}
+
+/// Whether the interface `name` (`namespace:package/interface@version`) is
+/// one the world `sandbox` imports, at a semver-compatible version (the
+/// same major, or for a 0.x the same minor: `keeper:mapper` 1.x, WASI 0.2.x),
+/// as wasmtime links them.
+fn interface_allowed(name: &str) -> bool {
     let (interface, version) = name.split_once('@').unwrap_or((name, ""));
-    (CONTRACT_IMPORTS.contains(&interface) && version.starts_with("1."))
-        || (STD_WASI_IMPORTS.contains(&interface) && version.starts_with("0.2."))
+    sandbox::SANDBOX_IMPORTS
+        .iter()
+        .any(|(allowed, allowed_version)| *allowed == interface && same_family(allowed_version, version))
+}
+
+/// Whether two semver versions are compatible: the same major, or, below
+/// 1.0, the same major and minor.
+fn same_family(a: &str, b: &str) -> bool {
+    fn family(version: &str) -> Option<(&str, Option<&str>)> {
+        let mut parts = version.split('.');
+        let major = parts.next().filter(|m| !m.is_empty())?;
+        Some((major, (major == "0").then(|| parts.next()).flatten()))
+    }
+    family(a).is_some_and(|f| family(b) == Some(f))
 }
 
 /// wasmtime's messages may embed pretty-printed values over several lines;
@@ -740,7 +763,7 @@ impl HostMonotonicClock for FrozenClock {
     target_os = "ios",
     target_os = "freebsd"
 ))]
-fn thread_cpu_time() -> Option<Duration> {
+pub fn thread_cpu_time() -> Option<Duration> {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime only writes the timespec it is given.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
@@ -760,7 +783,7 @@ fn thread_cpu_time() -> Option<Duration> {
     target_os = "ios",
     target_os = "freebsd"
 )))]
-fn thread_cpu_time() -> Option<Duration> {
+pub fn thread_cpu_time() -> Option<Duration> {
     None
 }
 
@@ -946,6 +969,90 @@ mod tests {
             deadline: Duration::from_millis(100),
             memory_bytes: 32 << 20,
             output_bytes: 1 << 20,
+            component_bytes: 32 << 20,
+        }
+    }
+
+    /// The sandbox's promise, as the WIT world `sandbox` states it and the
+    /// host enforces it: the contract's interfaces and a Rust std's WASI
+    /// input/output, no files, sockets, clocks or randomness. A change to
+    /// the world that grants more fails here.
+    #[test]
+    fn the_sandbox_world_grants_the_contract_and_std_io_only() {
+        let names: Vec<&str> = sandbox::SANDBOX_IMPORTS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            names,
+            [
+                "keeper:mapper/diagnostics",
+                "keeper:mapper/lookup",
+                "keeper:mapper/types",
+                "wasi:cli/environment",
+                "wasi:cli/exit",
+                "wasi:cli/stderr",
+                "wasi:cli/stdin",
+                "wasi:cli/stdout",
+                "wasi:cli/terminal-input",
+                "wasi:cli/terminal-output",
+                "wasi:cli/terminal-stderr",
+                "wasi:cli/terminal-stdin",
+                "wasi:cli/terminal-stdout",
+                "wasi:io/error",
+                "wasi:io/poll",
+                "wasi:io/streams",
+            ]
+        );
+        for (name, version) in sandbox::SANDBOX_IMPORTS {
+            let expected = if name.starts_with("keeper:") { "1.2.0" } else { "0.2.6" };
+            assert_eq!(*version, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_import_is_allowed_at_a_compatible_version_of_the_worlds_only() {
+        for allowed in [
+            "wasi:cli/environment@0.2.6",
+            "wasi:cli/environment@0.2.0",
+            "wasi:io/streams@0.2.12",
+            "keeper:mapper/lookup@1.0.0",
+            "keeper:mapper/diagnostics@1.2.0",
+        ] {
+            assert!(interface_allowed(allowed), "{allowed} refused");
+        }
+        for refused in [
+            "wasi:filesystem/types@0.2.6",
+            "wasi:clocks/wall-clock@0.2.6",
+            "wasi:cli/environment@0.3.0",
+            "wasi:cli/environment",
+            "keeper:mapper/lookup@2.0.0",
+            "keeper:mapper/lookup@0.2.6",
+        ] {
+            assert!(!interface_allowed(refused), "{refused} allowed");
+        }
+    }
+
+    /// The WASI the world names is the WASI a Rust plugin really imports,
+    /// at the same version: the default plugin, built by this toolchain's
+    /// standard library, imports nothing the world does not name exactly.
+    /// A standard library importing another 0.2.x fails here, so that the
+    /// vendored `mapper-guest/wit/deps/` follow it.
+    #[test]
+    fn the_default_plugin_imports_exactly_what_the_sandbox_world_names() {
+        let runtime = Runtime::new(Limits::default()).expect("runtime");
+        let component = runtime.compile(DEFAULT_PLUGIN).expect("the default plugin compiles");
+        let imported: Vec<String> = component
+            .component_type()
+            .imports(runtime.engine())
+            .map(|(name, _)| name.to_owned())
+            .filter(|name| name.contains(':'))
+            .collect();
+        assert!(imported.iter().any(|i| i.starts_with("wasi:cli/")), "{imported:?}");
+        for import in &imported {
+            let (name, version) = import.split_once('@').expect("a versioned import");
+            assert!(
+                sandbox::SANDBOX_IMPORTS.contains(&(name, version)),
+                "the default plugin imports {import}, which the world sandbox does not name: {:?}",
+                sandbox::SANDBOX_IMPORTS
+            );
         }
     }
 

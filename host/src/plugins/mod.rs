@@ -33,8 +33,9 @@ use crate::sink::{SinkError, TargetSchema};
 use cache::Cache;
 use conformance::Rejection;
 
-/// A plugin file larger than this is refused unread: the default mapper is
-/// a few hundred KiB.
+/// A plugin file larger than this is refused unread: the most
+/// `KEEPER_PLUGIN_SIZE_MIB` allows keeper to compile (a file up to it is
+/// read, and one above that setting refused before it is compiled).
 pub const MAX_PLUGIN_FILE: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -121,9 +122,12 @@ impl Loader {
 
     /// Compiles (or takes from the cache) and links. Blocking. The time it
     /// took is logged at debug level (`KEEPER_LOG=keeper::plugins=debug`):
-    /// how long activating a plugin costs, cached or not.
+    /// how long activating a plugin costs, cached or not, in wall-clock
+    /// time and in this thread's CPU time (which a busy machine does not
+    /// inflate; absent where the platform has no thread CPU clock).
     fn load(&self, bytes: &[u8]) -> Result<(Plugin, bool), PluginError> {
         let started = std::time::Instant::now();
+        let cpu_started = crate::mapper::thread_cpu_time();
         let loaded = match &self.cache {
             Some(cache) => cache.load(&self.runtime, bytes),
             None => self.runtime.load(bytes).map(|p| (p, false)),
@@ -133,6 +137,9 @@ impl Loader {
                 name = %plugin.info().name,
                 cached,
                 elapsed_ms = started.elapsed().as_millis(),
+                cpu_ms = cpu_started
+                    .zip(crate::mapper::thread_cpu_time())
+                    .map(|(from, to)| to.saturating_sub(from).as_millis()),
                 "plugin loaded"
             );
         }
