@@ -570,3 +570,118 @@ async fn the_console_in_a_browser_shows_the_queue_and_retries_a_class() {
     browser.screenshot("6-overview-after");
     assert!(!keeper.log().contains("panicked"), "{}", keeper.log());
 }
+
+/// Types `name` into the Plugins page's name field and presses its Upload
+/// button by keyboard.
+fn upload_as(browser: &mut Browser, name: &str) {
+    browser.eval("document.getElementById('plugin-name').value = ''");
+    browser.eval("document.getElementById('plugin-name').focus()");
+    browser.type_text(name);
+    browser.tab_to("el.id === 'upload-plugin'", 5);
+    browser.press("Enter");
+}
+
+/// Waits until the Plugins page shows `name` as the active plugin.
+fn wait_for_active(browser: &mut Browser, name: &str) {
+    browser.wait_for(
+        &format!("document.querySelector('[data-field=plugin-name]')?.textContent === {name:?}"),
+        &format!("{name} active"),
+    );
+}
+
+#[tokio::test]
+async fn plugins_are_uploaded_previewed_and_rolled_back_in_the_browser() {
+    let mut env = Env::new();
+    let plugins_dir = env.dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins_dir).unwrap();
+    env.var("SYNC_API_KEY", KEY)
+        .var("SYNC_INTERVAL", 1)
+        .var("KEEPER_PLUGINS_DIR", plugins_dir.display())
+        .var("KEEPER_PLUGIN_TIMEOUT_MS", 5_000);
+    for text in ["Ribcage in a cave", "A jawbone"] {
+        env.submit("🦴", "Oculi", "planet:Erren", text, &[]);
+    }
+    env.ok(&["sync", "--once"]);
+    let keeper = Keeper::start(&env);
+    let mut browser = open_browser(&env, "plugins");
+    browser.open(&keeper.url("/console#/plugins"));
+    browser.wait_for("document.activeElement.id === 'key-input'", "the key prompt");
+    browser.type_text(KEY);
+    browser.press("Enter");
+    browser.wait_for("document.getElementById('upload-plugin')", "the upload form");
+
+    // A plugin that fails the conformance check: refused, listed with its reason.
+    let bad = common::guest_plugins::plugin("unknown-column");
+    browser.choose_file("#plugin-file", &bad);
+    browser.wait_for("document.querySelector('[data-field=chosen-file]')", "the chosen file");
+    upload_as(&mut browser, "bad_columns");
+    let reason = "schema mismatch: column no_such_column missing in VH-Database table discoveries";
+    browser.wait_for(
+        &format!("document.getElementById('notice').textContent.includes({reason:?})"),
+        "the refusal's reason",
+    );
+    browser.wait_for(
+        "document.querySelector('#plugin-rejected [data-field=reason]')",
+        "the rejected plugin listed",
+    );
+    let listed = browser.eval(&text_of("#plugin-rejected tbody tr"));
+    assert!(
+        listed.as_str().unwrap().contains(reason) && listed.as_str().unwrap().contains("bad_columns.wasm"),
+        "{listed}"
+    );
+    let api = keeper.get("/plugins");
+    assert_eq!(api["active"]["name"], "keeper-default-mapper", "{api}");
+    assert!(api["rejected"][0]["reason"].as_str().unwrap().contains(reason), "{api}");
+    assert_eq!(std::fs::read_dir(&plugins_dir).unwrap().count(), 0, "no file left");
+    browser.eval("document.getElementById('plugin-rejected').scrollIntoView()");
+    browser.screenshot("1-rejected-upload");
+
+    // A good one: its preview is a diff with the changed column marked.
+    let good = common::guest_plugins::plugin("upper");
+    browser.choose_file("#plugin-file", &good);
+    browser.wait_for(
+        &format!(
+            "document.querySelector('[data-field=chosen-file]')?.textContent.startsWith({:?})",
+            good.file_name().unwrap().to_string_lossy()
+        ),
+        "the good file chosen",
+    );
+    browser.eval("document.getElementById('preview-upload').click()");
+    browser.wait_for(
+        "document.querySelector('[data-field=preview-summary]')?.textContent === '2 of 2 item(s) would change.'",
+        "the preview",
+    );
+    let marked = browser.eval(
+        "[...document.querySelectorAll('#plugin-preview tr.changed')].map(r => r.dataset.column + ': ' + \
+         [...r.querySelectorAll('td')].map(td => td.textContent).join(' → '))",
+    );
+    assert_eq!(
+        marked,
+        json!([
+            "discovered_by: Explorer#1234 → EXPLORER#1234",
+            "discovered_by: Explorer#1234 → EXPLORER#1234"
+        ])
+    );
+    browser.eval("document.getElementById('plugin-preview').scrollIntoView()");
+    browser.screenshot("2-preview-diff");
+
+    // Upload it: active; then roll back by keyboard.
+    upload_as(&mut browser, "shouting");
+    wait_for_active(&mut browser, "test-upper");
+    assert_eq!(keeper.get("/plugins")["active"]["name"], "test-upper");
+    assert!(plugins_dir.join("shouting.wasm").is_file());
+    browser.screenshot("3-uploaded");
+    browser.eval("document.activeElement.blur()");
+    browser.tab_to("el.id === 'rollback'", 40);
+    browser.press("Enter");
+    wait_for_active(&mut browser, "keeper-default-mapper");
+    assert_eq!(keeper.get("/plugins")["active"]["name"], "keeper-default-mapper");
+    browser.screenshot("4-rolled-back");
+    browser.viewport(390, 844, true);
+    browser.wait_for(
+        "document.documentElement.scrollWidth <= window.innerWidth",
+        "the plugins page fitting a phone",
+    );
+    browser.screenshot("4-rolled-back-phone");
+    assert!(!keeper.log().contains("panicked"), "{}", keeper.log());
+}

@@ -517,9 +517,11 @@ async fn run_main(app: &App, tls: Option<ServerTls>) -> Result<(), CliError> {
     let api = crate::api::Listening::bind(app.settings.api_addr(), tls).await?;
     let api_stopped = stopped.clone();
     let mut worker_status = Default::default();
+    let mut plugin_control = None;
     if app.settings.use_haven_database {
         prepare_haven(app).await;
         let plugins = app.plugins().await?;
+        plugin_control = Some(plugins.control());
         let worker = app.worker_on(plugins.slot());
         tasks.spawn(plugins.watch(stopped.clone()));
         worker_status = worker.status.clone();
@@ -534,7 +536,8 @@ async fn run_main(app: &App, tls: Option<ServerTls>) -> Result<(), CliError> {
     } else {
         tracing::info!("USE_HAVEN_DATABASE=false: remote mode, this process does not write VH-Database");
     }
-    let api_state = crate::api::ApiState::new(app.clone(), worker_status);
+    let mut api_state = crate::api::ApiState::new(app.clone(), worker_status);
+    api_state.plugins = plugin_control;
     match bot_config {
         Some(config) => {
             tracing::info!(guild = ?config.guild, "🤖 Discord bot starting");

@@ -437,6 +437,12 @@ impl Settings {
         limits
     }
 
+    /// Where every plugin version that became active is kept (see
+    /// `plugins::versions`): beside keeper.db, like the compiled plugins.
+    pub fn plugin_versions_dir(&self) -> PathBuf {
+        self.plugin_cache_dir().with_file_name("plugin-versions")
+    }
+
     /// Where compiled plugins are kept between runs: beside keeper.db, since
     /// that is the one folder the operator has already given us to write in.
     pub fn plugin_cache_dir(&self) -> PathBuf {

@@ -180,6 +180,24 @@ impl Browser {
         }
     }
 
+    /// Chooses `file` in the file input `selector`, as a person does in the
+    /// file dialog (which a headless browser does not show); the page gets
+    /// its `change` event.
+    pub fn choose_file(&mut self, selector: &str, file: &Path) {
+        let found = self.call(
+            "Runtime.evaluate",
+            json!({"expression": format!("document.querySelector({selector:?})")}),
+        );
+        let object = found["result"]["objectId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {selector} to choose a file in"))
+            .to_owned();
+        self.call(
+            "DOM.setFileInputFiles",
+            json!({"files": [file.display().to_string()], "objectId": object}),
+        );
+    }
+
     /// Presses a key (`Tab`, `Enter`, …) as the keyboard would.
     pub fn press(&mut self, key: &str) {
         let (code, text) = match key {

@@ -14,6 +14,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Enum, Object};
 
+use crate::plugins::PluginsError;
+use crate::plugins::control::ControlError;
 use crate::queue::{RetryError, RetryRefused};
 
 /// Always `error` in an error body (successes say `ok`).
@@ -74,8 +76,9 @@ fn kind(status: StatusCode) -> &'static str {
 /// listed, each documented, each with a constructor, so that an operation
 /// cannot answer a status its document does not list (a constructor that is
 /// not there does not compile). Statuses: `BadRequest` 400, `Unauthorized`
-/// 401, `NotFound` 404, `Conflict` 409, `PayloadTooLarge` 413, `Unavailable`
-/// 503 (with `From` keeper.db errors).
+/// 401, `NotFound` 404, `Conflict` 409, `PayloadTooLarge` 413 (`PluginTooLarge`
+/// for the plugin uploads), `Unprocessable` 422, `Unavailable` 503 (with
+/// `From` keeper.db errors).
 macro_rules! api_errors {
     ($(#[doc = $doc:literal])* $name:ident { $($variant:ident),+ $(,)? }) => {
         api_errors!(@munch [$(#[doc = $doc])*] $name [] $($variant)+);
@@ -133,6 +136,22 @@ macro_rules! api_errors {
             PayloadTooLarge(Json<ErrorBody>),
         ] $($rest)*);
     };
+    (@munch $docs:tt $name:ident [$($body:tt)*] PluginTooLarge $($rest:ident)*) => {
+        api_errors!(@munch $docs $name [$($body)*
+            /// The plugin is larger than 64 MiB.
+            #[oai(status = 413)]
+            PayloadTooLarge(Json<ErrorBody>),
+        ] $($rest)*);
+    };
+    (@munch $docs:tt $name:ident [$($body:tt)*] Unprocessable $($rest:ident)*) => {
+        api_errors!(@munch $docs $name [$($body)*
+            /// The plugin failed the conformance check (or is no plugin at
+            /// all); the message gives the reason, as `GET /plugins` lists it.
+            #[oai(status = 422)]
+            Unprocessable(Json<ErrorBody>),
+        ] $($rest)*);
+        api_errors!(@constructor $name, unprocessable, Unprocessable, UNPROCESSABLE_ENTITY);
+    };
     (@munch $docs:tt $name:ident [$($body:tt)*] Unavailable $($rest:ident)*) => {
         api_errors!(@munch $docs $name [$($body)*
             /// keeper.db cannot be read or written right now; try again.
@@ -147,6 +166,13 @@ macro_rules! api_errors {
         impl From<crate::store::StoreError> for $name {
             fn from(error: crate::store::StoreError) -> $name {
                 $name::Unavailable(Json(unavailable(&error)))
+            }
+        }
+        impl $name {
+            /// 503 for a failure that is not keeper.db's.
+            #[allow(dead_code)]
+            pub fn unavailable(message: impl Into<String>) -> $name {
+                $name::Unavailable(Json(ErrorBody::new(StatusCode::SERVICE_UNAVAILABLE, message)))
             }
         }
     };
@@ -202,6 +228,46 @@ api_errors! {
     RemoteWriteError { BadRequest, Unauthorized, Conflict, PayloadTooLarge, Unavailable }
 }
 
+api_errors! {
+    /// The errors of uploading or previewing a plugin (409: this host runs
+    /// no plugins, in remote mode).
+    PluginUploadError { BadRequest, Unauthorized, Conflict, PluginTooLarge, Unprocessable, Unavailable }
+}
+
+api_errors! {
+    /// The errors of previewing, activating or rolling back to an earlier
+    /// plugin version (409: remote mode, or nothing to roll back to; 422: the
+    /// version no longer passes the conformance check).
+    PluginVersionError { BadRequest, Unauthorized, NotFound, Conflict, Unprocessable, Unavailable }
+}
+
+/// An upload's or activation's failure as the status that says who can fix it.
+macro_rules! from_control_error {
+    ($name:ident, $unknown:ident) => {
+        impl From<ControlError> for $name {
+            fn from(error: ControlError) -> $name {
+                let message = error.to_string();
+                match error {
+                    ControlError::BadName(_) => $name::bad_request(message),
+                    ControlError::Rejected(_) | ControlError::Plugins(PluginsError::Rejected(_)) => {
+                        $name::unprocessable(message)
+                    }
+                    ControlError::UnknownVersion(_) => $name::$unknown(message),
+                    ControlError::NothingEarlier => $name::conflict(message),
+                    ControlError::Sql(e) => $name::from(e),
+                    ControlError::Folder { .. } | ControlError::Stopped | ControlError::Plugins(_) => {
+                        tracing::error!(error = %message, "sync API: a plugin could not be installed");
+                        $name::unavailable(message)
+                    }
+                }
+            }
+        }
+    };
+}
+
+from_control_error!(PluginUploadError, conflict);
+from_control_error!(PluginVersionError, not_found);
+
 impl From<RetryRefused> for RetryItemError {
     fn from(error: RetryRefused) -> RetryItemError {
         match error {
@@ -231,7 +297,14 @@ pub fn to_json_response(error: poem::Error, method: &Method, path: &str) -> Resp
         }
         StatusCode::NOT_FOUND => format!("no endpoint {method} {path}; the list is at /docs"),
         StatusCode::METHOD_NOT_ALLOWED => format!("{path} does not accept {method}; see /docs"),
-        StatusCode::PAYLOAD_TOO_LARGE => format!("request body is larger than {} bytes", super::MAX_BODY_BYTES),
+        StatusCode::PAYLOAD_TOO_LARGE => match super::body_limit(method, path) {
+            super::MAX_PLUGIN_BODY_BYTES => format!(
+                "the plugin is larger than {} MiB ({} bytes), the most a plugin may be",
+                super::MAX_PLUGIN_BODY_BYTES >> 20,
+                super::MAX_PLUGIN_BODY_BYTES
+            ),
+            limit => format!("request body is larger than {limit} bytes"),
+        },
         s if s.is_server_error() => {
             tracing::error!(%error, %method, path, "sync API: request failed");
             format!("internal error: {error}")

@@ -257,21 +257,70 @@ impl Example for Plugins {
     fn example() -> Plugins {
         Plugins {
             status: OkStatus::Ok,
-            active: Some(PluginEntry {
-                name: "keeper-default-mapper".into(),
-                version: "1.0.0".into(),
-                hash: HASH.into(),
-                source: "built-in".into(),
-                status: "active".into(),
-                reason: None.into(),
-                recorded_at: Some(SUBMITTED).into(),
-                retired_at: None.into(),
-                memory_mib: Some(32).into(),
-                timeout_ms: Some(100).into(),
-            })
-            .into(),
+            active: Some(default_plugin_entry()).into(),
             history: Vec::new(),
             rejected: Vec::new(),
+        }
+    }
+}
+
+fn default_plugin_entry() -> PluginEntry {
+    PluginEntry {
+        name: "keeper-default-mapper".into(),
+        version: "1.0.0".into(),
+        hash: HASH.into(),
+        source: "built-in".into(),
+        status: "active".into(),
+        reason: None.into(),
+        recorded_at: Some(SUBMITTED).into(),
+        retired_at: None.into(),
+        memory_mib: Some(32).into(),
+        timeout_ms: Some(100).into(),
+    }
+}
+
+impl Example for PluginActivated {
+    fn example() -> PluginActivated {
+        PluginActivated {
+            status: OkStatus::Ok,
+            message: "my-mapper 1.1.0 is active".into(),
+            active: PluginEntry {
+                name: "my-mapper".into(),
+                version: "1.1.0".into(),
+                source: "/srv/keeper/plugins/my-mapper.wasm".into(),
+                ..default_plugin_entry()
+            },
+        }
+    }
+}
+
+impl Example for PluginPreview {
+    fn example() -> PluginPreview {
+        let row = |by: &str| json!({ "discovered_by": by, "planet_id": 3, "discovery_type": "🦴" });
+        PluginPreview {
+            status: OkStatus::Ok,
+            active: provenance(),
+            candidate: Provenance {
+                name: "my-mapper".into(),
+                version: "1.1.0".into(),
+                hash: "9f2c1e7a5b3d4c6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6".into(),
+            },
+            notes: Vec::new(),
+            compared: 1,
+            changed: 1,
+            items: vec![PreviewItem {
+                queue_id: 7,
+                discovery_id: 42,
+                unreadable: None.into(),
+                active_row: Some(row("Explorer#1234")).into(),
+                active_error: None.into(),
+                candidate_row: Some(row("EXPLORER#1234")).into(),
+                candidate_error: None.into(),
+                changes: vec![PreviewChange {
+                    column: Some("discovered_by".to_owned()).into(),
+                    description: "discovered_by: \"Explorer#1234\" → \"EXPLORER#1234\"".into(),
+                }],
+            }],
         }
     }
 }

@@ -57,6 +57,27 @@ pub use routes::SyncApi;
 /// The largest request body accepted; a larger one gets 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
+/// The largest plugin an upload or preview takes: what the plugins folder
+/// takes ([`crate::plugins::MAX_PLUGIN_FILE`]; a Python plugin is ~18.5 MB).
+pub const MAX_PLUGIN_BODY_BYTES: usize = crate::plugins::MAX_PLUGIN_FILE as usize;
+
+/// The body limit of a request: [`MAX_PLUGIN_BODY_BYTES`] for the operations
+/// that take a plugin (`PUT /plugins/{name}`, `POST /plugins/preview`),
+/// [`MAX_BODY_BYTES`] for every other.
+pub fn body_limit(method: &poem::http::Method, path: &str) -> usize {
+    let takes_plugin = match segments(path).as_slice() {
+        [plugins, name] if plugins == "plugins" => {
+            method == poem::http::Method::PUT || (method == poem::http::Method::POST && name == "preview")
+        }
+        _ => false,
+    };
+    if takes_plugin {
+        MAX_PLUGIN_BODY_BYTES
+    } else {
+        MAX_BODY_BYTES
+    }
+}
+
 /// What the operations serve from, attached to every request.
 pub struct ApiState {
     pub app: App,
@@ -73,6 +94,9 @@ pub struct ApiState {
     /// The VH-Database this process writes, as chosen at start-up (`None`
     /// in remote mode).
     pub haven_db: Option<model::HavenDb>,
+    /// The plugin manager of this process's worker (`None` in remote mode,
+    /// where this process runs no plugin).
+    pub plugins: Option<crate::plugins::control::PluginControl>,
 }
 
 impl ApiState {
@@ -90,6 +114,7 @@ impl ApiState {
             app,
             worker,
             bot: Arc::new(Gateway::default()),
+            plugins: None,
         }
     }
 
@@ -233,7 +258,7 @@ async fn guard<E: Endpoint>(next: &E, mut req: Request, allow: &AllowedMethods, 
     {
         return redirect;
     }
-    if let Err(error) = limit_body(&mut req).await {
+    if let Err(error) = limit_body(&mut req, body_limit(&method, &path)).await {
         return error::to_json_response(error, &method, &path);
     }
     let mut response = match next.call(req).await {
@@ -293,18 +318,18 @@ fn segments(path: &str) -> Vec<String> {
     path.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
-/// Reads the body into memory up to [`MAX_BODY_BYTES`]: a larger declared or
-/// actual body is refused with 413 before anything parses it.
-async fn limit_body(req: &mut Request) -> poem::Result<()> {
+/// Reads the body into memory up to `limit` bytes (see [`body_limit`]): a
+/// larger declared or actual body is refused with 413 before anything parses it.
+async fn limit_body(req: &mut Request, limit: usize) -> poem::Result<()> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    if declared.is_some_and(|n| n > limit as u64) {
         return Err(poem::error::ReadBodyError::PayloadTooLarge.into());
     }
-    let body = req.take_body().into_bytes_limit(MAX_BODY_BYTES).await?;
+    let body = req.take_body().into_bytes_limit(limit).await?;
     req.set_body(body);
     Ok(())
 }

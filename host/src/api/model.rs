@@ -382,7 +382,8 @@ pub struct ItemPage {
     pub next_before: Nullable<i64>,
 }
 
-/// Which plugin version wrote an item to VH-Database.
+/// One plugin version: which one wrote an item to VH-Database, or which
+/// two a preview compares.
 #[derive(Debug, Clone, Object)]
 pub struct Provenance {
     pub name: String,
@@ -490,6 +491,67 @@ pub struct Plugins {
     pub history: Vec<PluginEntry>,
     /// Plugins that were refused, with the reason.
     pub rejected: Vec<PluginEntry>,
+}
+
+/// `PUT /plugins/{name}`, `POST /plugins/versions/{hash}/activate`,
+/// `POST /plugins/rollback`: the plugin now active.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct PluginActivated {
+    pub status: OkStatus,
+    pub message: String,
+    /// The plugin new batches run on from now on, as the registry records it.
+    pub active: PluginEntry,
+}
+
+/// What a candidate plugin would change on the most recently synced items,
+/// compared with the active plugin. Nothing was written.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct PluginPreview {
+    pub status: OkStatus,
+    /// The plugin new batches run on now.
+    pub active: Provenance,
+    /// The plugin previewed.
+    pub candidate: Provenance,
+    /// What the comparison could not do as asked (VH-Database missing, so
+    /// locations are not resolved; the active plugin's file changed).
+    pub notes: Vec<String>,
+    /// How many items both plugins mapped (or failed to).
+    pub compared: u64,
+    /// How many of those the candidate maps differently.
+    pub changed: u64,
+    /// The items, the most recently synced first.
+    pub items: Vec<PreviewItem>,
+}
+
+/// One synced item in a preview: the VH-Database row each plugin makes of it.
+#[derive(Debug, Clone, Object)]
+pub struct PreviewItem {
+    pub queue_id: i64,
+    pub discovery_id: i64,
+    /// Why the item was not mapped (its keeper.db report cannot be read or
+    /// is gone); null when it was.
+    pub unreadable: Nullable<String>,
+    /// The row the active plugin writes for it, column → value; null when
+    /// it fails (see `active_error`).
+    pub active_row: Nullable<serde_json::Value>,
+    pub active_error: Nullable<String>,
+    /// The row the candidate would write; null when it fails.
+    pub candidate_row: Nullable<serde_json::Value>,
+    pub candidate_error: Nullable<String>,
+    /// What differs; empty when both make the same of it.
+    pub changes: Vec<PreviewChange>,
+}
+
+/// One difference in a preview.
+#[derive(Debug, Clone, Object)]
+pub struct PreviewChange {
+    /// The column set differently (or by one plugin only); null when the
+    /// outcome differs instead (one plugin fails).
+    pub column: Nullable<String>,
+    /// The difference in words, as `keeper plugin preview` prints it.
+    pub description: String,
 }
 
 /// A pending item for a remote puller, with its whole keeper.db row.

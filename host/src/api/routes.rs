@@ -8,20 +8,23 @@ use std::sync::atomic::Ordering;
 use poem::http::StatusCode;
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
-use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::payload::{Binary, Json, PlainText};
 use poem_openapi::{ApiResponse, OpenApi, Tags};
 
 use super::auth::ApiKeyGuard;
 use super::error::{
-    ErrorBody, EvidenceError, ExportError, ItemError, QueryError, ReadError, RemoteWriteError, RetryItemError,
-    SubmitError,
+    ErrorBody, EvidenceError, ExportError, ItemError, PluginUploadError, PluginVersionError, QueryError, ReadError,
+    RemoteWriteError, RetryItemError, SubmitError,
 };
 use super::image::ImageBody;
 use super::model::*;
+use super::nullable::Nullable;
 use super::report_body::ReportBody;
 use super::{ApiState, health, metrics, timestamp};
 use crate::evidence::EvidenceStore;
 use crate::mapper::PluginInfo;
+use crate::plugins::control::{PluginControl, PluginName};
+use crate::plugins::preview::{Change, Outcome, Preview};
 use crate::queue::{Ack, ErrorClass, ItemFilter, RemoteFailure, SyncStatus};
 use crate::registry::PluginRecord;
 use crate::report::Report;
@@ -64,6 +67,15 @@ fn default_export_limit() -> u32 {
 fn default_items_limit() -> u32 {
     50
 }
+
+fn default_preview_last() -> u32 {
+    10
+}
+
+/// A plugin as uploaded: the `.wasm` component's bytes. Documented as
+/// `application/octet-stream` (client generators know no `application/wasm`);
+/// any content type is taken, `application/wasm` included.
+type PluginUpload = Binary<Vec<u8>>;
 
 #[derive(ApiResponse)]
 enum HealthResponse {
@@ -124,6 +136,14 @@ success! {
 success! {
     /// The active plugin, the earlier ones and the rejected ones.
     PluginsAnswer(Plugins)
+}
+success! {
+    /// The plugin passed the conformance check and is active: the next batch runs on it.
+    ActivatedAnswer(PluginActivated)
+}
+success! {
+    /// Each of the last synced items as both plugins map it, and what differs.
+    PreviewAnswer(PluginPreview)
 }
 success! {
     /// One page of pending, due items (empty when there are none).
@@ -715,6 +735,146 @@ impl SyncApi {
         })))
     }
 
+    /// Upload a plugin
+    ///
+    /// The body is a `.wasm` mapping plugin (at most 64 MiB), sent as
+    /// `application/octet-stream` or `application/wasm`. It gets the
+    /// conformance check a file dropped into the plugins folder gets; if it
+    /// passes it is saved there as `{name}.wasm` (replacing a file of that
+    /// name) and is active at once: the next batch runs on it, and items an
+    /// earlier plugin refused are queued again. If it fails, 422 gives the
+    /// reason, `GET /plugins` lists it as rejected, and nothing else changes.
+    /// 409 on a host in remote mode, which runs no plugin.
+    #[oai(
+        path = "/plugins/:name",
+        method = "put",
+        operation_id = "upload_plugin",
+        tag = "Tag::Plugins"
+    )]
+    async fn upload_plugin(
+        &self,
+        _key: ApiKeyGuard,
+        state: Data<&Arc<ApiState>>,
+        /// The file name in the plugins folder, without `.wasm`: 1 to 64
+        /// letters, digits, `-` or `_`.
+        name: Path<String>,
+        body: PluginUpload,
+    ) -> Result<ActivatedAnswer, PluginUploadError> {
+        let control = plugin_control(&state).map_err(PluginUploadError::conflict)?;
+        let name = PluginName::parse(&name.0)?;
+        let bytes = &body.0;
+        tracing::info!(name = ?name, bytes = bytes.len(), "sync API: plugin uploaded");
+        let info = control.upload(&name, bytes).await?;
+        Ok(ActivatedAnswer::Ok(Json(activated(&state, &info).await?)))
+    }
+
+    /// Preview an uploaded plugin
+    ///
+    /// Maps the last `last` synced items with the plugin in the body and
+    /// with the active plugin, and answers both rows of each item and the
+    /// columns that differ. The plugin gets the conformance check (422 with
+    /// the reason if it fails) but is neither installed nor recorded.
+    #[oai(
+        path = "/plugins/preview",
+        method = "post",
+        operation_id = "preview_plugin",
+        tag = "Tag::Plugins"
+    )]
+    async fn preview_plugin(
+        &self,
+        _key: ApiKeyGuard,
+        state: Data<&Arc<ApiState>>,
+        body: PluginUpload,
+        /// How many of the most recently synced items to map.
+        #[oai(
+            default = "default_preview_last",
+            validator(minimum(value = "1"), maximum(value = "200"))
+        )]
+        last: Query<u32>,
+    ) -> Result<PreviewAnswer, PluginUploadError> {
+        let control = plugin_control(&state).map_err(PluginUploadError::conflict)?;
+        let preview = control.preview_upload(&state.app, &body.0, last.0).await?;
+        Ok(PreviewAnswer::Ok(Json(preview_view(preview))))
+    }
+
+    /// Preview an earlier plugin version
+    ///
+    /// As `POST /plugins/preview`, for a version that was active on this
+    /// host before (its hash from `GET /plugins`). 404 for a version this
+    /// host never ran.
+    #[oai(
+        path = "/plugins/versions/:hash/preview",
+        method = "get",
+        operation_id = "preview_plugin_version",
+        tag = "Tag::Plugins"
+    )]
+    async fn preview_version(
+        &self,
+        _key: ApiKeyGuard,
+        state: Data<&Arc<ApiState>>,
+        /// The version's SHA-256, hex.
+        #[oai(validator(pattern = "^[0-9a-f]{64}$"))]
+        hash: Path<String>,
+        /// How many of the most recently synced items to map.
+        #[oai(
+            default = "default_preview_last",
+            validator(minimum(value = "1"), maximum(value = "200"))
+        )]
+        last: Query<u32>,
+    ) -> Result<PreviewAnswer, PluginVersionError> {
+        let control = plugin_control(&state).map_err(PluginVersionError::conflict)?;
+        let preview = control.preview_version(&state.app, &hash.0, last.0).await?;
+        Ok(PreviewAnswer::Ok(Json(preview_view(preview))))
+    }
+
+    /// Activate an earlier plugin version
+    ///
+    /// Makes a version that was active on this host before (its hash from
+    /// `GET /plugins`) active again: its kept copy is checked and installed
+    /// as an upload is, under the file name it had. 404 for a version this
+    /// host never ran; 422 if it no longer passes the check (the plugin
+    /// ceilings changed, say).
+    #[oai(
+        path = "/plugins/versions/:hash/activate",
+        method = "post",
+        operation_id = "activate_plugin_version",
+        tag = "Tag::Plugins"
+    )]
+    async fn activate_version(
+        &self,
+        _key: ApiKeyGuard,
+        state: Data<&Arc<ApiState>>,
+        /// The version's SHA-256, hex.
+        #[oai(validator(pattern = "^[0-9a-f]{64}$"))]
+        hash: Path<String>,
+    ) -> Result<ActivatedAnswer, PluginVersionError> {
+        let control = plugin_control(&state).map_err(PluginVersionError::conflict)?;
+        let info = control.activate(&hash.0).await?;
+        tracing::info!(name = %info.name, version = %info.version, hash = %info.hash, "sync API: earlier plugin version activated");
+        Ok(ActivatedAnswer::Ok(Json(activated(&state, &info).await?)))
+    }
+
+    /// Roll back the plugin
+    ///
+    /// Activates the version that was active before the current one, as
+    /// `POST /plugins/versions/{hash}/activate` would. 409 when there is none.
+    #[oai(
+        path = "/plugins/rollback",
+        method = "post",
+        operation_id = "roll_back_plugin",
+        tag = "Tag::Plugins"
+    )]
+    async fn rollback(
+        &self,
+        _key: ApiKeyGuard,
+        state: Data<&Arc<ApiState>>,
+    ) -> Result<ActivatedAnswer, PluginVersionError> {
+        let control = plugin_control(&state).map_err(PluginVersionError::conflict)?;
+        let info = control.rollback().await?;
+        tracing::info!(name = %info.name, version = %info.version, hash = %info.hash, "sync API: plugin rolled back");
+        Ok(ActivatedAnswer::Ok(Json(activated(&state, &info).await?)))
+    }
+
     /// Export pending items
     ///
     /// One page of pending items with a queue id above `after`, in id order,
@@ -912,6 +1072,102 @@ fn remote_mode_only(state: &ApiState) -> Result<(), &'static str> {
         );
     }
     Ok(())
+}
+
+/// The plugin manager of this host; `Err` with the 409's message in remote
+/// mode, where no plugin runs here.
+fn plugin_control(state: &ApiState) -> Result<&PluginControl, &'static str> {
+    state.plugins.as_ref().ok_or(
+        "this host runs no mapping plugin (USE_HAVEN_DATABASE=false, remote mode): plugins are installed where \
+         `keeper pull` writes VH-Database, in its plugins folder",
+    )
+}
+
+/// The answer to an install: the plugin as the registry now records it.
+async fn activated(state: &ApiState, info: &PluginInfo) -> Result<PluginActivated, sqlx::Error> {
+    // What is active now (another install may have come in between).
+    let record = state
+        .app
+        .registry
+        .list()
+        .await?
+        .active
+        .ok_or(sqlx::Error::RowNotFound)?;
+    let message = if record.hash == info.hash {
+        format!("{} {} is active", info.name, info.version)
+    } else {
+        format!(
+            "{} {} was installed, and {} {} has replaced it since",
+            info.name, info.version, record.name, record.version
+        )
+    };
+    Ok(PluginActivated {
+        status: OkStatus::Ok,
+        message,
+        active: plugin_entry(record),
+    })
+}
+
+fn preview_view(preview: Preview) -> PluginPreview {
+    let version = |info: &PluginInfo| Provenance {
+        name: info.name.clone(),
+        version: info.version.clone(),
+        hash: info.hash.clone(),
+    };
+    PluginPreview {
+        status: OkStatus::Ok,
+        active: version(&preview.active),
+        candidate: version(&preview.candidate),
+        compared: preview.compared() as u64,
+        changed: preview.changed() as u64,
+        notes: preview.notes,
+        items: preview
+            .items
+            .into_iter()
+            .map(|item| {
+                let mut view = PreviewItem {
+                    queue_id: item.queue_id,
+                    discovery_id: item.discovery_id,
+                    unreadable: None.into(),
+                    active_row: None.into(),
+                    active_error: None.into(),
+                    candidate_row: None.into(),
+                    candidate_error: None.into(),
+                    changes: Vec::new(),
+                };
+                match item.outcome {
+                    Outcome::Unreadable(why) => view.unreadable = Some(why).into(),
+                    Outcome::Mapped {
+                        active,
+                        candidate,
+                        changes,
+                    } => {
+                        (view.active_row, view.active_error) = row_or_error(active);
+                        (view.candidate_row, view.candidate_error) = row_or_error(candidate);
+                        view.changes = changes
+                            .iter()
+                            .map(|change| PreviewChange {
+                                column: match change {
+                                    Change::Column { column, .. } => Some(column.clone()),
+                                    _ => None,
+                                }
+                                .into(),
+                                description: change.to_string(),
+                            })
+                            .collect();
+                    }
+                }
+                view
+            })
+            .collect(),
+    }
+}
+
+fn row_or_error(mapped: Result<Row, String>) -> (Nullable<serde_json::Value>, Nullable<String>) {
+    match mapped {
+        Ok(row) => (Some(row.to_json()).into(), None.into()),
+        Err(e) => (None.into(), Some(e).into()),
+    }
 }
 
 fn plugin_entry(p: PluginRecord) -> PluginEntry {

@@ -9,6 +9,11 @@
 //! that fails is recorded as rejected with its reason and the active one
 //! stays. Removing the active plugin's file falls back to the built-in one.
 //!
+//! The sync API installs and activates plugins through the manager too
+//! ([`control`]): an upload is checked as a dropped file is, then renamed
+//! into the folder; there is no second way to become active. Every version
+//! that became active is kept ([`versions`]) so it can be activated again.
+//!
 //! When a new version becomes active, items a plugin had refused (error
 //! class `mapping`) are queued again and the worker is woken: that is how a
 //! fixed plugin heals them without a manual retry.
@@ -16,13 +21,16 @@
 pub mod cache;
 pub mod commands;
 pub mod conformance;
+pub mod control;
+pub mod preview;
+pub mod versions;
 mod watch;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::sync::{Notify, watch as signal};
+use tokio::sync::{Notify, mpsc, watch as signal};
 
 use crate::app::App;
 use crate::config::Settings;
@@ -32,6 +40,8 @@ use crate::registry::{BUILT_IN, Registry};
 use crate::sink::{SinkError, TargetSchema};
 use cache::Cache;
 use conformance::Rejection;
+use control::{ControlError, Install, PluginControl};
+use versions::Versions;
 
 /// A plugin file larger than this is refused unread: the most
 /// `KEEPER_PLUGIN_SIZE_MIB` allows keeper to compile (a file up to it is
@@ -154,6 +164,16 @@ impl Loader {
             .map_err(|e| PluginsError::Join(e.to_string()))??)
     }
 
+    /// Loads a plugin known to be good (active before), without the
+    /// conformance check, on a blocking thread.
+    pub async fn load_bytes(&self, bytes: Vec<u8>) -> Result<Plugin, PluginsError> {
+        let loader = self.clone();
+        let (plugin, _) = tokio::task::spawn_blocking(move || loader.load(&bytes))
+            .await
+            .map_err(|e| PluginsError::Join(e.to_string()))??;
+        Ok(plugin)
+    }
+
     /// The plugin in `path` with whether it came from the cache, if it
     /// passes the conformance check; otherwise the rejection is logged and
     /// recorded in `registry`, and `None` returned.
@@ -220,6 +240,10 @@ pub struct PluginManager {
     active: Source,
     /// Events on the plugins folder, when hot reload is on.
     events: Option<watch::DirWatch>,
+    versions: Versions,
+    /// Installs asked for through [`PluginManager::control`].
+    installs: mpsc::Receiver<Install>,
+    control: PluginControl,
 }
 
 impl PluginManager {
@@ -254,6 +278,15 @@ impl PluginManager {
             }
         };
         let (info, limits) = (plugin.info().clone(), plugin.limits());
+        let versions = Versions::new(app.settings.plugin_versions_dir());
+        let (requests, installs) = mpsc::channel(4);
+        let control = PluginControl::new(
+            requests,
+            loader.clone(),
+            dir.clone(),
+            versions.clone(),
+            app.registry.clone(),
+        );
         let manager = PluginManager {
             loader,
             registry: app.registry.clone(),
@@ -263,6 +296,9 @@ impl PluginManager {
             slot: PluginSlot::new(plugin),
             active,
             events,
+            versions,
+            installs,
+            control,
         };
         manager
             .record_active(&info, limits, previous.as_deref() != Some(info.hash.as_str()), cached)
@@ -275,17 +311,21 @@ impl PluginManager {
         self.slot.clone()
     }
 
-    /// Acts on changes in the plugins folder until `shutdown` turns true.
-    /// Returns at once when the manager was started without hot reload or
-    /// the folder cannot be watched.
+    /// The handle through which the sync API installs and activates
+    /// plugins; served while [`PluginManager::watch`] runs.
+    pub fn control(&self) -> PluginControl {
+        self.control.clone()
+    }
+
+    /// Acts on changes in the plugins folder (when hot reload is on) and on
+    /// installs asked for through [`PluginManager::control`], until
+    /// `shutdown` turns true.
     pub async fn watch(mut self, mut shutdown: signal::Receiver<bool>) {
-        let Some(mut events) = self.events.take() else {
-            return;
-        };
+        let mut events = self.events.take();
         while !*shutdown.borrow() {
             tokio::select! {
                 changed = shutdown.changed() => if changed.is_err() { break },
-                settled = events.settled() => match settled {
+                settled = settled(&mut events) => match settled {
                     Some(paths) => {
                         for path in paths {
                             self.consider(path).await;
@@ -293,9 +333,38 @@ impl PluginManager {
                     }
                     None => {
                         tracing::warn!(dir = %self.dir.display(), "the plugins folder watch ended; hot reload is off");
-                        break;
+                        events = None;
                     }
                 },
+                Some(install) = self.installs.recv() => {
+                    let Install { staged, target, reply } = install;
+                    let outcome = self.install(staged, &target).await;
+                    // The client may have gone; the outcome is logged either way.
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+    }
+
+    /// Checks a staged plugin as a dropped file is checked; moves it to
+    /// `target` and makes it active if it passes, records the rejection
+    /// under `target` (the staged file is removed) if not.
+    async fn install(&mut self, staged: control::Staged, target: &Path) -> Result<PluginInfo, ControlError> {
+        let verdict = self.loader.check_file(staged.path()).await?;
+        let (info, cached) = (verdict.info(), verdict.cached);
+        match verdict.accepted() {
+            Ok(plugin) => {
+                staged.into_place(target).map_err(|e| ControlError::Folder {
+                    dir: self.dir.clone(),
+                    reason: e.to_string(),
+                })?;
+                tracing::info!(path = %target.display(), name = %info.name, version = %info.version, "plugin installed through the sync API");
+                self.switch(plugin, Source::File(target.to_owned()), cached).await;
+                Ok(info)
+            }
+            Err(rejection) => {
+                record_rejection(&self.registry, target, &info, &rejection).await;
+                Err(ControlError::Rejected(rejection.to_string()))
             }
         }
     }
@@ -314,9 +383,22 @@ impl PluginManager {
             }
             return;
         }
+        if self.active == Source::File(path.clone()) && self.holds_active(&path).await {
+            // Installed by the manager itself (an upload renamed into place).
+            tracing::debug!(path = %path.display(), "the active plugin's file is unchanged");
+            return;
+        }
         if let Some((plugin, cached)) = self.loader.admit(&path, &self.registry).await {
             self.switch(plugin, Source::File(path), cached).await;
         }
+    }
+
+    /// Whether the file at `path` holds the active plugin, byte for byte.
+    async fn holds_active(&self, path: &Path) -> bool {
+        let active = self.slot.current().info().hash.clone();
+        tokio::fs::read(path)
+            .await
+            .is_ok_and(|bytes| crate::mapper::content_hash(&bytes) == active)
     }
 
     /// Makes `plugin` the one new batches use.
@@ -348,6 +430,9 @@ impl PluginManager {
     ) -> Result<(), sqlx::Error> {
         let source = self.active.to_string();
         self.registry.activated(info, &source, limits).await?;
+        if let Source::File(path) = &self.active {
+            self.versions.keep(&info.hash, path).await;
+        }
         tracing::info!(
             name = %info.name,
             version = %info.version,
@@ -366,6 +451,14 @@ impl PluginManager {
             self.wake.notify_one();
         }
         Ok(())
+    }
+}
+
+/// The next settled paths of the folder watch; never, without one.
+async fn settled(events: &mut Option<watch::DirWatch>) -> Option<Vec<PathBuf>> {
+    match events {
+        Some(events) => events.settled().await,
+        None => std::future::pending().await,
     }
 }
 

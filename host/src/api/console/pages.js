@@ -2,7 +2,7 @@
 // API, `render(data, params, ctx)` builds it. Pages with `poll` are fetched
 // again every few seconds and redrawn when what they show has changed.
 
-import { get, post } from "./api.js";
+import { get, post, put } from "./api.js";
 import { barChart, h, pairs, relative, seconds, state, table, when } from "./ui.js";
 
 const HEALTH_WORDS = {
@@ -248,7 +248,112 @@ export const item = {
   },
 };
 
-function pluginRows(list) {
+// The Plugins page's own state, kept across its redraws (it polls): the file
+// chosen for upload and the last preview.
+const pluginForm = { name: "", file: null, preview: null, busy: false };
+
+/** A plugin file name from a chosen file: its name without `.wasm`, cleaned. */
+function nameFromFile(file) {
+  return file.name.replace(/\.wasm$/i, "").replace(/[^A-Za-z0-9_-]/g, "-").slice(0, 64);
+}
+
+/** Runs one plugin action, saying its outcome (the server's words). */
+async function pluginAction(ctx, action) {
+  pluginForm.busy = true;
+  ctx.refresh();
+  try {
+    ctx.notify(await action());
+  } catch (e) {
+    ctx.notify(e.message, true);
+  }
+  pluginForm.busy = false;
+  ctx.refresh();
+}
+
+async function previewWith(ctx, load, what) {
+  await pluginAction(ctx, async () => {
+    pluginForm.preview = { what, ...(await load()) };
+    const p = pluginForm.preview;
+    return `Preview of ${p.candidate.name} ${p.candidate.version}: ${p.changed} of ${p.compared} item(s) would change.`;
+  });
+}
+
+function uploadForm(ctx) {
+  const f = pluginForm;
+  const chosen = f.file
+    ? h("span", { dataset: { field: "chosen-file" } }, `${f.file.name} (${Math.round(f.file.size / 1024)} KiB)`)
+    : h("span", { class: "muted" }, "no file chosen");
+  const needFile = (then) => () => {
+    if (!f.file) return ctx.notify("Choose a .wasm file first.", true);
+    return then();
+  };
+  return h("section", { class: "card", "aria-labelledby": "upload-title" },
+    h("h3", { id: "upload-title" }, "Upload a plugin"),
+    h("p", { class: "muted" }, "It gets the same conformance check as a file dropped into the plugins folder. ",
+      "If it passes it is saved there as NAME.wasm and is active at once; if not, it is listed under Rejected with the reason."),
+    h("form", { class: "filters", id: "plugin-upload", onsubmit: (e) => e.preventDefault() },
+      h("label", {}, "Plugin file (.wasm)",
+        h("input", { type: "file", accept: ".wasm,application/wasm", id: "plugin-file", dataset: { key: "plugin-file" },
+          onchange: (e) => {
+            f.file = e.target.files[0] || null;
+            if (f.file && !f.name) f.name = nameFromFile(f.file);
+            ctx.refresh();
+          } })),
+      h("label", {}, "Name in the plugins folder",
+        h("input", { type: "text", id: "plugin-name", value: f.name, pattern: "[A-Za-z0-9_\\-]{1,64}", maxlength: 64,
+          placeholder: "my-mapper", dataset: { key: "plugin-name" }, oninput: (e) => { f.name = e.target.value; } })),
+      h("p", {}, "Chosen: ", chosen),
+      h("button", { type: "button", id: "preview-upload", disabled: f.busy, dataset: { key: "preview-upload" },
+        onclick: needFile(() => previewWith(ctx, () => post("/plugins/preview?last=10", f.file), "the chosen file")) },
+      "Preview on the last 10 items"),
+      h("button", { type: "button", class: "primary", id: "upload-plugin", disabled: f.busy, dataset: { key: "upload-plugin" },
+        onclick: needFile(() => pluginAction(ctx, async () => {
+          const answer = await put(`/plugins/${encodeURIComponent(f.name || nameFromFile(f.file))}`, f.file);
+          f.file = null;
+          f.name = "";
+          f.preview = null;
+          return answer.message;
+        })) }, "Upload and activate")));
+}
+
+/** One item of a preview: every column, the active plugin's value beside the candidate's, changed ones marked. */
+function previewItem(item) {
+  const title = h("summary", {}, h("a", { href: `#/item/${item.queue_id}` }, `#${item.queue_id}`), " ",
+    item.unreadable ? h("span", { class: "error" }, item.unreadable)
+      : item.changes.length ? h("strong", {}, `${item.changes.length} difference(s)`) : h("span", { class: "muted" }, "no change"));
+  if (item.unreadable) return h("details", { dataset: { previewItem: item.queue_id } }, title);
+  const changed = new Set(item.changes.map((c) => c.column).filter((c) => c !== null));
+  const outcomes = item.changes.filter((c) => c.column === null).map((c) => h("p", { class: "error" }, c.description));
+  const before = item.active_row || {};
+  const after = item.candidate_row || {};
+  const columns = [...new Set([...Object.keys(before), ...Object.keys(after)])];
+  const show = (row, column) => (column in row ? (row[column] === null ? "NULL" : String(row[column])) : "(not set)");
+  const rows = columns.map((c) => h("tr", { class: changed.has(c) ? "changed" : null, dataset: { column: c } },
+    h("th", { scope: "row" }, changed.has(c) ? h("mark", {}, c) : c),
+    h("td", { class: "msg" }, item.active_row ? show(before, c) : "—"),
+    h("td", { class: "msg" }, item.candidate_row ? show(after, c) : "—")));
+  const errors = [item.active_error && `active plugin fails: ${item.active_error}`,
+    item.candidate_error && `candidate fails: ${item.candidate_error}`].filter(Boolean).map((t) => h("p", { class: "error" }, t));
+  return h("details", { open: item.changes.length > 0, dataset: { previewItem: item.queue_id } }, title, outcomes, errors,
+    table(`VH-Database row of item #${item.queue_id}: active plugin and candidate`, ["column", "active", "candidate"], rows,
+      { class: "diff" }));
+}
+
+function previewSection(p) {
+  if (!p) return null;
+  return h("section", { class: "card", id: "plugin-preview", "aria-labelledby": "preview-title" },
+    h("h3", { id: "preview-title" }, `Preview: ${p.candidate.name} ${p.candidate.version} (${p.what}) against the active `,
+      `${p.active.name} ${p.active.version}`),
+    h("p", { dataset: { field: "preview-summary" } }, `${p.changed} of ${p.compared} item(s) would change.`),
+    p.notes.map((n) => h("p", { class: "muted" }, n)),
+    p.items.length ? p.items.map(previewItem) : h("p", { class: "muted" }, "No synced items to compare yet."),
+    h("p", {}, h("button", { type: "button", dataset: { key: "close-preview" }, onclick: (e) => {
+      pluginForm.preview = null;
+      e.target.closest("section").remove();
+    } }, "Close the preview")));
+}
+
+function pluginRows(list, ctx, actions) {
   return list.map((p) => h("tr", { dataset: { plugin: p.hash } },
     h("td", {}, p.name || h("span", { class: "muted" }, "(no name)")),
     h("td", {}, p.version),
@@ -256,25 +361,43 @@ function pluginRows(list) {
     h("td", { class: "hash", title: p.hash }, p.hash.slice(0, 12)),
     h("td", { class: "msg" }, p.source),
     h("td", {}, when(p.recorded_at)),
-    h("td", { class: "msg", dataset: { field: "reason" } }, p.reason ?? "")));
+    actions
+      ? h("td", {},
+        h("button", { type: "button", disabled: pluginForm.busy, dataset: { key: `preview-${p.hash}`, previewVersion: p.hash },
+          onclick: () => previewWith(ctx, () => get(`/plugins/versions/${p.hash}/preview?last=10`), "an earlier version") },
+        `Preview ${p.version}`), " ",
+        h("button", { type: "button", disabled: pluginForm.busy, dataset: { key: `activate-${p.hash}`, activateVersion: p.hash },
+          onclick: () => pluginAction(ctx, async () => (await post(`/plugins/versions/${p.hash}/activate`)).message) },
+        `Activate ${p.version}`))
+      : h("td", { class: "msg", dataset: { field: "reason" } }, p.reason ?? "")));
 }
 
 export const plugins = {
   title: "Plugins",
   poll: true,
   load: () => get("/plugins"),
-  shown: (data) => JSON.stringify(data),
-  render(data) {
-    const headers = ["name", "version", "status", "hash", "source", "recorded", "reason"];
+  shown: (data) => JSON.stringify([data, pluginForm.preview, pluginForm.busy, pluginForm.file?.name]),
+  render(data, _params, ctx) {
+    const headers = ["name", "version", "status", "hash", "source", "recorded"];
+    const earlier = data.history.filter((p) => p.hash !== data.active?.hash);
+    const rollback = earlier.length
+      ? h("p", {}, h("button", { type: "button", id: "rollback", disabled: pluginForm.busy, dataset: { key: "rollback" },
+        onclick: () => pluginAction(ctx, async () => (await post("/plugins/rollback")).message) },
+      `Roll back to ${earlier[0].name} ${earlier[0].version}`))
+      : null;
     return h("div", {},
       h("h2", {}, "Mapping plugins"),
-      h("section", { class: "card", "aria-labelledby": "active-title" },
-        h("h3", { id: "active-title" }, "Active"), plugin(data.active)),
+      h("div", { class: "grid" },
+        h("section", { class: "card", "aria-labelledby": "active-title" },
+          h("h3", { id: "active-title" }, "Active"), plugin(data.active), rollback),
+        uploadForm(ctx)),
+      previewSection(pluginForm.preview),
       h("h3", {}, "Earlier"),
-      data.history.length ? table("Plugins that were active before, newest first", headers, pluginRows(data.history), { id: "plugin-history" })
+      data.history.length ? table("Plugins that were active before, newest first", [...headers, "actions"],
+        pluginRows(data.history, ctx, true), { id: "plugin-history" })
         : h("p", { class: "muted" }, "None."),
       h("h3", {}, "Rejected"),
-      data.rejected.length ? table("Plugins refused by the conformance check, with the reason", headers,
-        pluginRows(data.rejected), { id: "plugin-rejected" }) : h("p", { class: "muted" }, "None."));
+      data.rejected.length ? table("Plugins refused by the conformance check, with the reason", [...headers, "reason"],
+        pluginRows(data.rejected, ctx, false), { id: "plugin-rejected" }) : h("p", { class: "muted" }, "None."));
   },
 };
