@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::guest_plugins::plugin;
+use common::guest_plugins::{plugin, store_by_hash};
 use common::*;
 use sqlx::Row;
 
