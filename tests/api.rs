@@ -67,8 +67,13 @@ impl Server {
         let response = match method {
             "GET" => with_key(self.agent.get(&url)).call(),
             "DELETE" => with_key(self.agent.delete(&url)).call(),
-            "POST" => {
-                let req = with_key_body(self.agent.post(&url)).header("content-type", "application/json");
+            "POST" | "PUT" => {
+                let req = if method == "PUT" {
+                    self.agent.put(&url)
+                } else {
+                    self.agent.post(&url)
+                };
+                let req = with_key_body(req).header("content-type", "application/json");
                 match body {
                     Some(b) => req.send(b),
                     None => req.send_empty(),
@@ -476,8 +481,12 @@ async fn with_an_api_key_every_endpoint_but_health_needs_it() {
     for (path, operations) in document["paths"].as_object().unwrap() {
         for (method, operation) in operations.as_object().unwrap() {
             let method = method.to_uppercase();
-            let concrete = path.replace("{queue_id}", "1").replace("{id}", "0123abcd");
-            let body = (method == "POST").then_some(&b"{}"[..]);
+            let concrete = path
+                .replace("{queue_id}", "1")
+                .replace("{id}", "0123abcd")
+                .replace("{hash}", &"0".repeat(64))
+                .replace("{name}", "probe");
+            let body = (method == "POST" || method == "PUT").then_some(&b"{}"[..]);
             if path == "/health" {
                 assert!(operation.get("security").is_none(), "/health is open");
                 let (status, _, _) = server.send(&method, &concrete, body, Some(""));
@@ -489,10 +498,10 @@ async fn with_an_api_key_every_endpoint_but_health_needs_it() {
                 let (status, _, text) = match wrong {
                     None => {
                         let url = server.url(&concrete);
-                        let mut r = if method == "GET" {
-                            server.agent.get(&url).call().unwrap()
-                        } else {
-                            server.agent.post(&url).send_empty().unwrap()
+                        let mut r = match method.as_str() {
+                            "GET" => server.agent.get(&url).call().unwrap(),
+                            "PUT" => server.agent.put(&url).send_empty().unwrap(),
+                            _ => server.agent.post(&url).send_empty().unwrap(),
                         };
                         (
                             r.status().as_u16(),
@@ -508,13 +517,17 @@ async fn with_an_api_key_every_endpoint_but_health_needs_it() {
             // With the key: what the operation itself answers (queue item 1
             // does not exist; `{}` is not a valid report or acknowledgement;
             // this host writes VH-Database, so it exports nothing; there is
-            // no evidence image 0123abcd).
+            // no evidence image 0123abcd; `{}` is not a plugin; no plugin
+            // version 00…0 is kept; nothing was active before to roll back to).
             let expected = match (method.as_str(), path.as_str()) {
-                ("POST", "/sync/retry/{queue_id}") | ("GET", "/sync/items/{queue_id}") | ("GET", "/evidence/{id}") => {
-                    404
-                }
+                ("POST", "/sync/retry/{queue_id}")
+                | ("GET", "/sync/items/{queue_id}")
+                | ("GET", "/evidence/{id}")
+                | ("POST", "/plugins/versions/{hash}/activate")
+                | ("GET", "/plugins/versions/{hash}/preview") => 404,
                 ("POST", "/discoveries") | ("POST", "/sync/ack") | ("POST", "/sync/fail") => 400,
-                ("GET", "/sync/export") => 409,
+                ("PUT", "/plugins/{name}") | ("POST", "/plugins/preview") => 422,
+                ("GET", "/sync/export") | ("POST", "/plugins/rollback") => 409,
                 ("GET", _) | ("POST", "/sync/retry") => 200,
                 _ => panic!("{method} {path}: no expected status; add the new operation here"),
             };
