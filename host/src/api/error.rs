@@ -186,6 +186,12 @@ fn unavailable(error: &dyn std::fmt::Display) -> ErrorBody {
 }
 
 api_errors! {
+    /// The error of an operation that answers even when keeper.db cannot be
+    /// read (`/metrics`): only a wrong key.
+    KeyError { Unauthorized }
+}
+
+api_errors! {
     /// The errors of an operation that takes no input: a wrong key, or
     /// keeper.db unavailable.
     ReadError { Unauthorized, Unavailable }

@@ -1,9 +1,11 @@
 //! `GET /metrics`: the Prometheus text exposition format, rendered by hand
 //! (a dozen series do not need a metrics library and its global registry).
 //!
-//! Everything comes from keeper.db (trigger-maintained counters, see
-//! `queue::counter_schema`), so the figures are right after a restart and
-//! agree between several processes sharing one keeper.db.
+//! The queue figures come from the store (trigger-maintained counters, see
+//! `queue::counter_schema`), so they are right after a restart and agree
+//! between several processes sharing one store. When the store cannot be
+//! read, a scrape still answers with the health series (status 2, the
+//! `keeper_db_unreadable` problem): that is when an alert needs them most.
 
 use std::fmt::Write as _;
 
@@ -18,13 +20,19 @@ use crate::queue::{ErrorClass, QueueCounts, QueueTotals};
 pub struct Snapshot {
     /// What `/health` would answer now.
     pub health: Assessment,
+    /// The figures read from the store; `None` when it cannot be read.
+    pub store: Option<StoreFigures>,
+    pub worker_running: bool,
+    pub last_sync: Option<OffsetDateTime>,
+    pub bot_gateway: GatewayState,
+}
+
+/// The part of a scrape read from the store.
+pub struct StoreFigures {
     pub counts: QueueCounts,
     pub totals: QueueTotals,
     /// Name, version and hash of the active plugin.
     pub active_plugin: Option<(String, String, String)>,
-    pub worker_running: bool,
-    pub last_sync: Option<OffsetDateTime>,
-    pub bot_gateway: GatewayState,
 }
 
 /// A label value with `\`, `"` and line breaks escaped, as the format requires.
@@ -39,100 +47,9 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 
 pub fn render(s: &Snapshot) -> String {
     let mut out = String::with_capacity(2048);
-    header(
-        &mut out,
-        "keeper_sync_queue_items",
-        "gauge",
-        "Items in the sync queue by state.",
-    );
-    for (state, n) in [
-        ("pending", s.counts.pending),
-        ("syncing", s.counts.syncing),
-        ("synced", s.counts.synced),
-        ("max_retries_exceeded", s.counts.failed),
-    ] {
-        let _ = writeln!(out, "keeper_sync_queue_items{{state=\"{state}\"}} {n}");
+    if let Some(store) = &s.store {
+        render_store(&mut out, store);
     }
-
-    header(
-        &mut out,
-        "keeper_sync_synced_total",
-        "counter",
-        "Items synced to VH-Database (not reduced by cleanup).",
-    );
-    let _ = writeln!(out, "keeper_sync_synced_total {}", s.totals.synced);
-
-    header(
-        &mut out,
-        "keeper_sync_keeper_db_replaced_total",
-        "counter",
-        "Reports delivered as new although VH-Database's ledger held another report under the same discovery id: keeper.db restored or replaced.",
-    );
-    let _ = writeln!(
-        out,
-        "keeper_sync_keeper_db_replaced_total {}",
-        s.totals.keeper_db_replaced
-    );
-
-    header(
-        &mut out,
-        "keeper_sync_failed_attempts_total",
-        "counter",
-        "Failed sync attempts by error class.",
-    );
-    for (class, n) in &s.totals.failures_by_class {
-        let _ = writeln!(
-            out,
-            "keeper_sync_failed_attempts_total{{error_class=\"{}\"}} {n}",
-            class.as_str()
-        );
-    }
-
-    header(
-        &mut out,
-        "keeper_sync_failed_items",
-        "gauge",
-        "Items that exhausted their attempts (max_retries_exceeded), by error class.",
-    );
-    for (class, n) in &s.totals.failed_by_class {
-        let _ = writeln!(
-            out,
-            "keeper_sync_failed_items{{error_class=\"{}\"}} {n}",
-            ErrorClass::label(*class)
-        );
-    }
-
-    header(
-        &mut out,
-        "keeper_sync_latency_seconds",
-        "histogram",
-        "Time from submission to synced.",
-    );
-    let mut cumulative = 0;
-    for (le, n) in &s.totals.latency_buckets {
-        cumulative += n;
-        let le = le.map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
-        let _ = writeln!(out, "keeper_sync_latency_seconds_bucket{{le=\"{le}\"}} {cumulative}");
-    }
-    let _ = writeln!(out, "keeper_sync_latency_seconds_sum {}", s.totals.latency_sum_seconds);
-    let _ = writeln!(out, "keeper_sync_latency_seconds_count {cumulative}");
-
-    header(
-        &mut out,
-        "keeper_sync_plugin_info",
-        "gauge",
-        "The active mapping plugin (value always 1).",
-    );
-    if let Some((name, version, hash)) = &s.active_plugin {
-        let _ = writeln!(
-            out,
-            "keeper_sync_plugin_info{{name=\"{}\",version=\"{}\",hash=\"{}\"}} 1",
-            label(name),
-            label(version),
-            label(hash)
-        );
-    }
-
     header(
         &mut out,
         "keeper_sync_worker_running",
@@ -177,6 +94,103 @@ pub fn render(s: &Snapshot) -> String {
     }
     render_health(&mut out, &s.health);
     out
+}
+
+/// The queue, totals and plugin series.
+fn render_store(out: &mut String, s: &StoreFigures) {
+    header(
+        out,
+        "keeper_sync_queue_items",
+        "gauge",
+        "Items in the sync queue by state.",
+    );
+    for (state, n) in [
+        ("pending", s.counts.pending),
+        ("syncing", s.counts.syncing),
+        ("synced", s.counts.synced),
+        ("max_retries_exceeded", s.counts.failed),
+    ] {
+        let _ = writeln!(out, "keeper_sync_queue_items{{state=\"{state}\"}} {n}");
+    }
+
+    header(
+        out,
+        "keeper_sync_synced_total",
+        "counter",
+        "Items synced to VH-Database (not reduced by cleanup).",
+    );
+    let _ = writeln!(out, "keeper_sync_synced_total {}", s.totals.synced);
+
+    header(
+        out,
+        "keeper_sync_keeper_db_replaced_total",
+        "counter",
+        "Reports delivered as new although VH-Database's ledger held another report under the same discovery id: keeper.db restored or replaced.",
+    );
+    let _ = writeln!(
+        out,
+        "keeper_sync_keeper_db_replaced_total {}",
+        s.totals.keeper_db_replaced
+    );
+
+    header(
+        out,
+        "keeper_sync_failed_attempts_total",
+        "counter",
+        "Failed sync attempts by error class.",
+    );
+    for (class, n) in &s.totals.failures_by_class {
+        let _ = writeln!(
+            out,
+            "keeper_sync_failed_attempts_total{{error_class=\"{}\"}} {n}",
+            class.as_str()
+        );
+    }
+
+    header(
+        out,
+        "keeper_sync_failed_items",
+        "gauge",
+        "Items that exhausted their attempts (max_retries_exceeded), by error class.",
+    );
+    for (class, n) in &s.totals.failed_by_class {
+        let _ = writeln!(
+            out,
+            "keeper_sync_failed_items{{error_class=\"{}\"}} {n}",
+            ErrorClass::label(*class)
+        );
+    }
+
+    header(
+        out,
+        "keeper_sync_latency_seconds",
+        "histogram",
+        "Time from submission to synced.",
+    );
+    let mut cumulative = 0;
+    for (le, n) in &s.totals.latency_buckets {
+        cumulative += n;
+        let le = le.map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+        let _ = writeln!(out, "keeper_sync_latency_seconds_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "keeper_sync_latency_seconds_sum {}", s.totals.latency_sum_seconds);
+    let _ = writeln!(out, "keeper_sync_latency_seconds_count {cumulative}");
+
+    header(
+        out,
+        "keeper_sync_plugin_info",
+        "gauge",
+        "The active mapping plugin (value always 1).",
+    );
+    if let Some((name, version, hash)) = &s.active_plugin {
+        let _ = writeln!(
+            out,
+            "keeper_sync_plugin_info{{name=\"{}\",version=\"{}\",hash=\"{}\"}} 1",
+            label(name),
+            label(version),
+            label(hash)
+        );
+    }
 }
 
 /// The health series: what `/health` says, as gauges to alert on.
@@ -236,21 +250,23 @@ mod tests {
     #[test]
     fn histogram_is_cumulative_and_labels_are_escaped() {
         let text = render(&Snapshot {
-            counts: QueueCounts {
-                pending: 2,
-                syncing: 0,
-                synced: 5,
-                failed: 1,
-            },
-            totals: QueueTotals {
-                synced: 5,
-                failures_by_class: vec![(ErrorClass::Unavailable, 3)],
-                failed_by_class: vec![(Some(ErrorClass::Mapping), 1)],
-                latency_buckets: vec![(Some(1), 2), (Some(5), 3), (None, 0)],
-                latency_sum_seconds: 11,
-                keeper_db_replaced: 2,
-            },
-            active_plugin: Some(("default \"mapper\"".into(), "1.0.0".into(), "ab".into())),
+            store: Some(StoreFigures {
+                counts: QueueCounts {
+                    pending: 2,
+                    syncing: 0,
+                    synced: 5,
+                    failed: 1,
+                },
+                totals: QueueTotals {
+                    synced: 5,
+                    failures_by_class: vec![(ErrorClass::Unavailable, 3)],
+                    failed_by_class: vec![(Some(ErrorClass::Mapping), 1)],
+                    latency_buckets: vec![(Some(1), 2), (Some(5), 3), (None, 0)],
+                    latency_sum_seconds: 11,
+                    keeper_db_replaced: 2,
+                },
+                active_plugin: Some(("default \"mapper\"".into(), "1.0.0".into(), "ab".into())),
+            }),
             worker_running: true,
             last_sync: None,
             bot_gateway: GatewayState::Resuming,
@@ -280,5 +296,33 @@ mod tests {
         assert!(text.contains("keeper_bot_gateway_state{state=\"resuming\"} 1\n"));
         assert!(text.contains("keeper_bot_gateway_state{state=\"connected\"} 0\n"));
         assert!(text.contains("keeper_sync_keeper_db_replaced_total 2\n"));
+    }
+
+    #[test]
+    fn without_the_store_a_scrape_still_has_the_health_series() {
+        let text = render(&Snapshot {
+            store: None,
+            worker_running: true,
+            last_sync: None,
+            bot_gateway: GatewayState::Connected,
+            health: Assessment {
+                status: HealthState::Unhealthy,
+                problems: vec![super::super::model::HealthProblem {
+                    problem: ProblemKind::KeeperDbUnreadable,
+                    message: "gone".into(),
+                    since: None.into(),
+                }],
+                keeper_db_readable: false,
+                failed_passes: 0,
+                vh_unreachable_since: None,
+            },
+        });
+        assert!(text.contains("keeper_health_status 2\n"), "{text}");
+        assert!(
+            text.contains("keeper_health_problem{problem=\"keeper_db_unreadable\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("keeper_sync_worker_running 1\n"), "{text}");
+        assert!(!text.contains("keeper_sync_queue_items"), "{text}");
     }
 }
