@@ -11,6 +11,11 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 
+/// The operating systems where keeper calls libc itself (the machine's name,
+/// a thread's CPU clock: src/platform.rs), as `cfg(keeper_libc)`. The one
+/// list of them: the code says `cfg(keeper_libc)`.
+const LIBC_PLATFORMS: [&str; 5] = ["linux", "android", "macos", "ios", "freebsd"];
+
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("host/ lives in the workspace").to_owned();
@@ -25,6 +30,12 @@ fn main() {
     }
 
     write_sandbox_imports(&root.join("mapper-guest/wit"), &out_dir);
+
+    println!("cargo::rustc-check-cfg=cfg(keeper_libc)");
+    let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    if LIBC_PLATFORMS.contains(&target_os.as_str()) {
+        println!("cargo::rustc-cfg=keeper_libc");
+    }
 
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     ensure_target(&rustc);

@@ -973,6 +973,34 @@ async fn wait_form_row(env: &Env, custom_id: &str) {
     }
 }
 
+/// The words a reporter finally sees for `interaction`: the `answer` itself,
+/// or, when the bot deferred it (a save slower than its one-second
+/// `DEFER_AFTER`, as on a loaded machine), the edit of the original message
+/// that follows. Either is right; a test about the text must not depend on
+/// which one the machine's speed chose.
+async fn settled_text(discord: &FakeDiscord, interaction: &Value, answer: &Value, log: &Arc<Mutex<String>>) -> String {
+    if answer["type"] == 5 {
+        let edited = discord
+            .wait_request("PATCH", &webhook_path(interaction, "/messages/@original"), log)
+            .await;
+        return edited["content"].as_str().expect("content").to_owned();
+    }
+    content(answer)
+}
+
+/// Submits the form `form` with `fields`; the text the reporter sees.
+async fn submit_form(
+    discord: &FakeDiscord,
+    id: u64,
+    form: &str,
+    fields: &[(&str, &str)],
+    log: &Arc<Mutex<String>>,
+) -> String {
+    let submit = modal_submit(id, form, fields);
+    let answer = discord.interact(submit.clone(), log).await;
+    settled_text(discord, &submit, &answer, log).await
+}
+
 fn content(answer: &Value) -> String {
     answer["data"]["content"]
         .as_str()
@@ -1095,13 +1123,15 @@ async fn forms_survive_a_restart_and_an_expired_form_gives_the_text_back() {
 
     let discord = FakeDiscord::start().await;
     let (mut child, _port, log) = start_bot(&discord, &mut env).await;
-    let answer = discord
-        .interact(
-            modal_submit(7003, &kept, &[("description", "Kept across a restart.")]),
-            &log,
-        )
-        .await;
-    assert!(content(&answer).starts_with("✅ Discovery archived! #1"), "{answer}");
+    let text = submit_form(
+        &discord,
+        7003,
+        &kept,
+        &[("description", "Kept across a restart.")],
+        &log,
+    )
+    .await;
+    assert!(text.starts_with("✅ Discovery archived! #1"), "{text}");
 
     exec(&env.keeper, "UPDATE keeper_bot_forms SET expires_at = 0").await;
     let answer = discord
@@ -1350,19 +1380,13 @@ async fn suggestions_ignore_case_and_accents_and_unknown_places_are_said() {
 
     // A known system and place, in another letter case: no warning.
     let form = open_form(&discord, 9004, lore_options("oculi", "planet:erren"), &log).await;
-    let answer = discord
-        .interact(modal_submit(9005, &form, &[("description", "Placed.")]), &log)
-        .await;
-    let text = content(&answer);
+    let text = submit_form(&discord, 9005, &form, &[("description", "Placed.")], &log).await;
     assert!(text.starts_with("✅ Discovery archived! #1"), "{text}");
     assert!(!text.contains("⚠️"), "{text}");
 
     // An unknown system: archived, said to be off the map, with the closest names.
     let form = open_form(&discord, 9006, lore_options("Ocli", "planet:Erren"), &log).await;
-    let answer = discord
-        .interact(modal_submit(9007, &form, &[("description", "Typo.")]), &log)
-        .await;
-    let text = content(&answer);
+    let text = submit_form(&discord, 9007, &form, &[("description", "Typo.")], &log).await;
     assert!(text.starts_with("✅ Discovery archived! #2"), "{text}");
     assert!(
         text.contains("⚠️ The system \"Ocli\" is not on the map: your report will be archived without a map position. Did you mean Oculi?"),
@@ -1370,10 +1394,7 @@ async fn suggestions_ignore_case_and_accents_and_unknown_places_are_said() {
     );
     // A place of another system.
     let form = open_form(&discord, 9008, lore_options("Oculi", "planet:Erena"), &log).await;
-    let answer = discord
-        .interact(modal_submit(9009, &form, &[("description", "Wrong planet.")]), &log)
-        .await;
-    let text = content(&answer);
+    let text = submit_form(&discord, 9009, &form, &[("description", "Wrong planet.")], &log).await;
     assert!(text.starts_with("✅ Discovery archived! #3"), "{text}");
     assert!(
         text.contains("Oculi has no planet or moon \"Erena\" on the map") && text.contains("Did you mean planet:Erren"),
@@ -1812,10 +1833,7 @@ async fn report_with_image(discord: &FakeDiscord, id: u64, url: &str, log: &Arc<
     let modal = discord.interact(lore_with_attachment(id, url), log).await;
     assert_eq!(modal["type"], 9, "a modal: {modal}");
     let form = modal["data"]["custom_id"].as_str().expect("custom_id").to_owned();
-    let answer = discord
-        .interact(modal_submit(id + 1, &form, &[("description", "With a picture.")]), log)
-        .await;
-    content(&answer)
+    submit_form(discord, id + 1, &form, &[("description", "With a picture.")], log).await
 }
 
 async fn evidence_url_of(env: &Env, discovery_id: i64) -> String {

@@ -85,15 +85,9 @@ async fn fresh_postgres(admin: &str, name: &str) -> String {
         .execute(&mut conn)
         .await
         .expect("create the benchmark database");
-    let (base, query) = admin.split_once('?').map_or((admin, None), |(b, q)| (b, Some(q)));
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let base = base[authority..]
-        .find('/')
-        .map_or(base, |slash| &base[..authority + slash]);
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
-    }
+    let mut url = url::Url::parse(admin).expect("a PostgreSQL URL");
+    url.set_path(name);
+    url.to_string()
 }
 
 /// Fills the queue with `items` pending reports.

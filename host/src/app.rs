@@ -45,12 +45,7 @@ impl App {
             None => Store::open(&settings.keeper_db, access).await?,
         };
         let mut queue = Queue::new(store.db().clone(), settings.retry_policy(), settings.lease());
-        if let Some(name) = settings
-            .keeper_host_name
-            .as_deref()
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-        {
+        if let Some(name) = &settings.keeper_host_name {
             queue = queue.named(name);
         }
         let registry = Registry::new(store.db().clone());

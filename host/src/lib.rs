@@ -37,6 +37,7 @@ pub mod ledger;
 pub mod logging;
 pub mod mapper;
 pub mod output;
+pub mod platform;
 pub mod plugins;
 pub mod pull;
 pub mod queue;

@@ -11,7 +11,7 @@
 //!
 //! Every call has a deadline (epoch interruption, counted in the calling
 //! thread's CPU time where the platform has such a clock, see
-//! [`thread_cpu_time`]), memory is capped and the output size is checked,
+//! [`crate::platform::thread_cpu_time`]), memory is capped and the output size is checked,
 //! so a plugin that loops, allocates without end or panics fails that one
 //! item and never the host. The operator's limits are ceilings: a plugin
 //! of the `mapper-with-limits` world (keeper:mapper@1.2.0) declares what it
@@ -754,39 +754,6 @@ impl HostMonotonicClock for FrozenClock {
     }
 }
 
-/// CPU time the calling thread has used so far, where the platform has a
-/// per-thread CPU clock (`CLOCK_THREAD_CPUTIME_ID`); `None` elsewhere.
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd"
-))]
-pub fn thread_cpu_time() -> Option<Duration> {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime only writes the timespec it is given.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
-    if rc != 0 {
-        return None;
-    }
-    Some(Duration::new(
-        u64::try_from(now.tv_sec).ok()?,
-        u32::try_from(now.tv_nsec).ok()?,
-    ))
-}
-
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd"
-)))]
-pub fn thread_cpu_time() -> Option<Duration> {
-    None
-}
-
 /// Starts the deadline of the next call into `store`.
 ///
 /// Where the thread has a CPU clock, the deadline is CPU time: the epoch
@@ -796,12 +763,12 @@ pub fn thread_cpu_time() -> Option<Duration> {
 /// plugin that loops still uses CPU time and is stopped. Elsewhere the
 /// deadline is wall-clock time, counted in ticks.
 fn arm_deadline(store: &mut Store<HostState>, deadline: Duration) {
-    match thread_cpu_time() {
+    match crate::platform::thread_cpu_time() {
         Some(started) => {
             store.data_mut().cpu_budget = Some((started, deadline));
             store.set_epoch_deadline(1);
             store.epoch_deadline_callback(|ctx| {
-                let within = match (ctx.data().cpu_budget, thread_cpu_time()) {
+                let within = match (ctx.data().cpu_budget, crate::platform::thread_cpu_time()) {
                     (Some((started, budget)), Some(now)) => now.saturating_sub(started) < budget,
                     _ => false,
                 };
@@ -822,7 +789,7 @@ fn arm_deadline(store: &mut Store<HostState>, deadline: Duration) {
 /// Whether plugin deadlines are wall-clock time on this platform (see
 /// [`arm_deadline`]), so that a busy machine can make a call time out.
 pub fn deadline_is_wall_clock() -> bool {
-    thread_cpu_time().is_none()
+    crate::platform::thread_cpu_time().is_none()
 }
 
 fn deadline_ticks(deadline: Duration) -> u64 {

@@ -573,32 +573,8 @@ pub struct Queue {
 /// the machine's name and the process id, so two processes on one machine
 /// are told apart too.
 pub fn default_host_name() -> String {
-    let machine = machine_name().unwrap_or_else(|| "unknown-machine".to_owned());
+    let machine = crate::platform::machine_name().unwrap_or_else(|| "unknown-machine".to_owned());
     format!("{machine}:{}", std::process::id())
-}
-
-/// The machine's network name: `gethostname` where keeper links libc;
-/// Windows keeps it in `COMPUTERNAME`.
-fn machine_name() -> Option<String> {
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd"
-    ))]
-    {
-        let mut buf = [0u8; 256];
-        // SAFETY: the buffer is valid for its whole length, which is passed.
-        let done = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-        if done == 0 {
-            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-            return String::from_utf8(buf[..end].to_vec()).ok().filter(|n| !n.is_empty());
-        }
-    }
-    ["COMPUTERNAME", "HOSTNAME"]
-        .iter()
-        .find_map(|var| std::env::var(var).ok().filter(|n| !n.is_empty()))
 }
 
 #[derive(Clone)]
@@ -632,10 +608,19 @@ impl Queue {
         }
     }
 
-    /// The same queue, naming its claims `host` (`KEEPER_HOST_NAME`).
+    /// The same queue, naming its claims `host` (`KEEPER_HOST_NAME`),
+    /// trimmed; a blank name keeps the default ([`default_host_name`]).
     pub fn named(mut self, host: &str) -> Queue {
-        self.host = host.into();
+        let host = host.trim();
+        if !host.is_empty() {
+            self.host = host.into();
+        }
         self
+    }
+
+    /// How this host names itself in its claims.
+    pub fn host_name(&self) -> &str {
+        &self.host
     }
 
     pub fn policy(&self) -> RetryPolicy {
@@ -1019,6 +1004,18 @@ mod tests {
         let (machine, pid) = name.rsplit_once(':').expect("machine:pid");
         assert!(!machine.is_empty(), "{name}");
         assert_eq!(pid, std::process::id().to_string());
+    }
+
+    #[tokio::test]
+    async fn a_blank_host_name_keeps_the_default_and_a_given_one_is_trimmed() {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:")
+            .await
+            .expect("in-memory SQLite");
+        let queue = Queue::new(Db::Sqlite(pool), policy(), Duration::from_secs(60));
+        for blank in ["", "   ", "\t\n"] {
+            assert_eq!(queue.clone().named(blank).host_name(), default_host_name(), "{blank:?}");
+        }
+        assert_eq!(queue.named("  bot-host-2 ").host_name(), "bot-host-2");
     }
 
     #[test]

@@ -26,6 +26,15 @@ out=${1:-$target/python-plugin/keeper_python_mapper.wasm}
 app_dir=${2:-$here}
 venv=$target/tools/componentize-py-$COMPONENTIZE_PY_VERSION
 
+# Two builds at once (the plugin tests build variants in parallel) must not
+# both make the venv: the second waits for the first under a lock (flock,
+# where the system has it: Linux; macOS ships none, and runs one build at a
+# time there), then finds it made.
+mkdir -p "$(dirname "$venv")"
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$venv.lock"
+    flock 9
+fi
 if [ ! -x "$venv/bin/componentize-py" ]; then
     echo "build.sh: installing componentize-py $COMPONENTIZE_PY_VERSION into $venv" >&2
     rm -rf "$venv"
@@ -35,6 +44,8 @@ if [ ! -x "$venv/bin/componentize-py" ]; then
     fi
     "$venv/bin/pip" install -q --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
 fi
+# The venv is made: other builds may go on at once.
+exec 9>&-
 
 mkdir -p "$(dirname "$out")"
 # Written aside and renamed: a watched plugins folder never sees half a file.

@@ -68,19 +68,9 @@ pub fn psql(url: &str, sql: &str) -> String {
 
 /// `url` with its database (the path after the host) replaced by `name`.
 fn database_url(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[authority_end..].find('/') {
-        Some(slash) => &base[..authority_end + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
-    }
+    let mut url = url::Url::parse(url).unwrap_or_else(|e| panic!("KEEPER_TEST_POSTGRES_URL {url:?}: {e}"));
+    url.set_path(name);
+    url.to_string()
 }
 
 /// A PostgreSQL cluster of one test's own (`.ci/postgres start`), for a test

@@ -13,6 +13,33 @@ use sqlx::FromRow;
 use super::notices::{Notice, Tell};
 use crate::db::Db;
 
+/// Binds a form's four values in the column order both dialects' INSERTs
+/// list them: one list for both drivers.
+macro_rules! bind_form {
+    ($query:expr, $nonce:expr, $form:expr) => {
+        $query
+            .bind($nonce)
+            .bind(&$form.user_id)
+            .bind(&$form.options)
+            .bind($form.expires_at)
+    };
+}
+
+/// Binds a notice's seven values in the column order both dialects'
+/// INSERTs list them: one list for both drivers.
+macro_rules! bind_notice {
+    ($query:expr, $notice:expr, $channel_id:expr, $user_id:expr, $now:expr) => {
+        $query
+            .bind($notice.discovery_id)
+            .bind(&$notice.token)
+            .bind($channel_id)
+            .bind($user_id)
+            .bind(&$notice.confirmation)
+            .bind($notice.placed)
+            .bind($now)
+    };
+}
+
 /// One open form's row.
 #[derive(Debug, FromRow)]
 pub struct FormRow {
@@ -33,14 +60,14 @@ pub async fn save_form(db: &Db, nonce: i64, form: &FormRow, expired_before: i64)
                 .bind(expired_before)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "INSERT OR REPLACE INTO keeper_bot_forms (nonce, user_id, options, expires_at)
-                 VALUES (?1, ?2, ?3, ?4)",
+            bind_form!(
+                sqlx::query(
+                    "INSERT OR REPLACE INTO keeper_bot_forms (nonce, user_id, options, expires_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                ),
+                nonce,
+                form
             )
-            .bind(nonce)
-            .bind(&form.user_id)
-            .bind(&form.options)
-            .bind(form.expires_at)
             .execute(&mut *tx)
             .await?;
             tx.commit().await
@@ -51,15 +78,15 @@ pub async fn save_form(db: &Db, nonce: i64, form: &FormRow, expired_before: i64)
                 .bind(expired_before)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "INSERT INTO keeper_bot_forms (nonce, user_id, options, expires_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (nonce) DO UPDATE
-                     SET user_id = EXCLUDED.user_id, options = EXCLUDED.options, expires_at = EXCLUDED.expires_at",
+            bind_form!(
+                sqlx::query(
+                    "INSERT INTO keeper_bot_forms (nonce, user_id, options, expires_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (nonce) DO UPDATE
+                         SET user_id = EXCLUDED.user_id, options = EXCLUDED.options, expires_at = EXCLUDED.expires_at",
+                ),
+                nonce,
+                form
             )
-            .bind(nonce)
-            .bind(&form.user_id)
-            .bind(&form.options)
-            .bind(form.expires_at)
             .execute(&mut *tx)
             .await?;
             tx.commit().await
@@ -101,38 +128,36 @@ pub async fn remember_notice(db: &Db, notice: &Notice, now: i64) -> Result<(), s
     let user_id = notice.user_id.to_string();
     match db {
         Db::Sqlite(pool) => {
-            sqlx::query(
-                "INSERT OR REPLACE INTO keeper_bot_notices
-                     (discovery_id, token, channel_id, user_id, confirmation, placed, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            bind_notice!(
+                sqlx::query(
+                    "INSERT OR REPLACE INTO keeper_bot_notices
+                         (discovery_id, token, channel_id, user_id, confirmation, placed, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                ),
+                notice,
+                channel_id,
+                user_id,
+                now
             )
-            .bind(notice.discovery_id)
-            .bind(&notice.token)
-            .bind(channel_id)
-            .bind(user_id)
-            .bind(&notice.confirmation)
-            .bind(notice.placed)
-            .bind(now)
             .execute(pool)
             .await?;
         }
         Db::Postgres(pool) => {
-            sqlx::query(
-                "INSERT INTO keeper_bot_notices
-                     (discovery_id, token, channel_id, user_id, confirmation, placed, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (discovery_id) DO UPDATE
-                     SET token = EXCLUDED.token, channel_id = EXCLUDED.channel_id, user_id = EXCLUDED.user_id,
-                         confirmation = EXCLUDED.confirmation, placed = EXCLUDED.placed,
-                         created_at = EXCLUDED.created_at, told_waiting = false, told_failed = false",
+            bind_notice!(
+                sqlx::query(
+                    "INSERT INTO keeper_bot_notices
+                         (discovery_id, token, channel_id, user_id, confirmation, placed, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (discovery_id) DO UPDATE
+                         SET token = EXCLUDED.token, channel_id = EXCLUDED.channel_id, user_id = EXCLUDED.user_id,
+                             confirmation = EXCLUDED.confirmation, placed = EXCLUDED.placed,
+                             created_at = EXCLUDED.created_at, told_waiting = false, told_failed = false",
+                ),
+                notice,
+                channel_id,
+                user_id,
+                now
             )
-            .bind(notice.discovery_id)
-            .bind(&notice.token)
-            .bind(channel_id)
-            .bind(user_id)
-            .bind(&notice.confirmation)
-            .bind(notice.placed)
-            .bind(now)
             .execute(pool)
             .await?;
         }

@@ -137,7 +137,7 @@ impl Loader {
     /// inflate; absent where the platform has no thread CPU clock).
     fn load(&self, bytes: &[u8]) -> Result<(Plugin, bool), PluginError> {
         let started = std::time::Instant::now();
-        let cpu_started = crate::mapper::thread_cpu_time();
+        let cpu_started = crate::platform::thread_cpu_time();
         let loaded = match &self.cache {
             Some(cache) => cache.load(&self.runtime, bytes),
             None => self.runtime.load(bytes).map(|p| (p, false)),
@@ -148,7 +148,7 @@ impl Loader {
                 cached,
                 elapsed_ms = started.elapsed().as_millis(),
                 cpu_ms = cpu_started
-                    .zip(crate::mapper::thread_cpu_time())
+                    .zip(crate::platform::thread_cpu_time())
                     .map(|(from, to)| to.saturating_sub(from).as_millis()),
                 "plugin loaded"
             );

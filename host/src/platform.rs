@@ -1,0 +1,64 @@
+//! What keeper asks of the operating system beyond std: the machine's name
+//! and a thread's CPU time.
+//!
+//! Where keeper links libc (`cfg(keeper_libc)`: Linux, Android, macOS, iOS,
+//! FreeBSD; the list lives in host/build.rs) these are system calls;
+//! elsewhere (Windows) the name comes from the environment and there is no
+//! per-thread CPU clock.
+
+use std::time::Duration;
+
+/// The machine's network name: `gethostname` where keeper links libc;
+/// Windows keeps it in `COMPUTERNAME`.
+pub fn machine_name() -> Option<String> {
+    #[cfg(keeper_libc)]
+    {
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer is valid for its whole length, which is passed.
+        let done = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        if done == 0 {
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            return String::from_utf8(buf[..end].to_vec()).ok().filter(|n| !n.is_empty());
+        }
+    }
+    ["COMPUTERNAME", "HOSTNAME"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|n| !n.is_empty()))
+}
+
+/// CPU time the calling thread has used so far, where the platform has a
+/// per-thread CPU clock (`CLOCK_THREAD_CPUTIME_ID`); `None` elsewhere.
+pub fn thread_cpu_time() -> Option<Duration> {
+    #[cfg(keeper_libc)]
+    {
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime only writes the timespec it is given.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+        if rc != 0 {
+            return None;
+        }
+        Some(Duration::new(
+            u64::try_from(now.tv_sec).ok()?,
+            u32::try_from(now.tv_nsec).ok()?,
+        ))
+    }
+    #[cfg(not(keeper_libc))]
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_machine_has_a_name_and_a_thread_clock_that_moves() {
+        assert!(machine_name().is_some_and(|n| !n.trim().is_empty()));
+        let before = thread_cpu_time().expect("Linux has a per-thread CPU clock");
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = std::hint::black_box(x.wrapping_add(i));
+        }
+        let after = thread_cpu_time().expect("Linux has a per-thread CPU clock");
+        assert!(after > before, "{before:?} → {after:?}");
+    }
+}
