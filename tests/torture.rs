@@ -26,7 +26,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -502,6 +502,71 @@ fn hostile_bodies() -> Vec<Vec<u8>> {
     ]
 }
 
+/// A client thread posting reports to one keeper host until stopped, the
+/// load both the `keeper run` and the multi-host tortures put on their hosts.
+struct PostLoad {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+/// Requests no server may store, mixed into a load (every tenth request),
+/// and where to list any that was not refused with a 4xx.
+struct Hostile {
+    bodies: Vec<Vec<u8>>,
+    stored: Arc<Mutex<Vec<String>>>,
+}
+
+impl PostLoad {
+    /// Posts reports described `"{label} report {i}"` to the port `port`
+    /// holds (0 while the host is down: the thread waits), listing in
+    /// `acknowledged` each one answered 201.
+    fn start(
+        agent: &ureq::Agent,
+        port: Arc<AtomicU16>,
+        label: String,
+        acknowledged: Arc<Mutex<Vec<String>>>,
+        hostile: Option<Hostile>,
+    ) -> PostLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (agent, stopped) = (agent.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut i = 0usize;
+            while !stopped.load(Ordering::Relaxed) {
+                let port = port.load(Ordering::Relaxed);
+                if port == 0 {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                i += 1;
+                if let Some(hostile) = hostile.as_ref().filter(|_| i.is_multiple_of(10)) {
+                    let body = &hostile.bodies[i / 10 % hostile.bodies.len()];
+                    if let Some(status) = post(&agent, port, body)
+                        && !(400..500).contains(&status)
+                    {
+                        hostile.stored.lock().unwrap().push(format!(
+                            "{status}: {}",
+                            String::from_utf8_lossy(&body[..body.len().min(60)])
+                        ));
+                    }
+                    continue;
+                }
+                let description = format!("{label} report {i}");
+                if post(&agent, port, report_json(&description).as_bytes()) == Some(201) {
+                    acknowledged.lock().unwrap().push(description);
+                }
+            }
+            i
+        });
+        PostLoad { stop, thread }
+    }
+
+    /// Stops the thread; the requests it sent.
+    fn stop(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("load thread")
+    }
+}
+
 async fn run_kills(plan: Plan, mut rng: StdRng) {
     let env = torture_env();
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -515,39 +580,16 @@ async fn run_kills(plan: Plan, mut rng: StdRng) {
     let mut sent = 0usize;
     for round in 0..plan.run_kills {
         let (mut child, port, _log) = spawn_run(&env);
-        let stop = Arc::new(AtomicBool::new(false));
-        let load = {
-            let (agent, stop, acknowledged, hostile_stored, hostile) = (
-                agent.clone(),
-                stop.clone(),
-                acknowledged.clone(),
-                hostile_stored.clone(),
-                hostile.clone(),
-            );
-            std::thread::spawn(move || {
-                let mut i = 0usize;
-                while !stop.load(Ordering::Relaxed) {
-                    i += 1;
-                    if i.is_multiple_of(10) {
-                        let body = &hostile[i / 10 % hostile.len()];
-                        if let Some(status) = post(&agent, port, body)
-                            && !(400..500).contains(&status)
-                        {
-                            hostile_stored.lock().unwrap().push(format!(
-                                "{status}: {}",
-                                String::from_utf8_lossy(&body[..body.len().min(60)])
-                            ));
-                        }
-                        continue;
-                    }
-                    let description = format!("run-torture round {round} report {i}");
-                    if post(&agent, port, report_json(&description).as_bytes()) == Some(201) {
-                        acknowledged.lock().unwrap().push(description);
-                    }
-                }
-                i
-            })
-        };
+        let load = PostLoad::start(
+            &agent,
+            Arc::new(AtomicU16::new(port)),
+            format!("run-torture round {round}"),
+            acknowledged.clone(),
+            Some(Hostile {
+                bodies: hostile.clone(),
+                stored: hostile_stored.clone(),
+            }),
+        );
         // Killed under load: once this round has acknowledged some reports
         // and the worker synced some, at a random moment after.
         let acked_before = acknowledged.lock().unwrap().len();
@@ -568,8 +610,7 @@ async fn run_kills(plan: Plan, mut rng: StdRng) {
         .await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..500))).await;
         sigkill(&mut child);
-        stop.store(true, Ordering::Relaxed);
-        sent += load.join().expect("load thread");
+        sent += load.stop();
     }
     // A last, clean run drains the queue.
     let (mut child, _port, _log) = spawn_run(&env);
@@ -661,7 +702,7 @@ async fn pull_kills(plan: Plan, mut rng: StdRng) {
 struct HostSlot {
     child: Child,
     log: Arc<Mutex<String>>,
-    port: Arc<std::sync::atomic::AtomicU16>,
+    port: Arc<AtomicU16>,
 }
 
 impl HostSlot {
@@ -670,7 +711,7 @@ impl HostSlot {
         HostSlot {
             child,
             log,
-            port: Arc::new(std::sync::atomic::AtomicU16::new(port)),
+            port: Arc::new(AtomicU16::new(port)),
         }
     }
 
@@ -727,30 +768,18 @@ async fn host_kills(plan: Plan, mut rng: StdRng) {
         .build()
         .into();
     let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
     let mut hosts: Vec<HostSlot> = (0..HOSTS).map(|_| HostSlot::start(&env)).collect();
-    let loads: Vec<_> = hosts
+    let loads: Vec<PostLoad> = hosts
         .iter()
         .enumerate()
         .map(|(which, host)| {
-            let (agent, stop, acknowledged, port) =
-                (agent.clone(), stop.clone(), acknowledged.clone(), host.port.clone());
-            std::thread::spawn(move || {
-                let mut sent = 0usize;
-                while !stop.load(Ordering::Relaxed) {
-                    let port = port.load(Ordering::Relaxed);
-                    if port == 0 {
-                        std::thread::sleep(Duration::from_millis(10));
-                        continue;
-                    }
-                    sent += 1;
-                    let description = format!("host-torture host {which} report {sent}");
-                    if post(&agent, port, report_json(&description).as_bytes()) == Some(201) {
-                        acknowledged.lock().unwrap().push(description);
-                    }
-                }
-                sent
-            })
+            PostLoad::start(
+                &agent,
+                host.port.clone(),
+                format!("host-torture host {which}"),
+                acknowledged.clone(),
+                None,
+            )
         })
         .collect();
 
@@ -795,8 +824,7 @@ async fn host_kills(plan: Plan, mut rng: StdRng) {
         sigkill(&mut host.child);
         host.restart(&env);
     }
-    stop.store(true, Ordering::Relaxed);
-    let sent: usize = loads.into_iter().map(|load| load.join().expect("load thread")).sum();
+    let sent: usize = loads.into_iter().map(PostLoad::stop).sum();
 
     // The hosts drain what is left (killed batches once their leases lapse).
     let url = cluster.url.clone();
