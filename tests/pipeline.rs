@@ -991,7 +991,8 @@ async fn every_item_of_a_batch_points_at_its_own_vh_row() {
     }
     let out = env.run_with_stdin(&["submit", "--json", "-"], input.as_bytes());
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(env.ok(&["sync", "--once"]).contains("synced 40, failed 0"));
+    let synced = env.ok(&["sync", "--once"]);
+    assert!(synced.contains("synced 40, failed 0"), "{synced}");
 
     let mut conn = connect(&env.keeper).await;
     sqlx::query("ATTACH DATABASE ?1 AS vh")
@@ -1008,7 +1009,7 @@ async fn every_item_of_a_batch_points_at_its_own_vh_row() {
     .fetch_one(&mut conn)
     .await
     .unwrap();
-    assert_eq!(mismatched, 0);
+    assert_eq!(mismatched, 0, "items whose VH row is another report's");
     let distinct: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT haven_discovery_id) FROM sync_queue")
         .fetch_one(&mut conn)
         .await
