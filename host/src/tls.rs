@@ -49,16 +49,23 @@ pub enum TlsError {
         reason: String,
     },
     #[error(
-        "{cert_setting} = {cert:?} and {key_setting} = {key:?} do not go together: {reason}; give the \
-         certificate and the private key it was issued for"
+        "{} = {:?} and {} = {:?} do not go together: {reason}; give the certificate and the private key it \
+         was issued for",
+        .pair.cert_setting, .pair.cert, .pair.key_setting, .pair.key
     )]
-    Mismatch {
-        cert_setting: String,
-        cert: PathBuf,
-        key_setting: String,
-        key: PathBuf,
-        reason: String,
-    },
+    Mismatch { pair: Box<PemPair>, reason: String },
+}
+
+/// The certificate and key files of a [`TlsError::Mismatch`], with the
+/// settings that named them. Boxed there: two paths and three strings would
+/// make every `Result` carrying a `TlsError` large (on Windows a path is
+/// bigger than on Unix, and clippy's `result_large_err` says so).
+#[derive(Debug)]
+pub struct PemPair {
+    pub cert_setting: String,
+    pub cert: PathBuf,
+    pub key_setting: String,
+    pub key: PathBuf,
 }
 
 /// The sync API's TLS configuration: its certificate and key, checked.
@@ -95,10 +102,12 @@ pub fn server_config(settings: &Settings) -> Result<Option<ServerTls>, TlsError>
         } + "; expected a PEM file with a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block",
     })?;
     let mismatch = |reason: String| TlsError::Mismatch {
-        cert_setting: describe(CERT_VAR),
-        cert: cert_path.clone(),
-        key_setting: describe(KEY_VAR),
-        key: key_path.clone(),
+        pair: Box::new(PemPair {
+            cert_setting: describe(CERT_VAR),
+            cert: cert_path.clone(),
+            key_setting: describe(KEY_VAR),
+            key: key_path.clone(),
+        }),
         reason,
     };
     let mut config = ServerConfig::builder_with_provider(provider())
