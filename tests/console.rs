@@ -1,6 +1,7 @@
 //! The operator console (`/console`) in headless Chromium against a live
 //! `keeper run` with a seeded queue, and the API operations it reads
-//! (`/sync/failures`, `/sync/items`). Screenshots of each page are kept
+//! (`/sync/failures`, `/sync/items`), and a canary of a failing plugin
+//! rolling back on the Plugins page. Screenshots of each page are kept
 //! under cargo's target temp folder (`CARGO_TARGET_TMPDIR/console-screenshots`),
 //! their paths printed.
 
@@ -684,4 +685,76 @@ async fn plugins_are_uploaded_previewed_and_rolled_back_in_the_browser() {
     );
     browser.screenshot("4-rolled-back-phone");
     assert!(!keeper.log().contains("panicked"), "{}", keeper.log());
+}
+
+#[tokio::test]
+async fn a_failing_canary_rolls_back_in_the_browser() {
+    let mut env = Env::new();
+    let plugins_dir = env.dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins_dir).unwrap();
+    env.var("SYNC_API_KEY", KEY)
+        .var("SYNC_INTERVAL", 1)
+        .var("KEEPER_PLUGINS_DIR", plugins_dir.display())
+        .var("KEEPER_PLUGIN_TIMEOUT_MS", 5_000)
+        .var("KEEPER_CANARY_MIN_ITEMS", 3);
+    let keeper = Keeper::start(&env);
+    let mut browser = open_browser(&env, "canary");
+    browser.open(&keeper.url("/console#/plugins"));
+    browser.wait_for("document.activeElement.id === 'key-input'", "the key prompt");
+    browser.type_text(KEY);
+    browser.press("Enter");
+    browser.wait_for("document.getElementById('upload-canary')", "the upload form");
+
+    // The trapdoor plugin panics on every row marked `[panic]`: a canary of
+    // half the items, started from the page.
+    let trapdoor = common::guest_plugins::plugin("trapdoor");
+    browser.choose_file("#plugin-file", &trapdoor);
+    browser.wait_for("document.querySelector('[data-field=chosen-file]')", "the chosen file");
+    browser.eval("document.getElementById('plugin-name').value = ''");
+    browser.eval("document.getElementById('plugin-name').focus()");
+    browser.type_text("trapdoor");
+    browser.eval("document.getElementById('canary-percent').value = ''");
+    browser.eval("document.getElementById('canary-percent').focus()");
+    browser.type_text("50");
+    browser.tab_to("el.id === 'upload-canary'", 5);
+    browser.press("Enter");
+    browser.wait_for(
+        "document.querySelector('#canary [data-state=running]') && \
+         document.querySelector('[data-field=canary-share]')?.textContent === '50% of the items'",
+        "the canary running",
+    );
+    assert_eq!(keeper.get("/plugins")["canary"]["name"], "test-trapdoor");
+    browser.screenshot("1-canary-running");
+
+    for n in 0..8 {
+        env.submit("🦴", "Oculi", "planet:Erren", &format!("Bones {n} [panic]"), &[]);
+    }
+    browser.wait_for(
+        "document.querySelector('#canary [data-state=rolled_back]') && \
+         document.querySelector('[data-field=canary-reason]')?.textContent.startsWith('the canary failed')",
+        "the rollback on the page",
+    );
+    let api = keeper.get("/plugins");
+    let reason = browser.eval(&text_of("[data-field=canary-reason]"));
+    assert_eq!(reason.as_str(), api["canary"]["reason"].as_str(), "{api}");
+    let counts = browser.eval(&text_of("[data-field=canary-counts]"));
+    assert_eq!(
+        counts.as_str().unwrap(),
+        format!(
+            "{} of {} item(s) failed (100%)",
+            api["canary"]["canary_failed"], api["canary"]["canary_items"]
+        ),
+        "{api}"
+    );
+    assert_eq!(api["active"]["name"], "keeper-default-mapper", "{api}");
+    browser.eval("document.getElementById('canary').scrollIntoView()");
+    browser.screenshot("2-canary-rolled-back");
+    // The items it failed are synced by the active plugin.
+    keeper.wait_until("/sync/status", "every item synced", |s| s["queue"]["synced"] == 8);
+    browser.viewport(390, 844, true);
+    browser.wait_for(
+        "document.documentElement.scrollWidth <= window.innerWidth",
+        "the canary fitting a phone",
+    );
+    browser.screenshot("2-canary-rolled-back-phone");
 }

@@ -4,7 +4,10 @@
 //! gets, a good one is active for the next item (its name and hash in the
 //! ledger), a bad one is answered 422 with the reason and listed as
 //! rejected while nothing else changes, and an earlier version can be
-//! previewed and made active again.
+//! previewed and made active again. A canary (`PUT /plugins/{name}/canary`,
+//! `POST /plugins/versions/{hash}/canary`) maps a share of the items: one
+//! that fails them is rolled back and its items synced by the active plugin,
+//! a good one becomes active at its count, and bad requests change nothing.
 
 mod common;
 
@@ -93,6 +96,39 @@ impl Keeper {
         let (status, json) = self.call(method, path, body, Some(KEY));
         assert_eq!(status, 200, "{method} {path}: {json}\n{}", self.log());
         json
+    }
+
+    /// `POST /plugins/versions/{hash}/canary` with `body` as JSON.
+    fn canary_version(&self, hash: &str, body: &str) -> (u16, Value) {
+        let url = format!("http://127.0.0.1:{}/plugins/versions/{hash}/canary", self.port);
+        let mut response = self
+            .agent
+            .post(&url)
+            .header("X-API-Key", KEY)
+            .header("Content-Type", "application/json")
+            .send(body)
+            .unwrap_or_else(|e| panic!("canary {hash}: {e}\n{}", self.log()));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("canary {hash}: {e}: {text}"));
+        (status, json)
+    }
+
+    /// `GET /plugins`' canary once `done` holds for it.
+    fn wait_for_canary(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + CHECK_TIMEOUT;
+        loop {
+            let canary = self.ok("GET", "/plugins", None)["canary"].clone();
+            if done(&canary) {
+                return canary;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "canary never {what}: {canary}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn upload(&self, name: &str, bytes: &[u8]) -> (u16, Value) {
@@ -394,4 +430,232 @@ async fn a_bad_upload_is_refused_with_its_reason_and_changes_nothing() {
     // The worker still syncs on the plugin it had.
     let id = submit(&env, "Bones after the refusals").await;
     assert_eq!(keeper.synced_by(id), "keeper-default-mapper");
+}
+
+#[tokio::test]
+async fn a_canary_that_fails_its_items_is_rolled_back_and_the_active_plugin_syncs_them() {
+    let mut env = Env::new();
+    env.var("KEEPER_CANARY_MIN_ITEMS", 4);
+    let keeper = Keeper::start(&mut env);
+    let (_, _, builtin_hash) = keeper.active();
+
+    // The trapdoor plugin passes the check, then panics on every row whose
+    // description holds `[panic]`: here, every item.
+    let trapdoor = read(&plugin("trapdoor"));
+    let answer = keeper.ok("PUT", "/plugins/trapdoor/canary?percent=50", Some(&trapdoor));
+    assert_eq!(answer["canary"]["state"], "running", "{answer}");
+    assert_eq!(answer["canary"]["percent"], 50, "{answer}");
+    assert_eq!(answer["canary"]["active_hash"], builtin_hash.as_str(), "{answer}");
+    assert_eq!(
+        answer["message"], "test-trapdoor 0.0.1 runs as a canary on 50% of the items",
+        "{answer}"
+    );
+    assert_eq!(
+        keeper.folder(),
+        Vec::<String>::new(),
+        "a canary is not placed in the folder"
+    );
+    assert_eq!(keeper.active().0, "keeper-default-mapper");
+
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        ids.push(submit(&env, &format!("Bones number {n} [panic]")).await);
+    }
+    let canary = keeper.wait_for_canary("rolled back", |c| c["state"] == "rolled_back");
+    let (items, failed) = (
+        canary["canary_items"].as_i64().unwrap(),
+        canary["canary_failed"].as_i64().unwrap(),
+    );
+    assert!(items >= 4 && failed == items, "{canary}");
+    assert_eq!(canary["active_failed"], 0, "{canary}");
+    let reason = canary["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!("the canary failed {failed} of {items} items (100%)"))
+            && reason.contains("margin of 10 points (KEEPER_CANARY_MARGIN_PERCENT)"),
+        "{canary}"
+    );
+    assert!(canary["ended_at"].is_string(), "{canary}");
+
+    // Every item ends synced by the plugin that stayed active, the ones the
+    // canary failed too; VH-Database holds nothing the canary wrote.
+    for id in &ids {
+        assert_eq!(keeper.synced_by(*id), "keeper-default-mapper");
+    }
+    let written = ledger(&env.haven).await;
+    assert_eq!(written.len(), ids.len());
+    assert!(
+        written
+            .iter()
+            .all(|(name, hash)| name == "keeper-default-mapper" && *hash == builtin_hash)
+    );
+    wait_for_log(&keeper.log, "canary rolled back", CHECK_TIMEOUT);
+    let log = keeper.log();
+    assert!(log.contains(&format!("canary_failed={failed}")), "{log}");
+    let listed = keeper.ok("GET", "/plugins", None);
+    assert_eq!(listed["active"]["hash"], builtin_hash.as_str(), "{listed}");
+    assert_eq!(listed["active"]["activated_by"], "start_up", "{listed}");
+    assert_eq!(keeper.folder(), Vec::<String>::new());
+    let after = submit(&env, "Bones after the rollback [panic]").await;
+    assert_eq!(keeper.synced_by(after), "keeper-default-mapper");
+}
+
+#[tokio::test]
+async fn a_good_canary_becomes_active_at_its_count_and_says_how() {
+    let mut env = Env::new();
+    let keeper = Keeper::start(&mut env);
+    let first = submit(&env, "Bones before the canary").await;
+    assert_eq!(keeper.synced_by(first), "keeper-default-mapper");
+
+    let upper = read(&plugin("upper"));
+    let answer = keeper.ok("PUT", "/plugins/shouting/canary?items=3", Some(&upper));
+    assert_eq!(
+        answer["message"], "test-upper 1.1.0 runs as a canary on the next 3 items",
+        "{answer}"
+    );
+    let upper_hash = answer["canary"]["hash"].as_str().unwrap().to_owned();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(submit(&env, &format!("Bones for the canary {n}")).await);
+    }
+    for id in &ids {
+        assert_eq!(keeper.synced_by(*id), "test-upper");
+    }
+    let canary = keeper.wait_for_canary("promoted", |c| c["state"] == "promoted");
+    assert_eq!(
+        (canary["canary_items"].as_i64(), canary["canary_failed"].as_i64()),
+        (Some(3), Some(0)),
+        "{canary}"
+    );
+    assert_eq!(canary["reason"], "reached its count of 3 items", "{canary}");
+    let deadline = Instant::now() + CHECK_TIMEOUT;
+    while keeper.active().2 != upper_hash {
+        assert!(
+            Instant::now() < deadline,
+            "the canary never became active\n{}",
+            keeper.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let listed = keeper.ok("GET", "/plugins", None);
+    assert_eq!(listed["active"]["activated_by"], "canary_promotion", "{listed}");
+    assert_eq!(listed["history"][0]["activated_by"], "start_up", "{listed}");
+    assert_eq!(keeper.folder(), ["shouting.wasm"]);
+    let after = submit(&env, "Bones after the promotion").await;
+    assert_eq!(keeper.synced_by(after), "test-upper");
+    let list = env.ok(&["plugin", "list"]);
+    assert!(list.contains("(canary promoted at its count)"), "{list}");
+    assert!(list.contains("promoted  on the next 3 items"), "{list}");
+    drop(keeper);
+
+    // A restart keeps the promoted plugin and how it became active.
+    let keeper = Keeper::start(&mut env);
+    let listed = keeper.ok("GET", "/plugins", None);
+    assert_eq!(listed["active"]["hash"], upper_hash.as_str(), "{listed}");
+    assert_eq!(listed["active"]["activated_by"], "canary_promotion", "{listed}");
+}
+
+#[tokio::test]
+async fn bad_canary_requests_are_refused_and_change_nothing() {
+    let mut env = Env::new();
+    let keeper = Keeper::start(&mut env);
+    let (_, _, builtin_hash) = keeper.active();
+    let upper = read(&plugin("upper"));
+
+    // The share: a percent from 1 to 100 and/or a count of at least 1.
+    for query in ["percent=0", "percent=101", "percent=-3", "items=0", ""] {
+        let (status, body) = keeper.call(
+            "PUT",
+            &format!("/plugins/shouting/canary?{query}"),
+            Some(&upper),
+            Some(KEY),
+        );
+        assert_eq!(status, 400, "{query}: {body}");
+    }
+    let (status, body) = keeper.call("PUT", "/plugins/shouting/canary?percent=ten", Some(&upper), Some(KEY));
+    assert_eq!(status, 400, "{body}");
+    for body in [
+        r#"{"percent": 0}"#,
+        r#"{"percent": 150}"#,
+        r#"{"percent": "ten"}"#,
+        r#"{"items": 0}"#,
+        "{}",
+    ] {
+        let (status, answer) = keeper.canary_version(&builtin_hash, body);
+        assert_eq!(status, 400, "{body}: {answer}");
+    }
+    let (status, body) = keeper.canary_version(&builtin_hash, r#"{"percent": 0}"#);
+    assert!(
+        body["message"].as_str().unwrap().contains("from 1 to 100"),
+        "{status} {body}"
+    );
+    // The active version, an unknown one, no key, a plugin the check refuses.
+    let (status, body) = keeper.canary_version(&builtin_hash, r#"{"percent": 10}"#);
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("is the active one"),
+        "{body}"
+    );
+    let (status, body) = keeper.canary_version(&"0".repeat(64), r#"{"percent": 10}"#);
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = keeper.call("PUT", "/plugins/shouting/canary?percent=10", Some(&upper), None);
+    assert_eq!(status, 401, "{body}");
+    let bad = read(&plugin("unknown-column"));
+    let (status, body) = keeper.call("PUT", "/plugins/bad/canary?percent=10", Some(&bad), Some(KEY));
+    assert_eq!(status, 422, "{body}");
+    let listed = keeper.ok("GET", "/plugins", None);
+    assert!(listed["canary"].is_null(), "no canary was started: {listed}");
+    assert_eq!(listed["active"]["hash"], builtin_hash.as_str());
+    assert_eq!(keeper.folder(), Vec::<String>::new());
+
+    // One canary at a time.
+    let started = keeper.ok("PUT", "/plugins/shouting/canary?percent=10&items=500", Some(&upper));
+    let upper_hash = started["canary"]["hash"].as_str().unwrap().to_owned();
+    let lenient = read(&plugin("lenient"));
+    let (status, body) = keeper.call("PUT", "/plugins/lenient/canary?percent=10", Some(&lenient), Some(KEY));
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("a canary runs already"),
+        "{body}"
+    );
+    let (status, body) = keeper.canary_version(&upper_hash, r#"{"items": 5}"#);
+    assert_eq!(status, 409, "{body}");
+    let canary = keeper.ok("GET", "/plugins", None)["canary"].clone();
+    assert_eq!(
+        (
+            canary["hash"].as_str(),
+            canary["state"].as_str(),
+            canary["percent"].as_i64(),
+            canary["items"].as_i64()
+        ),
+        (Some(upper_hash.as_str()), Some("running"), Some(10), Some(500)),
+        "{canary}"
+    );
+    assert_eq!(keeper.active().0, "keeper-default-mapper");
+    assert_eq!(keeper.folder(), Vec::<String>::new());
+
+    // Promoted by hand: activating the canary's version.
+    let answer = keeper.ok("POST", &format!("/plugins/versions/{upper_hash}/activate"), None);
+    assert_eq!(answer["active"]["hash"], upper_hash.as_str(), "{answer}");
+    assert_eq!(answer["active"]["activated_by"], "api_activation", "{answer}");
+    let canary = keeper.ok("GET", "/plugins", None)["canary"].clone();
+    assert_eq!(canary["state"], "promoted", "{canary}");
+    assert_eq!(keeper.folder(), ["shouting.wasm"]);
+    // The built-in plugin, no longer active, can be a canary now.
+    let (status, body) = keeper.canary_version(&builtin_hash, r#"{"percent": 100}"#);
+    assert_eq!(status, 200, "{body}");
+    drop(keeper);
+
+    // A restart ends a running canary, saying so; the active plugin stays.
+    let keeper = Keeper::start(&mut env);
+    let listed = keeper.ok("GET", "/plugins", None);
+    assert_eq!(listed["canary"]["hash"], builtin_hash.as_str(), "{listed}");
+    assert_eq!(listed["canary"]["state"], "ended", "{listed}");
+    assert!(
+        listed["canary"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("keeper restarted while it ran"),
+        "{listed}"
+    );
+    assert_eq!(listed["active"]["hash"], upper_hash.as_str(), "{listed}");
 }

@@ -87,6 +87,7 @@ impl App {
             interval: Duration::from_secs(settings.sync_interval.max(1)),
             wake: self.wake.clone(),
             status: Arc::new(WorkerStatus::default()),
+            canary: None,
         }
     }
 }

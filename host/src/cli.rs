@@ -522,7 +522,14 @@ async fn run_main(app: &App, tls: Option<ServerTls>) -> Result<(), CliError> {
         prepare_haven(app).await;
         let plugins = app.plugins().await?;
         plugin_control = Some(plugins.control());
-        let worker = app.worker_on(plugins.slot());
+        let canary = plugins.canary();
+        // The canary's plugin lived in the process that started it.
+        canary
+            .end_interrupted()
+            .await
+            .map_err(crate::plugins::PluginsError::from)?;
+        let mut worker = app.worker_on(plugins.slot());
+        worker.canary = Some(canary);
         tasks.spawn(plugins.watch(stopped.clone()));
         worker_status = worker.status.clone();
         tracing::info!(

@@ -223,6 +223,16 @@ pub struct Settings {
     #[arg(long, global = true, env = "KEEPER_PLUGIN_SIZE_MIB", value_parser = clap::value_parser!(u64).range(8..=64))]
     pub plugin_size_mib: Option<u64>,
 
+    /// A canary plugin is rolled back once its failure rate exceeds the
+    /// active plugin's by more than this many percentage points.
+    #[arg(long, global = true, env = "KEEPER_CANARY_MARGIN_PERCENT", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub canary_margin_percent: u8,
+
+    /// Items a canary maps before its failure rate is judged (a canary with
+    /// a smaller count is judged when it reaches that count).
+    #[arg(long, global = true, env = "KEEPER_CANARY_MIN_ITEMS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub canary_min_items: u32,
+
     /// Sync API port.
     #[arg(long, global = true, env = "SYNC_API_PORT", default_value_t = 8080)]
     pub sync_api_port: u16,

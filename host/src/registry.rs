@@ -47,6 +47,72 @@ impl PluginStatus {
 
 crate::db::text_column!(PluginStatus);
 
+/// How a plugin became active: what an operator asks first when the
+/// plugin changed under them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// Chosen when keeper started (the newest good file in the plugins
+    /// folder, else the built-in plugin).
+    StartUp,
+    /// A file dropped into (or removed from) the watched plugins folder.
+    Folder,
+    /// Uploaded through the sync API (`PUT /plugins/{name}`).
+    Upload,
+    /// An earlier version activated through the sync API.
+    ApiActivation,
+    /// `POST /plugins/rollback`.
+    Rollback,
+    /// A canary that reached its count of items (plugins/canary.rs).
+    CanaryPromotion,
+}
+
+impl Activation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activation::StartUp => "start_up",
+            Activation::Folder => "folder",
+            Activation::Upload => "upload",
+            Activation::ApiActivation => "api_activation",
+            Activation::Rollback => "rollback",
+            Activation::CanaryPromotion => "canary_promotion",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Activation> {
+        [
+            Activation::StartUp,
+            Activation::Folder,
+            Activation::Upload,
+            Activation::ApiActivation,
+            Activation::Rollback,
+            Activation::CanaryPromotion,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == name)
+    }
+
+    /// In words, for `keeper plugin list` and the console.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Activation::StartUp => "chosen at start-up",
+            Activation::Folder => "plugins folder",
+            Activation::Upload => "uploaded through the API",
+            Activation::ApiActivation => "activated through the API",
+            Activation::Rollback => "rolled back to through the API",
+            Activation::CanaryPromotion => "canary promoted at its count",
+        }
+    }
+}
+
+crate::db::text_column!(Activation);
+
+impl std::fmt::Display for Activation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl std::fmt::Display for PluginStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -77,6 +143,9 @@ pub struct PluginRecord {
     /// Time one call may take, in milliseconds, as granted (what it
     /// declared, or the ceiling `KEEPER_PLUGIN_TIMEOUT_MS`); None as above.
     pub timeout_ms: Option<i64>,
+    /// How it became active; None for a rejected plugin and for one
+    /// recorded by a keeper older than this column.
+    pub activated_by: Option<Activation>,
 }
 
 /// Active, earlier and refused plugins, newest first.
@@ -98,11 +167,18 @@ impl Registry {
     }
 
     /// Records `plugin` as the active one with the limits it was `granted`,
-    /// retiring the previous one. When it already is active (every process
-    /// start reports the plugin it loaded) only its limits are brought up to
-    /// date: the operator's ceilings may have changed. Returns whether it was
-    /// newly activated.
-    pub async fn activated(&self, plugin: &PluginInfo, source: &str, granted: Limits) -> Result<bool, sqlx::Error> {
+    /// retiring the previous one, and `how` it became active. When it
+    /// already is active (every process start reports the plugin it loaded)
+    /// only its limits are brought up to date: the operator's ceilings may
+    /// have changed, and how it became active stays as recorded. Returns
+    /// whether it was newly activated.
+    pub async fn activated(
+        &self,
+        plugin: &PluginInfo,
+        source: &str,
+        granted: Limits,
+        how: Activation,
+    ) -> Result<bool, sqlx::Error> {
         let memory_mib = i64::try_from(granted.memory_bytes >> 20).unwrap_or(i64::MAX);
         let timeout_ms = i64::try_from(granted.deadline.as_millis()).unwrap_or(i64::MAX);
         let changed = match &self.db {
@@ -117,14 +193,15 @@ impl Registry {
                 .execute(&mut *tx)
                 .await?;
                 let inserted = sqlx::query(
-                    "INSERT INTO keeper_plugins (name, version, hash, source, status)
-                     SELECT ?1, ?2, ?3, ?4, 'active'
+                    "INSERT INTO keeper_plugins (name, version, hash, source, status, activated_by)
+                     SELECT ?1, ?2, ?3, ?4, 'active', ?5
                      WHERE NOT EXISTS (SELECT 1 FROM keeper_plugins WHERE status = 'active')",
                 )
                 .bind(&plugin.name)
                 .bind(&plugin.version)
                 .bind(&plugin.hash)
                 .bind(source)
+                .bind(how)
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query("UPDATE keeper_plugins SET memory_mib = ?1, timeout_ms = ?2 WHERE status = 'active'")
@@ -150,14 +227,15 @@ impl Registry {
                 .execute(&mut *tx)
                 .await?;
                 let inserted = sqlx::query(
-                    "INSERT INTO keeper_plugins (name, version, hash, source, status)
-                     SELECT $1, $2, $3, $4, 'active'
+                    "INSERT INTO keeper_plugins (name, version, hash, source, status, activated_by)
+                     SELECT $1, $2, $3, $4, 'active', $5
                      WHERE NOT EXISTS (SELECT 1 FROM keeper_plugins WHERE status = 'active')",
                 )
                 .bind(&plugin.name)
                 .bind(&plugin.version)
                 .bind(&plugin.hash)
                 .bind(source)
+                .bind(how)
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query("UPDATE keeper_plugins SET memory_mib = $1, timeout_ms = $2 WHERE status = 'active'")
@@ -254,7 +332,8 @@ impl Registry {
     async fn of_status(&self, status: PluginStatus, limit: i64) -> Result<Vec<PluginRecord>, sqlx::Error> {
         match &self.db {
             Db::Sqlite(pool) => sqlx::query_as(
-                "SELECT name, version, hash, source, status, reason, recorded_at, retired_at, memory_mib, timeout_ms
+                "SELECT name, version, hash, source, status, reason, recorded_at, retired_at, memory_mib, timeout_ms,
+                            activated_by
                      FROM keeper_plugins WHERE status = ?1 ORDER BY id DESC LIMIT ?2",
             )
             .bind(status)
@@ -264,7 +343,7 @@ impl Registry {
             Db::Postgres(pool) => {
                 sqlx::query_as(
                     "SELECT name, version, hash, source, status, reason, keeper_s(recorded_at) AS recorded_at,
-                            keeper_s(retired_at) AS retired_at, memory_mib, timeout_ms
+                            keeper_s(retired_at) AS retired_at, memory_mib, timeout_ms, activated_by
                      FROM keeper_plugins WHERE status = $1 ORDER BY id DESC LIMIT $2",
                 )
                 .bind(status)

@@ -251,6 +251,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 15,
         name: "the host that claimed each queue item",
     },
+    Migration {
+        version: 16,
+        name: "how each plugin became active; canary activations",
+    },
 ];
 
 /// The schema version a fully migrated keeper.db has.
@@ -1099,6 +1103,17 @@ async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreErr
             // name and process id; queue.rs), kept after it is done: with
             // several hosts on one queue, which one delivered it.
             add_column_if_missing(conn, "sync_queue", "claimed_by", "TEXT").await?;
+        }
+        16 => {
+            // How a plugin became active (registry.rs, `Activation`), and the
+            // canary activations with their counts (plugins/canary.rs).
+            add_column_if_missing(conn, "keeper_plugins", "activated_by", "TEXT").await?;
+            sqlx::query(crate::plugins::canary::SQLITE_TABLE)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(crate::plugins::canary::ONE_RUNNING_INDEX)
+                .execute(&mut *conn)
+                .await?;
         }
         _ => {}
     }

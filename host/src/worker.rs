@@ -3,8 +3,10 @@
 //!
 //! Every stage works on the whole batch: one claim, one read of keeper.db,
 //! one VH-Database transaction, one queue update. A batch runs wholly on the
-//! plugin that was active when it started. On shutdown the batch in hand is
-//! finished; its lease covers a worker killed outright.
+//! plugin that was active when it started; while a canary runs, the batch's
+//! canary share is split off and delivered on the canary in its own
+//! VH-Database transaction (plugins/canary.rs). On shutdown the batch in
+//! hand is finished; its lease covers a worker killed outright.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +17,8 @@ use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 
 use crate::delivery::{self, Input, Outcome};
-use crate::mapper::PluginSlot;
+use crate::mapper::{Plugin, PluginSlot};
+use crate::plugins::canary::{Canary, Run, Tally};
 use crate::queue::{Claim, ClaimedItem, Delivered, ErrorClass, Failed, Queue};
 use crate::sink::Sink;
 use crate::sqlite_error::{self, Fault};
@@ -188,6 +191,18 @@ pub struct Worker {
     /// Notified by in-process submissions so they sync at once.
     pub wake: Arc<Notify>,
     pub status: Arc<WorkerStatus>,
+    /// The canary to split batches with, under `keeper run`.
+    pub canary: Option<Canary>,
+}
+
+/// What delivering one batch came to.
+struct Delivery {
+    delivered: Vec<Delivered>,
+    failed: Vec<Failed>,
+    /// The batch (or its canary share) could not be delivered at all.
+    undelivered: bool,
+    /// The canary the batch was split with, and what each version did.
+    canary: Option<(Arc<Run>, Tally)>,
 }
 
 impl Worker {
@@ -257,7 +272,12 @@ impl Worker {
         let renewer = self.spawn_lease_renewal(claim.token.clone());
         let outcome = self.deliver(&claim.items).await;
         renewer.abort();
-        let (delivered, failed, undelivered) = match outcome {
+        let Delivery {
+            delivered,
+            failed,
+            undelivered,
+            canary,
+        } = match outcome {
             Ok(result) => result,
             Err(error) => {
                 // keeper.db itself failed mid-batch: give the items back.
@@ -283,6 +303,11 @@ impl Worker {
         );
         for f in &failed {
             tracing::warn!(queue_id = f.queue_id, class = f.class.as_str(), error = %f.message, "sync item failed");
+        }
+        if let (Some((run, tally)), Some(handle)) = (canary, &self.canary)
+            && let Err(error) = handle.counted(&run, tally).await
+        {
+            tracing::error!(%error, canary = %run.record.hash, "cannot count the canary's outcomes");
         }
         Ok(Drained {
             synced: delivered.len() as u64,
@@ -311,8 +336,9 @@ impl Worker {
     /// Maps and writes a batch; returns each item's outcome, and whether the
     /// batch could not be delivered at all. Errors only when keeper.db cannot
     /// be read: a VH-Database problem is an item outcome (and is published in
-    /// [`WorkerStatus`]).
-    async fn deliver(&self, items: &[ClaimedItem]) -> Result<(Vec<Delivered>, Vec<Failed>, bool), WorkerError> {
+    /// [`WorkerStatus`]). While a canary runs, its share of the batch (the
+    /// first items) is delivered on it, the rest on the active plugin.
+    async fn deliver(&self, items: &[ClaimedItem]) -> Result<Delivery, WorkerError> {
         let ids: Vec<i64> = items.iter().map(|i| i.discovery_id).collect();
         let mut rows = self.store.discoveries(&ids).await.map_err(|e| match e {
             StoreError::Sql(e) => self.keeper_error(&e),
@@ -334,42 +360,91 @@ impl Worker {
                 },
             })
             .collect();
+        let run = self.canary.as_ref().and_then(Canary::current);
+        let on_canary = run.as_ref().map_or(0, |run| run.take(items.len()));
+        let mut done = Delivery {
+            delivered: Vec::new(),
+            failed: Vec::new(),
+            undelivered: false,
+            canary: None,
+        };
+        let mut tally = Tally::default();
+        if let Some(run) = &run
+            && on_canary > 0
+        {
+            self.deliver_on(
+                &run.plugin,
+                &items[..on_canary],
+                &inputs[..on_canary],
+                &mut done,
+                |class| tally.count(true, class),
+            )
+            .await;
+        }
+        if on_canary < items.len() {
+            let active = self.plugins.current();
+            self.deliver_on(&active, &items[on_canary..], &inputs[on_canary..], &mut done, |class| {
+                tally.count(false, class)
+            })
+            .await;
+        }
+        done.canary = run.map(|run| (run, tally));
+        Ok(done)
+    }
+
+    /// Delivers `items` (with their `inputs`) on `plugin` in one
+    /// VH-Database transaction, adding the outcomes to `done`; `outcome` is
+    /// told of each item's (its error class when it failed).
+    async fn deliver_on(
+        &self,
+        plugin: &Arc<Plugin>,
+        items: &[ClaimedItem],
+        inputs: &[Input],
+        done: &mut Delivery,
+        mut outcome: impl FnMut(Option<ErrorClass>),
+    ) {
         let fail = |item: &ClaimedItem, class: ErrorClass, message: String| Failed {
             queue_id: item.queue_id,
             attempts: item.attempts,
             class,
             message,
         };
-        let plugin = self.plugins.current();
-        let outcomes = match delivery::deliver(&self.sink, &plugin, self.store.source_id(), &inputs).await {
+        let outcomes = match delivery::deliver(&self.sink, plugin, self.store.source_id(), inputs).await {
             Ok(outcomes) => {
                 self.status.vh_reachable();
                 outcomes
             }
             Err(e) => {
                 self.status.vh_unreachable(e.to_string());
-                let failed = items.iter().map(|i| fail(i, e.class(), e.to_string())).collect();
-                return Ok((Vec::new(), failed, true));
+                for item in items {
+                    outcome(Some(e.class()));
+                    done.failed.push(fail(item, e.class(), e.to_string()));
+                }
+                done.undelivered = true;
+                return;
             }
         };
-        let mut delivered = Vec::new();
-        let mut failed = Vec::new();
-        for (item, outcome) in items.iter().zip(outcomes) {
-            match outcome {
+        for (item, result) in items.iter().zip(outcomes) {
+            match result {
                 Outcome::Delivered {
                     haven_id,
                     keeper_db_replaced,
                     metadata,
-                } => delivered.push(Delivered {
-                    queue_id: item.queue_id,
-                    haven_id,
-                    metadata,
-                    keeper_db_replaced,
-                }),
-                Outcome::Failed { class, message } => failed.push(fail(item, class, message)),
+                } => {
+                    outcome(None);
+                    done.delivered.push(Delivered {
+                        queue_id: item.queue_id,
+                        haven_id,
+                        metadata,
+                        keeper_db_replaced,
+                    });
+                }
+                Outcome::Failed { class, message } => {
+                    outcome(Some(class));
+                    done.failed.push(fail(item, class, message));
+                }
             }
         }
-        Ok((delivered, failed, false))
     }
 }
 

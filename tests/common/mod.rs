@@ -59,6 +59,8 @@ const KEEPER_VARS: &[&str] = &[
     "KEEPER_LOG",
     "KEEPER_LOG_FORMAT",
     "KEEPER_PLUGINS_POLL",
+    "KEEPER_CANARY_MARGIN_PERCENT",
+    "KEEPER_CANARY_MIN_ITEMS",
     "NO_COLOR",
     // The old bot's names, read as DISCORD_TOKEN, DISCORD_GUILD_ID, KEEPER_DB_PATH.
     "BOT_TOKEN",

@@ -254,7 +254,8 @@ macro_rules! from_control_error {
             fn from(error: ControlError) -> $name {
                 let message = error.to_string();
                 match error {
-                    ControlError::BadName(_) => $name::bad_request(message),
+                    ControlError::BadName(_) | ControlError::BadShare(_) => $name::bad_request(message),
+                    ControlError::CanaryRunning { .. } | ControlError::CanaryOfActive(_) => $name::conflict(message),
                     ControlError::Rejected(_) | ControlError::Plugins(PluginsError::Rejected(_)) => {
                         $name::unprocessable(message)
                     }

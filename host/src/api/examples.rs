@@ -260,6 +260,32 @@ impl Example for Plugins {
             active: Some(default_plugin_entry()).into(),
             history: Vec::new(),
             rejected: Vec::new(),
+            canary: None.into(),
+        }
+    }
+}
+
+impl Example for CanaryStarted {
+    fn example() -> CanaryStarted {
+        CanaryStarted {
+            status: OkStatus::Ok,
+            message: "my-mapper 1.1.0 runs as a canary on 10% of the items".into(),
+            canary: CanaryEntry {
+                name: "my-mapper".into(),
+                version: "1.1.0".into(),
+                hash: HASH.into(),
+                percent: Some(10).into(),
+                items: None.into(),
+                state: "running".into(),
+                reason: None.into(),
+                active_hash: HASH.into(),
+                canary_items: 0,
+                canary_failed: 0,
+                active_items: 0,
+                active_failed: 0,
+                started_at: Some(SUBMITTED).into(),
+                ended_at: None.into(),
+            },
         }
     }
 }
@@ -276,6 +302,7 @@ fn default_plugin_entry() -> PluginEntry {
         retired_at: None.into(),
         memory_mib: Some(32).into(),
         timeout_ms: Some(100).into(),
+        activated_by: Some("start_up".to_owned()).into(),
     }
 }
 

@@ -478,6 +478,14 @@ pub struct PluginEntry {
     /// Time one call may take, in milliseconds, as granted: what the plugin
     /// declared, or the ceiling `KEEPER_PLUGIN_TIMEOUT_MS`. Null as above.
     pub timeout_ms: Nullable<i64>,
+    /// How it became active: `start_up` (chosen when keeper started),
+    /// `folder` (a file in the watched plugins folder), `upload`
+    /// (`PUT /plugins/{name}`), `api_activation`
+    /// (`POST /plugins/versions/{hash}/activate`), `rollback`
+    /// (`POST /plugins/rollback`) or `canary_promotion` (a canary that
+    /// reached its count). Null for a rejected plugin and for one recorded
+    /// by an older keeper.
+    pub activated_by: Nullable<String>,
 }
 
 /// `GET /plugins`: newest first.
@@ -491,6 +499,60 @@ pub struct Plugins {
     pub history: Vec<PluginEntry>,
     /// Plugins that were refused, with the reason.
     pub rejected: Vec<PluginEntry>,
+    /// The newest canary: the one running, or the last one with how it
+    /// ended. Null when none was ever started.
+    pub canary: Nullable<CanaryEntry>,
+}
+
+/// A canary activation: a plugin version mapping a share of the items
+/// beside the active one, with each version's counts since it started.
+#[derive(Debug, Clone, Object)]
+pub struct CanaryEntry {
+    pub name: String,
+    pub version: String,
+    /// SHA-256 of the wasm, hex: promote it with
+    /// `POST /plugins/versions/{hash}/activate`.
+    pub hash: String,
+    /// Its share of the items, in percent; null when it takes every item
+    /// until its count.
+    pub percent: Nullable<i64>,
+    /// The count of items at which it becomes active; null when it runs
+    /// until promoted or rolled back.
+    pub items: Nullable<i64>,
+    /// `running`, `promoted`, `rolled_back` or `ended`.
+    pub state: String,
+    /// Why it ended: its failure rate against the active plugin's for a
+    /// rollback.
+    pub reason: Nullable<String>,
+    /// The plugin that was active when it started.
+    pub active_hash: String,
+    /// Items the canary mapped, and how many of them it failed.
+    pub canary_items: i64,
+    pub canary_failed: i64,
+    /// Items the active plugin mapped meanwhile, and how many it failed.
+    pub active_items: i64,
+    pub active_failed: i64,
+    pub started_at: Nullable<OffsetDateTime>,
+    pub ended_at: Nullable<OffsetDateTime>,
+}
+
+/// `POST /plugins/versions/{hash}/canary`: the canary's share, a
+/// percentage, a count, or both (that percentage until the count).
+#[derive(Debug, Clone, Object)]
+pub struct CanaryRequest {
+    /// Of every 100 items, how many the canary maps (1 to 100).
+    pub percent: Option<i64>,
+    /// The count of items the canary maps before it becomes active.
+    pub items: Option<i64>,
+}
+
+/// A canary that started.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct CanaryStarted {
+    pub status: OkStatus,
+    pub message: String,
+    pub canary: CanaryEntry,
 }
 
 /// `PUT /plugins/{name}`, `POST /plugins/versions/{hash}/activate`,

@@ -24,6 +24,7 @@ use super::{ApiState, health, metrics, timestamp};
 use crate::app::App;
 use crate::evidence::EvidenceStore;
 use crate::mapper::PluginInfo;
+use crate::plugins::canary::{Canaries, CanaryRecord, Share};
 use crate::plugins::control::{PluginControl, PluginName};
 use crate::plugins::preview::{Change, Outcome, Preview};
 use crate::queue::{Ack, ErrorClass, ItemFilter, RemoteFailure, SyncStatus};
@@ -145,6 +146,10 @@ success! {
 success! {
     /// Each of the last synced items as both plugins map it, and what differs.
     PreviewAnswer(PluginPreview)
+}
+success! {
+    /// The plugin passed the conformance check and runs as a canary: the next batches give it its share.
+    CanaryAnswer(CanaryStarted)
 }
 success! {
     /// One page of pending, due items (empty when there are none).
@@ -728,11 +733,13 @@ impl SyncApi {
     )]
     async fn plugins(&self, _key: ApiKeyGuard, state: Data<&Arc<ApiState>>) -> Result<PluginsAnswer, ReadError> {
         let list = state.app.registry.list().await?;
+        let canary = Canaries::new(state.app.store.db().clone()).latest().await?;
         Ok(PluginsAnswer::Ok(Json(Plugins {
             status: OkStatus::Ok,
             active: list.active.map(plugin_entry).into(),
             history: list.history.into_iter().map(plugin_entry).collect(),
             rejected: list.rejected.into_iter().map(plugin_entry).collect(),
+            canary: canary.map(canary_entry).into(),
         })))
     }
 
@@ -853,6 +860,73 @@ impl SyncApi {
         let info = control.activate(&hash.0).await?;
         tracing::info!(name = %info.name, version = %info.version, hash = %info.hash, "sync API: earlier plugin version activated");
         Ok(ActivatedAnswer::Ok(Json(activated(&state, &info).await?)))
+    }
+
+    /// Start a canary of an uploaded plugin
+    ///
+    /// As `PUT /plugins/{name}`, but the plugin does not become active: it
+    /// maps `percent` of the items, or the next `items` items, or `percent`
+    /// of them until it has mapped `items`, beside the active plugin. If its
+    /// failure rate exceeds the active plugin's by more than
+    /// `KEEPER_CANARY_MARGIN_PERCENT` points (judged from
+    /// `KEEPER_CANARY_MIN_ITEMS` items on) it is rolled back and the items
+    /// it failed are queued again for the active plugin; at its count it
+    /// becomes active, saved as `{name}.wasm`. `GET /plugins` shows it.
+    /// 400 for a bad share, 409 while another canary runs or for the active
+    /// version, 422 if it fails the conformance check.
+    #[oai(
+        path = "/plugins/:name/canary",
+        method = "put",
+        operation_id = "upload_plugin_canary",
+        tag = "Tag::Plugins"
+    )]
+    async fn upload_canary(
+        &self,
+        _key: ApiKeyGuard,
+        state: Data<&Arc<ApiState>>,
+        /// The file name it gets in the plugins folder once promoted,
+        /// without `.wasm`: 1 to 64 letters, digits, `-` or `_`.
+        name: Path<String>,
+        body: PluginUpload,
+        /// Of every 100 items, how many the canary maps (1 to 100).
+        percent: Query<Option<i64>>,
+        /// The count of items the canary maps before it becomes active.
+        items: Query<Option<i64>>,
+    ) -> Result<CanaryAnswer, PluginUploadError> {
+        let control = plugin_control(&state).map_err(PluginUploadError::conflict)?;
+        let name = PluginName::parse(&name.0)?;
+        let share = Share::new(percent.0, items.0).map_err(|e| PluginUploadError::bad_request(e.to_string()))?;
+        tracing::info!(name = ?name, bytes = body.0.len(), "sync API: plugin uploaded as a canary");
+        let record = control.canary_upload(&name, &body.0, share).await?;
+        Ok(CanaryAnswer::Ok(Json(canary_started(record))))
+    }
+
+    /// Start a canary of a kept plugin version
+    ///
+    /// As `PUT /plugins/{name}/canary`, for a version kept on this host (one
+    /// that was active here, or an earlier canary; its hash from
+    /// `GET /plugins`). The body gives the share: `{"percent": 10}`,
+    /// `{"items": 50}`, or both. 404 for a version this host does not keep.
+    #[oai(
+        path = "/plugins/versions/:hash/canary",
+        method = "post",
+        operation_id = "canary_plugin_version",
+        tag = "Tag::Plugins"
+    )]
+    async fn canary_version(
+        &self,
+        _key: ApiKeyGuard,
+        state: Data<&Arc<ApiState>>,
+        /// The version's SHA-256, hex.
+        #[oai(validator(pattern = "^[0-9a-f]{64}$"))]
+        hash: Path<String>,
+        body: Json<CanaryRequest>,
+    ) -> Result<CanaryAnswer, PluginVersionError> {
+        let control = plugin_control(&state).map_err(PluginVersionError::conflict)?;
+        let share =
+            Share::new(body.0.percent, body.0.items).map_err(|e| PluginVersionError::bad_request(e.to_string()))?;
+        let record = control.canary_version(&hash.0, share).await?;
+        Ok(CanaryAnswer::Ok(Json(canary_started(record))))
     }
 
     /// Roll back the plugin
@@ -1181,6 +1255,41 @@ fn row_or_error(mapped: Result<Row, String>) -> (Nullable<serde_json::Value>, Nu
     }
 }
 
+/// The answer to a canary that started.
+fn canary_started(record: CanaryRecord) -> CanaryStarted {
+    let share = match (record.percent, record.items) {
+        (Some(p), Some(n)) => format!("{p}% of the items until it has mapped {n}"),
+        (Some(p), None) => format!("{p}% of the items"),
+        (None, Some(n)) => format!("the next {n} items"),
+        (None, None) => "every item".to_owned(),
+    };
+    tracing::info!(name = %record.name, version = %record.version, hash = %record.hash, %share, "sync API: canary started");
+    CanaryStarted {
+        status: OkStatus::Ok,
+        message: format!("{} {} runs as a canary on {share}", record.name, record.version),
+        canary: canary_entry(record),
+    }
+}
+
+fn canary_entry(c: CanaryRecord) -> CanaryEntry {
+    CanaryEntry {
+        started_at: timestamp::parse(&c.started_at).into(),
+        ended_at: timestamp::parse_opt(c.ended_at.as_deref()).into(),
+        name: c.name,
+        version: c.version,
+        hash: c.hash,
+        percent: c.percent.into(),
+        items: c.items.into(),
+        state: c.state.as_str().to_owned(),
+        reason: c.reason.into(),
+        active_hash: c.active_hash,
+        canary_items: c.canary_items,
+        canary_failed: c.canary_failed,
+        active_items: c.active_items,
+        active_failed: c.active_failed,
+    }
+}
+
 fn plugin_entry(p: PluginRecord) -> PluginEntry {
     PluginEntry {
         recorded_at: timestamp::parse(&p.recorded_at).into(),
@@ -1193,6 +1302,7 @@ fn plugin_entry(p: PluginRecord) -> PluginEntry {
         reason: p.reason.into(),
         memory_mib: p.memory_mib.into(),
         timeout_ms: p.timeout_ms.into(),
+        activated_by: p.activated_by.map(|a| a.as_str().to_owned()).into(),
     }
 }
 

@@ -77,8 +77,11 @@ pub async fn check(settings: &Settings, file: &Path, json: bool) -> Result<(), P
 
 async fn list(app: &App, json: bool) -> Result<(), PluginsError> {
     let plugins = app.registry.list().await?;
+    let canary = super::canary::Canaries::new(app.store.db().clone()).latest().await?;
     if json {
-        say!("{}", serde_json::json!(plugins));
+        let mut listed = serde_json::json!(plugins);
+        listed["canary"] = serde_json::json!(canary);
+        say!("{listed}");
         return Ok(());
     }
     let describe = |r: &PluginRecord| {
@@ -86,8 +89,12 @@ async fn list(app: &App, json: bool) -> Result<(), PluginsError> {
             (Some(mib), Some(ms)) => format!("  granted {mib} MiB, {ms} ms per call"),
             _ => String::new(),
         };
+        let how = r
+            .activated_by
+            .map(|a| format!("  ({})", a.describe()))
+            .unwrap_or_default();
         format!(
-            "{} {}  sha256:{}  {}{granted}",
+            "{} {}  sha256:{}  {}{granted}{how}",
             r.name,
             r.version,
             r.hash.get(..12).unwrap_or(&r.hash),
@@ -130,6 +137,29 @@ async fn list(app: &App, json: bool) -> Result<(), PluginsError> {
             r.recorded_at,
             r.reason.as_deref().unwrap_or("-")
         );
+    }
+    if let Some(c) = canary {
+        let share = match (c.percent, c.items) {
+            (Some(p), Some(n)) => format!("{p}% until {n} items"),
+            (Some(p), None) => format!("{p}%"),
+            (None, Some(n)) => format!("the next {n} items"),
+            (None, None) => "every item".to_owned(),
+        };
+        say!(
+            "canary:\n  {} {}  sha256:{}  {}  on {share}  since {}\n      canary failed {} of {} items, the active plugin {} of {}",
+            c.name,
+            c.version,
+            c.hash.get(..12).unwrap_or(&c.hash),
+            c.state.as_str(),
+            c.started_at,
+            c.canary_failed,
+            c.canary_items,
+            c.active_failed,
+            c.active_items
+        );
+        if let Some(reason) = &c.reason {
+            say!("      ended: {reason}");
+        }
     }
     Ok(())
 }

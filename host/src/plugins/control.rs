@@ -11,18 +11,23 @@
 //! one that fails is recorded as rejected with its reason, its file
 //! removed. Activating an earlier version installs its kept copy
 //! ([`Versions`]) the same way.
+//!
+//! A canary ([`super::canary`]) is checked the same way, but is not placed
+//! in the folder: it is kept as a version and runs beside the active plugin
+//! until it is promoted (then installed as above) or rolled back.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::canary::{Canaries, CanaryRecord, Share, ShareError};
 use super::preview::Preview;
 use super::versions::Versions;
 use super::{Loader, PluginsError};
 use crate::app::App;
 use crate::mapper::PluginInfo;
-use crate::registry::{PluginRecord, Registry};
+use crate::registry::{Activation, PluginRecord, Registry};
 
 /// The longest plugin name an upload may give.
 pub const MAX_NAME_CHARS: usize = 64;
@@ -45,6 +50,19 @@ pub enum ControlError {
     UnknownVersion(String),
     #[error("there is no earlier plugin version to roll back to")]
     NothingEarlier,
+    #[error(transparent)]
+    BadShare(#[from] ShareError),
+    #[error(
+        "a canary runs already ({name} {version}, {hash}): promote it with POST /plugins/versions/{hash}/activate, \
+         or wait until it ends, before starting another"
+    )]
+    CanaryRunning {
+        name: String,
+        version: String,
+        hash: String,
+    },
+    #[error("plugin version {0} is the active one: a canary is for a version that is not active yet")]
+    CanaryOfActive(String),
     #[error("cannot write the plugins folder {dir}: {reason}")]
     Folder { dir: PathBuf, reason: String },
     #[error("the plugin manager has stopped (keeper is shutting down); try again once it runs")]
@@ -84,6 +102,10 @@ impl PluginName {
 
     fn file_name(&self) -> String {
         format!("{}.wasm", self.0)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -136,31 +158,45 @@ impl Drop for Staged {
     }
 }
 
-/// What the manager is asked to do: check `staged` and, if it passes, move
-/// it to `target` and make it active.
-pub struct Install {
-    pub staged: Staged,
-    pub target: PathBuf,
-    pub reply: oneshot::Sender<Result<PluginInfo, ControlError>>,
+/// What the manager is asked to do.
+pub enum Request {
+    /// Check `staged` and, if it passes, move it to `target` and make it
+    /// active (`how`).
+    Install {
+        staged: Staged,
+        target: PathBuf,
+        how: Activation,
+        reply: oneshot::Sender<Result<PluginInfo, ControlError>>,
+    },
+    /// Check `staged` and, if it passes, start it as a canary with `share`;
+    /// `name` is the file it is installed as once promoted.
+    Canary {
+        staged: Staged,
+        name: PluginName,
+        share: Share,
+        reply: oneshot::Sender<Result<CanaryRecord, ControlError>>,
+    },
 }
 
 /// The handle the sync API holds on the plugin manager of its process.
 #[derive(Clone)]
 pub struct PluginControl {
-    requests: mpsc::Sender<Install>,
+    requests: mpsc::Sender<Request>,
     loader: Loader,
     dir: PathBuf,
     versions: Versions,
     registry: Registry,
+    canaries: Canaries,
 }
 
 impl PluginControl {
     pub(super) fn new(
-        requests: mpsc::Sender<Install>,
+        requests: mpsc::Sender<Request>,
         loader: Loader,
         dir: PathBuf,
         versions: Versions,
         registry: Registry,
+        canaries: Canaries,
     ) -> PluginControl {
         PluginControl {
             requests,
@@ -168,6 +204,7 @@ impl PluginControl {
             dir,
             versions,
             registry,
+            canaries,
         }
     }
 
@@ -175,28 +212,72 @@ impl PluginControl {
     /// (see the module doc); returns the plugin now active.
     pub async fn upload(&self, name: &PluginName, bytes: &[u8]) -> Result<PluginInfo, ControlError> {
         let staged = Staged::write(&self.dir, name, bytes).await?;
-        self.install(staged, self.dir.join(name.file_name())).await
+        self.install(staged, self.dir.join(name.file_name()), Activation::Upload)
+            .await
     }
 
     /// Makes the earlier version with `hash` active again, from its kept
     /// copy, under the file name it had (the built-in plugin under its own
-    /// name).
+    /// name). A canary's version (running or ended) is installed under the
+    /// name it was given: this is how a canary is promoted by hand.
     pub async fn activate(&self, hash: &str) -> Result<PluginInfo, ControlError> {
-        let bytes = self
-            .versions
-            .bytes(hash)
-            .await
-            .ok_or_else(|| ControlError::UnknownVersion(hash.to_owned()))?;
-        let known = self.registry.list().await?;
-        let record = known
-            .active
-            .iter()
-            .chain(&known.history)
-            .find(|r| r.hash == hash)
-            .ok_or_else(|| ControlError::UnknownVersion(hash.to_owned()))?;
-        let name = self.file_name_of(record);
+        self.activate_as(hash, Activation::ApiActivation).await
+    }
+
+    async fn activate_as(&self, hash: &str, how: Activation) -> Result<PluginInfo, ControlError> {
+        let (name, bytes) = self.kept_version(hash).await?;
         let staged = Staged::write(&self.dir, &name, &bytes).await?;
-        self.install(staged, self.dir.join(name.file_name())).await
+        self.install(staged, self.dir.join(name.file_name()), how).await
+    }
+
+    /// Starts the uploaded `bytes` as a canary with `share`, if it passes
+    /// the conformance check; once promoted it is installed as `NAME.wasm`.
+    pub async fn canary_upload(
+        &self,
+        name: &PluginName,
+        bytes: &[u8],
+        share: Share,
+    ) -> Result<CanaryRecord, ControlError> {
+        self.no_canary_running().await?;
+        let staged = Staged::write(&self.dir, name, bytes).await?;
+        self.canary(staged, name.clone(), share).await
+    }
+
+    /// Starts the kept version `hash` as a canary with `share`.
+    pub async fn canary_version(&self, hash: &str, share: Share) -> Result<CanaryRecord, ControlError> {
+        let (name, bytes) = self.kept_version(hash).await?;
+        if self.registry.list().await?.active.is_some_and(|a| a.hash == hash) {
+            return Err(ControlError::CanaryOfActive(hash.to_owned()));
+        }
+        self.no_canary_running().await?;
+        let staged = Staged::write(&self.dir, &name, &bytes).await?;
+        self.canary(staged, name, share).await
+    }
+
+    /// Refuses early when a canary runs (the manager checks again).
+    async fn no_canary_running(&self) -> Result<(), ControlError> {
+        match self.canaries.running().await? {
+            Some(running) => Err(ControlError::CanaryRunning {
+                name: running.name,
+                version: running.version,
+                hash: running.hash,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The file name and bytes of the kept version `hash`: one that was
+    /// active here, or a canary.
+    async fn kept_version(&self, hash: &str) -> Result<(PluginName, Vec<u8>), ControlError> {
+        let unknown = || ControlError::UnknownVersion(hash.to_owned());
+        let bytes = self.versions.bytes(hash).await.ok_or_else(unknown)?;
+        let known = self.registry.list().await?;
+        if let Some(record) = known.active.iter().chain(&known.history).find(|r| r.hash == hash) {
+            return Ok((self.file_name_of(record), bytes));
+        }
+        let canary = self.canaries.of_version(hash).await?.ok_or_else(unknown)?;
+        let name = PluginName::parse(&canary.file_name).unwrap_or_else(|_| PluginName::from_plugin_name(&canary.name));
+        Ok((name, bytes))
     }
 
     /// Activates the version that was active before the current one.
@@ -208,7 +289,12 @@ impl PluginControl {
             .iter()
             .find(|r| Some(r.hash.as_str()) != current)
             .ok_or(ControlError::NothingEarlier)?;
-        self.activate(&previous.hash.clone()).await
+        self.activate_as(&previous.hash.clone(), Activation::Rollback).await
+    }
+
+    /// Makes the canary `hash` active: it reached its count.
+    pub(super) async fn promote(&self, hash: &str) -> Result<PluginInfo, ControlError> {
+        self.activate_as(hash, Activation::CanaryPromotion).await
     }
 
     /// What an uploaded plugin would change on the last `last` synced items.
@@ -237,10 +323,30 @@ impl PluginControl {
     }
 
     /// Hands the staged plugin to the manager and waits for its verdict.
-    async fn install(&self, staged: Staged, target: PathBuf) -> Result<PluginInfo, ControlError> {
+    async fn install(&self, staged: Staged, target: PathBuf, how: Activation) -> Result<PluginInfo, ControlError> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Install { staged, target, reply })
+            .send(Request::Install {
+                staged,
+                target,
+                how,
+                reply,
+            })
+            .await
+            .map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Hands the staged canary to the manager and waits for its verdict.
+    async fn canary(&self, staged: Staged, name: PluginName, share: Share) -> Result<CanaryRecord, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Canary {
+                staged,
+                name,
+                share,
+                reply,
+            })
             .await
             .map_err(|_| ControlError::Stopped)?;
         answer.await.map_err(|_| ControlError::Stopped)?

@@ -17,8 +17,15 @@
 //! When a new version becomes active, items a plugin had refused (error
 //! class `mapping`) are queued again and the worker is woken: that is how a
 //! fixed plugin heals them without a manual retry.
+//!
+//! A version can also run as a canary first ([`canary`]): the manager
+//! checks it and starts it, the worker maps a share of the items with it,
+//! and a canary that reaches its count is promoted through the manager as
+//! any activation is. The registry records how each version became active
+//! ([`crate::registry::Activation`]).
 
 pub mod cache;
+pub mod canary;
 pub mod commands;
 pub mod conformance;
 pub mod control;
@@ -36,11 +43,12 @@ use crate::app::App;
 use crate::config::Settings;
 use crate::mapper::{DEFAULT_PLUGIN, Limits, Plugin, PluginError, PluginInfo, PluginSlot, Runtime};
 use crate::queue::Queue;
-use crate::registry::{BUILT_IN, Registry};
+use crate::registry::{Activation, BUILT_IN, Registry};
 use crate::sink::{SinkError, TargetSchema};
 use cache::Cache;
+use canary::{Canaries, Canary, CanaryRecord, Judge};
 use conformance::Rejection;
-use control::{ControlError, Install, PluginControl};
+use control::{ControlError, PluginControl, PluginName, Request};
 use versions::Versions;
 
 /// A plugin file larger than this is refused unread: the most
@@ -241,9 +249,12 @@ pub struct PluginManager {
     /// Events on the plugins folder, when hot reload is on.
     events: Option<watch::DirWatch>,
     versions: Versions,
-    /// Installs asked for through [`PluginManager::control`].
-    installs: mpsc::Receiver<Install>,
+    /// Installs and canaries asked for through [`PluginManager::control`].
+    requests: mpsc::Receiver<Request>,
     control: PluginControl,
+    canary: Canary,
+    /// Canaries that reached their count, from the worker.
+    promotions: mpsc::UnboundedReceiver<String>,
 }
 
 impl PluginManager {
@@ -279,14 +290,22 @@ impl PluginManager {
         };
         let (info, limits) = (plugin.info().clone(), plugin.limits());
         let versions = Versions::new(app.settings.plugin_versions_dir());
-        let (requests, installs) = mpsc::channel(4);
+        let (requests_tx, requests) = mpsc::channel(4);
+        let canaries = Canaries::new(app.store.db().clone());
         let control = PluginControl::new(
-            requests,
+            requests_tx,
             loader.clone(),
             dir.clone(),
             versions.clone(),
             app.registry.clone(),
+            canaries.clone(),
         );
+        let (promote, promotions) = mpsc::unbounded_channel();
+        let judge = Judge {
+            margin_percent: app.settings.canary_margin_percent,
+            min_items: app.settings.canary_min_items,
+        };
+        let canary = Canary::new(canaries, judge, app.queue.clone(), app.wake.clone(), promote);
         let manager = PluginManager {
             loader,
             registry: app.registry.clone(),
@@ -297,11 +316,19 @@ impl PluginManager {
             active,
             events,
             versions,
-            installs,
+            requests,
             control,
+            canary,
+            promotions,
         };
         manager
-            .record_active(&info, limits, previous.as_deref() != Some(info.hash.as_str()), cached)
+            .record_active(
+                &info,
+                limits,
+                previous.as_deref() != Some(info.hash.as_str()),
+                cached,
+                Activation::StartUp,
+            )
             .await?;
         Ok(manager)
     }
@@ -315,6 +342,11 @@ impl PluginManager {
     /// plugins; served while [`PluginManager::watch`] runs.
     pub fn control(&self) -> PluginControl {
         self.control.clone()
+    }
+
+    /// The canary the worker splits batches with (see [`canary`]).
+    pub fn canary(&self) -> Canary {
+        self.canary.clone()
     }
 
     /// Acts on changes in the plugins folder (when hot reload is on) and on
@@ -336,11 +368,26 @@ impl PluginManager {
                         events = None;
                     }
                 },
-                Some(install) = self.installs.recv() => {
-                    let Install { staged, target, reply } = install;
-                    let outcome = self.install(staged, &target).await;
-                    // The client may have gone; the outcome is logged either way.
-                    let _ = reply.send(outcome);
+                Some(request) = self.requests.recv() => match request {
+                    Request::Install { staged, target, how, reply } => {
+                        let outcome = self.install(staged, &target, how).await;
+                        // The client may have gone; the outcome is logged either way.
+                        let _ = reply.send(outcome);
+                    }
+                    Request::Canary { staged, name, share, reply } => {
+                        let outcome = self.start_canary(staged, &name, share).await;
+                        let _ = reply.send(outcome);
+                    }
+                },
+                Some(hash) = self.promotions.recv() => {
+                    // Through the request queue, as an activation from the
+                    // API is: this loop serves it next.
+                    let control = self.control.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = control.promote(&hash).await {
+                            tracing::error!(%hash, %error, "the canary reached its count but cannot be made active");
+                        }
+                    });
                 }
             }
         }
@@ -349,7 +396,12 @@ impl PluginManager {
     /// Checks a staged plugin as a dropped file is checked; moves it to
     /// `target` and makes it active if it passes, records the rejection
     /// under `target` (the staged file is removed) if not.
-    async fn install(&mut self, staged: control::Staged, target: &Path) -> Result<PluginInfo, ControlError> {
+    async fn install(
+        &mut self,
+        staged: control::Staged,
+        target: &Path,
+        how: Activation,
+    ) -> Result<PluginInfo, ControlError> {
         let verdict = self.loader.check_file(staged.path()).await?;
         let (info, cached) = (verdict.info(), verdict.cached);
         match verdict.accepted() {
@@ -359,12 +411,50 @@ impl PluginManager {
                     reason: e.to_string(),
                 })?;
                 tracing::info!(path = %target.display(), name = %info.name, version = %info.version, "plugin installed through the sync API");
-                self.switch(plugin, Source::File(target.to_owned()), cached).await;
+                self.switch(plugin, Source::File(target.to_owned()), cached, how).await;
                 Ok(info)
             }
             Err(rejection) => {
                 record_rejection(&self.registry, target, &info, &rejection).await;
                 Err(ControlError::Rejected(rejection.to_string()))
+            }
+        }
+    }
+
+    /// Checks a staged plugin as an upload is and, if it passes and is not
+    /// the active one, starts it as the canary (the staged file is removed
+    /// either way; the version is kept for its promotion).
+    async fn start_canary(
+        &mut self,
+        staged: control::Staged,
+        name: &PluginName,
+        share: canary::Share,
+    ) -> Result<CanaryRecord, ControlError> {
+        let verdict = self.loader.check_file(staged.path()).await?;
+        let info = verdict.info();
+        let plugin = match verdict.accepted() {
+            Ok(plugin) => plugin,
+            Err(rejection) => {
+                let target = self.dir.join(format!("{}.wasm", name.as_str()));
+                record_rejection(&self.registry, &target, &info, &rejection).await;
+                return Err(ControlError::Rejected(rejection.to_string()));
+            }
+        };
+        let active = self.slot.current().info().hash.clone();
+        if info.hash == active {
+            return Err(ControlError::CanaryOfActive(info.hash));
+        }
+        self.versions.keep(&info.hash, staged.path()).await;
+        drop(staged);
+        match self.canary.begin(plugin, name.as_str(), share, &active).await? {
+            Some(record) => Ok(record),
+            None => {
+                let running = self.canary.running_record().await?;
+                Err(ControlError::CanaryRunning {
+                    name: running.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
+                    version: running.as_ref().map(|r| r.version.clone()).unwrap_or_default(),
+                    hash: running.map(|r| r.hash).unwrap_or_default(),
+                })
             }
         }
     }
@@ -375,7 +465,7 @@ impl PluginManager {
             if self.active == Source::File(path.clone()) {
                 tracing::info!(path = %path.display(), "the active plugin's file is gone; falling back to the built-in plugin");
                 match self.loader.built_in().await {
-                    Ok((plugin, cached)) => self.switch(plugin, Source::BuiltIn, cached).await,
+                    Ok((plugin, cached)) => self.switch(plugin, Source::BuiltIn, cached, Activation::Folder).await,
                     Err(error) => {
                         tracing::error!(%error, "the built-in plugin cannot be loaded; the removed one stays active")
                     }
@@ -389,7 +479,8 @@ impl PluginManager {
             return;
         }
         if let Some((plugin, cached)) = self.loader.admit(&path, &self.registry).await {
-            self.switch(plugin, Source::File(path), cached).await;
+            self.switch(plugin, Source::File(path), cached, Activation::Folder)
+                .await;
         }
     }
 
@@ -401,8 +492,9 @@ impl PluginManager {
             .is_ok_and(|bytes| crate::mapper::content_hash(&bytes) == active)
     }
 
-    /// Makes `plugin` the one new batches use.
-    async fn switch(&mut self, plugin: Plugin, source: Source, cached: bool) {
+    /// Makes `plugin` the one new batches use (`how`); ends a running
+    /// canary (as promoted, when it is the canary's version).
+    async fn switch(&mut self, plugin: Plugin, source: Source, cached: bool, how: Activation) {
         let (info, limits) = (plugin.info().clone(), plugin.limits());
         let current = self.slot.current();
         if current.info().hash == info.hash && self.active == source {
@@ -413,8 +505,11 @@ impl PluginManager {
         drop(current);
         self.slot.replace(plugin);
         self.active = source;
-        if let Err(error) = self.record_active(&info, limits, hash_changed, cached).await {
+        if let Err(error) = self.record_active(&info, limits, hash_changed, cached, how).await {
             tracing::error!(%error, "the new plugin is active but keeper.db could not record it");
+        }
+        if let Err(error) = self.canary.activation(&info, how).await {
+            tracing::error!(%error, "a new plugin is active but the canary it ends could not be recorded as ended");
         }
     }
 
@@ -427,9 +522,10 @@ impl PluginManager {
         limits: Limits,
         new_version: bool,
         cached: bool,
+        how: Activation,
     ) -> Result<(), sqlx::Error> {
         let source = self.active.to_string();
-        self.registry.activated(info, &source, limits).await?;
+        self.registry.activated(info, &source, limits, how).await?;
         if let Source::File(path) = &self.active {
             self.versions.keep(&info.hash, path).await;
         }
@@ -438,6 +534,7 @@ impl PluginManager {
             version = %info.version,
             hash = %info.hash,
             source = %source,
+            activated_by = how.as_str(),
             cached,
             memory_mib = limits.memory_bytes >> 20,
             timeout_ms = limits.deadline.as_millis(),

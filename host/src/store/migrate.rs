@@ -145,6 +145,7 @@ const TABLES: &[Table] = &[
             ("retired_at", utc!("retired_at")),
             ("memory_mib", "(v ->> 'memory_mib')::bigint"),
             ("timeout_ms", "(v ->> 'timeout_ms')::bigint"),
+            ("activated_by", "v ->> 'activated_by'"),
         ],
         compared: &["name", "version", "hash"],
     },

@@ -171,6 +171,16 @@ const MIGRATIONS: &[Migration] = &[
         // As keeper.db's migration 15.
         statements: &["ALTER TABLE sync_queue ADD COLUMN claimed_by TEXT"],
     },
+    Migration {
+        version: 5,
+        name: "how each plugin became active; canary activations",
+        // As keeper.db's migration 16 (registry.rs, plugins/canary.rs).
+        statements: &[
+            "ALTER TABLE keeper_plugins ADD COLUMN activated_by TEXT",
+            crate::plugins::canary::POSTGRES_TABLE,
+            crate::plugins::canary::ONE_RUNNING_INDEX,
+        ],
+    },
 ];
 
 /// The schema version a fully migrated database has.

@@ -250,7 +250,57 @@ export const item = {
 
 // The Plugins page's own state, kept across its redraws (it polls): the file
 // chosen for upload and the last preview.
-const pluginForm = { name: "", file: null, preview: null, busy: false };
+const pluginForm = { name: "", file: null, preview: null, busy: false, percent: 10 };
+
+// How a plugin became active (GET /plugins `activated_by`), in words.
+const ACTIVATED_BY = {
+  start_up: "chosen at start-up",
+  folder: "plugins folder",
+  upload: "uploaded",
+  api_activation: "activated from the API",
+  rollback: "rolled back to",
+  canary_promotion: "canary promoted",
+};
+
+/** A canary's share in words. */
+function canaryShare(c) {
+  if (c.percent !== null && c.items !== null) return `${c.percent}% of the items until it has mapped ${c.items}`;
+  if (c.percent !== null) return `${c.percent}% of the items`;
+  return `the next ${c.items} items`;
+}
+
+/** The percent field of the canary buttons, as the share to send. */
+function canaryBody() {
+  return { percent: Number(pluginForm.percent) };
+}
+
+/** The newest canary: running (with its counts and a promote button) or how it ended. */
+function canarySection(c, ctx) {
+  if (!c) return null;
+  const rate = (failed, items) => (items ? ` (${Math.round((failed * 100) / items)}%)` : "");
+  const promote = c.state === "running"
+    ? h("p", {}, h("button", { type: "button", id: "promote-canary", disabled: pluginForm.busy, dataset: { key: "promote-canary" },
+      onclick: () => pluginAction(ctx, async () => (await post(`/plugins/versions/${c.hash}/activate`)).message) },
+    `Promote ${c.name} ${c.version} now`))
+    : null;
+  return h("section", { class: "card", id: "canary", "aria-labelledby": "canary-title" },
+    h("h3", { id: "canary-title" }, "Canary"),
+    pairs([
+      ["Plugin", h("span", {}, h("strong", { dataset: { field: "canary-name" } }, c.name), ` ${c.version} `,
+        h("span", { class: "hash", title: c.hash }, c.hash.slice(0, 12)))],
+      ["State", state(c.state)],
+      ["Share", h("span", { dataset: { field: "canary-share" } }, canaryShare(c))],
+      ["Canary", h("span", { dataset: { field: "canary-counts" } },
+        `${c.canary_failed} of ${c.canary_items} item(s) failed${rate(c.canary_failed, c.canary_items)}`)],
+      ["Active plugin meanwhile", h("span", { dataset: { field: "canary-active-counts" } },
+        `${c.active_failed} of ${c.active_items} item(s) failed${rate(c.active_failed, c.active_items)}`)],
+      ["Started", when(c.started_at)],
+      ...(c.ended_at ? [["Ended", when(c.ended_at)]] : []),
+      ...(c.reason ? [[c.state === "rolled_back" ? "Rolled back because" : "Why it ended",
+        h("span", { class: c.state === "rolled_back" ? "error" : null, dataset: { field: "canary-reason" } }, c.reason)]] : []),
+    ]),
+    promote);
+}
 
 /** A plugin file name from a chosen file: its name without `.wasm`, cleaned. */
 function nameFromFile(file) {
@@ -313,7 +363,22 @@ function uploadForm(ctx) {
           f.name = "";
           f.preview = null;
           return answer.message;
-        })) }, "Upload and activate")));
+        })) }, "Upload and activate"),
+      h("label", {}, "Canary share (%)",
+        h("input", { type: "number", id: "canary-percent", min: 1, max: 100, value: f.percent, dataset: { key: "canary-percent" },
+          oninput: (e) => { f.percent = e.target.value; } })),
+      h("button", { type: "button", id: "upload-canary", disabled: f.busy, dataset: { key: "upload-canary" },
+        onclick: needFile(() => pluginAction(ctx, async () => {
+          const name = encodeURIComponent(f.name || nameFromFile(f.file));
+          const answer = await put(`/plugins/${name}/canary?percent=${encodeURIComponent(f.percent)}`, f.file);
+          f.file = null;
+          f.name = "";
+          f.preview = null;
+          return answer.message;
+        })) }, "Upload as a canary")),
+    h("p", { class: "muted" }, "A canary maps its share of the items beside the active plugin. If it fails more items than ",
+      "the active plugin by more than KEEPER_CANARY_MARGIN_PERCENT points, it is rolled back and the items it failed are ",
+      "synced again by the active plugin; promote it when it does well."));
 }
 
 /** One item of a preview: every column, the active plugin's value beside the candidate's, changed ones marked. */
@@ -361,6 +426,7 @@ function pluginRows(list, ctx, actions) {
     h("td", { class: "hash", title: p.hash }, p.hash.slice(0, 12)),
     h("td", { class: "msg" }, p.source),
     h("td", {}, when(p.recorded_at)),
+    h("td", { dataset: { field: "activated-by" } }, ACTIVATED_BY[p.activated_by] ?? p.activated_by ?? ""),
     actions
       ? h("td", {},
         h("button", { type: "button", disabled: pluginForm.busy, dataset: { key: `preview-${p.hash}`, previewVersion: p.hash },
@@ -368,7 +434,10 @@ function pluginRows(list, ctx, actions) {
         `Preview ${p.version}`), " ",
         h("button", { type: "button", disabled: pluginForm.busy, dataset: { key: `activate-${p.hash}`, activateVersion: p.hash },
           onclick: () => pluginAction(ctx, async () => (await post(`/plugins/versions/${p.hash}/activate`)).message) },
-        `Activate ${p.version}`))
+        `Activate ${p.version}`), " ",
+        h("button", { type: "button", disabled: pluginForm.busy, dataset: { key: `canary-${p.hash}`, canaryVersion: p.hash },
+          onclick: () => pluginAction(ctx, async () => (await post(`/plugins/versions/${p.hash}/canary`, canaryBody())).message) },
+        `Canary ${p.version}`))
       : h("td", { class: "msg", dataset: { field: "reason" } }, p.reason ?? "")));
 }
 
@@ -378,7 +447,7 @@ export const plugins = {
   load: () => get("/plugins"),
   shown: (data) => JSON.stringify([data, pluginForm.preview, pluginForm.busy, pluginForm.file?.name]),
   render(data, _params, ctx) {
-    const headers = ["name", "version", "status", "hash", "source", "recorded"];
+    const headers = ["name", "version", "status", "hash", "source", "recorded", "became active"];
     const earlier = data.history.filter((p) => p.hash !== data.active?.hash);
     const rollback = earlier.length
       ? h("p", {}, h("button", { type: "button", id: "rollback", disabled: pluginForm.busy, dataset: { key: "rollback" },
@@ -389,8 +458,14 @@ export const plugins = {
       h("h2", {}, "Mapping plugins"),
       h("div", { class: "grid" },
         h("section", { class: "card", "aria-labelledby": "active-title" },
-          h("h3", { id: "active-title" }, "Active"), plugin(data.active), rollback),
+          h("h3", { id: "active-title" }, "Active"), plugin(data.active),
+          data.active?.activated_by
+            ? h("p", { class: "muted", dataset: { field: "active-activated-by" } },
+              `Became active: ${ACTIVATED_BY[data.active.activated_by] ?? data.active.activated_by}`)
+            : null,
+          rollback),
         uploadForm(ctx)),
+      canarySection(data.canary, ctx),
       previewSection(pluginForm.preview),
       h("h3", {}, "Earlier"),
       data.history.length ? table("Plugins that were active before, newest first", [...headers, "actions"],

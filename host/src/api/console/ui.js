@@ -78,7 +78,8 @@ export function seconds(value) {
 /** A sync state as a labelled badge. */
 export function state(name) {
   const words = { pending: "pending", syncing: "syncing", synced: "synced", max_retries_exceeded: "failed",
-    active: "active", retired: "earlier", rejected: "rejected" };
+    active: "active", retired: "earlier", rejected: "rejected",
+    running: "canary running", promoted: "promoted", rolled_back: "rolled back", ended: "ended" };
   return h("span", { class: `state ${name}`, dataset: { state: name } }, words[name] || name);
 }
 
