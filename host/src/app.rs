@@ -44,7 +44,8 @@ impl App {
             Some(url) => Store::open_postgres(url, access).await?,
             None => Store::open(&settings.keeper_db, access).await?,
         };
-        let mut queue = Queue::new(store.db().clone(), settings.retry_policy(), settings.lease());
+        let mut queue = Queue::new(store.db().clone(), settings.retry_policy(), settings.lease())
+            .sharing_write_turn(store.write_turn());
         if let Some(name) = &settings.keeper_host_name {
             queue = queue.named(name);
         }

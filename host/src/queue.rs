@@ -39,6 +39,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::db::{Db, text_column};
+use crate::store::write_turn::WriteTurn;
 
 #[cfg(test)]
 mod driver_tests;
@@ -597,7 +598,12 @@ macro_rules! on_driver {
 impl Queue {
     pub fn new(db: Db, policy: RetryPolicy, lease: Duration) -> Queue {
         let driver = match db {
-            Db::Sqlite(pool) => Driver::Sqlite(sqlite::SqliteQueue { pool, policy, lease }),
+            Db::Sqlite(pool) => Driver::Sqlite(sqlite::SqliteQueue {
+                pool,
+                policy,
+                lease,
+                turn: WriteTurn::default(),
+            }),
             Db::Postgres(pool) => Driver::Postgres(postgres::PgQueue { pool, policy, lease }),
         };
         Queue {
@@ -606,6 +612,16 @@ impl Queue {
             lease,
             host: default_host_name().into(),
         }
+    }
+
+    /// The same queue, its claims and completions taking `turn` at
+    /// keeper.db's write lock: the store's ([`crate::store::Store::write_turn`]),
+    /// so that intake and the worker take turns. No effect on PostgreSQL.
+    pub fn sharing_write_turn(mut self, turn: WriteTurn) -> Queue {
+        if let Driver::Sqlite(queue) = &mut self.driver {
+            queue.turn = turn;
+        }
+        self
     }
 
     /// The same queue, naming its claims `host` (`KEEPER_HOST_NAME`),

@@ -9,13 +9,15 @@
 //! (`store/postgres.rs`, its own migrations), shared by several hosts; each
 //! operation here matches on the driver in one place.
 
+mod intake;
 pub mod migrate;
 pub(crate) mod postgres;
+pub mod write_turn;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::json;
@@ -27,6 +29,8 @@ use crate::queue;
 use crate::report::Report;
 use crate::row::{Row, UnreadableColumn, read_row};
 use crate::sqlite_error::{self, Fault};
+use intake::{Committer, Keyed, Submission};
+use write_turn::WriteTurn;
 
 /// The keeper.db `discoveries` table exactly as the Python bot creates it, so
 /// that a file we create is one the old bot (and its other features) can open.
@@ -144,6 +148,12 @@ pub enum StoreError {
     PgNotKeeper { url: String, reason: String },
     #[error("keeper.db: {0}")]
     Sql(#[from] sqlx::Error),
+    /// A transaction shared by a group of reports failed (group commit,
+    /// `store/intake.rs`): each of them gets this, and none was stored.
+    #[error("keeper.db: {0}")]
+    Shared(Arc<sqlx::Error>),
+    #[error("keeper is shutting down and did not store the report; send it again once keeper is back")]
+    IntakeStopped,
 }
 
 /// What a command may do to keeper.db. Decided per command, so that a
@@ -170,6 +180,12 @@ pub struct Store {
     path: PathBuf,
     source_id: String,
     plugin_cache_key: Arc<[u8]>,
+    /// keeper.db's write lock, taken in turns by the intake committer and
+    /// the worker's queue (`store/write_turn.rs`).
+    write_turn: WriteTurn,
+    /// The group committer of single submissions on keeper.db
+    /// (`store/intake.rs`), started by the first one.
+    intake: Arc<OnceLock<Committer>>,
 }
 
 /// Why one discovery row could not be given to the mapper. The row fails
@@ -380,6 +396,8 @@ impl Store {
             path: path.to_owned(),
             source_id,
             plugin_cache_key: plugin_cache_key.into(),
+            write_turn: WriteTurn::default(),
+            intake: Arc::default(),
         })
     }
 
@@ -398,12 +416,20 @@ impl Store {
             path: PathBuf::from(shown),
             source_id: opened.source_id,
             plugin_cache_key: plugin_cache_key.into(),
+            write_turn: WriteTurn::default(),
+            intake: Arc::default(),
         })
     }
 
     /// The open pool, for the queue, the registry and the evidence table.
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// The turn at keeper.db's write lock that single submissions take,
+    /// for the queue of the same process to take too (see `store/write_turn.rs`).
+    pub fn write_turn(&self) -> WriteTurn {
+        self.write_turn.clone()
     }
 
     /// Where keeper.db is (on PostgreSQL, the URL without its password),
@@ -482,7 +508,7 @@ impl Store {
         let mut ids = Vec::with_capacity(reports.len());
         for chunk in reports.chunks(SUBMIT_CHUNK) {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let new_ids = insert_reports(&mut tx, chunk, max_attempts).await?;
+            let new_ids = insert_reports(&mut tx, chunk.iter(), max_attempts).await?;
             tx.commit().await?;
             ids.extend(new_ids);
         }
@@ -496,7 +522,8 @@ impl Store {
     /// both are stored or neither. A repeat with the same `request_hash`
     /// gets the first answer; one with another hash is refused. Keys expire
     /// after [`INTAKE_KEY_TTL_HOURS`]; expired ones are deleted here, by the
-    /// intake that comes after.
+    /// intake that comes after. On keeper.db the transaction is shared with
+    /// the submissions that arrive with it (group commit, `store/intake.rs`).
     pub async fn submit_once(
         &self,
         key: &IntakeKey,
@@ -508,40 +535,38 @@ impl Store {
             Db::Sqlite(pool) => pool,
             Db::Postgres(pool) => return postgres::submit_once(pool, key, request_hash, report, max_attempts).await,
         };
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::from)?;
-        sqlx::query("DELETE FROM keeper_intake_keys WHERE created_at < datetime('now', ?1)")
-            .bind(format!("-{INTAKE_KEY_TTL_HOURS} hours"))
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
-        if let Some(seen) = intake_key_in(&mut tx, key).await.map_err(StoreError::from)? {
-            return seen_again(key, request_hash, seen);
-        }
-        let discovery_id = insert_reports(&mut tx, std::slice::from_ref(report), max_attempts)
-            .await?
-            .first()
-            .copied()
-            .ok_or(StoreError::Sql(sqlx::Error::RowNotFound))?;
-        let queue_id = queue::sqlite::queue_id_in(&mut tx, discovery_id)
-            .await
-            .map_err(StoreError::from)?
-            .ok_or(StoreError::Sql(sqlx::Error::RowNotFound))?;
-        sqlx::query(
-            "INSERT INTO keeper_intake_keys (key, request_hash, discovery_id, queue_id) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .bind(&key.0)
-        .bind(request_hash)
-        .bind(discovery_id)
-        .bind(queue_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(Intake {
-            discovery_id,
-            queue_id,
-            repeated: false,
-        })
+        let submission = Submission {
+            report: report.clone(),
+            key: Some(Keyed {
+                key: key.clone(),
+                request_hash: request_hash.to_owned(),
+            }),
+            max_attempts,
+        };
+        self.committer(pool).submit(submission).await
+    }
+
+    /// Stores one report (no idempotency key) with its queue row: where it
+    /// went, answered only after its commit. On keeper.db it shares a
+    /// transaction with the submissions that arrive with it (group commit,
+    /// `store/intake.rs`).
+    pub async fn submit_report(&self, report: &Report, max_attempts: u32) -> Result<Intake, IntakeError> {
+        let pool = match &self.db {
+            Db::Sqlite(pool) => pool,
+            Db::Postgres(pool) => return Ok(postgres::submit_report(pool, report, max_attempts).await?),
+        };
+        let submission = Submission {
+            report: report.clone(),
+            key: None,
+            max_attempts,
+        };
+        self.committer(pool).submit(submission).await
+    }
+
+    /// The group committer of keeper.db, started on first use.
+    fn committer(&self, pool: &SqlitePool) -> &Committer {
+        self.intake
+            .get_or_init(|| Committer::start(pool.clone(), self.write_turn.clone(), self.path.clone()))
     }
 
     /// The answer an intake with `key` got, if it was stored (and has not expired).
@@ -551,7 +576,10 @@ impl Store {
             Db::Postgres(pool) => return postgres::intake_answer(pool, key).await,
         };
         let mut conn = pool.acquire().await?;
-        Ok(intake_key_in(&mut conn, key).await?.map(|seen| seen.intake))
+        Ok(intake::stored_keys(&mut conn, &[key])
+            .await?
+            .remove(&key.0)
+            .map(|seen| seen.intake))
     }
 
     /// Every column of the given discoveries, as stored, keyed by id. A row
@@ -621,12 +649,12 @@ fn seen_again(key: &IntakeKey, request_hash: &str, seen: SeenKey) -> Result<Inta
 
 /// Inserts reports and their queue rows in the caller's transaction; the new
 /// discovery ids in input order.
-async fn insert_reports(
+async fn insert_reports<'r>(
     conn: &mut SqliteConnection,
-    reports: &[Report],
+    reports: impl Iterator<Item = &'r Report>,
     max_attempts: u32,
-) -> Result<Vec<i64>, StoreError> {
-    let records: Vec<serde_json::Value> = reports.iter().map(report_record).collect();
+) -> Result<Vec<i64>, sqlx::Error> {
+    let records: Vec<serde_json::Value> = reports.map(report_record).collect();
     let payload = serde_json::Value::Array(records).to_string();
     let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM discoveries")
         .fetch_one(&mut *conn)
@@ -710,30 +738,11 @@ pub enum IntakeError {
     Store(#[from] StoreError),
 }
 
+#[derive(Clone)]
 struct SeenKey {
     request_hash: String,
     created_at: String,
     intake: Intake,
-}
-
-async fn intake_key_in(conn: &mut SqliteConnection, key: &IntakeKey) -> Result<Option<SeenKey>, sqlx::Error> {
-    let row: Option<(String, String, i64, i64)> = sqlx::query_as(
-        "SELECT request_hash, created_at, discovery_id, queue_id FROM keeper_intake_keys
-         WHERE key = ?1 AND created_at >= datetime('now', ?2)",
-    )
-    .bind(&key.0)
-    .bind(format!("-{INTAKE_KEY_TTL_HOURS} hours"))
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(row.map(|(request_hash, created_at, discovery_id, queue_id)| SeenKey {
-        request_hash,
-        created_at,
-        intake: Intake {
-            discovery_id,
-            queue_id,
-            repeated: true,
-        },
-    }))
 }
 
 /// The JSON object `submit` turns into one `discoveries` row.

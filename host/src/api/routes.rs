@@ -645,38 +645,25 @@ impl SyncApi {
         let report = Report::from_json(body).map_err(|e| SubmitError::bad_request(e.to_string()))?;
         let app = &state.app;
         let max_attempts = app.settings.sync_max_attempts;
-        let (discovery_id, queue_id, repeated) = match idempotency_key.0.as_deref() {
+        let submitted = match idempotency_key.0.as_deref() {
             Some(key) => {
-                let hash = request_hash(body);
-                match app
-                    .store
-                    .submit_once(&IntakeKey::http(key), &hash, &report, max_attempts)
+                let key = IntakeKey::http(key);
+                app.store
+                    .submit_once(&key, &request_hash(body), &report, max_attempts)
                     .await
-                {
-                    Ok(i) => (i.discovery_id, i.queue_id, i.repeated),
-                    Err(refused @ IntakeError::KeyReused { .. }) => {
-                        tracing::info!(error = %refused, "sync API: idempotency key reused for another report");
-                        return Ok(CreatedResponse::KeyReused(Json(ErrorBody::new(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            refused.to_string(),
-                        ))));
-                    }
-                    Err(IntakeError::Store(e)) => return Err(e.into()),
-                }
             }
-            None => {
-                let ids = app.store.submit(&[report], max_attempts).await?;
-                let discovery_id = ids
-                    .first()
-                    .copied()
-                    .ok_or_else(|| SubmitError::from(sqlx::Error::RowNotFound))?;
-                let queue_id = app
-                    .queue
-                    .queue_id_of(discovery_id)
-                    .await?
-                    .ok_or_else(|| SubmitError::from(sqlx::Error::RowNotFound))?;
-                (discovery_id, queue_id, false)
+            None => app.store.submit_report(&report, max_attempts).await,
+        };
+        let (discovery_id, queue_id, repeated) = match submitted {
+            Ok(i) => (i.discovery_id, i.queue_id, i.repeated),
+            Err(refused @ IntakeError::KeyReused { .. }) => {
+                tracing::info!(error = %refused, "sync API: idempotency key reused for another report");
+                return Ok(CreatedResponse::KeyReused(Json(ErrorBody::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    refused.to_string(),
+                ))));
             }
+            Err(IntakeError::Store(e)) => return Err(e.into()),
         };
         if repeated {
             tracing::info!(

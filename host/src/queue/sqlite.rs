@@ -117,6 +117,9 @@ pub(super) struct SqliteQueue {
     pub(super) pool: SqlitePool,
     pub(super) policy: RetryPolicy,
     pub(super) lease: Duration,
+    /// Taken by claims and completions, the worker's writes, so that a
+    /// sustained intake cannot keep them out (`store/write_turn.rs`).
+    pub(super) turn: WriteTurn,
 }
 
 impl SqliteQueue {
@@ -133,6 +136,7 @@ impl SqliteQueue {
         not_tried_since: Option<&str>,
         host: &str,
     ) -> Result<Vec<ClaimedItem>, sqlx::Error> {
+        let _turn = self.turn.take().await;
         sqlx::query_as(CLAIM)
             .bind(token)
             .bind(seconds_modifier(self.lease))
@@ -174,6 +178,7 @@ impl SqliteQueue {
         delivered: &[Delivered],
         failed: &serde_json::Value,
     ) -> Result<(), sqlx::Error> {
+        let _turn = self.turn.take().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if !delivered.is_empty() {
             mark_synced(&mut tx, Some(token), delivered).await?;
@@ -703,13 +708,28 @@ pub(crate) async fn enqueue_discoveries_after(
     Ok(done.rows_affected())
 }
 
-/// The queue item of a discovery, inside the caller's transaction (the
-/// intake that just enqueued it).
+/// The queue item of a discovery (its latest, should it have several).
 pub(crate) async fn queue_id_in(conn: &mut SqliteConnection, discovery_id: i64) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar("SELECT MAX(id) FROM sync_queue WHERE discovery_id = ?1")
         .bind(discovery_id)
         .fetch_one(&mut *conn)
         .await
+}
+
+/// The queue items of discoveries, inside the caller's transaction (the
+/// intake that just enqueued them), by discovery id.
+pub(crate) async fn queue_ids_in(
+    conn: &mut SqliteConnection,
+    discovery_ids: &[i64],
+) -> Result<std::collections::HashMap<i64, i64>, sqlx::Error> {
+    let pairs: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT discovery_id, MAX(id) FROM sync_queue
+         WHERE discovery_id IN (SELECT value FROM json_each(?1)) GROUP BY discovery_id",
+    )
+    .bind(json!(discovery_ids).to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(pairs.into_iter().collect())
 }
 
 #[cfg(test)]

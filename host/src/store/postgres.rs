@@ -384,6 +384,23 @@ async fn insert_reports(
     .await
 }
 
+/// [`super::Store::submit_report`] on PostgreSQL: its own transaction
+/// (PostgreSQL runs concurrent ones side by side).
+pub(super) async fn submit_report(pool: &PgPool, report: &Report, max_attempts: u32) -> Result<Intake, StoreError> {
+    let mut tx = pool.begin().await?;
+    let (discovery_id, queue_id) = insert_reports(&mut tx, std::slice::from_ref(report), max_attempts)
+        .await?
+        .first()
+        .copied()
+        .ok_or(StoreError::Sql(sqlx::Error::RowNotFound))?;
+    tx.commit().await?;
+    Ok(Intake {
+        discovery_id,
+        queue_id,
+        repeated: false,
+    })
+}
+
 /// [`super::Store::submit_once`] on PostgreSQL. Two hosts given the same
 /// key at once take turns on a transaction-scoped advisory lock of the key,
 /// so the second sees the first's answer.
