@@ -518,7 +518,8 @@ async fn with_an_api_key_every_endpoint_but_health_needs_it() {
             // does not exist; `{}` is not a valid report or acknowledgement;
             // this host writes VH-Database, so it exports nothing; there is
             // no evidence image 0123abcd; `{}` is not a plugin; no plugin
-            // version 00…0 is kept; nothing was active before to roll back to).
+            // version 00…0 is kept; nothing was active before to roll back to; a
+            // canary needs its share).
             let expected = match (method.as_str(), path.as_str()) {
                 ("POST", "/sync/retry/{queue_id}")
                 | ("GET", "/sync/items/{queue_id}")
@@ -527,6 +528,8 @@ async fn with_an_api_key_every_endpoint_but_health_needs_it() {
                 | ("GET", "/plugins/versions/{hash}/preview") => 404,
                 ("POST", "/discoveries") | ("POST", "/sync/ack") | ("POST", "/sync/fail") => 400,
                 ("PUT", "/plugins/{name}") | ("POST", "/plugins/preview") => 422,
+                // No share given (`{}`): refused before anything is read.
+                ("PUT", "/plugins/{name}/canary") | ("POST", "/plugins/versions/{hash}/canary") => 400,
                 ("GET", "/sync/export") | ("POST", "/plugins/rollback") => 409,
                 ("GET", _) | ("POST", "/sync/retry") => 200,
                 _ => panic!("{method} {path}: no expected status; add the new operation here"),
