@@ -48,6 +48,11 @@ pub fn plugin(name: &str) -> PathBuf {
 /// lands at the same path: the build and the copy out of it run under a file
 /// lock, and each copy is named by its content's hash, so a process can
 /// never pick up another feature's plugin under this one's name.
+///
+/// Within one nextest run the sources cannot change, so the first process
+/// writes what it built to a list named by the run's id and the others read
+/// it: 19 cargo invocations that find nothing to do still cost about ten
+/// seconds, and under the lock every plugin test would wait for them in turn.
 fn build_plugins() -> HashMap<String, PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guest-plugins/Cargo.toml");
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guest-plugins");
@@ -55,6 +60,12 @@ fn build_plugins() -> HashMap<String, PathBuf> {
     std::fs::create_dir_all(&out).expect("create plugin output folder");
     let lock = std::fs::File::create(target.join("build.lock")).expect("create build lock");
     lock.lock().expect("take the test plugins' build lock");
+    let run_list = std::env::var("NEXTEST_RUN_ID")
+        .ok()
+        .map(|run| target.join(format!("built-in-run-{run}.json")));
+    if let Some(built) = run_list.as_deref().and_then(read_run_list) {
+        return built;
+    }
     let mut built = HashMap::new();
     for feature in FEATURES {
         let mut build = Command::new(env!("CARGO"));
@@ -93,7 +104,19 @@ fn build_plugins() -> HashMap<String, PathBuf> {
     }
     let text = b"this is a text file, not WebAssembly\n";
     built.insert("not-wasm".to_owned(), store_by_hash(&out, "not-wasm", text));
+    if let Some(run_list) = run_list {
+        let json = serde_json::to_vec(&built).expect("serialise the test plugins' list");
+        std::fs::write(&run_list, json).expect("write the test plugins' list for this run");
+    }
     built
+}
+
+/// The plugins an earlier process of this nextest run built, if every one of
+/// them is still in place.
+fn read_run_list(path: &Path) -> Option<HashMap<String, PathBuf>> {
+    let built: HashMap<String, PathBuf> = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let complete = FEATURES.iter().all(|feature| built.get(*feature).is_some_and(|wasm| wasm.is_file()));
+    complete.then_some(built)
 }
 
 /// Writes `bytes` to `<dir>/<name>-<hash>.wasm` unless already there.
