@@ -115,7 +115,9 @@ fn build_plugins() -> HashMap<String, PathBuf> {
 /// them is still in place.
 fn read_run_list(path: &Path) -> Option<HashMap<String, PathBuf>> {
     let built: HashMap<String, PathBuf> = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    let complete = FEATURES.iter().all(|feature| built.get(*feature).is_some_and(|wasm| wasm.is_file()));
+    let complete = FEATURES
+        .iter()
+        .all(|feature| built.get(*feature).is_some_and(|wasm| wasm.is_file()));
     complete.then_some(built)
 }
 
