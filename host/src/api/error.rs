@@ -160,12 +160,13 @@ macro_rules! api_errors {
         ] $($rest)*);
         impl From<sqlx::Error> for $name {
             fn from(error: sqlx::Error) -> $name {
-                $name::Unavailable(Json(unavailable(&error)))
+                $name::Unavailable(Json(unavailable_with(&error, "keeper.db: ")))
             }
         }
         impl From<crate::store::StoreError> for $name {
             fn from(error: crate::store::StoreError) -> $name {
-                $name::Unavailable(Json(unavailable(&error)))
+                // Its message already says which database failed.
+                $name::Unavailable(Json(unavailable_with(&error, "")))
             }
         }
         impl $name {
@@ -180,9 +181,9 @@ macro_rules! api_errors {
 
 /// A keeper.db failure is the server's problem, not the client's: logged in
 /// full, answered with 503 so that a client retries.
-fn unavailable(error: &dyn std::fmt::Display) -> ErrorBody {
+fn unavailable_with(error: &dyn std::fmt::Display, prefix: &str) -> ErrorBody {
     tracing::error!(%error, "sync API: keeper.db request failed");
-    ErrorBody::new(StatusCode::SERVICE_UNAVAILABLE, format!("keeper.db: {error}"))
+    ErrorBody::new(StatusCode::SERVICE_UNAVAILABLE, format!("{prefix}{error}"))
 }
 
 api_errors! {
