@@ -738,11 +738,29 @@ pub enum IntakeError {
     Store(#[from] StoreError),
 }
 
+/// An idempotency key already used: the request it was used for (by hash)
+/// and the report that request stored.
 #[derive(Clone)]
 struct SeenKey {
     request_hash: String,
     created_at: String,
     intake: Intake,
+}
+
+impl SeenKey {
+    /// A `keeper_intake_keys` row (either driver): `(request_hash,
+    /// created_at, discovery_id, queue_id)`.
+    fn from_row((request_hash, created_at, discovery_id, queue_id): (String, String, i64, i64)) -> SeenKey {
+        SeenKey {
+            request_hash,
+            created_at,
+            intake: Intake {
+                discovery_id,
+                queue_id,
+                repeated: true,
+            },
+        }
+    }
 }
 
 /// The JSON object `submit` turns into one `discoveries` row.

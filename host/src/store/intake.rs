@@ -331,16 +331,10 @@ pub(super) async fn stored_keys(
     Ok(rows
         .into_iter()
         .map(|(key, request_hash, created_at, discovery_id, queue_id)| {
-            let seen = SeenKey {
-                request_hash,
-                created_at,
-                intake: Intake {
-                    discovery_id,
-                    queue_id,
-                    repeated: true,
-                },
-            };
-            (key, seen)
+            (
+                key,
+                SeenKey::from_row((request_hash, created_at, discovery_id, queue_id)),
+            )
         })
         .collect())
 }

@@ -461,15 +461,7 @@ async fn intake_key_in(conn: &mut PgConnection, key: &IntakeKey) -> Result<Optio
     .bind(i64::from(INTAKE_KEY_TTL_HOURS))
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(row.map(|(request_hash, created_at, discovery_id, queue_id)| SeenKey {
-        request_hash,
-        created_at,
-        intake: Intake {
-            discovery_id,
-            queue_id,
-            repeated: true,
-        },
-    }))
+    Ok(row.map(SeenKey::from_row))
 }
 
 /// The discoveries' columns in keeper.db's order, times as keeper.db's text.
