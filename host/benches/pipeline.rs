@@ -90,7 +90,7 @@ async fn main() {
     let submit_secs = started.elapsed().as_secs_f64();
     assert_eq!(ids.len(), reports_n);
 
-    let worker = app.worker().await.expect("worker");
+    let worker = start_worker(&app).await;
     let started = Instant::now();
     let drained = worker.drain().await.expect("drain");
     let sync_secs = started.elapsed().as_secs_f64();
@@ -174,7 +174,7 @@ async fn backfill_seconds(keeper_db: &Path, haven_db: &Path, dir: &Path, batch: 
     let app = bench_app(&old_keeper, Some(&old_haven), batch, None).await;
     let started = Instant::now();
     let queued = app.queue.backfill().await.expect("backfill");
-    let drained = app.worker().await.expect("worker").drain().await.expect("drain");
+    let drained = start_worker(&app).await.drain().await.expect("drain");
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(queued as usize, reports_n, "every report queued");
     assert_eq!(drained.synced as usize, reports_n, "every report synced");
@@ -286,4 +286,12 @@ async fn baseline(written: &Path, fresh: &Path, batch: usize) -> f64 {
         tx.commit().await.expect("commit");
     }
     started.elapsed().as_secs_f64()
+}
+
+/// The worker `keeper sync` runs: on the start-up plugin, no hot reload.
+async fn start_worker(app: &App) -> keeper::worker::Worker {
+    let plugins = keeper::plugins::PluginManager::start(app, false)
+        .await
+        .expect("start the plugin manager");
+    app.worker_on(plugins.slot())
 }

@@ -1,6 +1,10 @@
 //! Wires the services every command shares from one [`Settings`]: keeper.db
-//! (or the PostgreSQL store of `KEEPER_DATABASE_URL`),
-//! its queue, VH-Database, the plugin runtime and the worker.
+//! (or the PostgreSQL store of `KEEPER_DATABASE_URL`), its queue and plugin
+//! registry, VH-Database, and the worker on a given plugin slot.
+//!
+//! The plugin manager builds on an `App` (`plugins::PluginManager::start`
+//! takes one, and the worker is made on its slot), never the other way
+//! round: this module does not know the plugins module.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +13,6 @@ use tokio::sync::Notify;
 
 use crate::config::Settings;
 use crate::mapper::PluginSlot;
-use crate::plugins::{PluginManager, PluginsError};
 use crate::queue::Queue;
 use crate::registry::Registry;
 use crate::sink::Sink;
@@ -22,8 +25,6 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("keeper.db: {0}")]
     Sql(#[from] sqlx::Error),
-    #[error(transparent)]
-    Plugins(#[from] PluginsError),
 }
 
 /// The open databases and the rules they are run by.
@@ -57,18 +58,6 @@ impl App {
             registry,
             wake: Arc::new(Notify::new()),
         })
-    }
-
-    /// The worker, on the start-up plugin (see [`PluginManager::start`]).
-    pub async fn worker(&self) -> Result<Worker, AppError> {
-        let plugins = PluginManager::start(self, false).await?;
-        Ok(self.worker_on(plugins.slot()))
-    }
-
-    /// The plugin manager of `keeper run`: the start-up plugin chosen and
-    /// recorded, the plugins folder watched (run its `watch` for hot reload).
-    pub async fn plugins(&self) -> Result<PluginManager, AppError> {
-        Ok(PluginManager::start(self, true).await?)
     }
 
     /// VH-Database where the settings say it is.

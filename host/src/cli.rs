@@ -520,7 +520,7 @@ async fn run_main(app: &App, tls: Option<ServerTls>) -> Result<(), CliError> {
     let mut plugin_control = None;
     if app.settings.use_haven_database {
         prepare_haven(app).await;
-        let plugins = app.plugins().await?;
+        let plugins = crate::plugins::PluginManager::start(app, true).await?;
         plugin_control = Some(plugins.control());
         let canary = plugins.canary();
         // The canary's plugin lived in the process that started it.
@@ -605,7 +605,9 @@ fn require_haven(app: &App) -> Result<(), CliError> {
 
 async fn sync(app: &App, once: bool) -> Result<(), CliError> {
     require_haven(app)?;
-    let worker = app.worker().await?;
+    // The start-up plugin, as `keeper run` chooses and records it; no hot reload.
+    let plugins = crate::plugins::PluginManager::start(app, false).await?;
+    let worker = app.worker_on(plugins.slot());
     if once {
         let done = worker.drain().await?;
         output::print_after_commit(&format!("synced {}, failed {}\n", done.synced, done.failed));
@@ -760,11 +762,7 @@ async fn pull(app: &App, args: PullArgs, remote: crate::pull::Remote) -> Result<
     require_haven(app)?;
     let every = args.every.filter(|_| !args.once);
     // Hot reload only for a long-running puller, as for `keeper run`.
-    let plugins = if every.is_some() {
-        app.plugins().await?
-    } else {
-        crate::plugins::PluginManager::start(app, false).await?
-    };
+    let plugins = crate::plugins::PluginManager::start(app, every.is_some()).await?;
     let puller = crate::pull::Puller {
         remote,
         sink: app.sink(),
