@@ -1,0 +1,146 @@
+//! The cost of mapping one item in the WebAssembly sandbox, beside the same
+//! mapping compiled natively, in the same run.
+//!
+//! `cargo bench -p keeper --bench mapping` (env `BENCH_MAPPING_ITEMS`,
+//! default 50,000, and `BENCH_MAPPING_BATCH`, default 1,000). The sandboxed
+//! figure is the built-in plugin run as the worker runs it: one instance per
+//! batch (`Plugin::map_all`), every limit armed (deadline, memory, output
+//! size), the lookup an import answered by the host. The baseline is
+//! `mapper_guest::map_row`, the very code the plugin is built from, called
+//! directly with the same rows and a lookup over the same tables. The
+//! difference is what the sandbox costs: instance set-up per batch, copying
+//! each row in and its mapping out, the lookup calls crossing the boundary.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use keeper::mapper::{DEFAULT_PLUGIN, Limits, Lookup, Runtime};
+use keeper::row::{Row, Value};
+
+fn env_usize(key: &str, default: usize) -> usize {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// One keeper.db discovery as the worker hands it to a plugin; the four
+/// kinds of report and three kinds of place of the pipeline bench.
+fn row(i: usize) -> Row {
+    let (emoji, field) = [
+        ("🦴", "species_type"),
+        ("💎", "resource_type"),
+        ("🚀", "ship_class"),
+        ("📖", "story_type"),
+    ][i % 4];
+    let location = ["moon:Getre Beta", "planet:Erren", "space:station:Anchor"][i % 3];
+    let text = |s: &str| Value::Text(s.to_owned());
+    let id = i64::try_from(i).unwrap_or(i64::MAX);
+    Row(vec![
+        ("id".to_owned(), Value::Integer(id)),
+        ("discovery_type".to_owned(), text(emoji)),
+        ("system_name".to_owned(), text("Ixiezh HV")),
+        ("location".to_owned(), text(location)),
+        (
+            "description".to_owned(),
+            text(&format!(
+                "Benchmark report {i}: a long enough description to look like a real one."
+            )),
+        ),
+        ("username".to_owned(), text(&format!("Explorer#{:04}", i % 10_000))),
+        ("user_id".to_owned(), text(&format!("{}", 100_000_000_000 + i))),
+        ("guild_id".to_owned(), text("123456789012345678")),
+        ("tags".to_owned(), text(r#"["bench","sync"]"#)),
+        (field.to_owned(), text("Vertebrate")),
+        ("submission_timestamp".to_owned(), text("2026-11-26 12:00:00")),
+    ])
+}
+
+/// VH-Database's lookup tables for the bench's rows: the system, a planet
+/// and a moon of it.
+fn lookup() -> Lookup {
+    Lookup::new(
+        vec![("sys-1".to_owned(), "Ixiezh HV".to_owned())],
+        vec![(11, "sys-1".to_owned(), "Erren".to_owned())],
+        vec![(21, 11, "Getre Beta".to_owned())],
+    )
+}
+
+/// The host's lookup as the native mapping code asks it.
+struct Native<'a>(&'a Lookup);
+
+impl mapper_guest::Lookup for Native<'_> {
+    fn find_system(&self, name: &str) -> Option<String> {
+        self.0.find_system(name)
+    }
+    fn find_planet(&self, system_id: &str, name: &str) -> Option<mapper_guest::Body> {
+        self.0
+            .find_planet(system_id, name)
+            .map(|(id, name)| mapper_guest::Body {
+                id,
+                planet_id: id,
+                name,
+            })
+    }
+    fn find_moon(&self, system_id: &str, name: &str) -> Option<mapper_guest::Body> {
+        self.0
+            .find_moon(system_id, name)
+            .map(|(id, planet_id, name)| mapper_guest::Body { id, planet_id, name })
+    }
+}
+
+fn native_columns(row: &Row) -> Vec<(String, mapper_guest::Value)> {
+    row.0
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                Value::Null => mapper_guest::Value::Null,
+                Value::Integer(i) => mapper_guest::Value::Integer(*i),
+                Value::Real(r) => mapper_guest::Value::Real(*r),
+                Value::Text(t) => mapper_guest::Value::Text(t.clone()),
+            };
+            (name.clone(), value)
+        })
+        .collect()
+}
+
+fn main() {
+    let items = env_usize("BENCH_MAPPING_ITEMS", 50_000).max(1);
+    let batch = env_usize("BENCH_MAPPING_BATCH", 1_000).max(1);
+    let rows: Vec<Row> = (0..items).map(row).collect();
+    let lookup = Arc::new(lookup());
+
+    let runtime = Runtime::new(Limits::default()).expect("start the wasm runtime");
+    let plugin = runtime.load(DEFAULT_PLUGIN).expect("load the built-in plugin");
+    // Warm-up: the first instance pays for lazy set-up that no batch repeats.
+    plugin.map_all(lookup.clone(), &rows[..batch.min(items)]);
+
+    let started = Instant::now();
+    let mut mapped = 0;
+    for chunk in rows.chunks(batch) {
+        mapped += plugin
+            .map_all(lookup.clone(), chunk)
+            .iter()
+            .filter(|r| r.is_ok())
+            .count();
+    }
+    let sandboxed = started.elapsed().as_secs_f64();
+    assert_eq!(mapped, items, "every bench row maps");
+
+    let native_lookup = Native(&lookup);
+    let started = Instant::now();
+    let mut native_mapped = 0;
+    for row in &rows {
+        // The columns are converted inside the timing: the plugin's figure
+        // includes copying each row into the sandbox.
+        let columns = native_columns(row);
+        if std::hint::black_box(mapper_guest::map_row(&columns, &native_lookup)).is_ok() {
+            native_mapped += 1;
+        }
+    }
+    let native = started.elapsed().as_secs_f64();
+    assert_eq!(native_mapped, items, "every bench row maps natively");
+
+    let per_item = |secs: f64| secs * 1e6 / items as f64;
+    println!("items              {items} (batches of {batch})");
+    println!("sandboxed          {:>8.2} µs/item", per_item(sandboxed));
+    println!("native (baseline)  {:>8.2} µs/item", per_item(native));
+    println!("sandbox / native   {:>8.1} x", sandboxed / native);
+}
