@@ -817,10 +817,12 @@ async fn a_plugin_is_held_to_the_limits_it_declares_and_refused_above_a_ceiling(
             .any(|l| l.contains("test-small-needs") && l.contains("granted 4 MiB, 50 ms per call")),
         "{text}"
     );
-    // Its file removed, the built-in plugin takes over with the ceilings;
-    // the history keeps what `small-needs` was granted.
-    std::fs::remove_file(dir.join("small-needs.wasm")).unwrap();
+    // Its file removed while keeper runs, the built-in plugin takes over
+    // with the ceilings; the history keeps what `small-needs` was granted.
+    // (Removed while keeper is stopped, start-up would take the store's
+    // active version: a new host with an empty folder joins the others.)
     let (mut child, port, log) = spawn_run(&env);
+    std::fs::remove_file(dir.join("small-needs.wasm")).unwrap();
     wait_for_active(&env.keeper, "keeper-default-mapper").await;
     let url = format!("http://127.0.0.1:{port}/plugins");
     let plugins: serde_json::Value = tokio::task::spawn_blocking(move || {

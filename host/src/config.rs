@@ -208,6 +208,14 @@ pub struct Settings {
     #[arg(long, global = true, env = "KEEPER_PLUGINS_POLL", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub plugins_poll: Option<u64>,
 
+    /// Look in the store every SECS seconds for a plugin activated by
+    /// another process on it (another host on the same PostgreSQL
+    /// database, another process on the same keeper.db) and switch to it.
+    /// On PostgreSQL an activation also wakes the other hosts at once
+    /// (`LISTEN/NOTIFY`); this is the fallback when that connection is down.
+    #[arg(long, global = true, env = "KEEPER_PLUGINS_FOLLOW_SECS", value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub plugins_follow_secs: u64,
+
     /// Deadline of one plugin call, in milliseconds (default: the contract's 100).
     #[arg(long, global = true, env = "KEEPER_PLUGIN_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub plugin_timeout_ms: Option<u64>,

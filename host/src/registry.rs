@@ -5,6 +5,14 @@
 //! `keeper plugin list`, `GET /plugins` and every process sharing the
 //! database see the same answer, and it survives restarts. The plugin slot in
 //! memory decides what a batch runs on; this table is its record.
+//!
+//! Beside it, `keeper_plugin_artifacts` keeps the bytes of every version
+//! that became active, by content hash: every process on the same store
+//! (several `keeper run` hosts on one PostgreSQL database, or several
+//! processes on one keeper.db) loads the active version from there
+//! (`plugins/follow.rs`). On PostgreSQL an activation is also announced on
+//! the [`ACTIVATED_CHANNEL`] (`NOTIFY`), so the others load it at once
+//! instead of at their next look.
 
 use serde::Serialize;
 
@@ -13,6 +21,10 @@ use crate::mapper::{Limits, PluginInfo};
 
 /// Where the built-in plugin comes from, in `source`.
 pub const BUILT_IN: &str = "built-in";
+
+/// The PostgreSQL notification channel an activation is announced on; its
+/// payload is the active version's hash.
+pub const ACTIVATED_CHANNEL: &str = "keeper_plugin_activated";
 
 /// How many retired and rejected plugins [`Registry::list`] returns.
 const LIST_LIMIT: i64 = 50;
@@ -243,11 +255,111 @@ impl Registry {
                     .bind(timeout_ms)
                     .execute(&mut *tx)
                     .await?;
+                let changed = retired.rows_affected() + inserted.rows_affected();
+                if changed > 0 {
+                    // Delivered to the listening hosts when this commits.
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(ACTIVATED_CHANNEL)
+                        .bind(&plugin.hash)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
-                retired.rows_affected() + inserted.rows_affected()
+                changed
             }
         };
         Ok(changed > 0)
+    }
+
+    /// The active plugin's record, if any plugin was ever active.
+    pub async fn active(&self) -> Result<Option<PluginRecord>, sqlx::Error> {
+        Ok(self.of_status(PluginStatus::Active, 1).await?.pop())
+    }
+
+    /// Whether the version with `hash` was ever active on this store (a
+    /// plugin file holding it is not new).
+    pub async fn was_active(&self, hash: &str) -> Result<bool, sqlx::Error> {
+        match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM keeper_plugins WHERE hash = ?1 AND status IN ('active', 'retired'))",
+                )
+                .bind(hash)
+                .fetch_one(pool)
+                .await
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM keeper_plugins WHERE hash = $1 AND status IN ('active', 'retired'))",
+                )
+                .bind(hash)
+                .fetch_one(pool)
+                .await
+            }
+        }
+    }
+
+    /// Keeps the bytes of the version with `hash`, unless they are kept
+    /// already. The caller has checked that `bytes` hash to `hash`.
+    pub async fn keep_artifact(&self, hash: &str, bytes: &[u8]) -> Result<(), sqlx::Error> {
+        match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query(
+                    "INSERT INTO keeper_plugin_artifacts (hash, bytes) VALUES (?1, ?2) ON CONFLICT (hash) DO NOTHING",
+                )
+                .bind(hash)
+                .bind(bytes)
+                .execute(pool)
+                .await?;
+            }
+            Db::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO keeper_plugin_artifacts (hash, bytes) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING",
+                )
+                .bind(hash)
+                .bind(bytes)
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the bytes of the version with `hash` are kept.
+    pub async fn has_artifact(&self, hash: &str) -> Result<bool, sqlx::Error> {
+        match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM keeper_plugin_artifacts WHERE hash = ?1)")
+                    .bind(hash)
+                    .fetch_one(pool)
+                    .await
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM keeper_plugin_artifacts WHERE hash = $1)")
+                    .bind(hash)
+                    .fetch_one(pool)
+                    .await
+            }
+        }
+    }
+
+    /// The kept bytes of the version with `hash`, as stored: the caller
+    /// verifies them against the hash before loading them.
+    pub async fn artifact(&self, hash: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+        match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT bytes FROM keeper_plugin_artifacts WHERE hash = ?1")
+                    .bind(hash)
+                    .fetch_optional(pool)
+                    .await
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_scalar("SELECT bytes FROM keeper_plugin_artifacts WHERE hash = $1")
+                    .bind(hash)
+                    .fetch_optional(pool)
+                    .await
+            }
+        }
     }
 
     /// Records a plugin that was refused; the active one stays. The same
@@ -322,7 +434,7 @@ impl Registry {
 
     pub async fn list(&self) -> Result<PluginHistory, sqlx::Error> {
         Ok(PluginHistory {
-            active: self.of_status(PluginStatus::Active, 1).await?.pop(),
+            active: self.active().await?,
             history: self.of_status(PluginStatus::Retired, LIST_LIMIT).await?,
             rejected: self.of_status(PluginStatus::Rejected, LIST_LIMIT).await?,
         })

@@ -271,6 +271,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 16,
         name: "how each plugin became active; canary activations",
     },
+    Migration {
+        version: 17,
+        name: "plugin artifacts by hash",
+    },
 ];
 
 /// The schema version a fully migrated keeper.db has.
@@ -1141,6 +1145,19 @@ async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreErr
             sqlx::query(crate::plugins::canary::ONE_RUNNING_INDEX)
                 .execute(&mut *conn)
                 .await?;
+        }
+        17 => {
+            // The bytes of every plugin version that became active, by
+            // content hash, so that every process on this store can load the
+            // active one (registry.rs; plugins/follow.rs).
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS keeper_plugin_artifacts (
+                     hash TEXT PRIMARY KEY,
+                     bytes BLOB NOT NULL,
+                     stored_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+            )
+            .execute(&mut *conn)
+            .await?;
         }
         _ => {}
     }

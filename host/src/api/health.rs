@@ -100,6 +100,9 @@ pub async fn assess(state: &ApiState) -> Assessment {
             None,
         ));
     }
+    if let Some(not_followed) = state.plugins.as_ref().and_then(|plugins| plugins.not_followed()) {
+        problems.push(problem(ProblemKind::PluginNotFollowed, not_followed.to_string(), None));
+    }
     let status = if !keeper_db_readable {
         HealthState::Unhealthy
     } else if problems.is_empty() {

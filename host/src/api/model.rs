@@ -48,17 +48,22 @@ pub enum ProblemKind {
     SyncWorkerStopped,
     /// DISCORD_TOKEN is set but the bot has no live gateway session.
     DiscordGatewayDown,
+    /// Another host (or process) on the store activated a mapping plugin
+    /// this host cannot run (damaged in the store, or beyond this host's
+    /// plugin limits): this host keeps running its own.
+    PluginNotFollowed,
 }
 
 impl ProblemKind {
     /// Every kind, in the order `/metrics` lists them.
-    pub const ALL: [ProblemKind; 6] = [
+    pub const ALL: [ProblemKind; 7] = [
         ProblemKind::KeeperDbUnreadable,
         ProblemKind::KeeperDbNotWritable,
         ProblemKind::VhDatabaseUnreachable,
         ProblemKind::SyncPassesFailing,
         ProblemKind::SyncWorkerStopped,
         ProblemKind::DiscordGatewayDown,
+        ProblemKind::PluginNotFollowed,
     ];
 
     /// The name in JSON and in `/metrics` labels.
@@ -70,6 +75,7 @@ impl ProblemKind {
             ProblemKind::SyncPassesFailing => "sync_passes_failing",
             ProblemKind::SyncWorkerStopped => "sync_worker_stopped",
             ProblemKind::DiscordGatewayDown => "discord_gateway_down",
+            ProblemKind::PluginNotFollowed => "plugin_not_followed",
         }
     }
 }

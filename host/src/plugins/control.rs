@@ -10,7 +10,8 @@
 //! folder keeps saying what runs (a restart picks the same plugin), and
 //! one that fails is recorded as rejected with its reason, its file
 //! removed. Activating an earlier version installs its kept copy
-//! ([`Versions`]) the same way.
+//! ([`Versions`], else the store's copy, kept by whichever host activated
+//! it) the same way.
 //!
 //! A canary ([`super::canary`]) is checked the same way, but is not placed
 //! in the folder: it is kept as a version and runs beside the active plugin
@@ -22,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use super::canary::{Canaries, CanaryRecord, Share, ShareError};
+use super::follow::{FollowStatus, NotFollowed};
 use super::preview::Preview;
 use super::versions::Versions;
 use super::{Loader, PluginsError};
@@ -44,8 +46,8 @@ pub enum ControlError {
     #[error("plugin rejected: {0}")]
     Rejected(String),
     #[error(
-        "no plugin version {0} is kept on this host: only versions that were active here can be activated again; \
-         upload it instead"
+        "no plugin version {0} is kept on this host or in the store: only versions that were active can be \
+         activated again; upload it instead"
     )]
     UnknownVersion(String),
     #[error("there is no earlier plugin version to roll back to")]
@@ -187,6 +189,7 @@ pub struct PluginControl {
     versions: Versions,
     registry: Registry,
     canaries: Canaries,
+    follow_status: FollowStatus,
 }
 
 impl PluginControl {
@@ -197,6 +200,7 @@ impl PluginControl {
         versions: Versions,
         registry: Registry,
         canaries: Canaries,
+        follow_status: FollowStatus,
     ) -> PluginControl {
         PluginControl {
             requests,
@@ -205,6 +209,26 @@ impl PluginControl {
             versions,
             registry,
             canaries,
+            follow_status,
+        }
+    }
+
+    /// The store's active version this host does not run, and why
+    /// (`/health`'s `plugin_not_followed`).
+    pub fn not_followed(&self) -> Option<NotFollowed> {
+        self.follow_status.not_followed()
+    }
+
+    /// The bytes of version `hash`: this host's kept copy, else the store's
+    /// (any version that was active on any host of the store), if they
+    /// hash to it.
+    async fn kept_bytes(&self, hash: &str) -> Result<Vec<u8>, ControlError> {
+        if let Some(bytes) = self.versions.bytes(hash).await {
+            return Ok(bytes);
+        }
+        match self.registry.artifact(hash).await? {
+            Some(bytes) if crate::mapper::content_hash(&bytes) == hash => Ok(bytes),
+            _ => Err(ControlError::UnknownVersion(hash.to_owned())),
         }
     }
 
@@ -267,10 +291,10 @@ impl PluginControl {
     }
 
     /// The file name and bytes of the kept version `hash`: one that was
-    /// active here, or a canary.
+    /// active on a host of this store, or a canary.
     async fn kept_version(&self, hash: &str) -> Result<(PluginName, Vec<u8>), ControlError> {
         let unknown = || ControlError::UnknownVersion(hash.to_owned());
-        let bytes = self.versions.bytes(hash).await.ok_or_else(unknown)?;
+        let bytes = self.kept_bytes(hash).await?;
         let known = self.registry.list().await?;
         if let Some(record) = known.active.iter().chain(&known.history).find(|r| r.hash == hash) {
             return Ok((self.file_name_of(record), bytes));
@@ -313,11 +337,7 @@ impl PluginControl {
     /// What the kept version `hash` would change on the last `last` synced
     /// items.
     pub async fn preview_version(&self, app: &App, hash: &str, last: u32) -> Result<Preview, ControlError> {
-        let bytes = self
-            .versions
-            .bytes(hash)
-            .await
-            .ok_or_else(|| ControlError::UnknownVersion(hash.to_owned()))?;
+        let bytes = self.kept_bytes(hash).await?;
         let candidate = self.loader.load_bytes(bytes).await?;
         Ok(super::preview::preview(app, &self.loader, candidate, last).await?)
     }

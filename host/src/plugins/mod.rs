@@ -23,12 +23,26 @@
 //! and a canary that reaches its count is promoted through the manager as
 //! any activation is. The registry records how each version became active
 //! ([`crate::registry::Activation`]).
+//!
+//! The store is shared (several hosts on one PostgreSQL database, several
+//! processes on one keeper.db), and so is the active version: every
+//! activation keeps the plugin's bytes in the store, and the other
+//! processes switch to it ([`follow`]). Start-up therefore takes, in order:
+//! the newest valid `.wasm` in the folder whose version was never active on
+//! this store (a file dropped in while keeper was stopped: it becomes
+//! active for all); else the store's active version (a restarted or new
+//! host with an empty or stale folder joins the others instead of turning
+//! them back); else, when the store has none it can load, the newest valid
+//! file, else the built-in plugin. A host that cannot run the store's
+//! active version starts on that fallback without recording it as active,
+//! and says so in `/health`.
 
 pub mod cache;
 pub mod canary;
 pub mod commands;
 pub mod conformance;
 pub mod control;
+pub mod follow;
 pub mod preview;
 pub mod versions;
 mod watch;
@@ -41,14 +55,16 @@ use tokio::sync::{Notify, mpsc, watch as signal};
 
 use crate::app::App;
 use crate::config::Settings;
+use crate::db::Db;
 use crate::mapper::{DEFAULT_PLUGIN, Limits, Plugin, PluginError, PluginInfo, PluginSlot, Runtime};
 use crate::queue::Queue;
-use crate::registry::{Activation, BUILT_IN, Registry};
+use crate::registry::{Activation, BUILT_IN, PluginRecord, Registry};
 use crate::sink::{SinkError, TargetSchema};
 use cache::Cache;
 use canary::{Canaries, Canary, CanaryRecord, Judge};
 use conformance::Rejection;
 use control::{ControlError, PluginControl, PluginName, Request};
+use follow::{FetchError, FollowStatus, NotFollowed, StoreWatch};
 use versions::Versions;
 
 /// A plugin file larger than this is refused unread: the most
@@ -81,6 +97,9 @@ pub enum PluginsError {
 pub enum Source {
     BuiltIn,
     File(PathBuf),
+    /// The store's active version, activated by another process on the
+    /// store; the registry's `source` for it (that process's file).
+    Store(String),
 }
 
 impl fmt::Display for Source {
@@ -89,6 +108,7 @@ impl fmt::Display for Source {
         match self {
             Source::BuiltIn => f.write_str(BUILT_IN),
             Source::File(path) => write!(f, "{}", path.display()),
+            Source::Store(recorded) => f.write_str(recorded),
         }
     }
 }
@@ -221,6 +241,11 @@ impl Loader {
             )));
         }
         let bytes = tokio::fs::read(path).await.map_err(|e| unreadable(e.to_string()))?;
+        self.check_bytes(bytes).await
+    }
+
+    /// Runs the conformance check on a plugin's bytes, on a blocking thread.
+    pub async fn check_bytes(&self, bytes: Vec<u8>) -> Result<conformance::Verdict, PluginsError> {
         let loader = self.clone();
         tokio::task::spawn_blocking(move || {
             let hash = crate::mapper::content_hash(&bytes);
@@ -255,41 +280,56 @@ pub struct PluginManager {
     canary: Canary,
     /// Canaries that reached their count, from the worker.
     promotions: mpsc::UnboundedReceiver<String>,
+    /// The store, to hear of activations by other processes on it.
+    db: Db,
+    /// Listening already (with hot reload: from before start-up's choice,
+    /// so an activation meanwhile is not missed).
+    store: Option<StoreWatch>,
+    /// How often to look for them ([`StoreWatch`]).
+    follow_every: std::time::Duration,
+    /// The store's active version this host could not take, for `/health`.
+    follow_status: FollowStatus,
+}
+
+/// What start-up runs, and whether that is an activation to record.
+enum StartUp {
+    /// Recorded as the store's active version (it may already be).
+    Active(Plugin, Source, bool),
+    /// The store's active version cannot run here: this host runs another
+    /// without recording it, so the other hosts keep theirs.
+    Fallback(Plugin, Source, bool, NotFollowed),
 }
 
 impl PluginManager {
-    /// Chooses the start-up plugin: the newest valid `.wasm` in the plugins
-    /// folder, else the built-in one; records it and heals if it is new.
-    /// With `hot_reload` the folder is watched from before that choice, so a
-    /// file dropped in meanwhile is not missed ([`PluginManager::watch`]
-    /// then acts on it).
+    /// Chooses the start-up plugin (see the module doc), records it and
+    /// heals if it is new. With `hot_reload` the folder is watched from
+    /// before that choice, so a file dropped in meanwhile is not missed
+    /// ([`PluginManager::watch`] then acts on it).
     pub async fn start(app: &App, hot_reload: bool) -> Result<PluginManager, PluginsError> {
         let loader = Loader::new(app, true).await?;
         let dir = std::path::absolute(&app.settings.plugins_dir).unwrap_or_else(|_| app.settings.plugins_dir.clone());
         let poll = app.settings.plugins_poll.map(std::time::Duration::from_secs);
         let events = if hot_reload { watch_folder(&dir, poll) } else { None };
-        let previous = app.registry.list().await?.active.map(|a| a.hash);
+        let follow_every = std::time::Duration::from_secs(app.settings.plugins_follow_secs.max(1));
+        let store = if hot_reload {
+            Some(StoreWatch::new(app.store.db(), follow_every).await)
+        } else {
+            None
+        };
+        let store_active = app.registry.active().await?;
+        let previous = store_active.as_ref().map(|a| a.hash.clone());
+        let versions = Versions::new(app.settings.plugin_versions_dir());
 
-        let mut chosen = None;
-        for path in candidates(&dir) {
-            // Being copied right now: the watch takes it once complete.
-            if !watch::complete_or_gone(&path).await {
-                continue;
-            }
-            if let Some((plugin, cached)) = loader.admit(&path, &app.registry).await {
-                chosen = Some((plugin, Source::File(path), cached));
-                break;
-            }
-        }
-        let (plugin, active, cached) = match chosen {
-            Some(c) => c,
-            None => {
-                let (plugin, cached) = loader.built_in().await?;
-                (plugin, Source::BuiltIn, cached)
+        let start_up = choose(&loader, &app.registry, &versions, &dir, store_active).await?;
+        let follow_status = FollowStatus::default();
+        let (plugin, active, cached, record) = match start_up {
+            StartUp::Active(plugin, source, cached) => (plugin, source, cached, true),
+            StartUp::Fallback(plugin, source, cached, not_followed) => {
+                follow_status.set(Some(not_followed));
+                (plugin, source, cached, false)
             }
         };
         let (info, limits) = (plugin.info().clone(), plugin.limits());
-        let versions = Versions::new(app.settings.plugin_versions_dir());
         let (requests_tx, requests) = mpsc::channel(4);
         let canaries = Canaries::new(app.store.db().clone());
         let control = PluginControl::new(
@@ -299,6 +339,7 @@ impl PluginManager {
             versions.clone(),
             app.registry.clone(),
             canaries.clone(),
+            follow_status.clone(),
         );
         let (promote, promotions) = mpsc::unbounded_channel();
         let judge = Judge {
@@ -320,16 +361,24 @@ impl PluginManager {
             control,
             canary,
             promotions,
+            db: app.store.db().clone(),
+            store,
+            follow_every,
+            follow_status,
         };
-        manager
-            .record_active(
-                &info,
-                limits,
-                previous.as_deref() != Some(info.hash.as_str()),
-                cached,
-                Activation::StartUp,
-            )
-            .await?;
+        if record {
+            manager
+                .record_active(
+                    &info,
+                    limits,
+                    previous.as_deref() != Some(info.hash.as_str()),
+                    cached,
+                    Activation::StartUp,
+                )
+                .await?;
+        } else {
+            log_active(&info, limits, &manager.active, cached, Some(Activation::StartUp));
+        }
         Ok(manager)
     }
 
@@ -349,11 +398,16 @@ impl PluginManager {
         self.canary.clone()
     }
 
-    /// Acts on changes in the plugins folder (when hot reload is on) and on
-    /// installs asked for through [`PluginManager::control`], until
+    /// Acts on changes in the plugins folder (when hot reload is on), on
+    /// installs asked for through [`PluginManager::control`] and on plugins
+    /// activated by other processes on the store ([`follow`]), until
     /// `shutdown` turns true.
     pub async fn watch(mut self, mut shutdown: signal::Receiver<bool>) {
         let mut events = self.events.take();
+        let mut store = match self.store.take() {
+            Some(store) => store,
+            None => StoreWatch::new(&self.db, self.follow_every).await,
+        };
         while !*shutdown.borrow() {
             tokio::select! {
                 changed = shutdown.changed() => if changed.is_err() { break },
@@ -389,6 +443,56 @@ impl PluginManager {
                         }
                     });
                 }
+                () = store.next() => self.follow().await,
+            }
+        }
+    }
+
+    /// Takes the store's active version when another process activated
+    /// one this host does not run; says why in `/health` (and the log, once
+    /// per version) when it cannot.
+    async fn follow(&mut self) {
+        let active = match self.registry.active().await {
+            Ok(Some(active)) => active,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the store's active plugin version; looking again later");
+                return;
+            }
+        };
+        let running = self.slot.current().info().clone();
+        if active.hash == running.hash {
+            self.follow_status.set(None);
+            return;
+        }
+        if self
+            .follow_status
+            .not_followed()
+            .is_some_and(|refused| refused.hash == active.hash)
+        {
+            return;
+        }
+        match follow::fetch(&self.loader, &self.registry, &self.versions, &active.hash).await {
+            Ok((plugin, cached)) => {
+                tracing::info!(
+                    name = %active.name,
+                    version = %active.version,
+                    hash = %active.hash,
+                    source = %active.source,
+                    "a plugin activated on another host (or process) on this store; switching to it"
+                );
+                let (info, limits) = (plugin.info().clone(), plugin.limits());
+                self.slot.replace(plugin);
+                self.active = Source::Store(active.source);
+                self.follow_status.set(None);
+                log_active(&info, limits, &self.active, cached, None);
+                self.wake.notify_one();
+            }
+            Err(FetchError::Refused(reason)) => {
+                self.follow_status.set(Some(refusal(&active, reason, &running)));
+            }
+            Err(FetchError::Failed(error)) => {
+                tracing::warn!(hash = %active.hash, %error, "cannot load the store's active plugin version; trying again later");
             }
         }
     }
@@ -492,8 +596,9 @@ impl PluginManager {
             .is_ok_and(|bytes| crate::mapper::content_hash(&bytes) == active)
     }
 
-    /// Makes `plugin` the one new batches use (`how`); ends a running
-    /// canary (as promoted, when it is the canary's version).
+    /// Makes `plugin` the one new batches use (`how`), on every process of
+    /// the store; ends a running canary (as promoted, when it is the
+    /// canary's version).
     async fn switch(&mut self, plugin: Plugin, source: Source, cached: bool, how: Activation) {
         let (info, limits) = (plugin.info().clone(), plugin.limits());
         let current = self.slot.current();
@@ -505,6 +610,8 @@ impl PluginManager {
         drop(current);
         self.slot.replace(plugin);
         self.active = source;
+        // Activated here: it is the store's active version now.
+        self.follow_status.set(None);
         if let Err(error) = self.record_active(&info, limits, hash_changed, cached, how).await {
             tracing::error!(%error, "the new plugin is active but keeper.db could not record it");
         }
@@ -513,9 +620,10 @@ impl PluginManager {
         }
     }
 
-    /// Records the active plugin with the limits it was granted and, for a
-    /// new version, re-queues the items plugins had refused and wakes the
-    /// worker.
+    /// Keeps the active plugin's bytes in the store and records it with the
+    /// limits it was granted (the other processes on the store follow it);
+    /// for a new version, re-queues the items plugins had refused and wakes
+    /// the worker.
     async fn record_active(
         &self,
         info: &PluginInfo,
@@ -525,21 +633,13 @@ impl PluginManager {
         how: Activation,
     ) -> Result<(), sqlx::Error> {
         let source = self.active.to_string();
+        // The bytes first: a host woken by the activation finds them.
+        self.keep_artifact(&info.hash).await?;
         self.registry.activated(info, &source, limits, how).await?;
         if let Source::File(path) = &self.active {
             self.versions.keep(&info.hash, path).await;
         }
-        tracing::info!(
-            name = %info.name,
-            version = %info.version,
-            hash = %info.hash,
-            source = %source,
-            activated_by = how.as_str(),
-            cached,
-            memory_mib = limits.memory_bytes >> 20,
-            timeout_ms = limits.deadline.as_millis(),
-            "mapping plugin active"
-        );
+        log_active(info, limits, &self.active, cached, Some(how));
         if new_version {
             let healed = self.queue.requeue_mapping_failures().await?;
             if healed > 0 {
@@ -549,6 +649,140 @@ impl PluginManager {
         }
         Ok(())
     }
+
+    /// Keeps the bytes of the active plugin (version `hash`) in the store.
+    /// A file that changed since it was checked is not kept (logged): the
+    /// other processes then say they cannot take this version.
+    async fn keep_artifact(&self, hash: &str) -> Result<(), sqlx::Error> {
+        if self.registry.has_artifact(hash).await? {
+            return Ok(());
+        }
+        let bytes = match &self.active {
+            Source::BuiltIn => DEFAULT_PLUGIN.to_vec(),
+            // Taken from the store: it is there.
+            Source::Store(_) => return Ok(()),
+            Source::File(path) => match tokio::fs::read(path).await {
+                Ok(bytes) if crate::mapper::content_hash(&bytes) == hash => bytes,
+                Ok(_) => {
+                    tracing::warn!(hash, path = %path.display(), "the plugin file changed since it was checked; its bytes are not kept in the store, so other hosts cannot take this version");
+                    return Ok(());
+                }
+                Err(error) => {
+                    tracing::warn!(hash, path = %path.display(), %error, "cannot read the active plugin's file; its bytes are not kept in the store, so other hosts cannot take this version");
+                    return Ok(());
+                }
+            },
+        };
+        self.registry.keep_artifact(hash, &bytes).await
+    }
+}
+
+/// Logs the plugin new batches run on.
+fn log_active(info: &PluginInfo, limits: Limits, source: &Source, cached: bool, how: Option<Activation>) {
+    tracing::info!(
+        name = %info.name,
+        version = %info.version,
+        hash = %info.hash,
+        source = %source,
+        activated_by = how.map_or("another process on the store", Activation::as_str),
+        cached,
+        memory_mib = limits.memory_bytes >> 20,
+        timeout_ms = limits.deadline.as_millis(),
+        "mapping plugin active"
+    );
+}
+
+/// The start-up plugin (see the module doc): `store_active` is the store's
+/// active version.
+async fn choose(
+    loader: &Loader,
+    registry: &Registry,
+    versions: &Versions,
+    dir: &Path,
+    store_active: Option<PluginRecord>,
+) -> Result<StartUp, PluginsError> {
+    let mut newest_valid = None;
+    for path in candidates(dir) {
+        // Being copied right now: the watch takes it once complete.
+        if !watch::complete_or_gone(&path).await {
+            continue;
+        }
+        let Some((plugin, cached)) = loader.admit(&path, registry).await else {
+            continue;
+        };
+        let hash = plugin.info().hash.clone();
+        if let Some(active) = store_active.as_ref().filter(|a| a.hash == hash) {
+            // The store's active version, in this folder: from this very
+            // file (a restart), or a copy of another host's.
+            let source = if active.source == path.display().to_string() {
+                Source::File(path)
+            } else {
+                Source::Store(active.source.clone())
+            };
+            return Ok(StartUp::Active(plugin, source, cached));
+        }
+        if !registry.was_active(&hash).await? {
+            tracing::info!(path = %path.display(), hash = %hash, "a plugin file new to this store; it becomes the active version");
+            return Ok(StartUp::Active(plugin, Source::File(path), cached));
+        }
+        if newest_valid.is_none() {
+            newest_valid = Some((plugin, Source::File(path), cached));
+        }
+    }
+    let not_followed = match &store_active {
+        None => None,
+        Some(active) => match follow::fetch(loader, registry, versions, &active.hash).await {
+            Ok((plugin, cached)) => {
+                let source = if active.hash == crate::mapper::content_hash(DEFAULT_PLUGIN) {
+                    Source::BuiltIn
+                } else {
+                    Source::Store(active.source.clone())
+                };
+                return Ok(StartUp::Active(plugin, source, cached));
+            }
+            // A store recorded by an older keeper holds no bytes yet: this
+            // host's choice is recorded (and its bytes kept) as before.
+            Err(FetchError::Refused(follow::FollowRefusal::Missing)) => None,
+            Err(FetchError::Refused(reason)) => Some((active, reason)),
+            Err(FetchError::Failed(error)) => return Err(error),
+        },
+    };
+    let (plugin, source, cached) = match newest_valid {
+        Some(chosen) => chosen,
+        None => {
+            let (plugin, cached) = loader.built_in().await?;
+            (plugin, Source::BuiltIn, cached)
+        }
+    };
+    Ok(match not_followed {
+        None => StartUp::Active(plugin, source, cached),
+        Some((active, reason)) => {
+            let not_followed = refusal(active, reason, plugin.info());
+            StartUp::Fallback(plugin, source, cached, not_followed)
+        }
+    })
+}
+
+/// The store's `active` version that this host does not take for `reason`,
+/// running `running` instead; logged. (Without making `running` active:
+/// the other hosts keep the store's version.)
+fn refusal(active: &PluginRecord, reason: follow::FollowRefusal, running: &PluginInfo) -> NotFollowed {
+    let not_followed = NotFollowed {
+        name: active.name.clone(),
+        version: active.version.clone(),
+        hash: active.hash.clone(),
+        reason,
+        running: format!("{} {} ({})", running.name, running.version, running.hash),
+    };
+    tracing::warn!(
+        name = %not_followed.name,
+        version = %not_followed.version,
+        hash = %not_followed.hash,
+        reason = %not_followed.reason,
+        running = %not_followed.running,
+        "the store's active mapping plugin cannot run on this host; this host keeps running its own"
+    );
+    not_followed
 }
 
 /// The next settled paths of the folder watch; never, without one.

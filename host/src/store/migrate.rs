@@ -175,6 +175,17 @@ const TABLES: &[Table] = &[
         compared: &["content_type", "bytes"],
     },
     Table {
+        name: "keeper_plugin_artifacts",
+        key: "hash",
+        select: "hash, hex(bytes) AS bytes, stored_at",
+        columns: &[
+            ("hash", "v ->> 'hash'"),
+            ("bytes", "decode(v ->> 'bytes', 'hex')"),
+            ("stored_at", utc_or_now!("stored_at")),
+        ],
+        compared: &["bytes"],
+    },
+    Table {
         name: "keeper_bot_forms",
         key: "nonce",
         select: "*",

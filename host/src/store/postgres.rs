@@ -181,6 +181,15 @@ const MIGRATIONS: &[Migration] = &[
             crate::plugins::canary::ONE_RUNNING_INDEX,
         ],
     },
+    Migration {
+        version: 6,
+        name: "plugin artifacts by hash",
+        // As keeper.db's migration 17 (registry.rs; plugins/follow.rs).
+        statements: &["CREATE TABLE keeper_plugin_artifacts (
+                 hash TEXT PRIMARY KEY,
+                 bytes BYTEA NOT NULL,
+                 stored_at TIMESTAMPTZ NOT NULL DEFAULT now())"],
+    },
 ];
 
 /// The schema version a fully migrated database has.
