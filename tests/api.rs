@@ -549,7 +549,7 @@ async fn with_an_api_key_every_endpoint_but_health_needs_it() {
 async fn posted_discovery_is_stored_queued_and_synced_at_once() {
     let mut env = Env::new();
     // Only the wake-up can make it sync within the test's time.
-    env.var("SYNC_INTERVAL", 3600);
+    env.var("SYNC_INTERVAL", 3600).var("KEEPER_HOST_NAME", "bot-host-1");
     // The worker's first pass (at start) syncs this one; the next pass is
     // an hour away, unless a submission wakes the worker.
     env.submit("🦴", "Oculi", "planet:Erren", "Before the start", &[]);
@@ -564,6 +564,16 @@ async fn posted_discovery_is_stored_queued_and_synced_at_once() {
     assert_eq!(item["item"]["discovery_id"], discovery_id);
     assert_eq!(item["discovery"]["description"], "Ancient spine");
     assert_eq!(item["discovery"]["user_id"], "123456789");
+    // Which host claimed and delivered it, in the item and in the list.
+    assert_eq!(item["item"]["claimed_by"], "bot-host-1", "{item}");
+    let listed = server.get("/sync/items?state=synced");
+    let claimers: Vec<&Value> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["claimed_by"])
+        .collect();
+    assert_eq!(claimers, [&json!("bot-host-1"), &json!("bot-host-1")], "{listed}");
     let mut conn = connect(&env.haven).await;
     let (species, by): (String, String) =
         sqlx::query_as("SELECT species_type, discovered_by FROM discoveries WHERE description = 'Ancient spine'")
@@ -616,6 +626,8 @@ async fn remote_mode_exports_pending_items_and_takes_acknowledgements() {
     let item = server.get("/sync/items/1");
     assert_eq!(item["item"]["sync_status"], "synced");
     assert_eq!(item["item"]["haven_discovery_id"], 501);
+    // Delivered by a puller: no host of this store ever claimed it.
+    assert!(item["item"]["claimed_by"].is_null(), "{item}");
     assert_eq!(
         server.get("/sync/status")["queue"],
         json!({"pending": 1, "syncing": 0, "synced": 2, "failed": 0})

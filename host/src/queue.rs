@@ -405,6 +405,8 @@ pub struct ListedItem {
     pub created_at: Option<String>,
     pub synced_at: Option<String>,
     pub haven_discovery_id: Option<i64>,
+    /// The host that claimed it last (see [`Queue::named`]).
+    pub claimed_by: Option<String>,
     pub system_name: Option<String>,
     pub location: Option<String>,
     pub discovery_type: Option<String>,

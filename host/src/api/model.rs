@@ -368,6 +368,12 @@ pub struct ItemSummary {
     pub created_at: Nullable<OffsetDateTime>,
     pub synced_at: Nullable<OffsetDateTime>,
     pub haven_discovery_id: Nullable<i64>,
+    /// The host that claimed it last (`KEEPER_HOST_NAME`, else machine name
+    /// and process id), kept after delivery: with several hosts on one
+    /// queue, which one holds a `syncing` item or delivered a `synced` one.
+    /// Null if never claimed (or last claimed by a keeper older than this
+    /// field).
+    pub claimed_by: Nullable<String>,
     /// From the keeper.db discovery (null if it is gone).
     pub system_name: Nullable<String>,
     pub location: Nullable<String>,
@@ -417,6 +423,10 @@ pub struct QueueItemView {
     pub error_class: Nullable<String>,
     /// The row id in VH-Database's `discoveries`, once synced.
     pub haven_discovery_id: Nullable<i64>,
+    /// The host holding a `syncing` item, or the one that claimed it last
+    /// (`KEEPER_HOST_NAME`, else machine name and process id); null if
+    /// never claimed since keeper recorded it.
+    pub claimed_by: Nullable<String>,
     /// When it was submitted.
     pub created_at: Nullable<OffsetDateTime>,
     pub synced_at: Nullable<OffsetDateTime>,

@@ -327,7 +327,7 @@ impl PgQueue {
         sqlx::query_as(
             "SELECT q.id, q.discovery_id, q.sync_status, q.sync_attempts, q.error_class, q.sync_error,
                     keeper_s(q.created_at) AS created_at, keeper_s(q.synced_at) AS synced_at, q.haven_discovery_id,
-                    d.system_name, d.location, d.discovery_type, d.username
+                    q.claimed_by, d.system_name, d.location, d.discovery_type, d.username
              FROM sync_queue q LEFT JOIN discoveries d ON d.id = q.discovery_id
              WHERE ($1::text IS NULL OR q.sync_status = $1)
                AND ($2::text IS NULL OR d.system_name ILIKE $2 ESCAPE '\\')

@@ -409,7 +409,7 @@ impl SqliteQueue {
         sqlx::query_as(
             "SELECT q.id, q.discovery_id, IFNULL(q.sync_status, 'pending') AS sync_status,
                     IFNULL(q.sync_attempts, 0) AS sync_attempts, q.error_class, q.sync_error, q.created_at,
-                    q.synced_at, q.haven_discovery_id,
+                    q.synced_at, q.haven_discovery_id, q.claimed_by,
                     CAST(d.system_name AS TEXT) AS system_name, CAST(d.location AS TEXT) AS location,
                     CAST(d.discovery_type AS TEXT) AS discovery_type, CAST(d.username AS TEXT) AS username
              FROM sync_queue q LEFT JOIN discoveries d ON d.id = q.discovery_id
