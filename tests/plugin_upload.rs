@@ -208,6 +208,44 @@ async fn ledger(haven: &Path) -> Vec<(String, String)> {
     .collect()
 }
 
+/// The folder watch also reports the file an upload renamed into place,
+/// after its quiet period: here only once another version was activated.
+/// keeper knows it placed that file, so the late report does not make the
+/// upload active again (the active version used to flip back).
+#[tokio::test]
+async fn a_late_folder_report_of_an_upload_does_not_undo_a_later_activation() {
+    let mut env = Env::new();
+    env.var("KEEPER_LOG", "info,keeper::plugins=debug");
+    let keeper = Keeper::start(&mut env);
+    let (_, _, builtin_hash) = keeper.active();
+    let answer = keeper.ok("PUT", "/plugins/shouting", Some(&read(&plugin("upper"))));
+    assert_eq!(answer["active"]["name"], "test-upper", "{answer}");
+    // At once, well inside the watch's quiet period after the upload's rename.
+    let answer = keeper.ok("POST", &format!("/plugins/versions/{builtin_hash}/activate"), None);
+    assert_eq!(answer["active"]["hash"], builtin_hash.as_str(), "{answer}");
+
+    let echo = format!(
+        "a plugin file keeper placed itself; nothing to do path={}",
+        keeper.plugins.join("shouting.wasm").display()
+    );
+    // Either keeper recognises the report as its own, or the upload is
+    // made active again from the folder (the defect this test catches).
+    let flipped_back = "activated_by=\"folder\"";
+    let deadline = Instant::now() + CHECK_TIMEOUT;
+    while !keeper.log().contains(&echo) && !keeper.log().contains(flipped_back) {
+        assert!(
+            Instant::now() < deadline,
+            "no report of shouting.wasm:\n{}",
+            keeper.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!keeper.log().contains(flipped_back), "{}", keeper.log());
+    assert_eq!(keeper.active().2, builtin_hash, "{}", keeper.log());
+    let item = submit(&env, "Bones after the late folder report").await;
+    assert_eq!(keeper.synced_by(item), "keeper-default-mapper");
+}
+
 #[tokio::test]
 async fn an_uploaded_plugin_is_active_for_the_next_item_and_an_earlier_one_can_come_back() {
     let mut env = Env::new();

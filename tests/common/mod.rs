@@ -248,7 +248,13 @@ pub fn spawn_run(env: &Env) -> (Child, u16, Arc<Mutex<String>>) {
 
 /// Starts `cmd` (a `keeper run`) and waits for the port its API took.
 pub fn spawn_api(mut cmd: Command) -> (Child, u16, Arc<Mutex<String>>) {
-    cmd.env("KEEPER_LOG", "info");
+    // `info` (the port line is read from the log) unless the test asked for more.
+    if !cmd
+        .get_envs()
+        .any(|(key, value)| key == "KEEPER_LOG" && value.is_some())
+    {
+        cmd.env("KEEPER_LOG", "info");
+    }
     let (mut child, log) = spawn_logged(cmd);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

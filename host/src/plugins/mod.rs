@@ -47,6 +47,7 @@ pub mod preview;
 pub mod versions;
 mod watch;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -271,6 +272,12 @@ pub struct PluginManager {
     dir: PathBuf,
     slot: PluginSlot,
     active: Source,
+    /// Files this manager placed in the folder itself (uploads and
+    /// activations renamed into place), with the version placed. The watch
+    /// reports them as it reports a dropped file, sometimes only after
+    /// another version became active; that echo must not make the file
+    /// active again (see [`PluginManager::consider`]).
+    placed: HashMap<PathBuf, String>,
     /// Events on the plugins folder, when hot reload is on.
     events: Option<watch::DirWatch>,
     versions: Versions,
@@ -355,6 +362,7 @@ impl PluginManager {
             dir,
             slot: PluginSlot::new(plugin),
             active,
+            placed: HashMap::new(),
             events,
             versions,
             requests,
@@ -514,6 +522,7 @@ impl PluginManager {
                     dir: self.dir.clone(),
                     reason: e.to_string(),
                 })?;
+                self.placed.insert(target.to_owned(), info.hash.clone());
                 tracing::info!(path = %target.display(), name = %info.name, version = %info.version, "plugin installed through the sync API");
                 self.switch(plugin, Source::File(target.to_owned()), cached, how).await;
                 Ok(info)
@@ -577,8 +586,15 @@ impl PluginManager {
             }
             return;
         }
+        if let Some(placed) = self.placed.remove(&path)
+            && file_hash(&path).await.as_deref() == Some(placed.as_str())
+        {
+            // The watch's echo of a file installed here (an upload or an
+            // activation renamed into place), whatever is active by now.
+            tracing::debug!(path = %path.display(), "a plugin file keeper placed itself; nothing to do");
+            return;
+        }
         if self.active == Source::File(path.clone()) && self.holds_active(&path).await {
-            // Installed by the manager itself (an upload renamed into place).
             tracing::debug!(path = %path.display(), "the active plugin's file is unchanged");
             return;
         }
@@ -591,9 +607,7 @@ impl PluginManager {
     /// Whether the file at `path` holds the active plugin, byte for byte.
     async fn holds_active(&self, path: &Path) -> bool {
         let active = self.slot.current().info().hash.clone();
-        tokio::fs::read(path)
-            .await
-            .is_ok_and(|bytes| crate::mapper::content_hash(&bytes) == active)
+        file_hash(path).await.is_some_and(|hash| hash == active)
     }
 
     /// Makes `plugin` the one new batches use (`how`), on every process of
@@ -860,4 +874,12 @@ fn candidates(dir: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     files.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The content hash of the file at `path`, if it can be read.
+async fn file_hash(path: &Path) -> Option<String> {
+    tokio::fs::read(path)
+        .await
+        .ok()
+        .map(|bytes| crate::mapper::content_hash(&bytes))
 }

@@ -22,7 +22,7 @@
 //!    not only modification times, which some file systems keep to the
 //!    second), for folders that send no events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -175,6 +175,13 @@ pub struct DirWatch {
     dir: PathBuf,
     events: mpsc::UnboundedReceiver<Event>,
     settle: Settle,
+    /// Paths that fell due and are being looked at, then those that passed:
+    /// kept here, not in [`DirWatch::settled`]'s future, because the plugin
+    /// manager waits on that future in a `select!` and drops it whenever an
+    /// API request comes first. A path taken out of `settle` and held only
+    /// by the dropped future would be lost: a dropped file never checked.
+    due: VecDeque<PathBuf>,
+    ready: Vec<PathBuf>,
 }
 
 impl DirWatch {
@@ -203,13 +210,31 @@ impl DirWatch {
             dir: dir.to_owned(),
             events,
             settle: Settle::new(SETTLE),
+            due: VecDeque::new(),
+            ready: Vec::new(),
         })
     }
 
     /// The next batch of paths that have been quiet for [`SETTLE`] and hold
     /// a complete binary or are gone. `None` when the watcher is gone.
+    ///
+    /// Cancel-safe: a caller may drop the future at any await and call again
+    /// without losing a path (see the `due` and `ready` fields).
     pub async fn settled(&mut self) -> Option<Vec<PathBuf>> {
         loop {
+            while let Some(path) = self.due.front() {
+                // The only await between taking paths out of `settle` and
+                // returning them; nothing has moved yet if it is dropped here.
+                let complete = complete_or_gone(path).await;
+                if let Some(path) = self.due.pop_front()
+                    && complete
+                {
+                    self.ready.push(path);
+                }
+            }
+            if !self.ready.is_empty() {
+                return Some(std::mem::take(&mut self.ready));
+            }
             let next = self.settle.deadline();
             tokio::select! {
                 event = self.events.recv() => {
@@ -222,15 +247,7 @@ impl DirWatch {
                     }
                 }
                 _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
-                    let mut ready = Vec::new();
-                    for path in self.settle.due(Instant::now()) {
-                        if complete_or_gone(&path).await {
-                            ready.push(path);
-                        }
-                    }
-                    if !ready.is_empty() {
-                        return Some(ready);
-                    }
+                    self.due.extend(self.settle.due(Instant::now()));
                 }
             }
         }
