@@ -3,7 +3,7 @@
 //! is read from the start-up line). Also: Swagger UI in headless Chromium,
 //! and schemathesis checking the live server against its own document.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Child;

@@ -7,7 +7,7 @@
 //! with 204, and it records every HTTP request so the test can look at the
 //! command registration, the modal and the replies.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicBool, AtomicU64};

@@ -2,7 +2,7 @@
 //! files it will adopt as keeper.db (and which it leaves untouched), what
 //! read-only commands do without one.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

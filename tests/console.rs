@@ -5,7 +5,7 @@
 //! under cargo's target temp folder (`CARGO_TARGET_TMPDIR/console-screenshots`),
 //! their paths printed.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Child;

@@ -5,7 +5,7 @@
 //! a bad report must fail alone, and nothing answered 201 may be lost when
 //! keeper is killed in the middle of a burst.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};

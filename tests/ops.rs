@@ -3,7 +3,7 @@
 //! discovery types by name, help a person can use, and items waiting to
 //! retry in `keeper status`.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::path::Path;

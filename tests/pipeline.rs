@@ -3,7 +3,7 @@
 //! the backoff schedule; manual retry; cleanup; a worker killed mid-batch;
 //! adoption of a legacy keeper.db; bulk submission.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

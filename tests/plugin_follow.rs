@@ -10,7 +10,7 @@
 //! folder takes the store's active version instead of turning the others
 //! back to the built-in plugin.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command};
@@ -179,10 +179,6 @@ impl Drop for Host {
     fn drop(&mut self) {
         terminate(&mut self.child);
     }
-}
-
-fn read(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
 /// The plugin name and hash VH-Database's ledger records for `discovery_id`

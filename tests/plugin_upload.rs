@@ -9,7 +9,7 @@
 //! that fails them is rolled back and its items synced by the active plugin,
 //! a good one becomes active at its count, and bad requests change nothing.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -177,10 +177,6 @@ impl Drop for Keeper {
     fn drop(&mut self) {
         terminate(&mut self.child);
     }
-}
-
-fn read(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
 /// Submits one report; its queue id.

@@ -5,7 +5,7 @@
 //! carries the provenance of the version that wrote it; a fixed plugin heals
 //! items the active one refused; the sandbox fails single items.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -3,7 +3,7 @@
 //! test has a database of its own in the cluster `.ci/postgres` runs
 //! (`tests/common/postgres.rs`); without one it fails saying how to start it.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

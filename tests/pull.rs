@@ -3,7 +3,7 @@
 //! keeper.db, and a "Control Room" `keeper pull` with its own keeper.db and
 //! a copy of the sample VH-Database.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

@@ -2,7 +2,7 @@
 //! (restores a backup of keeper.db, upgrades over an old ledger, damages a
 //! page) and what the host must still get right. Real binaries, real files.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Child;

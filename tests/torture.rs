@@ -21,7 +21,7 @@
 //!
 //! RELIABILITY.md records the figures and the commands that produced them.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -449,6 +449,12 @@ pub async fn query_i64(path: &Path, sql: &str) -> i64 {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
+/// The bytes of the file at `path` (a test plugin, a copied file); fails
+/// the test naming the file when it cannot be read.
+pub fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
 /// Waits until the shared log of a running keeper (see [`spawn_run`])
 /// contains `needle`; fails after `timeout` with the log.
 pub fn wait_for_log(log: &Arc<Mutex<String>>, needle: &str, timeout: Duration) {
