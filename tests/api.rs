@@ -25,11 +25,7 @@ struct Server {
 impl Server {
     fn start(env: &Env) -> Server {
         let (child, port, log) = spawn_run(env);
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
+        let agent = http_agent(Duration::from_secs(30));
         let key = env
             .vars
             .iter()
@@ -186,18 +182,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         terminate(&mut self.child);
     }
-}
-
-fn report(description: &str) -> Value {
-    json!({
-        "discovery_type": "🦴",
-        "system_name": "Oculi",
-        "location": "planet:Erren",
-        "description": description,
-        "username": "Explorer#1234",
-        "user_id": "123456789",
-        "species_type": "Vertebrate",
-    })
 }
 
 fn is_rfc3339_utc(v: &Value) -> bool {
@@ -421,11 +405,11 @@ async fn bad_requests_get_json_errors_with_the_right_codes() {
         let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
         assert_error(status, &value, 400, part);
     }
-    let mut bad = report("Fossil");
+    let mut bad = fossil_report("Fossil");
     bad["location"] = json!("nowhere");
     let (status, body) = server.json("POST", "/discoveries", Some(bad));
     assert_error(status, &body, 400, "location");
-    let mut bad = report("Fossil");
+    let mut bad = fossil_report("Fossil");
     bad["hull_condition"] = json!("Scratched");
     let (status, body) = server.json("POST", "/discoveries", Some(bad));
     assert_error(status, &body, 400, "hull_condition");
@@ -555,7 +539,7 @@ async fn posted_discovery_is_stored_queued_and_synced_at_once() {
     env.submit("🦴", "Oculi", "planet:Erren", "Before the start", &[]);
     let server = Server::start(&env);
     server.wait_for_state(1, "synced");
-    let (status, body) = server.json("POST", "/discoveries", Some(report("Ancient spine")));
+    let (status, body) = server.json("POST", "/discoveries", Some(fossil_report("Ancient spine")));
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["status"], "ok");
     let queue_id = body["queue_id"].as_i64().unwrap();
@@ -999,7 +983,7 @@ async fn health_names_a_missing_vh_database_and_failing_passes_and_recovers() {
     assert_eq!(health["problems"], json!([]));
     assert!(server.metrics().contains("keeper_health_status 0\n"));
 
-    let (status, created) = server.json("POST", "/discoveries", Some(report("Spine in the dark")));
+    let (status, created) = server.json("POST", "/discoveries", Some(fossil_report("Spine in the dark")));
     assert_eq!(status, 201, "{created}");
     let (status, health) = server.wait_for_problem("sync_passes_failing", true);
     assert_eq!(status, 200, "degraded keeps 200 for old monitors: {health}");
@@ -1110,7 +1094,7 @@ async fn stored(env: &Env) -> i64 {
 async fn a_repeated_post_with_the_same_idempotency_key_stores_once() {
     let env = Env::new();
     let server = Server::start(&env);
-    let body = report("Spine, sent twice");
+    let body = fossil_report("Spine, sent twice");
     let (status, first) = server.post_keyed(&body, "retry-1");
     assert_eq!(status, 201, "{first}");
     let (status, again) = server.post_keyed(&body, "retry-1");
@@ -1119,7 +1103,7 @@ async fn a_repeated_post_with_the_same_idempotency_key_stores_once() {
     assert_eq!(stored(&env).await, 1);
 
     // The same key for another report: refused, nothing stored.
-    let (status, refused) = server.post_keyed(&report("Another spine"), "retry-1");
+    let (status, refused) = server.post_keyed(&fossil_report("Another spine"), "retry-1");
     assert_error(status, &refused, 422, "Idempotency-Key \"retry-1\" was already used");
     assert_eq!(refused["error"], "unprocessable");
     assert_eq!(stored(&env).await, 1);
@@ -1131,7 +1115,7 @@ async fn a_repeated_post_with_the_same_idempotency_key_stores_once() {
     // A bad report is refused before its key is remembered.
     let (status, bad) = server.post_keyed(&json!({"discovery_type": "🦴"}), "retry-3");
     assert_error(status, &bad, 400, "");
-    let (status, _) = server.post_keyed(&report("Third spine"), "retry-3");
+    let (status, _) = server.post_keyed(&fossil_report("Third spine"), "retry-3");
     assert_eq!(status, 201);
     assert_eq!(stored(&env).await, 3);
 
@@ -1153,7 +1137,7 @@ async fn concurrent_repeats_of_one_request_store_it_once() {
     let env = Env::new();
     let server = Server::start(&env);
     for round in 0..5 {
-        let body = report(&format!("Raced spine {round}"));
+        let body = fossil_report(&format!("Raced spine {round}"));
         let key = format!("race-{round}");
         let barrier = std::sync::Barrier::new(3);
         let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {

@@ -12,26 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::{Value, json};
-
-fn report(description: &str) -> Value {
-    json!({
-        "discovery_type": "🦴",
-        "system_name": "Oculi",
-        "location": "planet:Erren",
-        "description": description,
-        "username": "Explorer#1234",
-        "user_id": "123456789",
-        "species_type": "Vertebrate",
-    })
-}
+use serde_json::Value;
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
+    http_agent(Duration::from_secs(60))
 }
 
 /// `POST /discoveries` (with `Idempotency-Key` when given): the status and
@@ -90,7 +74,7 @@ async fn concurrent_posts_are_each_stored_once_and_answered_with_their_own_ids()
                     (0..EACH)
                         .map(|i| {
                             let description = format!("client {c} report {i}");
-                            let (status, answer) = post(&agent, port, &report(&description), None)
+                            let (status, answer) = post(&agent, port, &fossil_report(&description), None)
                                 .unwrap_or_else(|e| panic!("{description}: {e}"));
                             (description, status, answer)
                         })
@@ -132,7 +116,13 @@ async fn a_bad_report_among_concurrent_good_ones_is_refused_alone() {
     // Keys a first request stores, reused below with another body.
     let first = agent();
     for c in 0..CLIENTS {
-        let (status, answer) = post(&first, port, &report(&format!("keyed {c}")), Some(&format!("key-{c}"))).unwrap();
+        let (status, answer) = post(
+            &first,
+            port,
+            &fossil_report(&format!("keyed {c}")),
+            Some(&format!("key-{c}")),
+        )
+        .unwrap();
         assert_eq!(status, 201, "{answer}");
     }
     let before = stored(&env).await;
@@ -150,12 +140,12 @@ async fn a_bad_report_among_concurrent_good_ones_is_refused_alone() {
                             let description = format!("client {c} report {i}");
                             let (status, answer) = match i % 3 {
                                 1 if c % 2 == 0 => {
-                                    let mut bad = report(&description);
+                                    let mut bad = fossil_report(&description);
                                     bad.as_object_mut().unwrap().remove("description");
                                     post(&agent, port, &bad, None)
                                 }
-                                1 => post(&agent, port, &report(&description), Some(&format!("key-{c}"))),
-                                _ => post(&agent, port, &report(&description), None),
+                                1 => post(&agent, port, &fossil_report(&description), Some(&format!("key-{c}"))),
+                                _ => post(&agent, port, &fossil_report(&description), None),
                             }
                             .unwrap_or_else(|e| panic!("{description}: {e}"));
                             (c, i, status, answer)
@@ -228,7 +218,7 @@ async fn every_acknowledged_report_survives_a_sigkill_during_a_burst() {
                     // Bounded: the kill comes long before, or the test fails below.
                     for i in 0..10_000 {
                         let description = format!("client {c} report {i}");
-                        match post(&agent, port, &report(&description), None) {
+                        match post(&agent, port, &fossil_report(&description), None) {
                             Ok((201, answer)) => {
                                 acknowledged.fetch_add(1, Ordering::Relaxed);
                                 mine.push((description, answer));

@@ -47,11 +47,7 @@ impl Host {
             cmd.env(k, v);
         }
         let (child, port, log) = spawn_api(cmd);
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(CHECK_TIMEOUT))
-            .build()
-            .into();
+        let agent = http_agent(CHECK_TIMEOUT);
         Host {
             child,
             port,

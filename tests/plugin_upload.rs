@@ -46,11 +46,7 @@ impl Keeper {
             // Far above what a mapping takes, so a loaded machine never fails a good plugin.
             .var("KEEPER_PLUGIN_TIMEOUT_MS", 5_000);
         let (child, port, log) = spawn_run(env);
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(CHECK_TIMEOUT))
-            .build()
-            .into();
+        let agent = http_agent(CHECK_TIMEOUT);
         Keeper {
             child,
             port,

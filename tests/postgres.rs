@@ -164,11 +164,7 @@ impl Host {
     }
 
     fn post(&self, description: &str) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
+        let agent = http_agent(Duration::from_secs(30));
         let body = json!({
             "discovery_type": "fossil",
             "system_name": "Oculi",

@@ -102,11 +102,7 @@ impl Drop for BotHost {
 const PULL_EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
+    http_agent(Duration::from_secs(30))
 }
 
 /// One request with the bot host's key to any sync API: (status, JSON answer).
@@ -851,11 +847,7 @@ fn recording_proxy(bot: &str) -> (String, Arc<Mutex<Vec<String>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
     let bot = bot.to_owned();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
+    let agent = agent();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };

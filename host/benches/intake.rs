@@ -67,11 +67,7 @@ fn record(i: usize) -> Value {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
+    common::http_agent(Duration::from_secs(60))
 }
 
 /// One `POST /discoveries`: the discovery id of a 201, else a panic naming the answer.

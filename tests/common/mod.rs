@@ -449,6 +449,30 @@ pub async fn query_i64(path: &Path, sql: &str) -> i64 {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
+/// An HTTP client for keeper's API: every status is an answer to read (not
+/// an error), and a request gives up after `timeout`.
+pub fn http_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}
+
+/// A valid fossil report (`POST /discoveries`, `keeper submit --json`)
+/// with `description`.
+pub fn fossil_report(description: &str) -> serde_json::Value {
+    serde_json::json!({
+        "discovery_type": "🦴",
+        "system_name": "Oculi",
+        "location": "planet:Erren",
+        "description": description,
+        "username": "Explorer#1234",
+        "user_id": "123456789",
+        "species_type": "Vertebrate",
+    })
+}
+
 /// The bytes of the file at `path` (a test plugin, a copied file); fails
 /// the test naming the file when it cannot be read.
 pub fn read(path: &Path) -> Vec<u8> {
