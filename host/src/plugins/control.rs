@@ -344,29 +344,35 @@ impl PluginControl {
 
     /// Hands the staged plugin to the manager and waits for its verdict.
     async fn install(&self, staged: Staged, target: PathBuf, how: Activation) -> Result<PluginInfo, ControlError> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::Install {
-                staged,
-                target,
-                how,
-                reply,
-            })
-            .await
-            .map_err(|_| ControlError::Stopped)?;
-        answer.await.map_err(|_| ControlError::Stopped)?
+        self.ask(|reply| Request::Install {
+            staged,
+            target,
+            how,
+            reply,
+        })
+        .await
     }
 
     /// Hands the staged canary to the manager and waits for its verdict.
     async fn canary(&self, staged: Staged, name: PluginName, share: Share) -> Result<CanaryRecord, ControlError> {
+        self.ask(|reply| Request::Canary {
+            staged,
+            name,
+            share,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends the manager the request `make` builds around a reply channel
+    /// and waits for its answer; `Stopped` when the manager is gone.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ControlError>>) -> Request,
+    ) -> Result<T, ControlError> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Request::Canary {
-                staged,
-                name,
-                share,
-                reply,
-            })
+            .send(make(reply))
             .await
             .map_err(|_| ControlError::Stopped)?;
         answer.await.map_err(|_| ControlError::Stopped)?
