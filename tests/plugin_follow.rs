@@ -342,3 +342,57 @@ async fn a_plugin_dropped_into_one_folder_reaches_another_process_on_the_same_ke
     assert_eq!(name, "test-lenient");
     assert!(b.problems().is_empty(), "{:?}", b.problems());
 }
+
+/// A canary's plugin lives in the host that started it: another host
+/// starting on the same store leaves it running (that host renews its
+/// lease), and once that host is killed, the other ends it when the lease
+/// lapses.
+#[tokio::test]
+async fn a_canary_outlives_another_hosts_start_and_ends_when_its_own_host_is_killed() {
+    let url = fresh_database("plugin_follow");
+    let mut env = Env::new();
+    env.var("KEEPER_DATABASE_URL", &url)
+        .var("SYNC_INTERVAL", 1)
+        .var("SYNC_LEASE", 3)
+        .var("SYNC_API_KEY", KEY)
+        .var("KEEPER_PLUGIN_TIMEOUT_MS", 5_000);
+    env.ok(&["sync", "--once"]); // the schema, once, before the hosts start
+    let mut a = Host::start(&env, "host-a", &env.dir.path().join("a-plugins"), &[]);
+    let upper = read(&plugin("upper"));
+    let started = a.ok("PUT", "/plugins/shouting/canary?percent=10", Some(&upper));
+    assert_eq!(started["canary"]["started_by"], "host-a", "{started}");
+    let canary_of = |host: &Host| host.ok("GET", "/plugins", None)["canary"].clone();
+
+    // B starts and tends the store's canaries for longer than a lease.
+    let b = Host::start(&env, "host-b", &env.dir.path().join("b-plugins"), &[]);
+    std::thread::sleep(Duration::from_secs(5));
+    let canary = canary_of(&b);
+    assert_eq!(
+        (canary["state"].as_str(), canary["started_by"].as_str()),
+        (Some("running"), Some("host-a")),
+        "{canary}\nA:\n{}\nB:\n{}",
+        a.log(),
+        b.log()
+    );
+
+    // A is killed: no graceful end, only its lease tells.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let deadline = Instant::now() + CHECK_TIMEOUT;
+    let ended = loop {
+        let canary = canary_of(&b);
+        if canary["state"] != "running" {
+            break canary;
+        }
+        assert!(Instant::now() < deadline, "B never ended A's canary: {canary}\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(ended["state"], "ended", "{ended}");
+    assert!(
+        ended["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("the host that ran it stopped renewing its lease")),
+        "{ended}"
+    );
+    assert_eq!(b.ok("GET", "/plugins", None)["active"]["name"], "keeper-default-mapper");
+}

@@ -675,7 +675,7 @@ async fn bad_canary_requests_are_refused_and_change_nothing() {
     assert_eq!(status, 200, "{body}");
     drop(keeper);
 
-    // A restart ends a running canary, saying so; the active plugin stays.
+    // Stopping keeper ends a running canary, saying so; the active plugin stays.
     let keeper = Keeper::start(&mut env);
     let listed = keeper.ok("GET", "/plugins", None);
     assert_eq!(listed["canary"]["hash"], builtin_hash.as_str(), "{listed}");
@@ -684,7 +684,7 @@ async fn bad_canary_requests_are_refused_and_change_nothing() {
         listed["canary"]["reason"]
             .as_str()
             .unwrap()
-            .starts_with("keeper restarted while it ran"),
+            .starts_with("keeper stopped while it ran"),
         "{listed}"
     );
     assert_eq!(listed["active"]["hash"], upper_hash.as_str(), "{listed}");

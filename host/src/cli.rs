@@ -523,11 +523,12 @@ async fn run_main(app: &App, tls: Option<ServerTls>) -> Result<(), CliError> {
         let plugins = crate::plugins::PluginManager::start(app, true).await?;
         plugin_control = Some(plugins.control());
         let canary = plugins.canary();
-        // The canary's plugin lived in the process that started it.
+        // A canary this host ran before a restart, or whose host is gone.
         canary
-            .end_interrupted()
+            .end_orphaned()
             .await
             .map_err(crate::plugins::PluginsError::from)?;
+        tasks.spawn(canary.clone().tend(stopped.clone()));
         let mut worker = app.worker_on(plugins.slot());
         worker.canary = Some(canary);
         tasks.spawn(plugins.watch(stopped.clone()));

@@ -275,6 +275,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 17,
         name: "plugin artifacts by hash",
     },
+    Migration {
+        version: 18,
+        name: "the host running each canary, and its lease",
+    },
 ];
 
 /// The schema version a fully migrated keeper.db has.
@@ -1158,6 +1162,14 @@ async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreErr
             )
             .execute(&mut *conn)
             .await?;
+        }
+        18 => {
+            // A canary's plugin lives in one host's process: the host and a
+            // lease it renews tell the others whether it is still there
+            // (plugins/canary.rs).
+            for statement in crate::plugins::canary::SQLITE_HOST_COLUMNS {
+                sqlx::query(statement).execute(&mut *conn).await?;
+            }
         }
         _ => {}
     }

@@ -287,6 +287,7 @@ impl Example for CanaryStarted {
                 active_failed: 0,
                 started_at: Some(SUBMITTED).into(),
                 ended_at: None.into(),
+                started_by: Some("bot-host-1".to_owned()).into(),
             },
         }
     }

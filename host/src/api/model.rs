@@ -550,6 +550,10 @@ pub struct CanaryEntry {
     pub active_failed: i64,
     pub started_at: Nullable<OffsetDateTime>,
     pub ended_at: Nullable<OffsetDateTime>,
+    /// The host whose `keeper run` maps the canary's share
+    /// (`KEEPER_HOST_NAME`, else machine name and process id); null for a
+    /// canary recorded before hosts were.
+    pub started_by: Nullable<String>,
 }
 
 /// `POST /plugins/versions/{hash}/canary`: the canary's share, a

@@ -1276,6 +1276,7 @@ fn canary_entry(c: CanaryRecord) -> CanaryEntry {
         canary_failed: c.canary_failed,
         active_items: c.active_items,
         active_failed: c.active_failed,
+        started_by: c.started_by.into(),
     }
 }
 

@@ -38,17 +38,24 @@
 //! Each canary is a row of `keeper_plugin_canaries` (keeper.db migration
 //! 16, PostgreSQL migration 5) with its share, its counts, its state and
 //! why it ended; a unique partial index lets at most one run. The canary's
-//! compiled plugin lives in the `keeper run` process that started it, so a
-//! restart ends it: the next `keeper run` marks a canary the store says is
-//! running as `ended` ("keeper restarted while it ran") and heals its
-//! failures; start it again to go on. With several hosts on one PostgreSQL
-//! store, the canary runs on the host whose API started it; the others map
-//! with the active plugin.
+//! compiled plugin lives in the `keeper run` process that started it: with
+//! several hosts on one PostgreSQL store, the canary runs on the host whose
+//! API started it, and the others map with the active plugin.
+//!
+//! So the row also names that host (`started_by`, its `KEEPER_HOST_NAME`)
+//! and holds a lease the host renews ([`Canary::tend`], every third of
+//! `SYNC_LEASE`; keeper.db migration 18, PostgreSQL migration 7), as a
+//! claim of queue items does. A canary whose host is gone is ended as
+//! `ended` and its failures healed: at once by a `keeper run` starting
+//! under the same host name ("keeper restarted while it ran"), and by any
+//! host once its lease has lapsed (its host stopped renewing it). Starting
+//! or redeploying one host never ends a canary another live host runs.
 
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::db::Db;
 use crate::mapper::{Plugin, PluginInfo};
@@ -97,12 +104,28 @@ pub const POSTGRES_TABLE: &str = "CREATE TABLE keeper_plugin_canaries (
 pub const ONE_RUNNING_INDEX: &str = "CREATE UNIQUE INDEX IF NOT EXISTS idx_keeper_plugin_canaries_running
      ON keeper_plugin_canaries (state) WHERE state = 'running'";
 
+/// The host that runs a canary and its lease (keeper.db migration 18).
+pub const SQLITE_HOST_COLUMNS: [&str; 2] = [
+    "ALTER TABLE keeper_plugin_canaries ADD COLUMN started_by TEXT",
+    "ALTER TABLE keeper_plugin_canaries ADD COLUMN lease_expires_at DATETIME",
+];
+
+/// The same on PostgreSQL (migration 7).
+pub const POSTGRES_HOST_COLUMNS: [&str; 2] = [
+    "ALTER TABLE keeper_plugin_canaries ADD COLUMN started_by TEXT",
+    "ALTER TABLE keeper_plugin_canaries ADD COLUMN lease_expires_at TIMESTAMPTZ",
+];
+
 const SQLITE_COLUMNS: &str = "id, name, version, hash, file_name, percent, items, active_hash, state, reason,
-     canary_items, canary_failed, active_items, active_failed, started_at, ended_at";
+     canary_items, canary_failed, active_items, active_failed, started_at, ended_at, started_by";
 
 const POSTGRES_COLUMNS: &str = "id, name, version, hash, file_name, percent, items, active_hash, state, reason,
      canary_items, canary_failed, active_items, active_failed, keeper_s(started_at) AS started_at,
-     keeper_s(ended_at) AS ended_at";
+     keeper_s(ended_at) AS ended_at, started_by";
+
+/// SQLite's clock as the canary lease is stored: with milliseconds, `?2`
+/// whole seconds ahead.
+const SQLITE_LEASE_END: &str = "strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || ?2 || ' seconds')";
 
 /// The largest count a canary may be given.
 pub const MAX_ITEMS: i64 = 1_000_000_000;
@@ -214,6 +237,9 @@ pub struct CanaryRecord {
     /// UTC, `YYYY-MM-DD HH:MM:SS`.
     pub started_at: String,
     pub ended_at: Option<String>,
+    /// The host whose `keeper run` runs it (`KEEPER_HOST_NAME`); `None`
+    /// for a canary recorded before keeper.db migration 18.
+    pub started_by: Option<String>,
 }
 
 /// What one batch brought each version.
@@ -256,46 +282,57 @@ impl Canaries {
         Canaries { db }
     }
 
-    /// Records a new running canary; `None` when one runs already.
+    /// Records a new running canary, run by `host` and leased to it for
+    /// `lease`; `None` when one runs already.
     async fn start(
         &self,
         info: &PluginInfo,
         file_name: &str,
         share: Share,
         active_hash: &str,
+        host: &str,
+        lease: Duration,
     ) -> Result<Option<CanaryRecord>, sqlx::Error> {
         let percent = share.percent.map(i64::from);
         let items = share.items.map(i64::from);
+        let lease = lease_seconds(lease);
         let inserted = match &self.db {
             Db::Sqlite(pool) => {
                 let sql = format!(
-                    "INSERT INTO keeper_plugin_canaries (name, version, hash, file_name, percent, items, active_hash, state)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running') RETURNING {SQLITE_COLUMNS}"
+                    "INSERT INTO keeper_plugin_canaries
+                         (name, version, hash, file_name, percent, items, active_hash, state, started_by, lease_expires_at)
+                     VALUES (?1, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, {SQLITE_LEASE_END}) RETURNING {SQLITE_COLUMNS}"
                 );
                 sqlx::query_as(sqlx::AssertSqlSafe(sql))
                     .bind(&info.name)
+                    .bind(lease)
                     .bind(&info.version)
                     .bind(&info.hash)
                     .bind(file_name)
                     .bind(percent)
                     .bind(items)
                     .bind(active_hash)
+                    .bind(host)
                     .fetch_one(pool)
                     .await
             }
             Db::Postgres(pool) => {
                 let sql = format!(
-                    "INSERT INTO keeper_plugin_canaries (name, version, hash, file_name, percent, items, active_hash, state)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'running') RETURNING {POSTGRES_COLUMNS}"
+                    "INSERT INTO keeper_plugin_canaries
+                         (name, version, hash, file_name, percent, items, active_hash, state, started_by, lease_expires_at)
+                     VALUES ($1, $3, $4, $5, $6, $7, $8, 'running', $9, now() + make_interval(secs => $2))
+                     RETURNING {POSTGRES_COLUMNS}"
                 );
                 sqlx::query_as(sqlx::AssertSqlSafe(sql))
                     .bind(&info.name)
+                    .bind(lease)
                     .bind(&info.version)
                     .bind(&info.hash)
                     .bind(file_name)
                     .bind(percent)
                     .bind(items)
                     .bind(active_hash)
+                    .bind(host)
                     .fetch_one(pool)
                     .await
             }
@@ -322,13 +359,16 @@ impl Canaries {
         self.newest_where("hash = $1", Some(hash)).await
     }
 
-    /// `filter` names its one parameter `$1` (either driver reads it).
+    /// `filter` names its one parameter `$1` and the database's clock
+    /// `@now` (either driver reads it).
     async fn newest_where(&self, filter: &str, hash: Option<&str>) -> Result<Option<CanaryRecord>, sqlx::Error> {
         match &self.db {
             Db::Sqlite(pool) => {
                 let sql = format!(
                     "SELECT {SQLITE_COLUMNS} FROM keeper_plugin_canaries WHERE {} ORDER BY id DESC LIMIT 1",
-                    filter.replace("$1", "?1")
+                    filter
+                        .replace("$1", "?1")
+                        .replace("@now", "strftime('%Y-%m-%d %H:%M:%f', 'now')")
                 );
                 let query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
                 match hash {
@@ -340,7 +380,8 @@ impl Canaries {
             }
             Db::Postgres(pool) => {
                 let sql = format!(
-                    "SELECT {POSTGRES_COLUMNS} FROM keeper_plugin_canaries WHERE {filter} ORDER BY id DESC LIMIT 1"
+                    "SELECT {POSTGRES_COLUMNS} FROM keeper_plugin_canaries WHERE {} ORDER BY id DESC LIMIT 1",
+                    filter.replace("@now", "now()")
                 );
                 let query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
                 match hash {
@@ -415,6 +456,89 @@ impl Canaries {
             .rows_affected(),
         };
         Ok(done > 0)
+    }
+
+    /// Extends the lease of the running canary `id`, held by `host`, by
+    /// `lease`; whether it still runs there.
+    async fn renew(&self, id: i64, host: &str, lease: Duration) -> Result<bool, sqlx::Error> {
+        let lease = lease_seconds(lease);
+        let done = match &self.db {
+            Db::Sqlite(pool) => {
+                let sql = format!(
+                    "UPDATE keeper_plugin_canaries SET lease_expires_at = {SQLITE_LEASE_END}
+                     WHERE id = ?1 AND state = 'running' AND started_by = ?3"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .bind(lease)
+                    .bind(host)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
+            Db::Postgres(pool) => sqlx::query(
+                "UPDATE keeper_plugin_canaries SET lease_expires_at = now() + make_interval(secs => $2)
+                 WHERE id = $1 AND state = 'running' AND started_by = $3",
+            )
+            .bind(id)
+            .bind(lease)
+            .bind(host)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        };
+        Ok(done > 0)
+    }
+
+    /// The running canary if its host is gone: started by `host` (a
+    /// restart of this host: its plugin died with the process), or its
+    /// lease lapsed (no host renews it), or recorded before canaries named
+    /// their host.
+    async fn orphaned(&self, host: &str) -> Result<Option<(CanaryRecord, EndedBy)>, sqlx::Error> {
+        let found = self
+            .newest_where(
+                "state = 'running' AND (started_by = $1 OR started_by IS NULL OR lease_expires_at IS NULL
+                     OR lease_expires_at <= @now)",
+                Some(host),
+            )
+            .await?;
+        Ok(found.map(|record| {
+            let why = if record.started_by.as_deref() == Some(host) {
+                EndedBy::Restarted
+            } else {
+                EndedBy::Lapsed
+            };
+            (record, why)
+        }))
+    }
+}
+
+/// Whole seconds of a lease, as both drivers bind it.
+fn lease_seconds(lease: Duration) -> i64 {
+    i64::try_from(lease.as_secs()).unwrap_or(i64::MAX).max(1)
+}
+
+/// Why a running canary ended with its host rather than by a verdict or
+/// an activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndedBy {
+    /// Its host's `keeper run` stopped (the canary's plugin with it).
+    Stopped,
+    /// Found at the start of `keeper run` under the host name that ran it:
+    /// the process that ran it is gone.
+    Restarted,
+    /// Its host has not renewed its lease: killed, or cut off from the
+    /// store.
+    Lapsed,
+}
+
+impl EndedBy {
+    fn reason(self) -> &'static str {
+        match self {
+            EndedBy::Stopped => "keeper stopped while it ran; start it again to go on",
+            EndedBy::Restarted => "keeper restarted while it ran; start it again to go on",
+            EndedBy::Lapsed => "the host that ran it stopped renewing its lease (killed or cut off); start it again to go on",
+        }
     }
 }
 
@@ -593,7 +717,10 @@ impl Canary {
         active_hash: &str,
     ) -> Result<Option<CanaryRecord>, sqlx::Error> {
         let info = plugin.info().clone();
-        let Some(record) = self.book.start(&info, file_name, share, active_hash).await? else {
+        // A canary whose host is gone would hold the one running place.
+        self.end_orphaned().await?;
+        let (host, lease) = (self.queue.host_name(), self.queue.lease());
+        let Some(record) = self.book.start(&info, file_name, share, active_hash, host, lease).await? else {
             return Ok(None);
         };
         tracing::info!(
@@ -697,17 +824,69 @@ impl Canary {
         Ok(())
     }
 
-    /// At the start of `keeper run`: a canary the store says runs was
-    /// started by a process that is gone, and its plugin with it. Ends it
-    /// and heals what it failed.
-    pub async fn end_interrupted(&self) -> Result<(), sqlx::Error> {
-        let Some(record) = self.book.running().await? else {
+    /// Keeps the lease of the canary this host runs, and ends one whose
+    /// host is gone, every third of `SYNC_LEASE` until `shutdown`; then
+    /// ends this host's canary, whose plugin stops with the process.
+    pub async fn tend(self, mut shutdown: watch::Receiver<bool>) {
+        let every = (self.queue.lease() / 3).max(Duration::from_millis(200));
+        while !*shutdown.borrow() {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => break,
+            }
+            if let Err(error) = self.renew_or_reap().await {
+                tracing::warn!(%error, "cannot renew or check the canary's lease; trying again");
+            }
+        }
+        if let Some(run) = self.current() {
+            self.stop(run.record.id);
+            if let Err(error) = self.end(&run.record, EndedBy::Stopped).await {
+                tracing::warn!(%error, hash = %run.record.hash, "cannot record that the canary ended with keeper");
+            }
+        }
+    }
+
+    async fn renew_or_reap(&self) -> Result<(), sqlx::Error> {
+        let Some(run) = self.current() else {
+            return self.end_orphaned().await;
+        };
+        let (host, lease) = (self.queue.host_name(), self.queue.lease());
+        if !self.book.renew(run.record.id, host, lease).await? {
+            // Ended meanwhile: by an activation on another host, or by one
+            // that found its lease lapsed (this host was cut off).
+            tracing::warn!(hash = %run.record.hash, "the canary was ended elsewhere; this host stops giving it items");
+            self.stop(run.record.id);
+        }
+        Ok(())
+    }
+
+    /// Ends the running canary if its host is gone (see the module's
+    /// notes), and heals what it failed. At the start of `keeper run`, and
+    /// from [`Canary::tend`] on every host.
+    pub async fn end_orphaned(&self) -> Result<(), sqlx::Error> {
+        let Some((record, why)) = self.book.orphaned(self.queue.host_name()).await? else {
             return Ok(());
         };
-        let reason = "keeper restarted while it ran; start it again to go on";
+        if self.current().is_some_and(|run| run.record.id == record.id) {
+            // This process runs it (its lease is renewed here).
+            return Ok(());
+        }
+        self.end(&record, why).await
+    }
+
+    /// Records `record` as ended for `why` and queues its failures again.
+    async fn end(&self, record: &CanaryRecord, why: EndedBy) -> Result<(), sqlx::Error> {
+        let reason = why.reason();
         if self.book.finish(record.id, CanaryState::Ended, reason).await? {
             let requeued = self.queue.requeue_mapping_failures().await?;
-            tracing::warn!(hash = %record.hash, name = %record.name, requeued, reason, "canary ended");
+            tracing::warn!(
+                hash = %record.hash,
+                name = %record.name,
+                started_by = record.started_by.as_deref().unwrap_or("unknown"),
+                requeued,
+                reason,
+                "canary ended"
+            );
         }
         Ok(())
     }
@@ -735,6 +914,7 @@ mod tests {
             active_failed: active.1,
             started_at: String::new(),
             ended_at: None,
+            started_by: None,
         }
     }
 
@@ -807,5 +987,65 @@ mod tests {
                 active_failed: 1
             }
         );
+    }
+
+    /// Host A's canary, seen from host B and from A restarted; then its
+    /// lease lapsing. On both drivers.
+    async fn a_canary_is_orphaned_only_by_its_own_restart_or_a_lapsed_lease(store: crate::store::Store) {
+        let book = Canaries::new(store.db().clone());
+        let info = PluginInfo {
+            name: "shouting".into(),
+            version: "1.0.0".into(),
+            hash: "c".repeat(64),
+        };
+        let share = Share::new(Some(10), None).expect("share");
+        let long = Duration::from_secs(600);
+        let record = book
+            .start(&info, "shouting", share, "a", "host-a", long)
+            .await
+            .expect("start")
+            .expect("no canary runs yet");
+        assert_eq!(record.started_by.as_deref(), Some("host-a"));
+        assert_eq!(
+            book.start(&info, "shouting", share, "a", "host-b", long).await.expect("start"),
+            None,
+            "one runs already"
+        );
+
+        // Host B starting, or tending, leaves A's canary alone.
+        assert_eq!(book.orphaned("host-b").await.expect("orphaned"), None);
+        assert!(!book.renew(record.id, "host-b", long).await.expect("renew"), "only its host renews it");
+        assert!(book.renew(record.id, "host-a", long).await.expect("renew"));
+        // Host A restarted under its name finds it.
+        let (found, why) = book.orphaned("host-a").await.expect("orphaned").expect("its own");
+        assert_eq!((found.id, why), (record.id, EndedBy::Restarted));
+
+        // Once A stops renewing, any host finds it, and A cannot renew it back.
+        assert!(book.renew(record.id, "host-a", Duration::from_secs(1)).await.expect("renew"));
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let (found, why) = book.orphaned("host-b").await.expect("orphaned").expect("lapsed");
+        assert_eq!((found.id, why), (record.id, EndedBy::Lapsed));
+        assert!(book.finish(record.id, CanaryState::Ended, EndedBy::Lapsed.reason()).await.expect("finish"));
+        assert!(!book.renew(record.id, "host-a", long).await.expect("renew"), "it ended");
+        assert_eq!(book.orphaned("host-a").await.expect("orphaned"), None);
+        assert_eq!(book.running().await.expect("running"), None);
+    }
+
+    #[tokio::test]
+    async fn a_canary_is_orphaned_only_by_its_own_restart_or_a_lapsed_lease_on_sqlite() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = crate::store::Store::open(&dir.path().join("keeper.db"), crate::store::Access::Create)
+            .await
+            .expect("open keeper.db");
+        a_canary_is_orphaned_only_by_its_own_restart_or_a_lapsed_lease(store).await;
+    }
+
+    #[tokio::test]
+    async fn a_canary_is_orphaned_only_by_its_own_restart_or_a_lapsed_lease_on_postgres() {
+        let url = crate::db::test_postgres::fresh_database().await;
+        let store = crate::store::Store::open_postgres(&url, crate::store::Access::Create)
+            .await
+            .expect("open the PostgreSQL store");
+        a_canary_is_orphaned_only_by_its_own_restart_or_a_lapsed_lease(store).await;
     }
 }

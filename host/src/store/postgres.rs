@@ -190,6 +190,12 @@ const MIGRATIONS: &[Migration] = &[
                  bytes BYTEA NOT NULL,
                  stored_at TIMESTAMPTZ NOT NULL DEFAULT now())"],
     },
+    Migration {
+        version: 7,
+        name: "the host running each canary, and its lease",
+        // As keeper.db's migration 18 (plugins/canary.rs).
+        statements: &crate::plugins::canary::POSTGRES_HOST_COLUMNS,
+    },
 ];
 
 /// The schema version a fully migrated database has.
