@@ -30,7 +30,8 @@ pub const ACTIVATED_CHANNEL: &str = "keeper_plugin_activated";
 const LIST_LIMIT: i64 = 50;
 
 /// What a registry row says of its plugin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, poem_openapi::Enum)]
+#[oai(rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum PluginStatus {
     /// The one batches run on now.
@@ -61,7 +62,8 @@ crate::db::text_column!(PluginStatus);
 
 /// How a plugin became active: what an operator asks first when the
 /// plugin changed under them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, poem_openapi::Enum)]
+#[oai(rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
     /// Chosen when keeper started (the newest good file in the plugins

@@ -13,7 +13,9 @@ use super::error::ErrorBody;
 use super::model::*;
 use crate::bot::GatewayState;
 use crate::config::HavenSource;
-use crate::queue::{ErrorClass, QueueCounts};
+use crate::plugins::canary::CanaryState;
+use crate::queue::{ErrorClass, QueueCounts, SyncStatus};
+use crate::registry::{Activation, PluginStatus};
 
 const SUBMITTED: OffsetDateTime = datetime!(2026-11-26 14:00:00 UTC);
 const SYNCED: OffsetDateTime = datetime!(2026-11-26 14:00:02 UTC);
@@ -101,7 +103,7 @@ impl Example for Statistics {
             failed_attempts_by_class: [("locked".to_owned(), 2), ("schema".to_owned(), 1)].into(),
             keeper_db_restored_or_replaced: 0,
             errors: vec![ErrorClassCount {
-                sync_status: "max_retries_exceeded".into(),
+                sync_status: SyncStatus::MaxRetriesExceeded,
                 error_class: "schema".into(),
                 count: 1,
             }],
@@ -157,7 +159,7 @@ impl Example for ItemPage {
             items: vec![ItemSummary {
                 queue_id: 7,
                 discovery_id: 42,
-                sync_status: "synced".into(),
+                sync_status: SyncStatus::Synced,
                 sync_attempts: 1,
                 error_class: None.into(),
                 sync_error: None.into(),
@@ -221,7 +223,7 @@ impl Example for ItemDetail {
             item: QueueItemView {
                 queue_id: 7,
                 discovery_id: 42,
-                sync_status: "synced".into(),
+                sync_status: SyncStatus::Synced,
                 sync_attempts: 1,
                 max_attempts: Some(10).into(),
                 last_sync_attempt: Some(SYNCED).into(),
@@ -278,7 +280,7 @@ impl Example for CanaryStarted {
                 hash: HASH.into(),
                 percent: Some(10).into(),
                 items: None.into(),
-                state: "running".into(),
+                state: CanaryState::Running,
                 reason: None.into(),
                 active_hash: HASH.into(),
                 canary_items: 0,
@@ -299,13 +301,13 @@ fn default_plugin_entry() -> PluginEntry {
         version: "1.0.0".into(),
         hash: HASH.into(),
         source: "built-in".into(),
-        status: "active".into(),
+        status: PluginStatus::Active,
         reason: None.into(),
         recorded_at: Some(SUBMITTED).into(),
         retired_at: None.into(),
         memory_mib: Some(32).into(),
         timeout_ms: Some(100).into(),
-        activated_by: Some("start_up".to_owned()).into(),
+        activated_by: Some(Activation::StartUp).into(),
     }
 }
 

@@ -9,7 +9,9 @@ use poem_openapi::{Enum, Object};
 use time::OffsetDateTime;
 
 use super::nullable::Nullable;
-use crate::queue::{ErrorClass, FailedItem, QueueCounts};
+use crate::plugins::canary::CanaryState;
+use crate::queue::{ErrorClass, FailedItem, QueueCounts, SyncStatus};
+use crate::registry::{Activation, PluginStatus};
 
 /// `ok` on every successful answer (errors say `error`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Enum)]
@@ -252,7 +254,7 @@ pub struct RetriedAll {
 #[derive(Debug, Clone, Object)]
 pub struct ErrorClassCount {
     /// `pending` (will be retried) or `max_retries_exceeded`.
-    pub sync_status: String,
+    pub sync_status: SyncStatus,
     /// `unavailable`, `locked`, `schema`, `mapping`, `timeout`, `source`, or
     /// `unknown` for an error recorded by the old bot.
     pub error_class: String,
@@ -360,10 +362,9 @@ pub struct FailureClasses {
 pub struct ItemSummary {
     pub queue_id: i64,
     pub discovery_id: i64,
-    /// `pending`, `syncing`, `synced` or `max_retries_exceeded`.
-    pub sync_status: String,
+    pub sync_status: SyncStatus,
     pub sync_attempts: i64,
-    pub error_class: Nullable<String>,
+    pub error_class: Nullable<ErrorClass>,
     pub sync_error: Nullable<String>,
     pub created_at: Nullable<OffsetDateTime>,
     pub synced_at: Nullable<OffsetDateTime>,
@@ -409,8 +410,7 @@ pub struct Provenance {
 pub struct QueueItemView {
     pub queue_id: i64,
     pub discovery_id: i64,
-    /// `pending`, `syncing`, `synced` or `max_retries_exceeded`.
-    pub sync_status: String,
+    pub sync_status: SyncStatus,
     /// Finished attempts.
     pub sync_attempts: i64,
     pub max_attempts: Nullable<i64>,
@@ -420,7 +420,7 @@ pub struct QueueItemView {
     /// The last attempt's error: the only error history keeper.db keeps
     /// (every failure is also in the log).
     pub sync_error: Nullable<String>,
-    pub error_class: Nullable<String>,
+    pub error_class: Nullable<ErrorClass>,
     /// The row id in VH-Database's `discoveries`, once synced.
     pub haven_discovery_id: Nullable<i64>,
     /// The host holding a `syncing` item, or the one that claimed it last
@@ -480,8 +480,7 @@ pub struct PluginEntry {
     pub hash: String,
     /// `built-in` or the path of the `.wasm` file.
     pub source: String,
-    /// `active`, `retired` or `rejected`.
-    pub status: String,
+    pub status: PluginStatus,
     /// Why a plugin was rejected.
     pub reason: Nullable<String>,
     pub recorded_at: Nullable<OffsetDateTime>,
@@ -501,7 +500,7 @@ pub struct PluginEntry {
     /// (`POST /plugins/rollback`) or `canary_promotion` (a canary that
     /// reached its count). Null for a rejected plugin and for one recorded
     /// by an older keeper.
-    pub activated_by: Nullable<String>,
+    pub activated_by: Nullable<Activation>,
 }
 
 /// `GET /plugins`: newest first.
@@ -535,8 +534,7 @@ pub struct CanaryEntry {
     /// The count of items at which it becomes active; null when it runs
     /// until promoted or rolled back.
     pub items: Nullable<i64>,
-    /// `running`, `promoted`, `rolled_back` or `ended`.
-    pub state: String,
+    pub state: CanaryState,
     /// Why it ended: its failure rate against the active plugin's for a
     /// rollback.
     pub reason: Nullable<String>,
@@ -749,4 +747,46 @@ pub struct AckResult {
     pub in_progress: Vec<i64>,
     /// No such queue item.
     pub unknown: Vec<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use poem_openapi::types::{ParseFromJSON, ToJSON};
+    use serde_json::json;
+
+    use super::*;
+
+    /// On the wire, every state, class and status has the name the store
+    /// keeps, the logs print and the console compares with, and reads
+    /// back as itself; any other name is refused.
+    fn wire_names_match<T>(all: &[T], as_str: fn(&T) -> &'static str)
+    where
+        T: poem_openapi::types::Type + ToJSON + ParseFromJSON + PartialEq + std::fmt::Debug,
+    {
+        for value in all {
+            assert_eq!(value.to_json(), Some(json!(as_str(value))), "{value:?}");
+            let parsed = T::parse_from_json(Some(json!(as_str(value)))).expect("reads back");
+            assert_eq!(&parsed, value);
+        }
+        assert!(T::parse_from_json(Some(json!("no-such-name"))).is_err());
+    }
+
+    #[test]
+    fn states_classes_and_statuses_have_their_stored_names_on_the_wire() {
+        use SyncStatus::*;
+        wire_names_match(&[Pending, Syncing, Synced, MaxRetriesExceeded], |s| s.as_str());
+        let classes = <ErrorClass as clap::ValueEnum>::value_variants();
+        wire_names_match(classes, |c| c.as_str());
+        wire_names_match(
+            &[PluginStatus::Active, PluginStatus::Retired, PluginStatus::Rejected],
+            |s| s.as_str(),
+        );
+        use Activation::*;
+        wire_names_match(
+            &[StartUp, Folder, Upload, ApiActivation, Rollback, CanaryPromotion],
+            |a| a.as_str(),
+        );
+        use CanaryState::*;
+        wire_names_match(&[Running, Promoted, RolledBack, Ended], |s| s.as_str());
+    }
 }

@@ -269,7 +269,7 @@ impl SyncApi {
                 .errors
                 .into_iter()
                 .map(|c| ErrorClassCount {
-                    sync_status: c.sync_status.as_str().to_owned(),
+                    sync_status: c.sync_status,
                     error_class: ErrorClass::label(c.error_class).to_owned(),
                     count: c.count,
                 })
@@ -455,13 +455,13 @@ impl SyncApi {
             item: QueueItemView {
                 queue_id: item.queue_id,
                 discovery_id: item.discovery_id,
-                sync_status: item.sync_status.as_str().to_owned(),
+                sync_status: item.sync_status,
                 sync_attempts: item.sync_attempts,
                 max_attempts: item.max_attempts.into(),
                 last_sync_attempt: timestamp::parse_opt(item.last_sync_attempt.as_deref()).into(),
                 next_retry_after: timestamp::parse_opt(item.next_retry_after.as_deref()).into(),
                 sync_error: item.sync_error.into(),
-                error_class: item.error_class.map(|c| c.as_str().to_owned()).into(),
+                error_class: item.error_class.into(),
                 haven_discovery_id: item.haven_discovery_id.into(),
                 claimed_by: item.claimed_by.into(),
                 created_at: timestamp::parse_opt(item.created_at.as_deref()).into(),
@@ -585,9 +585,9 @@ impl SyncApi {
             .map(|i| ItemSummary {
                 queue_id: i.queue_id,
                 discovery_id: i.discovery_id,
-                sync_status: i.sync_status.as_str().to_owned(),
+                sync_status: i.sync_status,
                 sync_attempts: i.sync_attempts,
-                error_class: i.error_class.map(|c| c.as_str().to_owned()).into(),
+                error_class: i.error_class.into(),
                 sync_error: i.sync_error.into(),
                 created_at: timestamp::parse_opt(i.created_at.as_deref()).into(),
                 synced_at: timestamp::parse_opt(i.synced_at.as_deref()).into(),
@@ -1269,7 +1269,7 @@ fn canary_entry(c: CanaryRecord) -> CanaryEntry {
         hash: c.hash,
         percent: c.percent.into(),
         items: c.items.into(),
-        state: c.state.as_str().to_owned(),
+        state: c.state,
         reason: c.reason.into(),
         active_hash: c.active_hash,
         canary_items: c.canary_items,
@@ -1288,11 +1288,11 @@ fn plugin_entry(p: PluginRecord) -> PluginEntry {
         version: p.version,
         hash: p.hash,
         source: p.source,
-        status: p.status.as_str().to_owned(),
+        status: p.status,
         reason: p.reason.into(),
         memory_mib: p.memory_mib.into(),
         timeout_ms: p.timeout_ms.into(),
-        activated_by: p.activated_by.map(|a| a.as_str().to_owned()).into(),
+        activated_by: p.activated_by.into(),
     }
 }
 

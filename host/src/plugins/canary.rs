@@ -176,7 +176,8 @@ impl Share {
 }
 
 /// Where a canary is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, poem_openapi::Enum)]
+#[oai(rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum CanaryState {
     /// It maps its share of the items now.
