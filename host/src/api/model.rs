@@ -250,10 +250,12 @@ pub struct RetriedAll {
     pub retried: u64,
 }
 
-/// Unsynced items with an error, by state and error class.
+/// Unsynced items with an error, by state (`pending`: will be retried, or
+/// `max_retries_exceeded`) and error class.
 #[derive(Debug, Clone, Object)]
 pub struct ErrorClassCount {
-    /// `pending` (will be retried) or `max_retries_exceeded`.
+    // No doc comment: on a field of an enum type, poem-openapi writes it as
+    // `allOf`, which client generators refuse.
     pub sync_status: SyncStatus,
     /// `unavailable`, `locked`, `schema`, `mapping`, `timeout`, `source`, or
     /// `unknown` for an error recorded by the old bot.
