@@ -641,7 +641,8 @@ async fn counts_of_an_adopted_keeper_db_come_from_its_rows() {
          INSERT INTO sync_queue (discovery_id, sync_status, sync_error, synced_at) VALUES
             (1, 'synced', NULL, '2025-11-13 20:30:00'), (2, 'synced', NULL, '2025-11-13 20:31:00'),
             (3, 'max_retries_exceeded', 'VH-Database not accessible: [Errno 2]', NULL),
-            (4, NULL, NULL, NULL);",
+            (4, NULL, NULL, NULL), (5, 'failed', 'a state keeper never had', NULL);
+         UPDATE sync_queue SET sync_attempts = NULL WHERE discovery_id IN (4, 5);",
     )
     .await;
     let mut env = env;
@@ -649,13 +650,33 @@ async fn counts_of_an_adopted_keeper_db_come_from_its_rows() {
     env.var("SYNC_INTERVAL", 3600);
     let server = Server::start(&env);
     let status = server.get("/sync/status");
+    // keeper.db migration 19: the old bot's NULL state is pending, its NULL
+    // attempts none, a state keeper does not know is failed and says so.
     let expected_pending = scalar_i64(
         &env.keeper,
-        "SELECT COUNT(*) FROM sync_queue WHERE IFNULL(sync_status, 'pending') = 'pending'",
+        "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'pending' AND sync_attempts = 0",
     )
     .await;
     assert_eq!(status["queue"]["synced"], 2, "{status}");
-    assert_eq!(status["queue"]["failed"], 1, "{status}");
+    assert_eq!(status["queue"]["failed"], 2, "{status}");
+    let unknown = server.get("/sync/items/5")["item"].clone();
+    assert_eq!(unknown["sync_status"], "max_retries_exceeded", "{unknown}");
+    assert_eq!(unknown["sync_attempts"], 0, "{unknown}");
+    assert_eq!(
+        unknown["sync_error"], "the old bot left it in state 'failed': a state keeper never had",
+        "{unknown}"
+    );
+    // From now on, keeper.db refuses what the old bot allowed.
+    let mut conn = connect(&env.keeper).await;
+    for bad in [
+        "INSERT INTO sync_queue (discovery_id, sync_status) VALUES (6, NULL)",
+        "INSERT INTO sync_queue (discovery_id, sync_status) VALUES (6, 'failed')",
+        "UPDATE sync_queue SET sync_attempts = NULL WHERE id = 1",
+    ] {
+        let refused = sqlx::query(bad).execute(&mut conn).await.expect_err(bad).to_string();
+        assert!(refused.contains("constraint failed"), "{bad}: {refused}");
+    }
+    assert_eq!(server.get("/sync/status")["queue"], status["queue"], "nothing changed");
     assert_eq!(
         status["queue"]["pending"].as_i64().unwrap() + status["queue"]["syncing"].as_i64().unwrap(),
         1

@@ -680,6 +680,71 @@ async fn adopting_a_legacy_keeper_db_leaves_its_rows_untouched() {
     assert_eq!(scalar_i64(&env.keeper, "SELECT COUNT(*) FROM sync_queue").await, 0);
 }
 
+/// keeper.db migration 19 rebuilds an adopted `sync_queue` with its states
+/// and attempts NOT NULL: what the old bot's file had beyond keeper's own
+/// (a column, an index, a trigger) is still there, every row is copied, and
+/// the trigger-kept counts agree with the rows.
+#[tokio::test]
+async fn the_rebuilt_queue_keeps_the_old_files_columns_indexes_triggers_and_rows() {
+    let env = Env::new();
+    legacy_keeper_with_reports(&env).await;
+    exec(
+        &env.keeper,
+        "CREATE TABLE sync_queue (
+            id INTEGER PRIMARY KEY, discovery_id INTEGER NOT NULL, sync_status TEXT DEFAULT 'pending',
+            sync_attempts INTEGER DEFAULT 0, max_attempts INTEGER DEFAULT 10, last_sync_attempt DATETIME,
+            next_retry_after DATETIME, sync_error TEXT, haven_discovery_id INTEGER,
+            created_at DATETIME DEFAULT CURRENT_TIMESTAMP, synced_at DATETIME, metadata TEXT,
+            \"operator's note\" TEXT);
+         CREATE INDEX idx_sync_queue_note ON sync_queue (\"operator's note\");
+         CREATE TABLE queue_audit (queue_id INTEGER, status TEXT);
+         CREATE TRIGGER sync_queue_audit AFTER UPDATE OF sync_status ON sync_queue
+             BEGIN INSERT INTO queue_audit VALUES (NEW.id, NEW.sync_status); END;
+         INSERT INTO sync_queue (discovery_id, sync_status, sync_attempts, sync_error, \"operator's note\") VALUES
+            (1, NULL, NULL, NULL, 'keep me'), (2, 'synced', 1, NULL, NULL), (3, 'pending', 2, 'locked', NULL);",
+    )
+    .await;
+    env.ok(&["cleanup"]); // a command that migrates
+
+    let queue = "SELECT group_concat(id || ':' || discovery_id || ':' || sync_status || ':' || sync_attempts
+                     || ':' || IFNULL(sync_error, '-') || ':' || IFNULL(\"operator's note\", '-'), ' ')
+                 FROM (SELECT * FROM sync_queue ORDER BY id)";
+    let mut conn = connect(&env.keeper).await;
+    let rows: String = sqlx::query_scalar(queue).fetch_one(&mut conn).await.unwrap();
+    assert_eq!(rows, "1:1:pending:0:-:keep me 2:2:synced:1:-:- 3:3:pending:2:locked:-");
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master
+         WHERE name IN ('idx_sync_queue_note', 'sync_queue_audit', 'idx_sync_queue_pending_fifo',
+                        'keeper_sync_count_status', 'keeper_bot_notices_failure_retried')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(kept, 5, "the old file's index and trigger, and keeper's own");
+    sqlx::query("UPDATE sync_queue SET sync_status = 'syncing' WHERE id = 1")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let audited: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue_audit WHERE queue_id = 1")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(audited, 1, "the old file's trigger still fires");
+    let counted: String = sqlx::query_scalar(
+        "SELECT group_concat(label || '=' || value, ' ') FROM
+             (SELECT label, value FROM keeper_sync_counters WHERE counter = 'depth' AND value <> 0 ORDER BY label)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(counted, "pending=1 synced=1 syncing=1");
+    let refused = sqlx::query("UPDATE sync_queue SET sync_status = NULL WHERE id = 2")
+        .execute(&mut conn)
+        .await
+        .expect_err("a NULL state is refused now");
+    assert!(refused.to_string().contains("NOT NULL constraint failed"), "{refused}");
+}
+
 #[tokio::test]
 async fn backfill_queues_legacy_reports_and_links_ones_already_in_vh() {
     let env = Env::new();

@@ -58,8 +58,10 @@ const DISCOVERIES_TABLE: &str = "CREATE TABLE IF NOT EXISTS discoveries (
     metadata TEXT,
     system_name TEXT)";
 
-/// The `sync_queue` table as in SYNC_SYSTEM_GUIDE.md; our own columns are
-/// added by a later migration so that a legacy queue gets them too.
+/// The `sync_queue` table as the Python bot creates it; our own columns are
+/// added by a later migration so that a legacy queue gets them too, and
+/// migration 19 rebuilds it with states and attempts NOT NULL
+/// ([`SYNC_QUEUE_REBUILT`]).
 const SYNC_QUEUE_TABLE: &str = "CREATE TABLE IF NOT EXISTS sync_queue (
     id INTEGER PRIMARY KEY,
     discovery_id INTEGER NOT NULL,
@@ -73,6 +75,61 @@ const SYNC_QUEUE_TABLE: &str = "CREATE TABLE IF NOT EXISTS sync_queue (
     created_at DATETIME DEFAULT CURRENT_TIMESTAMP,
     synced_at DATETIME,
     metadata TEXT)";
+
+/// `sync_queue` as migration 19 leaves it: the Python bot's columns and
+/// ours (migrations 3 and 15), a state that is one of the four the queue
+/// knows and attempts that are a number, so no query needs `IFNULL`.
+/// Columns an adopted file has beyond these are kept after them.
+const SYNC_QUEUE_REBUILT: &str = "CREATE TABLE sync_queue_rebuilt (
+    id INTEGER PRIMARY KEY,
+    discovery_id INTEGER NOT NULL,
+    sync_status TEXT NOT NULL DEFAULT 'pending'
+        CHECK (sync_status IN ('pending', 'syncing', 'synced', 'max_retries_exceeded')),
+    sync_attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER DEFAULT 10,
+    last_sync_attempt DATETIME,
+    next_retry_after DATETIME,
+    sync_error TEXT,
+    haven_discovery_id INTEGER,
+    created_at DATETIME DEFAULT CURRENT_TIMESTAMP,
+    synced_at DATETIME,
+    metadata TEXT,
+    lease_expires_at DATETIME,
+    claim_token TEXT,
+    error_class TEXT,
+    claimed_by TEXT";
+
+/// The columns of [`SYNC_QUEUE_REBUILT`] and what each is copied from: the
+/// old bot's NULL state meant pending, a state it had beyond the four
+/// (none is documented) is kept as failed with the state in its error.
+const SYNC_QUEUE_COPIED: &[(&str, &str)] = &[
+    ("id", "id"),
+    ("discovery_id", "discovery_id"),
+    (
+        "sync_status",
+        "CASE WHEN sync_status IS NULL THEN 'pending'
+              WHEN sync_status IN ('pending', 'syncing', 'synced', 'max_retries_exceeded') THEN sync_status
+              ELSE 'max_retries_exceeded' END",
+    ),
+    ("sync_attempts", "IFNULL(sync_attempts, 0)"),
+    ("max_attempts", "max_attempts"),
+    ("last_sync_attempt", "last_sync_attempt"),
+    ("next_retry_after", "next_retry_after"),
+    (
+        "sync_error",
+        "CASE WHEN sync_status IS NULL OR sync_status IN ('pending', 'syncing', 'synced', 'max_retries_exceeded')
+              THEN sync_error
+              ELSE 'the old bot left it in state ' || quote(sync_status) || IFNULL(': ' || sync_error, '') END",
+    ),
+    ("haven_discovery_id", "haven_discovery_id"),
+    ("created_at", "created_at"),
+    ("synced_at", "synced_at"),
+    ("metadata", "metadata"),
+    ("lease_expires_at", "lease_expires_at"),
+    ("claim_token", "claim_token"),
+    ("error_class", "error_class"),
+    ("claimed_by", "claimed_by"),
+];
 
 /// Columns the host reads or writes; an adopted file lacking one is refused.
 const REQUIRED_DISCOVERY_COLUMNS: &[&str] = &[
@@ -278,6 +335,10 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 18,
         name: "the host running each canary, and its lease",
+    },
+    Migration {
+        version: 19,
+        name: "sync_queue rebuilt: states and attempts NOT NULL, states checked",
     },
 ];
 
@@ -1171,8 +1232,69 @@ async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreErr
                 sqlx::query(statement).execute(&mut *conn).await?;
             }
         }
+        19 => rebuild_sync_queue(conn).await?,
         _ => {}
     }
+    Ok(())
+}
+
+/// Migration 19: `sync_queue` again, as [`SYNC_QUEUE_REBUILT`], in the
+/// steps SQLite documents for a change `ALTER TABLE` cannot make (a new
+/// table, the rows copied, the old one dropped, the new one renamed). Its
+/// indexes and triggers are made again from their recorded SQL, the
+/// counting triggers from this version's (without the `IFNULL`s the old
+/// bot's NULL states needed), and the queue depth counted afresh.
+async fn rebuild_sync_queue(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let kept: Vec<String> = sqlx::query_scalar(
+        "SELECT sql FROM sqlite_master
+         WHERE tbl_name = 'sync_queue' AND type IN ('index', 'trigger') AND sql IS NOT NULL
+             AND name NOT LIKE ?1 || '%'
+         ORDER BY type, name",
+    )
+    .bind(queue::sqlite::COUNTER_TRIGGER_PREFIX)
+    .fetch_all(&mut *conn)
+    .await?;
+    // Columns an adopted file has that keeper does not know: kept, as they were.
+    let extra: Vec<(String, String)> = sqlx::query_as("SELECT name, type FROM pragma_table_info('sync_queue')")
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .filter(|(name, _): &(String, String)| !SYNC_QUEUE_COPIED.iter().any(|(c, _)| c == name))
+        .collect();
+    let mut create = SYNC_QUEUE_REBUILT.to_owned();
+    let mut into: Vec<String> = SYNC_QUEUE_COPIED.iter().map(|(c, _)| (*c).to_owned()).collect();
+    let mut from: Vec<String> = SYNC_QUEUE_COPIED.iter().map(|(_, f)| (*f).to_owned()).collect();
+    for (name, decl) in &extra {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        create.push_str(&format!(",\n    {quoted} {decl}"));
+        into.push(quoted.clone());
+        from.push(quoted);
+    }
+    create.push(')');
+    sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut *conn).await?;
+    let copy = format!(
+        "INSERT INTO sync_queue_rebuilt ({}) SELECT {} FROM sync_queue",
+        into.join(", "),
+        from.join(", ")
+    );
+    let copied = sqlx::query(sqlx::AssertSqlSafe(copy)).execute(&mut *conn).await?.rows_affected();
+    sqlx::query("DROP TABLE sync_queue").execute(&mut *conn).await?;
+    sqlx::query("ALTER TABLE sync_queue_rebuilt RENAME TO sync_queue")
+        .execute(&mut *conn)
+        .await?;
+    for statement in kept.into_iter().chain(queue::sqlite::counter_triggers()) {
+        sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut *conn).await?;
+    }
+    sqlx::query("DELETE FROM keeper_sync_counters WHERE counter = 'depth'")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO keeper_sync_counters (counter, label, value)
+         SELECT 'depth', sync_status, COUNT(*) FROM sync_queue GROUP BY sync_status",
+    )
+    .execute(&mut *conn)
+    .await?;
+    tracing::info!(items = copied, "keeper.db: sync_queue rebuilt with its states and attempts NOT NULL");
     Ok(())
 }
 

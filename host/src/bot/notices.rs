@@ -150,8 +150,7 @@ impl From<NewsRow> for News {
             created_at: r.created_at,
             told_waiting: r.told_waiting,
             told_failed: r.told_failed,
-            // A state this keeper does not know (a newer one's): in progress.
-            status: SyncStatus::parse(&r.sync_status).unwrap_or(SyncStatus::Syncing),
+            status: r.sync_status,
             haven_id: r.haven_discovery_id,
             attempts: r.sync_attempts,
             error_class: r.error_class,

@@ -12,6 +12,7 @@ use sqlx::FromRow;
 
 use super::notices::{Notice, Tell};
 use crate::db::Db;
+use crate::queue::SyncStatus;
 
 /// Binds a form's four values in the column order both dialects' INSERTs
 /// list them: one list for both drivers.
@@ -178,63 +179,38 @@ pub struct NewsRow {
     pub created_at: i64,
     pub told_waiting: bool,
     pub told_failed: bool,
-    /// As stored (`SyncStatus`'s names; a newer keeper's state may appear).
-    pub sync_status: String,
+    pub sync_status: SyncStatus,
     pub haven_discovery_id: Option<i64>,
     pub sync_attempts: i64,
     pub error_class: Option<String>,
     pub sync_error: Option<String>,
 }
 
+/// [`news`]'s query, the same on both drivers.
+const NEWS: &str = "SELECT n.discovery_id, n.token, n.channel_id, n.user_id, n.confirmation, n.placed, n.created_at,
+            n.told_waiting, n.told_failed, q.sync_status, q.haven_discovery_id, q.sync_attempts,
+            q.error_class, q.sync_error
+     FROM keeper_bot_notices n JOIN sync_queue q ON q.discovery_id = n.discovery_id
+     WHERE q.sync_status = 'synced'
+        OR (q.sync_status = 'max_retries_exceeded' AND NOT n.told_failed)
+        OR (q.sync_status NOT IN ('synced', 'max_retries_exceeded') AND NOT n.told_waiting AND q.sync_attempts > 0)
+     ORDER BY n.discovery_id";
+
 /// The reports that may have news: synced, failed and not yet told so, or
 /// still on their way after a failed attempt and not yet told they wait.
 /// Rows whose queue row was cleaned up are dropped first: they have nothing
 /// more to say.
 pub async fn news(db: &Db) -> Result<Vec<NewsRow>, sqlx::Error> {
+    const CLEANED_UP: &str = "DELETE FROM keeper_bot_notices
+         WHERE NOT EXISTS (SELECT 1 FROM sync_queue q WHERE q.discovery_id = keeper_bot_notices.discovery_id)";
     match db {
         Db::Sqlite(pool) => {
-            sqlx::query(
-                "DELETE FROM keeper_bot_notices WHERE discovery_id NOT IN (SELECT discovery_id FROM sync_queue)",
-            )
-            .execute(pool)
-            .await?;
-            // keeper.db's queue may hold the old bot's rows, whose state and
-            // attempts can be NULL (pending, none).
-            sqlx::query_as(
-                "SELECT n.discovery_id, n.token, n.channel_id, n.user_id, n.confirmation, n.placed, n.created_at,
-                        n.told_waiting, n.told_failed, IFNULL(q.sync_status, 'pending') AS sync_status,
-                        q.haven_discovery_id, IFNULL(q.sync_attempts, 0) AS sync_attempts, q.error_class,
-                        q.sync_error
-                 FROM keeper_bot_notices n JOIN sync_queue q ON q.discovery_id = n.discovery_id
-                 WHERE q.sync_status = 'synced'
-                    OR (q.sync_status = 'max_retries_exceeded' AND n.told_failed = 0)
-                    OR (IFNULL(q.sync_status, 'pending') NOT IN ('synced', 'max_retries_exceeded')
-                        AND n.told_waiting = 0 AND IFNULL(q.sync_attempts, 0) > 0)
-                 ORDER BY n.discovery_id",
-            )
-            .fetch_all(pool)
-            .await
+            sqlx::query(CLEANED_UP).execute(pool).await?;
+            sqlx::query_as(NEWS).fetch_all(pool).await
         }
         Db::Postgres(pool) => {
-            sqlx::query(
-                "DELETE FROM keeper_bot_notices n
-                 WHERE NOT EXISTS (SELECT 1 FROM sync_queue q WHERE q.discovery_id = n.discovery_id)",
-            )
-            .execute(pool)
-            .await?;
-            sqlx::query_as(
-                "SELECT n.discovery_id, n.token, n.channel_id, n.user_id, n.confirmation, n.placed, n.created_at,
-                        n.told_waiting, n.told_failed, q.sync_status, q.haven_discovery_id, q.sync_attempts,
-                        q.error_class, q.sync_error
-                 FROM keeper_bot_notices n JOIN sync_queue q ON q.discovery_id = n.discovery_id
-                 WHERE q.sync_status = 'synced'
-                    OR (q.sync_status = 'max_retries_exceeded' AND NOT n.told_failed)
-                    OR (q.sync_status NOT IN ('synced', 'max_retries_exceeded')
-                        AND NOT n.told_waiting AND q.sync_attempts > 0)
-                 ORDER BY n.discovery_id",
-            )
-            .fetch_all(pool)
-            .await
+            sqlx::query(CLEANED_UP).execute(pool).await?;
+            sqlx::query_as(NEWS).fetch_all(pool).await
         }
     }
 }

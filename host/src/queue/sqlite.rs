@@ -31,15 +31,44 @@ const CLAIM: &str = "UPDATE sync_queue
                          AND (?4 IS NULL OR last_sync_attempt IS NULL OR last_sync_attempt < ?4)
                          ORDER BY id LIMIT ?3)
                  LIMIT ?3)
-             RETURNING id, discovery_id, COALESCE(sync_attempts, 0) AS attempts,
+             RETURNING id, discovery_id, sync_attempts AS attempts,
                  COALESCE(json_valid(metadata) AND metadata ->> 'backfill', 0) != 0 AS backfill";
 
 /// The table and triggers that keep queue counts and totals current, so
 /// `/sync/status` and `/metrics` read a handful of rows instead of scanning a
 /// queue of millions. Each trigger touches one or two counter rows per
 /// changed queue row. Run once by keeper.db migration 6, which then fills the
-/// counters from the rows already there ([`COUNTERS_INIT`]).
+/// counters from the rows already there.
 pub(crate) fn counter_schema() -> Vec<String> {
+    let mut schema = vec![
+        "CREATE TABLE IF NOT EXISTS keeper_sync_counters (
+             counter TEXT NOT NULL,
+             label TEXT NOT NULL DEFAULT '',
+             value INTEGER NOT NULL DEFAULT 0,
+             PRIMARY KEY (counter, label)) WITHOUT ROWID"
+            .to_owned(),
+    ];
+    schema.extend(counter_triggers());
+    // An adopted keeper.db: start from the rows already there. States are
+    // NOT NULL only from migration 19 on, so the old bot's NULL is counted
+    // as what it meant here.
+    schema.push(
+        "INSERT OR REPLACE INTO keeper_sync_counters (counter, label, value)
+             SELECT 'depth', sync_status, COUNT(*) FROM sync_queue GROUP BY 2"
+            .to_owned(),
+    );
+    schema.push(
+        "INSERT OR REPLACE INTO keeper_sync_counters (counter, label, value)
+             SELECT 'synced_total', '', COUNT(*) FROM sync_queue WHERE sync_status = 'synced'"
+            .to_owned(),
+    );
+    schema
+}
+
+/// The counting triggers on `sync_queue` (their names start with
+/// [`COUNTER_TRIGGER_PREFIX`]). States and attempts are NOT NULL
+/// (migration 19, which creates these again on the rebuilt table).
+pub(crate) fn counter_triggers() -> Vec<String> {
     let latency = "max(0, CAST(round((julianday(NEW.synced_at) - julianday(NEW.created_at)) * 86400) AS INTEGER))";
     let mut bucket = String::from("CASE");
     for le in LATENCY_BUCKETS {
@@ -53,36 +82,30 @@ pub(crate) fn counter_schema() -> Vec<String> {
         )
     };
     vec![
-        "CREATE TABLE IF NOT EXISTS keeper_sync_counters (
-             counter TEXT NOT NULL,
-             label TEXT NOT NULL DEFAULT '',
-             value INTEGER NOT NULL DEFAULT 0,
-             PRIMARY KEY (counter, label)) WITHOUT ROWID"
-            .to_owned(),
         format!(
             "CREATE TRIGGER IF NOT EXISTS keeper_sync_count_insert AFTER INSERT ON sync_queue BEGIN {} END",
-            bump("depth", "IFNULL(NEW.sync_status, 'pending')", "1")
+            bump("depth", "NEW.sync_status", "1")
         ),
         format!(
             "CREATE TRIGGER IF NOT EXISTS keeper_sync_count_delete AFTER DELETE ON sync_queue BEGIN {} END",
-            bump("depth", "IFNULL(OLD.sync_status, 'pending')", "-1")
+            bump("depth", "OLD.sync_status", "-1")
         ),
         format!(
             "CREATE TRIGGER IF NOT EXISTS keeper_sync_count_status AFTER UPDATE OF sync_status ON sync_queue
-             WHEN IFNULL(OLD.sync_status, 'pending') IS NOT IFNULL(NEW.sync_status, 'pending')
+             WHEN OLD.sync_status <> NEW.sync_status
              BEGIN {} {} END",
-            bump("depth", "IFNULL(OLD.sync_status, 'pending')", "-1"),
-            bump("depth", "IFNULL(NEW.sync_status, 'pending')", "1")
+            bump("depth", "OLD.sync_status", "-1"),
+            bump("depth", "NEW.sync_status", "1")
         ),
         format!(
             "CREATE TRIGGER IF NOT EXISTS keeper_sync_count_synced AFTER UPDATE OF sync_status ON sync_queue
-             WHEN NEW.sync_status = 'synced' AND IFNULL(OLD.sync_status, 'pending') <> 'synced'
+             WHEN NEW.sync_status = 'synced' AND OLD.sync_status <> 'synced'
              BEGIN {} END",
             bump("synced_total", "''", "1")
         ),
         format!(
             "CREATE TRIGGER IF NOT EXISTS keeper_sync_count_latency AFTER UPDATE OF sync_status ON sync_queue
-             WHEN NEW.sync_status = 'synced' AND IFNULL(OLD.sync_status, 'pending') <> 'synced'
+             WHEN NEW.sync_status = 'synced' AND OLD.sync_status <> 'synced'
                  AND julianday(NEW.synced_at) IS NOT NULL AND julianday(NEW.created_at) IS NOT NULL
              BEGIN {} {} END",
             bump("latency_bucket", &bucket, "1"),
@@ -90,19 +113,15 @@ pub(crate) fn counter_schema() -> Vec<String> {
         ),
         format!(
             "CREATE TRIGGER IF NOT EXISTS keeper_sync_count_failure AFTER UPDATE OF sync_attempts ON sync_queue
-             WHEN NEW.error_class IS NOT NULL AND IFNULL(NEW.sync_attempts, 0) > IFNULL(OLD.sync_attempts, 0)
+             WHEN NEW.error_class IS NOT NULL AND NEW.sync_attempts > OLD.sync_attempts
              BEGIN {} END",
             bump("failures_total", "NEW.error_class", "1")
         ),
-        // An adopted keeper.db: start from the rows already there.
-        "INSERT OR REPLACE INTO keeper_sync_counters (counter, label, value)
-             SELECT 'depth', IFNULL(sync_status, 'pending'), COUNT(*) FROM sync_queue GROUP BY 2"
-            .to_owned(),
-        "INSERT OR REPLACE INTO keeper_sync_counters (counter, label, value)
-             SELECT 'synced_total', '', COUNT(*) FROM sync_queue WHERE sync_status = 'synced'"
-            .to_owned(),
     ]
 }
+
+/// What every counting trigger's name starts with.
+pub(crate) const COUNTER_TRIGGER_PREFIX: &str = "keeper_sync_count_";
 
 const NOW_MS: &str = "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')";
 
@@ -202,7 +221,7 @@ impl SqliteQueue {
             return Ok(None);
         }
         let status: Option<SyncStatus> =
-            sqlx::query_scalar("SELECT IFNULL(sync_status, 'pending') FROM sync_queue WHERE id = ?1")
+            sqlx::query_scalar("SELECT sync_status FROM sync_queue WHERE id = ?1")
                 .bind(queue_id)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -276,7 +295,7 @@ impl SqliteQueue {
     ) -> Result<(Vec<TroubledItem>, Vec<(Option<ErrorClass>, i64)>), sqlx::Error> {
         // Two queries, each served by its index, in the order listed.
         let failed: Vec<TroubledItem> = sqlx::query_as(
-            "SELECT id, discovery_id, 1 AS failed, COALESCE(sync_attempts, 0) AS attempts, error_class AS class,
+            "SELECT id, discovery_id, 1 AS failed, sync_attempts AS attempts, error_class AS class,
                     sync_error AS error, next_retry_after
              FROM sync_queue INDEXED BY idx_sync_queue_failed_recent
              WHERE sync_status = 'max_retries_exceeded'
@@ -286,7 +305,7 @@ impl SqliteQueue {
         .fetch_all(&self.pool)
         .await?;
         let waiting: Vec<TroubledItem> = sqlx::query_as(
-            "SELECT id, discovery_id, 0 AS failed, COALESCE(sync_attempts, 0) AS attempts, error_class AS class,
+            "SELECT id, discovery_id, 0 AS failed, sync_attempts AS attempts, error_class AS class,
                     sync_error AS error, next_retry_after
              FROM sync_queue INDEXED BY idx_sync_queue_due
              WHERE sync_status = 'pending' AND next_retry_after > strftime('%Y-%m-%d %H:%M:%f', 'now')
@@ -332,13 +351,13 @@ impl SqliteQueue {
         .fetch_all(&self.pool)
         .await?;
         let attempts = sqlx::query_as(
-            "SELECT IFNULL(sync_attempts, 0) AS n, COUNT(*) FROM sync_queue
-             WHERE IFNULL(sync_status, 'pending') <> 'synced' GROUP BY n ORDER BY n",
+            "SELECT sync_attempts AS n, COUNT(*) FROM sync_queue
+             WHERE sync_status <> 'synced' GROUP BY n ORDER BY n",
         )
         .fetch_all(&self.pool)
         .await?;
         let oldest_pending = sqlx::query_as(
-            "SELECT id, created_at FROM sync_queue WHERE IFNULL(sync_status, 'pending') = 'pending'
+            "SELECT id, created_at FROM sync_queue WHERE sync_status = 'pending'
              ORDER BY id LIMIT 1",
         )
         .fetch_optional(&self.pool)
@@ -407,13 +426,13 @@ impl SqliteQueue {
 
     pub(super) async fn list_items(&self, filter: &ItemFilter, limit: u32) -> Result<Vec<ListedItem>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT q.id, q.discovery_id, IFNULL(q.sync_status, 'pending') AS sync_status,
-                    IFNULL(q.sync_attempts, 0) AS sync_attempts, q.error_class, q.sync_error, q.created_at,
+            "SELECT q.id, q.discovery_id, q.sync_status,
+                    q.sync_attempts, q.error_class, q.sync_error, q.created_at,
                     q.synced_at, q.haven_discovery_id, q.claimed_by,
                     CAST(d.system_name AS TEXT) AS system_name, CAST(d.location AS TEXT) AS location,
                     CAST(d.discovery_type AS TEXT) AS discovery_type, CAST(d.username AS TEXT) AS username
              FROM sync_queue q LEFT JOIN discoveries d ON d.id = q.discovery_id
-             WHERE (?1 IS NULL OR IFNULL(q.sync_status, 'pending') = ?1)
+             WHERE (?1 IS NULL OR q.sync_status = ?1)
                AND (?2 IS NULL OR d.system_name LIKE ?2 ESCAPE '\\')
                AND (?3 IS NULL OR d.username LIKE ?3 ESCAPE '\\')
                AND (?4 IS NULL OR d.discovery_type = ?4)
@@ -434,8 +453,8 @@ impl SqliteQueue {
 
     pub(super) async fn item(&self, queue_id: i64) -> Result<Option<QueueItem>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT id, discovery_id, IFNULL(sync_status, 'pending') AS sync_status,
-                    IFNULL(sync_attempts, 0) AS sync_attempts, max_attempts,
+            "SELECT id, discovery_id, sync_status,
+                    sync_attempts, max_attempts,
                     last_sync_attempt, next_retry_after, sync_error, error_class, haven_discovery_id,
                     created_at, synced_at, metadata, claimed_by
              FROM sync_queue WHERE id = ?1",
@@ -452,10 +471,10 @@ impl SqliteQueue {
 
     pub(super) async fn pending_after(&self, after: i64, limit: u32) -> Result<Vec<ExportedItem>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT id AS queue_id, discovery_id, IFNULL(sync_attempts, 0) AS sync_attempts, created_at,
+            "SELECT id AS queue_id, discovery_id, sync_attempts, created_at,
                     COALESCE(json_valid(metadata) AND metadata ->> 'backfill', 0) != 0 AS backfill
              FROM sync_queue
-             WHERE id > ?1 AND IFNULL(sync_status, 'pending') = 'pending'
+             WHERE id > ?1 AND sync_status = 'pending'
                AND (next_retry_after IS NULL OR next_retry_after <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
              ORDER BY id LIMIT ?2",
         )
@@ -474,7 +493,7 @@ impl SqliteQueue {
         let mut conn = self.pool.acquire().await?;
         let acknowledged = mark_synced(&mut conn, None, delivered).await?;
         let states = sqlx::query_as(
-            "SELECT id, IFNULL(sync_status, 'pending') FROM sync_queue WHERE id IN (SELECT value FROM json_each(?1))",
+            "SELECT id, sync_status FROM sync_queue WHERE id IN (SELECT value FROM json_each(?1))",
         )
         .bind(json!(ids).to_string())
         .fetch_all(&mut *conn)
@@ -491,7 +510,7 @@ impl SqliteQueue {
     ) -> Result<(FailOutcome, Vec<(i64, SyncStatus)>), sqlx::Error> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let states: Vec<(i64, SyncStatus, i64)> = sqlx::query_as(
-            "SELECT id, IFNULL(sync_status, 'pending'), IFNULL(sync_attempts, 0) FROM sync_queue
+            "SELECT id, sync_status, sync_attempts FROM sync_queue
              WHERE id IN (SELECT value FROM json_each(?1))",
         )
         .bind(json!(ids).to_string())
@@ -507,7 +526,7 @@ impl SqliteQueue {
     /// details: a poison row must not hide the others.
     pub(super) async fn failed(&self, limit: u32) -> Result<Vec<FailedItem>, sqlx::Error> {
         let mut items: Vec<FailedItem> = sqlx::query_as::<_, (i64, i64, i64, Option<String>)>(
-            "SELECT id, discovery_id, COALESCE(sync_attempts, 0), sync_error
+            "SELECT id, discovery_id, sync_attempts, sync_error
              FROM sync_queue INDEXED BY idx_sync_queue_failed_recent
              WHERE sync_status = 'max_retries_exceeded'
              ORDER BY last_sync_attempt DESC, id DESC LIMIT ?1",
@@ -615,7 +634,7 @@ async fn mark_synced(
              FROM json_each(?1))
          UPDATE sync_queue
          SET sync_status = 'synced', haven_discovery_id = j.haven_id,
-             synced_at = datetime('now'), sync_attempts = COALESCE(sync_attempts, 0) + 1,
+             synced_at = datetime('now'), sync_attempts = sync_attempts + 1,
              sync_error = NULL, error_class = NULL, next_retry_after = NULL,
              lease_expires_at = NULL, claim_token = NULL,
              metadata = json_patch(
@@ -626,7 +645,7 @@ async fn mark_synced(
          FROM j
          WHERE sync_queue.id = j.queue_id
            AND CASE WHEN ?2 IS NULL
-                    THEN IFNULL(sync_queue.sync_status, 'pending') IN ('pending', 'max_retries_exceeded')
+                    THEN sync_queue.sync_status IN ('pending', 'max_retries_exceeded')
                     ELSE sync_queue.claim_token = ?2 END
          RETURNING sync_queue.id",
     )
@@ -669,7 +688,7 @@ async fn mark_failed(
              FROM json_each(?1))
          UPDATE sync_queue
          SET sync_status = j.status,
-             sync_attempts = COALESCE(sync_attempts, 0) + 1, max_attempts = ?3,
+             sync_attempts = sync_attempts + 1, max_attempts = ?3,
              sync_error = j.error, error_class = j.class,
              next_retry_after = CASE WHEN j.delay IS NULL THEN NULL
                  ELSE strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || j.delay || ' seconds') END,
@@ -679,7 +698,7 @@ async fn mark_failed(
          FROM j
          WHERE sync_queue.id = j.queue_id
            AND CASE WHEN ?2 IS NULL
-                    THEN IFNULL(sync_queue.sync_status, 'pending') = 'pending'
+                    THEN sync_queue.sync_status = 'pending'
                     ELSE sync_queue.claim_token = ?2 END
          RETURNING sync_queue.id, sync_queue.sync_status",
     )
