@@ -29,6 +29,7 @@ pub mod api;
 pub mod app;
 pub mod bot;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod delivery;

@@ -38,6 +38,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::clock::Clock;
 use crate::db::{Db, text_column};
 use crate::store::write_turn::WriteTurn;
 
@@ -599,14 +600,21 @@ macro_rules! on_driver {
 
 impl Queue {
     pub fn new(db: Db, policy: RetryPolicy, lease: Duration) -> Queue {
+        let clock = Clock::default();
         let driver = match db {
             Db::Sqlite(pool) => Driver::Sqlite(sqlite::SqliteQueue {
                 pool,
                 policy,
                 lease,
                 turn: WriteTurn::default(),
+                clock,
             }),
-            Db::Postgres(pool) => Driver::Postgres(postgres::PgQueue { pool, policy, lease }),
+            Db::Postgres(pool) => Driver::Postgres(postgres::PgQueue {
+                pool,
+                policy,
+                lease,
+                clock,
+            }),
         };
         Queue {
             driver,
@@ -622,6 +630,16 @@ impl Queue {
     pub fn sharing_write_turn(mut self, turn: WriteTurn) -> Queue {
         if let Driver::Sqlite(queue) = &mut self.driver {
             queue.turn = turn;
+        }
+        self
+    }
+
+    /// The same queue on `clock`: tests move it forward to end a backoff
+    /// or a lease at once (`clock.rs`).
+    pub fn with_clock(mut self, clock: Clock) -> Queue {
+        match &mut self.driver {
+            Driver::Sqlite(queue) => queue.clock = clock,
+            Driver::Postgres(queue) => queue.clock = clock,
         }
         self
     }

@@ -54,7 +54,53 @@ on_both_drivers!(
     discovery_rows_reach_the_plugin_alike,
     cleanup_and_last_synced,
     the_store_is_migrated_once_and_reopened_read_only,
+    moving_the_clock_lapses_leases_ends_backoffs_and_ages_synced_items,
 );
+
+/// Time moved by the queue's [`Clock`] instead of waited for: a lease
+/// lapses, a backoff ends and synced items age exactly when the database's
+/// clock says so, not a moment before.
+async fn moving_the_clock_lapses_leases_ends_backoffs_and_ages_synced_items(store: Store) {
+    let clock = crate::clock::Clock::default();
+    let queue = Queue::new(store.db().clone(), policy(30), Duration::from_secs(60)).with_clock(clock.clone());
+    submit(&store, 2).await;
+    let first = queue.claim(10, None).await.expect("claim");
+    assert_eq!(first.items.len(), 2);
+    clock.advance(Duration::from_secs(59));
+    assert!(queue.claim(10, None).await.expect("claim").items.is_empty(), "leased for 60 s");
+    clock.advance(Duration::from_secs(2));
+    let second = queue.claim(10, None).await.expect("claim");
+    assert_eq!(second.items.len(), 2, "the lease lapsed");
+    let [a, b] = &second.items[..] else {
+        panic!("two items: {second:?}")
+    };
+    queue
+        .complete(&second.token, &[delivered(b.queue_id, 7)], &[failed(a, ErrorClass::Locked)])
+        .await
+        .expect("complete");
+
+    // The first failure backs off 30 s.
+    clock.advance(Duration::from_secs(29));
+    assert!(queue.claim(10, None).await.expect("claim").items.is_empty(), "backing off");
+    assert_eq!(queue.waiting().await.expect("waiting").count, 1);
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(queue.waiting().await.expect("waiting").count, 0);
+    let retried = queue.claim(10, None).await.expect("claim");
+    assert_eq!(retried.items.len(), 1, "due after its backoff");
+    assert_eq!((retried.items[0].queue_id, retried.items[0].attempts), (a.queue_id, 1));
+    queue.release(&retried.token).await.expect("release");
+
+    // Synced 31 s ago: within the hour; two hours on, within the day only.
+    let statistics = queue.statistics().await.expect("statistics");
+    assert_eq!((statistics.synced_last_hour, statistics.synced_last_day), (1, 1));
+    clock.advance(Duration::from_secs(2 * 3600));
+    let statistics = queue.statistics().await.expect("statistics");
+    assert_eq!((statistics.synced_last_hour, statistics.synced_last_day), (0, 1));
+    assert_eq!(queue.cleanup(1).await.expect("cleanup"), 0, "not a day old yet");
+    clock.advance(Duration::from_secs(86_400));
+    assert_eq!(queue.cleanup(1).await.expect("cleanup"), 1, "a day old");
+    assert_eq!(queue.counts().await.expect("counts").pending, 1);
+}
 
 /// What the console reads: failures by class, the item search with its
 /// filters and cursor, synced per minute.

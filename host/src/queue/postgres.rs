@@ -5,7 +5,8 @@
 //! - A claim locks the rows it takes with `FOR UPDATE SKIP LOCKED`: two
 //!   hosts claiming at once never take the same item, and neither waits for
 //!   the other.
-//! - Times are `timestamptz` from the database's clock (`now()`), given out
+//! - Times are `timestamptz` from the database's clock (`now()`, moved by
+//!   the queue's [`Clock`] skew: zero but in tests), given out
 //!   as the same UTC text as keeper.db's (`keeper_ms`, `keeper_s`: SQL
 //!   functions of migration 1 in `store/postgres.rs`).
 //! - Monotonic counters (synced, failures by class, the latency histogram)
@@ -19,18 +20,20 @@ use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 
 use super::*;
+use crate::clock::Clock;
 
 /// [`Queue::claim`]'s statement: $1 token, $2 lease seconds, $3 limit, $4
-/// `not_tried_since` (UTC text from [`PgQueue::now`]). Expired leases come
+/// `not_tried_since` (UTC text from [`PgQueue::now`]), $5 the claiming host,
+/// $6 the clock's skew in seconds. Expired leases come
 /// first (they have waited longest), then due pending items in id order.
 const CLAIM: &str = "WITH expired AS (
          SELECT id FROM sync_queue
-         WHERE sync_status = 'syncing' AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+         WHERE sync_status = 'syncing' AND (lease_expires_at IS NULL OR lease_expires_at <= (now() + make_interval(secs => $6)))
          ORDER BY lease_expires_at NULLS FIRST LIMIT $3
          FOR UPDATE SKIP LOCKED),
      pending AS (
          SELECT id FROM sync_queue
-         WHERE sync_status = 'pending' AND (next_retry_after IS NULL OR next_retry_after <= now())
+         WHERE sync_status = 'pending' AND (next_retry_after IS NULL OR next_retry_after <= (now() + make_interval(secs => $6)))
            AND ($4::text IS NULL OR last_sync_attempt IS NULL
                 OR last_sync_attempt < ($4::timestamp AT TIME ZONE 'UTC'))
          ORDER BY id LIMIT GREATEST($3 - (SELECT COUNT(*) FROM expired), 0)
@@ -38,7 +41,8 @@ const CLAIM: &str = "WITH expired AS (
      due AS (SELECT id FROM expired UNION ALL SELECT id FROM pending)
      UPDATE sync_queue q
      SET sync_status = 'syncing', claim_token = $1, claimed_by = $5,
-         lease_expires_at = now() + make_interval(secs => $2), last_sync_attempt = now()
+         lease_expires_at = now() + make_interval(secs => $6) + make_interval(secs => $2),
+         last_sync_attempt = now() + make_interval(secs => $6)
      FROM due WHERE q.id = due.id
      RETURNING q.id, q.discovery_id, q.sync_attempts AS attempts,
          COALESCE(q.metadata @> '{\"backfill\": true}', false) AS backfill";
@@ -49,6 +53,7 @@ pub(crate) struct PgQueue {
     pub(super) pool: PgPool,
     pub(super) policy: RetryPolicy,
     pub(super) lease: Duration,
+    pub(super) clock: Clock,
 }
 
 /// Limits as PostgreSQL takes them (it has no unsigned integers).
@@ -60,7 +65,10 @@ impl PgQueue {
     /// Microseconds, as `timestamptz` stores them: a claim in the same
     /// pass compares exactly.
     pub(super) async fn now(&self) -> Result<String, sqlx::Error> {
-        sqlx::query_scalar("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
+        sqlx::query_scalar(
+            "SELECT to_char((now() + make_interval(secs => $1)) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
+        )
+            .bind(self.clock.seconds())
             .fetch_one(&self.pool)
             .await
     }
@@ -78,17 +86,19 @@ impl PgQueue {
             .bind(limit(limit_to))
             .bind(not_tried_since)
             .bind(host)
+            .bind(self.clock.seconds())
             .fetch_all(&self.pool)
             .await
     }
 
     pub(super) async fn renew(&self, token: &str) -> Result<u64, sqlx::Error> {
         let done = sqlx::query(
-            "UPDATE sync_queue SET lease_expires_at = now() + make_interval(secs => $2)
+            "UPDATE sync_queue SET lease_expires_at = now() + make_interval(secs => $3) + make_interval(secs => $2)
              WHERE claim_token = $1 AND sync_status = 'syncing'",
         )
         .bind(token)
         .bind(self.lease.as_secs_f64())
+        .bind(self.clock.seconds())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -113,10 +123,10 @@ impl PgQueue {
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         if !delivered.is_empty() {
-            mark_synced(&mut tx, Some(token), delivered).await?;
+            mark_synced(&mut tx, &self.clock, Some(token), delivered).await?;
         }
         if failed.as_array().is_some_and(|f| !f.is_empty()) {
-            mark_failed(&mut tx, Some(token), self.policy, failed).await?;
+            mark_failed(&mut tx, &self.clock, Some(token), self.policy, failed).await?;
         }
         tx.commit().await
     }
@@ -158,9 +168,10 @@ impl PgQueue {
     pub(super) async fn cleanup(&self, days: u32) -> Result<u64, sqlx::Error> {
         let done = sqlx::query(
             "DELETE FROM sync_queue WHERE sync_status = 'synced'
-             AND synced_at < now() - make_interval(days => $1::int)",
+             AND synced_at < now() + make_interval(secs => $2) - make_interval(days => $1::int)",
         )
         .bind(i64::from(days))
+        .bind(self.clock.seconds())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -187,9 +198,10 @@ impl PgQueue {
         sqlx::query_as(
             "SELECT error_class, COUNT(*), keeper_ms(MIN(next_retry_after))
              FROM sync_queue
-             WHERE sync_status = 'pending' AND next_retry_after > now()
+             WHERE sync_status = 'pending' AND next_retry_after > now() + make_interval(secs => $1)
              GROUP BY error_class ORDER BY error_class",
         )
+        .bind(self.clock.seconds())
         .fetch_all(&self.pool)
         .await
     }
@@ -208,11 +220,12 @@ impl PgQueue {
              UNION ALL
              (SELECT id, discovery_id, false, sync_attempts, error_class, sync_error,
                      keeper_ms(next_retry_after), 1, NULL, next_retry_after
-              FROM sync_queue WHERE sync_status = 'pending' AND next_retry_after > now()
+              FROM sync_queue WHERE sync_status = 'pending' AND next_retry_after > now() + make_interval(secs => $2)
               ORDER BY next_retry_after, id LIMIT $1)
              ORDER BY part, failed_at DESC NULLS LAST, due, id",
         )
         .bind(limit(limit_to))
+        .bind(self.clock.seconds())
         .fetch_all(&self.pool)
         .await?;
         let failed_classes = sqlx::query_as(
@@ -261,9 +274,12 @@ impl PgQueue {
         .fetch_optional(&self.pool)
         .await?;
         let (synced_last_hour, synced_last_day): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*) FILTER (WHERE synced_at >= now() - interval '1 hour'), COUNT(*)
-             FROM sync_queue WHERE sync_status = 'synced' AND synced_at >= now() - interval '1 day'",
+            "SELECT COUNT(*) FILTER (WHERE synced_at >= now() + make_interval(secs => $1) - interval '1 hour'),
+                    COUNT(*)
+             FROM sync_queue
+             WHERE sync_status = 'synced' AND synced_at >= now() + make_interval(secs => $1) - interval '1 day'",
         )
+        .bind(self.clock.seconds())
         .fetch_one(&self.pool)
         .await?;
         // The same ranks as keeper.db's query: the value at offset
@@ -271,13 +287,15 @@ impl PgQueue {
         let latency_last_day = sqlx::query_as(
             "WITH l AS (SELECT extract(epoch FROM synced_at - created_at)::float8 AS s
                         FROM sync_queue
-                        WHERE sync_status = 'synced' AND synced_at >= now() - interval '1 day'),
+                        WHERE sync_status = 'synced'
+                          AND synced_at >= now() + make_interval(secs => $1) - interval '1 day'),
                   n AS (SELECT COUNT(*) AS c FROM l)
              SELECT c AS count, (SELECT avg(s) FROM l) AS average, (SELECT max(s) FROM l) AS max,
                     (SELECT s FROM l ORDER BY s LIMIT 1 OFFSET (SELECT (c - 1) * 50 / 100 FROM n)) AS p50,
                     (SELECT s FROM l ORDER BY s LIMIT 1 OFFSET (SELECT (c - 1) * 95 / 100 FROM n)) AS p95
              FROM n",
         )
+        .bind(self.clock.seconds())
         .fetch_one(&self.pool)
         .await?;
         Ok(QueueStatistics {
@@ -292,11 +310,13 @@ impl PgQueue {
 
     pub(super) async fn synced_per_minute(&self) -> Result<Vec<(i64, i64)>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT floor(extract(epoch FROM now() - synced_at) / 60)::int8 AS ago, COUNT(*)
+            "SELECT floor(extract(epoch FROM now() + make_interval(secs => $1) - synced_at) / 60)::int8 AS ago,
+                    COUNT(*)
              FROM sync_queue
-             WHERE sync_status = 'synced' AND synced_at >= now() - interval '60 minutes'
+             WHERE sync_status = 'synced' AND synced_at >= now() + make_interval(secs => $1) - interval '60 minutes'
              GROUP BY ago",
         )
+        .bind(self.clock.seconds())
         .fetch_all(&self.pool)
         .await
     }
@@ -375,11 +395,12 @@ impl PgQueue {
                     COALESCE(metadata @> '{\"backfill\": true}', false) AS backfill
              FROM sync_queue
              WHERE id > $1 AND sync_status = 'pending'
-               AND (next_retry_after IS NULL OR next_retry_after <= now())
+               AND (next_retry_after IS NULL OR next_retry_after <= now() + make_interval(secs => $3))
              ORDER BY id LIMIT $2",
         )
         .bind(after)
         .bind(limit(limit_to))
+        .bind(self.clock.seconds())
         .fetch_all(&self.pool)
         .await
     }
@@ -390,7 +411,7 @@ impl PgQueue {
         ids: &[i64],
     ) -> Result<(Vec<i64>, Vec<(i64, SyncStatus)>), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let acknowledged = mark_synced(&mut tx, None, delivered).await?;
+        let acknowledged = mark_synced(&mut tx, &self.clock, None, delivered).await?;
         let states = sqlx::query_as("SELECT id, sync_status FROM sync_queue WHERE id = ANY($1)")
             .bind(ids)
             .fetch_all(&mut *tx)
@@ -414,7 +435,7 @@ impl PgQueue {
         .fetch_all(&mut *tx)
         .await?;
         let (outcome, failures) = decide(&states);
-        let changed = mark_failed(&mut tx, None, self.policy, &failures).await?;
+        let changed = mark_failed(&mut tx, &self.clock, None, self.policy, &failures).await?;
         tx.commit().await?;
         Ok((outcome, changed))
     }
@@ -476,6 +497,7 @@ const LATENCY: &str = "GREATEST(0, round(extract(epoch FROM synced_at - created_
 /// puller's acknowledgements (`None`). Returns the ids it marked.
 async fn mark_synced(
     conn: &mut PgConnection,
+    clock: &Clock,
     token: Option<&str>,
     delivered: &[Delivered],
 ) -> Result<Vec<i64>, sqlx::Error> {
@@ -503,7 +525,7 @@ async fn mark_synced(
         "WITH j AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS j(queue_id bigint, haven_id bigint, meta jsonb)),
          done AS (
              UPDATE sync_queue q
-             SET sync_status = 'synced', haven_discovery_id = j.haven_id, synced_at = now(),
+             SET sync_status = 'synced', haven_discovery_id = j.haven_id, synced_at = now() + make_interval(secs => $4),
                  sync_attempts = q.sync_attempts + 1, sync_error = NULL, error_class = NULL,
                  next_retry_after = NULL, lease_expires_at = NULL, claim_token = NULL,
                  metadata = COALESCE(q.metadata, '{{}}'::jsonb) || j.meta
@@ -519,6 +541,7 @@ async fn mark_synced(
         .bind(serde_json::Value::Array(payload).to_string())
         .bind(token)
         .bind(replaced)
+        .bind(clock.seconds())
         .fetch_all(&mut *conn)
         .await
 }
@@ -527,6 +550,7 @@ async fn mark_synced(
 /// `failed` is [`failure_payload`]'s array.
 async fn mark_failed(
     conn: &mut PgConnection,
+    clock: &Clock,
     token: Option<&str>,
     policy: RetryPolicy,
     failed: &serde_json::Value,
@@ -540,8 +564,9 @@ async fn mark_failed(
              SET sync_status = j.status, sync_attempts = q.sync_attempts + 1, max_attempts = $3,
                  sync_error = j.error, error_class = j.class,
                  next_retry_after = CASE WHEN j.delay IS NULL THEN NULL
-                     ELSE now() + make_interval(secs => j.delay) END,
-                 last_sync_attempt = CASE WHEN $2::text IS NULL THEN now() ELSE q.last_sync_attempt END,
+                     ELSE now() + make_interval(secs => $4) + make_interval(secs => j.delay) END,
+                 last_sync_attempt = CASE WHEN $2::text IS NULL THEN now() + make_interval(secs => $4)
+                     ELSE q.last_sync_attempt END,
                  lease_expires_at = NULL, claim_token = NULL
              FROM j
              WHERE q.id = j.queue_id
@@ -554,6 +579,7 @@ async fn mark_failed(
         .bind(failed.to_string())
         .bind(token)
         .bind(i64::from(policy.max_attempts))
+        .bind(clock.seconds())
         .fetch_all(&mut *conn)
         .await
 }

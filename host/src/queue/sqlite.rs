@@ -7,27 +7,29 @@ use serde_json::json;
 use sqlx::{SqliteConnection, SqlitePool};
 
 use super::*;
+use crate::clock::Clock;
 use crate::sqlite_error::Fault;
 
 /// [`Queue::claim`]'s statement: ?1 token, ?2 lease modifier, ?3 limit,
-/// ?4 `not_tried_since`, ?5 the claiming host's name. Expired leases come first (they have waited
+/// ?4 `not_tried_since`, ?5 the claiming host's name, ?6 the clock's skew. Expired leases come first (they have waited
 /// longest), then due pending items in id order. Each part walks its own
 /// partial index (migration 12) and stops at the limit: the cost of a claim
 /// does not grow with the backlog (no sort of every pending row).
 const CLAIM: &str = "UPDATE sync_queue
              SET sync_status = 'syncing', claim_token = ?1, claimed_by = ?5,
-                 lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now', ?2), last_sync_attempt = strftime('%Y-%m-%d %H:%M:%f', 'now')
+                 lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now', ?6, ?2),
+                 last_sync_attempt = strftime('%Y-%m-%d %H:%M:%f', 'now', ?6)
              WHERE id IN (
                  SELECT id FROM (
                      SELECT id FROM sync_queue INDEXED BY idx_sync_queue_syncing_lease
                          WHERE sync_status = 'syncing'
-                         AND (lease_expires_at IS NULL OR lease_expires_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
+                         AND (lease_expires_at IS NULL OR lease_expires_at <= strftime('%Y-%m-%d %H:%M:%f', 'now', ?6))
                          LIMIT ?3)
                  UNION ALL
                  SELECT id FROM (
                      SELECT id FROM sync_queue INDEXED BY idx_sync_queue_pending_fifo
                          WHERE sync_status = 'pending'
-                         AND (next_retry_after IS NULL OR next_retry_after <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
+                         AND (next_retry_after IS NULL OR next_retry_after <= strftime('%Y-%m-%d %H:%M:%f', 'now', ?6))
                          AND (?4 IS NULL OR last_sync_attempt IS NULL OR last_sync_attempt < ?4)
                          ORDER BY id LIMIT ?3)
                  LIMIT ?3)
@@ -123,7 +125,7 @@ pub(crate) fn counter_triggers() -> Vec<String> {
 /// What every counting trigger's name starts with.
 pub(crate) const COUNTER_TRIGGER_PREFIX: &str = "keeper_sync_count_";
 
-const NOW_MS: &str = "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')";
+const NOW_MS: &str = "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now', ?1)";
 
 /// `datetime('now', ?)` modifier for a duration in whole seconds.
 fn seconds_modifier(d: Duration) -> String {
@@ -139,13 +141,17 @@ pub(super) struct SqliteQueue {
     /// Taken by claims and completions, the worker's writes, so that a
     /// sustained intake cannot keep them out (`store/write_turn.rs`).
     pub(super) turn: WriteTurn,
+    pub(super) clock: Clock,
 }
 
 impl SqliteQueue {
     /// The database's clock with milliseconds, as `last_sync_attempt` is
     /// stored (it sorts after a second-precision time of the same second).
     pub(super) async fn now(&self) -> Result<String, sqlx::Error> {
-        sqlx::query_scalar(NOW_MS).fetch_one(&self.pool).await
+        sqlx::query_scalar(NOW_MS)
+            .bind(self.clock.sqlite_modifier())
+            .fetch_one(&self.pool)
+            .await
     }
 
     pub(super) async fn claim(
@@ -162,17 +168,19 @@ impl SqliteQueue {
             .bind(limit)
             .bind(not_tried_since)
             .bind(host)
+            .bind(self.clock.sqlite_modifier())
             .fetch_all(&self.pool)
             .await
     }
 
     pub(super) async fn renew(&self, token: &str) -> Result<u64, sqlx::Error> {
         let done = sqlx::query(
-            "UPDATE sync_queue SET lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now', ?2)
+            "UPDATE sync_queue SET lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now', ?3, ?2)
              WHERE claim_token = ?1 AND sync_status = 'syncing'",
         )
         .bind(token)
         .bind(seconds_modifier(self.lease))
+        .bind(self.clock.sqlite_modifier())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -200,10 +208,10 @@ impl SqliteQueue {
         let _turn = self.turn.take().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if !delivered.is_empty() {
-            mark_synced(&mut tx, Some(token), delivered).await?;
+            mark_synced(&mut tx, &self.clock, Some(token), delivered).await?;
         }
         if failed.as_array().is_some_and(|f| !f.is_empty()) {
-            mark_failed(&mut tx, Some(token), self.policy, failed).await?;
+            mark_failed(&mut tx, &self.clock, Some(token), self.policy, failed).await?;
         }
         tx.commit().await
     }
@@ -246,8 +254,9 @@ impl SqliteQueue {
 
     pub(super) async fn cleanup(&self, days: u32) -> Result<u64, sqlx::Error> {
         let done =
-            sqlx::query("DELETE FROM sync_queue WHERE sync_status = 'synced' AND synced_at < datetime('now', ?1)")
+            sqlx::query("DELETE FROM sync_queue WHERE sync_status = 'synced' AND synced_at < datetime('now', ?2, ?1)")
                 .bind(format!("-{days} days"))
+                .bind(self.clock.sqlite_modifier())
                 .execute(&self.pool)
                 .await?;
         Ok(done.rows_affected())
@@ -279,9 +288,10 @@ impl SqliteQueue {
         sqlx::query_as(
             "SELECT error_class, COUNT(*), MIN(next_retry_after)
              FROM sync_queue INDEXED BY idx_sync_queue_due
-             WHERE sync_status = 'pending' AND next_retry_after > strftime('%Y-%m-%d %H:%M:%f', 'now')
+             WHERE sync_status = 'pending' AND next_retry_after > strftime('%Y-%m-%d %H:%M:%f', 'now', ?1)
              GROUP BY error_class ORDER BY error_class",
         )
+        .bind(self.clock.sqlite_modifier())
         .fetch_all(&self.pool)
         .await
     }
@@ -308,10 +318,11 @@ impl SqliteQueue {
             "SELECT id, discovery_id, 0 AS failed, sync_attempts AS attempts, error_class AS class,
                     sync_error AS error, next_retry_after
              FROM sync_queue INDEXED BY idx_sync_queue_due
-             WHERE sync_status = 'pending' AND next_retry_after > strftime('%Y-%m-%d %H:%M:%f', 'now')
+             WHERE sync_status = 'pending' AND next_retry_after > strftime('%Y-%m-%d %H:%M:%f', 'now', ?2)
              ORDER BY next_retry_after, id LIMIT ?1",
         )
         .bind(limit)
+        .bind(self.clock.sqlite_modifier())
         .fetch_all(&self.pool)
         .await?;
         let failed_classes = sqlx::query_as(
@@ -363,16 +374,17 @@ impl SqliteQueue {
         .fetch_optional(&self.pool)
         .await?;
         let (synced_last_hour, synced_last_day): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*) FILTER (WHERE synced_at >= datetime('now', '-1 hour')), COUNT(*)
+            "SELECT COUNT(*) FILTER (WHERE synced_at >= datetime('now', ?1, '-1 hour')), COUNT(*)
              FROM sync_queue INDEXED BY idx_sync_queue_synced_at
-             WHERE sync_status = 'synced' AND synced_at >= datetime('now', '-1 day')",
+             WHERE sync_status = 'synced' AND synced_at >= datetime('now', ?1, '-1 day')",
         )
+        .bind(self.clock.sqlite_modifier())
         .fetch_one(&self.pool)
         .await?;
         let latency_last_day = sqlx::query_as(
             "WITH l AS (SELECT (julianday(synced_at) - julianday(created_at)) * 86400.0 AS s
                         FROM sync_queue INDEXED BY idx_sync_queue_synced_at
-                        WHERE sync_status = 'synced' AND synced_at >= datetime('now', '-1 day')
+                        WHERE sync_status = 'synced' AND synced_at >= datetime('now', ?1, '-1 day')
                           AND julianday(synced_at) IS NOT NULL AND julianday(created_at) IS NOT NULL),
                   n AS (SELECT COUNT(*) AS c FROM l)
              SELECT c AS count, (SELECT avg(s) FROM l) AS average, (SELECT max(s) FROM l) AS max,
@@ -380,6 +392,7 @@ impl SqliteQueue {
                     (SELECT s FROM l ORDER BY s LIMIT 1 OFFSET (SELECT (c - 1) * 95 / 100 FROM n)) AS p95
              FROM n",
         )
+        .bind(self.clock.sqlite_modifier())
         .fetch_one(&self.pool)
         .await?;
         Ok(QueueStatistics {
@@ -394,11 +407,12 @@ impl SqliteQueue {
 
     pub(super) async fn synced_per_minute(&self) -> Result<Vec<(i64, i64)>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT CAST((julianday('now') - julianday(synced_at)) * 1440 AS INTEGER) AS ago, COUNT(*)
+            "SELECT CAST((julianday('now', ?1) - julianday(synced_at)) * 1440 AS INTEGER) AS ago, COUNT(*)
              FROM sync_queue INDEXED BY idx_sync_queue_synced_at
-             WHERE sync_status = 'synced' AND synced_at >= datetime('now', '-60 minutes')
+             WHERE sync_status = 'synced' AND synced_at >= datetime('now', ?1, '-60 minutes')
              GROUP BY ago",
         )
+        .bind(self.clock.sqlite_modifier())
         .fetch_all(&self.pool)
         .await
     }
@@ -475,11 +489,12 @@ impl SqliteQueue {
                     COALESCE(json_valid(metadata) AND metadata ->> 'backfill', 0) != 0 AS backfill
              FROM sync_queue
              WHERE id > ?1 AND sync_status = 'pending'
-               AND (next_retry_after IS NULL OR next_retry_after <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
+               AND (next_retry_after IS NULL OR next_retry_after <= strftime('%Y-%m-%d %H:%M:%f', 'now', ?3))
              ORDER BY id LIMIT ?2",
         )
         .bind(after)
         .bind(limit)
+        .bind(self.clock.sqlite_modifier())
         .fetch_all(&self.pool)
         .await
     }
@@ -491,7 +506,7 @@ impl SqliteQueue {
         ids: &[i64],
     ) -> Result<(Vec<i64>, Vec<(i64, SyncStatus)>), sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        let acknowledged = mark_synced(&mut conn, None, delivered).await?;
+        let acknowledged = mark_synced(&mut conn, &self.clock, None, delivered).await?;
         let states = sqlx::query_as(
             "SELECT id, sync_status FROM sync_queue WHERE id IN (SELECT value FROM json_each(?1))",
         )
@@ -517,7 +532,7 @@ impl SqliteQueue {
         .fetch_all(&mut *tx)
         .await?;
         let (outcome, failures) = decide(&states);
-        let changed = mark_failed(&mut tx, None, self.policy, &failures).await?;
+        let changed = mark_failed(&mut tx, &self.clock, None, self.policy, &failures).await?;
         tx.commit().await?;
         Ok((outcome, changed))
     }
@@ -621,6 +636,7 @@ impl SqliteQueue {
 /// (quadratic: 1,000 items/s at batches of 1,000).
 async fn mark_synced(
     conn: &mut SqliteConnection,
+    clock: &Clock,
     token: Option<&str>,
     delivered: &[Delivered],
 ) -> Result<Vec<i64>, sqlx::Error> {
@@ -634,7 +650,7 @@ async fn mark_synced(
              FROM json_each(?1))
          UPDATE sync_queue
          SET sync_status = 'synced', haven_discovery_id = j.haven_id,
-             synced_at = datetime('now'), sync_attempts = sync_attempts + 1,
+             synced_at = datetime('now', ?3), sync_attempts = sync_attempts + 1,
              sync_error = NULL, error_class = NULL, next_retry_after = NULL,
              lease_expires_at = NULL, claim_token = NULL,
              metadata = json_patch(
@@ -651,6 +667,7 @@ async fn mark_synced(
     )
     .bind(serde_json::Value::Array(payload).to_string())
     .bind(token)
+    .bind(clock.sqlite_modifier())
     .fetch_all(&mut *conn)
     .await?;
     marked.sort_unstable();
@@ -677,6 +694,7 @@ async fn mark_synced(
 /// `max_retries_exceeded`. Returns each changed item with its new state.
 async fn mark_failed(
     conn: &mut SqliteConnection,
+    clock: &Clock,
     token: Option<&str>,
     policy: RetryPolicy,
     failed: &serde_json::Value,
@@ -691,8 +709,8 @@ async fn mark_failed(
              sync_attempts = sync_attempts + 1, max_attempts = ?3,
              sync_error = j.error, error_class = j.class,
              next_retry_after = CASE WHEN j.delay IS NULL THEN NULL
-                 ELSE strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || j.delay || ' seconds') END,
-             last_sync_attempt = CASE WHEN ?2 IS NULL THEN strftime('%Y-%m-%d %H:%M:%f', 'now')
+                 ELSE strftime('%Y-%m-%d %H:%M:%f', 'now', ?4, '+' || j.delay || ' seconds') END,
+             last_sync_attempt = CASE WHEN ?2 IS NULL THEN strftime('%Y-%m-%d %H:%M:%f', 'now', ?4)
                  ELSE sync_queue.last_sync_attempt END,
              lease_expires_at = NULL, claim_token = NULL
          FROM j
@@ -705,6 +723,7 @@ async fn mark_failed(
     .bind(failed.to_string())
     .bind(token)
     .bind(policy.max_attempts)
+    .bind(clock.sqlite_modifier())
     .fetch_all(&mut *conn)
     .await
 }
