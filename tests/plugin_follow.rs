@@ -384,7 +384,11 @@ async fn a_canary_outlives_another_hosts_start_and_ends_when_its_own_host_is_kil
         if canary["state"] != "running" {
             break canary;
         }
-        assert!(Instant::now() < deadline, "B never ended A's canary: {canary}\n{}", b.log());
+        assert!(
+            Instant::now() < deadline,
+            "B never ended A's canary: {canary}\n{}",
+            b.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(ended["state"], "ended", "{ended}");

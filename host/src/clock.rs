@@ -45,7 +45,10 @@ mod tests {
     #[test]
     fn a_clock_moves_for_every_clone_and_never_back() {
         let clock = Clock::default();
-        assert_eq!((clock.sqlite_modifier().as_str(), clock.seconds()), ("+0.000 seconds", 0.0));
+        assert_eq!(
+            (clock.sqlite_modifier().as_str(), clock.seconds()),
+            ("+0.000 seconds", 0.0)
+        );
         let held = clock.clone();
         clock.advance(Duration::from_millis(30_250));
         held.advance(Duration::from_secs(60));

@@ -1277,7 +1277,10 @@ async fn rebuild_sync_queue(conn: &mut SqliteConnection) -> Result<(), StoreErro
         into.join(", "),
         from.join(", ")
     );
-    let copied = sqlx::query(sqlx::AssertSqlSafe(copy)).execute(&mut *conn).await?.rows_affected();
+    let copied = sqlx::query(sqlx::AssertSqlSafe(copy))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
     sqlx::query("DROP TABLE sync_queue").execute(&mut *conn).await?;
     sqlx::query("ALTER TABLE sync_queue_rebuilt RENAME TO sync_queue")
         .execute(&mut *conn)
@@ -1294,7 +1297,10 @@ async fn rebuild_sync_queue(conn: &mut SqliteConnection) -> Result<(), StoreErro
     )
     .execute(&mut *conn)
     .await?;
-    tracing::info!(items = copied, "keeper.db: sync_queue rebuilt with its states and attempts NOT NULL");
+    tracing::info!(
+        items = copied,
+        "keeper.db: sync_queue rebuilt with its states and attempts NOT NULL"
+    );
     Ok(())
 }
 

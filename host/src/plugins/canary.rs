@@ -538,7 +538,9 @@ impl EndedBy {
         match self {
             EndedBy::Stopped => "keeper stopped while it ran; start it again to go on",
             EndedBy::Restarted => "keeper restarted while it ran; start it again to go on",
-            EndedBy::Lapsed => "the host that ran it stopped renewing its lease (killed or cut off); start it again to go on",
+            EndedBy::Lapsed => {
+                "the host that ran it stopped renewing its lease (killed or cut off); start it again to go on"
+            }
         }
     }
 }
@@ -721,7 +723,11 @@ impl Canary {
         // A canary whose host is gone would hold the one running place.
         self.end_orphaned().await?;
         let (host, lease) = (self.queue.host_name(), self.queue.lease());
-        let Some(record) = self.book.start(&info, file_name, share, active_hash, host, lease).await? else {
+        let Some(record) = self
+            .book
+            .start(&info, file_name, share, active_hash, host, lease)
+            .await?
+        else {
             return Ok(None);
         };
         tracing::info!(
@@ -1008,25 +1014,38 @@ mod tests {
             .expect("no canary runs yet");
         assert_eq!(record.started_by.as_deref(), Some("host-a"));
         assert_eq!(
-            book.start(&info, "shouting", share, "a", "host-b", long).await.expect("start"),
+            book.start(&info, "shouting", share, "a", "host-b", long)
+                .await
+                .expect("start"),
             None,
             "one runs already"
         );
 
         // Host B starting, or tending, leaves A's canary alone.
         assert_eq!(book.orphaned("host-b").await.expect("orphaned"), None);
-        assert!(!book.renew(record.id, "host-b", long).await.expect("renew"), "only its host renews it");
+        assert!(
+            !book.renew(record.id, "host-b", long).await.expect("renew"),
+            "only its host renews it"
+        );
         assert!(book.renew(record.id, "host-a", long).await.expect("renew"));
         // Host A restarted under its name finds it.
         let (found, why) = book.orphaned("host-a").await.expect("orphaned").expect("its own");
         assert_eq!((found.id, why), (record.id, EndedBy::Restarted));
 
         // Once A stops renewing, any host finds it, and A cannot renew it back.
-        assert!(book.renew(record.id, "host-a", Duration::from_secs(1)).await.expect("renew"));
+        assert!(
+            book.renew(record.id, "host-a", Duration::from_secs(1))
+                .await
+                .expect("renew")
+        );
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         let (found, why) = book.orphaned("host-b").await.expect("orphaned").expect("lapsed");
         assert_eq!((found.id, why), (record.id, EndedBy::Lapsed));
-        assert!(book.finish(record.id, CanaryState::Ended, EndedBy::Lapsed.reason()).await.expect("finish"));
+        assert!(
+            book.finish(record.id, CanaryState::Ended, EndedBy::Lapsed.reason())
+                .await
+                .expect("finish")
+        );
         assert!(!book.renew(record.id, "host-a", long).await.expect("renew"), "it ended");
         assert_eq!(book.orphaned("host-a").await.expect("orphaned"), None);
         assert_eq!(book.running().await.expect("running"), None);

@@ -67,7 +67,10 @@ async fn moving_the_clock_lapses_leases_ends_backoffs_and_ages_synced_items(stor
     let first = queue.claim(10, None).await.expect("claim");
     assert_eq!(first.items.len(), 2);
     clock.advance(Duration::from_secs(59));
-    assert!(queue.claim(10, None).await.expect("claim").items.is_empty(), "leased for 60 s");
+    assert!(
+        queue.claim(10, None).await.expect("claim").items.is_empty(),
+        "leased for 60 s"
+    );
     clock.advance(Duration::from_secs(2));
     let second = queue.claim(10, None).await.expect("claim");
     assert_eq!(second.items.len(), 2, "the lease lapsed");
@@ -75,13 +78,20 @@ async fn moving_the_clock_lapses_leases_ends_backoffs_and_ages_synced_items(stor
         panic!("two items: {second:?}")
     };
     queue
-        .complete(&second.token, &[delivered(b.queue_id, 7)], &[failed(a, ErrorClass::Locked)])
+        .complete(
+            &second.token,
+            &[delivered(b.queue_id, 7)],
+            &[failed(a, ErrorClass::Locked)],
+        )
         .await
         .expect("complete");
 
     // The first failure backs off 30 s.
     clock.advance(Duration::from_secs(29));
-    assert!(queue.claim(10, None).await.expect("claim").items.is_empty(), "backing off");
+    assert!(
+        queue.claim(10, None).await.expect("claim").items.is_empty(),
+        "backing off"
+    );
     assert_eq!(queue.waiting().await.expect("waiting").count, 1);
     clock.advance(Duration::from_secs(2));
     assert_eq!(queue.waiting().await.expect("waiting").count, 0);

@@ -68,9 +68,9 @@ impl PgQueue {
         sqlx::query_scalar(
             "SELECT to_char((now() + make_interval(secs => $1)) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
         )
-            .bind(self.clock.seconds())
-            .fetch_one(&self.pool)
-            .await
+        .bind(self.clock.seconds())
+        .fetch_one(&self.pool)
+        .await
     }
 
     pub(super) async fn claim(

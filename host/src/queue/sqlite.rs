@@ -228,11 +228,10 @@ impl SqliteQueue {
         if done.rows_affected() == 1 {
             return Ok(None);
         }
-        let status: Option<SyncStatus> =
-            sqlx::query_scalar("SELECT sync_status FROM sync_queue WHERE id = ?1")
-                .bind(queue_id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let status: Option<SyncStatus> = sqlx::query_scalar("SELECT sync_status FROM sync_queue WHERE id = ?1")
+            .bind(queue_id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(Some(status))
     }
 
@@ -507,12 +506,11 @@ impl SqliteQueue {
     ) -> Result<(Vec<i64>, Vec<(i64, SyncStatus)>), sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         let acknowledged = mark_synced(&mut conn, &self.clock, None, delivered).await?;
-        let states = sqlx::query_as(
-            "SELECT id, sync_status FROM sync_queue WHERE id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(json!(ids).to_string())
-        .fetch_all(&mut *conn)
-        .await?;
+        let states =
+            sqlx::query_as("SELECT id, sync_status FROM sync_queue WHERE id IN (SELECT value FROM json_each(?1))")
+                .bind(json!(ids).to_string())
+                .fetch_all(&mut *conn)
+                .await?;
         Ok((acknowledged, states))
     }
 
