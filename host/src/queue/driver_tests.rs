@@ -55,6 +55,7 @@ on_both_drivers!(
     cleanup_and_last_synced,
     the_store_is_migrated_once_and_reopened_read_only,
     moving_the_clock_lapses_leases_ends_backoffs_and_ages_synced_items,
+    a_lapsed_lease_is_taken_over_alone_and_the_stale_holders_outcome_changes_nothing,
 );
 
 /// Time moved by the queue's [`Clock`] instead of waited for: a lease
@@ -110,6 +111,58 @@ async fn moving_the_clock_lapses_leases_ends_backoffs_and_ages_synced_items(stor
     clock.advance(Duration::from_secs(86_400));
     assert_eq!(queue.cleanup(1).await.expect("cleanup"), 1, "a day old");
     assert_eq!(queue.counts().await.expect("counts").pending, 1);
+}
+
+/// Leases lapse one by one: only the items whose lease ran out are taken
+/// over (not as a failed attempt), and the worker that lost them, waking
+/// up, can neither complete, fail, renew nor release them.
+async fn a_lapsed_lease_is_taken_over_alone_and_the_stale_holders_outcome_changes_nothing(store: Store) {
+    let clock = crate::clock::Clock::default();
+    let queue = Queue::new(store.db().clone(), policy(30), Duration::from_secs(3600)).with_clock(clock.clone());
+    submit(&store, 3).await;
+    let stale = queue.claim(2, None).await.expect("claim");
+    clock.advance(Duration::from_secs(1800));
+    let held = queue.claim(10, None).await.expect("claim");
+    assert_eq!((stale.items.len(), held.items.len()), (2, 1));
+    for _ in 0..3 {
+        assert!(queue.claim(10, None).await.expect("claim").items.is_empty(), "all held");
+    }
+    clock.advance(Duration::from_secs(1801));
+    let current = queue.claim(10, None).await.expect("claim");
+    let ids = |items: &[ClaimedItem]| items.iter().map(|i| i.queue_id).collect::<Vec<_>>();
+    assert_eq!(ids(&current.items), ids(&stale.items), "only the lapsed leases");
+    assert!(current.items.iter().all(|i| i.attempts == 0), "a lost lease is not a failed attempt");
+    let [a, b] = &stale.items[..] else {
+        panic!("two items: {stale:?}")
+    };
+
+    queue
+        .complete(&stale.token, &[delivered(a.queue_id, 7)], &[failed(b, ErrorClass::Locked)])
+        .await
+        .expect("stale complete");
+    assert_eq!(queue.renew(&stale.token).await.expect("renew"), 0);
+    assert_eq!(queue.release(&stale.token).await.expect("release"), 0);
+    for item in [a, b] {
+        let item = queue.item(item.queue_id).await.expect("item").expect("exists");
+        assert_eq!(
+            (item.sync_status, item.sync_attempts, item.error_class, item.haven_discovery_id),
+            (SyncStatus::Syncing, 0, None, None),
+            "the stale token changed nothing"
+        );
+    }
+
+    queue
+        .complete(&current.token, &[delivered(a.queue_id, 8)], &[failed(b, ErrorClass::Locked)])
+        .await
+        .expect("complete");
+    let a = queue.item(a.queue_id).await.expect("item").expect("exists");
+    assert_eq!((a.sync_status, a.haven_discovery_id), (SyncStatus::Synced, Some(8)));
+    let b = queue.item(b.queue_id).await.expect("item").expect("exists");
+    assert_eq!(
+        (b.sync_status, b.sync_attempts, b.error_class),
+        (SyncStatus::Pending, 1, Some(ErrorClass::Locked))
+    );
+    assert_eq!(queue.counts().await.expect("counts").syncing, 1, "the third item is still held");
 }
 
 /// What the console reads: failures by class, the item search with its
