@@ -166,6 +166,10 @@ pub enum Probe {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A migration listed in `MIGRATIONS` without a step in `apply`: a
+    /// defect of this build, caught before anything is committed.
+    #[error("keeper.db migration {0} is listed but this build has no step for it; nothing was changed")]
+    MigrationMissing(i64),
     #[error("cannot open keeper.db at {path}: {source}")]
     Open { path: PathBuf, source: sqlx::Error },
     #[error("cannot create folder {path} for keeper.db: {source}")]
@@ -1233,7 +1237,8 @@ async fn apply(conn: &mut SqliteConnection, version: i64) -> Result<(), StoreErr
             }
         }
         19 => rebuild_sync_queue(conn).await?,
-        _ => {}
+        // Never silently: a listed migration must change something.
+        listed => return Err(StoreError::MigrationMissing(listed)),
     }
     Ok(())
 }
