@@ -1,6 +1,7 @@
 use std::io::Write as _;
 
 fn main() -> std::process::ExitCode {
+    keeper::platform::fewer_malloc_arenas();
     // .env first, so its values act like the environment the flags fall back
     // to. SAFETY: nothing has started a thread yet (the runtime starts below).
     let environment = unsafe { keeper::config::Environment::load(&keeper::cli::env_vars()) };

@@ -1,5 +1,5 @@
-//! What keeper asks of the operating system beyond std: the machine's name
-//! and a thread's CPU time.
+//! What keeper asks of the operating system beyond std: the machine's name,
+//! a thread's CPU time, and fewer malloc arenas.
 //!
 //! Where keeper links libc (`cfg(keeper_libc)`: Linux, Android, macOS, iOS,
 //! FreeBSD; the list lives in host/build.rs) these are system calls;
@@ -44,6 +44,26 @@ pub fn thread_cpu_time() -> Option<Duration> {
     }
     #[cfg(not(keeper_libc))]
     None
+}
+
+/// With glibc's malloc (Linux), at most two arenas, unless the operator
+/// set `MALLOC_ARENA_MAX`. glibc gives each thread that allocates an arena
+/// of its own, up to eight per core; keeper's threads (tokio's workers,
+/// one per SQLite connection, the blocking pool that compiles plugins)
+/// then keep freed memory in many arenas. Measured on `keeper sync --once`
+/// draining 100,000 reports (release build, 2 cores): 46 MiB peak RSS
+/// with the default, 42–44 MiB with two arenas, the same drain time; 60
+/// against 44 MiB when it also compiled the plugin. Call before any thread
+/// starts.
+pub fn fewer_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a malloc parameter; no other thread
+        // exists yet to allocate meanwhile.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
 }
 
 #[cfg(test)]
