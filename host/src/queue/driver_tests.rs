@@ -131,13 +131,20 @@ async fn a_lapsed_lease_is_taken_over_alone_and_the_stale_holders_outcome_change
     let current = queue.claim(10, None).await.expect("claim");
     let ids = |items: &[ClaimedItem]| items.iter().map(|i| i.queue_id).collect::<Vec<_>>();
     assert_eq!(ids(&current.items), ids(&stale.items), "only the lapsed leases");
-    assert!(current.items.iter().all(|i| i.attempts == 0), "a lost lease is not a failed attempt");
+    assert!(
+        current.items.iter().all(|i| i.attempts == 0),
+        "a lost lease is not a failed attempt"
+    );
     let [a, b] = &stale.items[..] else {
         panic!("two items: {stale:?}")
     };
 
     queue
-        .complete(&stale.token, &[delivered(a.queue_id, 7)], &[failed(b, ErrorClass::Locked)])
+        .complete(
+            &stale.token,
+            &[delivered(a.queue_id, 7)],
+            &[failed(b, ErrorClass::Locked)],
+        )
         .await
         .expect("stale complete");
     assert_eq!(queue.renew(&stale.token).await.expect("renew"), 0);
@@ -145,14 +152,23 @@ async fn a_lapsed_lease_is_taken_over_alone_and_the_stale_holders_outcome_change
     for item in [a, b] {
         let item = queue.item(item.queue_id).await.expect("item").expect("exists");
         assert_eq!(
-            (item.sync_status, item.sync_attempts, item.error_class, item.haven_discovery_id),
+            (
+                item.sync_status,
+                item.sync_attempts,
+                item.error_class,
+                item.haven_discovery_id
+            ),
             (SyncStatus::Syncing, 0, None, None),
             "the stale token changed nothing"
         );
     }
 
     queue
-        .complete(&current.token, &[delivered(a.queue_id, 8)], &[failed(b, ErrorClass::Locked)])
+        .complete(
+            &current.token,
+            &[delivered(a.queue_id, 8)],
+            &[failed(b, ErrorClass::Locked)],
+        )
         .await
         .expect("complete");
     let a = queue.item(a.queue_id).await.expect("item").expect("exists");
@@ -162,7 +178,11 @@ async fn a_lapsed_lease_is_taken_over_alone_and_the_stale_holders_outcome_change
         (b.sync_status, b.sync_attempts, b.error_class),
         (SyncStatus::Pending, 1, Some(ErrorClass::Locked))
     );
-    assert_eq!(queue.counts().await.expect("counts").syncing, 1, "the third item is still held");
+    assert_eq!(
+        queue.counts().await.expect("counts").syncing,
+        1,
+        "the third item is still held"
+    );
 }
 
 /// What the console reads: failures by class, the item search with its
