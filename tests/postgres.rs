@@ -359,7 +359,11 @@ async fn migrate_store_moves_keeper_db_and_nothing_is_delivered_twice() {
              INSERT INTO keeper_evidence (id, content_type, bytes) VALUES ('e1', 'image/png', X'89504E470D0A1A0A');
              INSERT INTO keeper_bot_forms (nonce, user_id, options, expires_at) VALUES (77, '42', '{}', 4102444800);
              INSERT INTO keeper_bot_notices (discovery_id, token, channel_id, user_id, confirmation, placed, created_at)
-                 VALUES (6, 'tok', '77', '42', 'archived #6', 1, 1700000000);",
+                 VALUES (6, 'tok', '77', '42', 'archived #6', 1, 1700000000);
+             INSERT INTO keeper_plugin_canaries (name, version, hash, file_name, percent, items, active_hash, state,
+                     reason, canary_items, canary_failed, active_items, active_failed, started_at, ended_at, started_by)
+                 VALUES ('shouting', '1.0.0', 'c1', 'shouting', 10, NULL, 'a1', 'rolled_back', 'failed 4 of 4',
+                     4, 4, 36, 0, '2026-12-01 10:00:00', '2026-12-01 10:05:00', 'bot-host');",
         )
         .execute(&mut conn)
         .await
@@ -387,6 +391,7 @@ async fn migrate_store_moves_keeper_db_and_nothing_is_delivered_twice() {
     assert_eq!(copied(&out, "keeper_evidence"), (1, 1, 1), "{out}");
     assert_eq!(copied(&out, "keeper_bot_forms"), (1, 1, 1), "{out}");
     assert_eq!(copied(&out, "keeper_bot_notices"), (1, 1, 1), "{out}");
+    assert_eq!(copied(&out, "keeper_plugin_canaries"), (1, 1, 1), "{out}");
     assert!(out.contains("every row verified"), "{out}");
     assert!(before == keeper_db_bytes(&env), "keeper.db changed");
     assert_eq!(
@@ -414,6 +419,15 @@ async fn migrate_store_moves_keeper_db_and_nothing_is_delivered_twice() {
         "89504e470d0a1a0a"
     );
     assert_eq!(
+        psql(
+            &url,
+            "SELECT state || ' ' || canary_failed || '/' || canary_items || ' ' || started_by || ' '
+                    || keeper_s(ended_at) FROM keeper_plugin_canaries"
+        ),
+        "rolled_back 4/4 bot-host 2026-12-01 10:05:00",
+        "the canary's history moves with it"
+    );
+    assert_eq!(
         psql(&url, "SELECT value FROM keeper_sync_meta WHERE key = 'source_id'"),
         keeper_source,
         "the store goes on under keeper.db's source id"
@@ -423,6 +437,7 @@ async fn migrate_store_moves_keeper_db_and_nothing_is_delivered_twice() {
     let out = env.ok(&["migrate-store", "--to", &url]);
     assert_eq!(copied(&out, "discoveries"), (8, 8, 0), "{out}");
     assert_eq!(copied(&out, "sync_queue"), (8, 8, 0), "{out}");
+    assert_eq!(copied(&out, "keeper_plugin_canaries"), (1, 1, 0), "{out}");
     assert_eq!(count(&url, "SELECT COUNT(*) FROM discoveries"), 8);
     assert!(before == keeper_db_bytes(&env), "keeper.db changed");
 

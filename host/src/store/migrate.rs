@@ -185,6 +185,35 @@ const TABLES: &[Table] = &[
         ],
         compared: &["bytes"],
     },
+    // The canaries, with their shares, counts and how each ended. One that
+    // runs in keeper.db runs in no process on PostgreSQL: its lease lapses
+    // and the first host that tends canaries ends it (plugins/canary.rs).
+    Table {
+        name: "keeper_plugin_canaries",
+        key: "id",
+        select: "*",
+        columns: &[
+            ("id", "(v ->> 'id')::bigint"),
+            ("name", "v ->> 'name'"),
+            ("version", "v ->> 'version'"),
+            ("hash", "v ->> 'hash'"),
+            ("file_name", "v ->> 'file_name'"),
+            ("percent", "(v ->> 'percent')::bigint"),
+            ("items", "(v ->> 'items')::bigint"),
+            ("active_hash", "v ->> 'active_hash'"),
+            ("state", "v ->> 'state'"),
+            ("reason", "v ->> 'reason'"),
+            ("canary_items", "(v ->> 'canary_items')::bigint"),
+            ("canary_failed", "(v ->> 'canary_failed')::bigint"),
+            ("active_items", "(v ->> 'active_items')::bigint"),
+            ("active_failed", "(v ->> 'active_failed')::bigint"),
+            ("started_at", utc_or_now!("started_at")),
+            ("ended_at", utc!("ended_at")),
+            ("started_by", "v ->> 'started_by'"),
+            ("lease_expires_at", utc!("lease_expires_at")),
+        ],
+        compared: &["hash", "started_at"],
+    },
     Table {
         name: "keeper_bot_forms",
         key: "nonce",
@@ -218,7 +247,7 @@ const TABLES: &[Table] = &[
 ];
 
 /// Tables whose ids PostgreSQL hands out from an identity sequence.
-const SEQUENCED: &[&str] = &["discoveries", "sync_queue", "keeper_plugins"];
+const SEQUENCED: &[&str] = &["discoveries", "sync_queue", "keeper_plugins", "keeper_plugin_canaries"];
 
 /// What one table's copy found.
 #[derive(Debug, Clone, PartialEq, Eq)]
