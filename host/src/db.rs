@@ -9,7 +9,10 @@
 //! classes above them are shared; both drivers run the same tests
 //! (`queue/driver_tests.rs`).
 
-use sqlx::{PgPool, SqlitePool};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::{Query, QueryAs};
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
 
 /// An open pool on keeper's store.
 #[derive(Clone, Debug)]
@@ -33,6 +36,85 @@ impl Db {
         match self {
             Db::Sqlite(pool) => Some(pool),
             Db::Postgres(_) => None,
+        }
+    }
+}
+
+/// A parameter of a statement that both drivers run (see [`Db::execute`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Param<'a> {
+    Int(i64),
+    OptInt(Option<i64>),
+    Text(&'a str),
+}
+
+/// Binds `params` in order to a query of either driver (`Query` or
+/// `QueryAs`, which have the same `bind`).
+macro_rules! bind_params {
+    ($query:expr, $params:expr) => {{
+        let mut query = $query;
+        for param in $params {
+            query = match *param {
+                Param::Int(v) => query.bind(v),
+                Param::OptInt(v) => query.bind(v),
+                Param::Text(v) => query.bind(v),
+            };
+        }
+        query
+    }};
+}
+
+/// `sql` with PostgreSQL's parameters `$1`, `$2`… written as SQLite's
+/// numbered `?1`, `?2`…, which bind the same way.
+fn sqlite_params(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Statements written once for both drivers: PostgreSQL's `$n`
+/// parameters, SQL both understand, and no `$` but the parameters'. For
+/// tables whose SQL is the same on both but for a fragment or two (the
+/// caller picks those by [`Db::driver`]).
+impl Db {
+    /// Runs `sql`; the rows it changed.
+    pub async fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<u64, sqlx::Error> {
+        let done = match self {
+            Db::Sqlite(pool) => {
+                let sql = sqlite_params(sql);
+                let query: Query<'_, Sqlite, SqliteArguments> = sqlx::query(sqlx::AssertSqlSafe(sql));
+                bind_params!(query, params).execute(pool).await?.rows_affected()
+            }
+            Db::Postgres(pool) => {
+                let query: Query<'_, Postgres, PgArguments> = sqlx::query(sqlx::AssertSqlSafe(sql));
+                bind_params!(query, params).execute(pool).await?.rows_affected()
+            }
+        };
+        Ok(done)
+    }
+
+    /// Runs `sql`; its first row as a `T`, if any.
+    pub async fn fetch_optional<T>(&self, sql: &str, params: &[Param<'_>]) -> Result<Option<T>, sqlx::Error>
+    where
+        T: for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    {
+        match self {
+            Db::Sqlite(pool) => {
+                let sql = sqlite_params(sql);
+                let query: QueryAs<'_, Sqlite, T, SqliteArguments> = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                bind_params!(query, params).fetch_optional(pool).await
+            }
+            Db::Postgres(pool) => {
+                let query: QueryAs<'_, Postgres, T, PgArguments> = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                bind_params!(query, params).fetch_optional(pool).await
+            }
         }
     }
 }
@@ -155,5 +237,16 @@ pub(crate) mod test_postgres {
             "postgres://u:p@h:5/t1?sslmode=disable"
         );
         assert_eq!(with_database("postgres://h", "t1"), "postgres://h/t1");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn postgres_parameters_become_sqlites_numbered_ones_and_nothing_else_changes() {
+        assert_eq!(
+            super::sqlite_params("SELECT $1, $12 FROM t WHERE a = '$' AND b = $2"),
+            "SELECT ?1, ?12 FROM t WHERE a = '$' AND b = ?2"
+        );
     }
 }

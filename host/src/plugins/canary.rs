@@ -57,7 +57,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::db::Db;
+use crate::db::{Db, Driver, Param};
 use crate::mapper::{Plugin, PluginInfo};
 use crate::queue::{ErrorClass, Queue};
 use crate::registry::Activation;
@@ -122,10 +122,6 @@ const SQLITE_COLUMNS: &str = "id, name, version, hash, file_name, percent, items
 const POSTGRES_COLUMNS: &str = "id, name, version, hash, file_name, percent, items, active_hash, state, reason,
      canary_items, canary_failed, active_items, active_failed, keeper_s(started_at) AS started_at,
      keeper_s(ended_at) AS ended_at, started_by";
-
-/// SQLite's clock as the canary lease is stored: with milliseconds, `?2`
-/// whole seconds ahead.
-const SQLITE_LEASE_END: &str = "strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || ?2 || ' seconds')";
 
 /// The largest count a canary may be given.
 pub const MAX_ITEMS: i64 = 1_000_000_000;
@@ -283,6 +279,27 @@ impl Canaries {
         Canaries { db }
     }
 
+    /// `template` as this driver writes it: `{columns}` the record's
+    /// columns, `@now` the database's clock (milliseconds), `@now_s` the
+    /// same to the second, `@lease_end` now plus `$2` seconds. Parameters
+    /// are PostgreSQL's `$n` ([`Db::execute`] numbers them for SQLite).
+    fn sql(&self, template: &str) -> String {
+        let (columns, now, now_s, lease_end) = match self.db.driver() {
+            Driver::Sqlite => (
+                SQLITE_COLUMNS,
+                "strftime('%Y-%m-%d %H:%M:%f', 'now')",
+                "datetime('now')",
+                "strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || $2 || ' seconds')",
+            ),
+            Driver::Postgres => (POSTGRES_COLUMNS, "now()", "now()", "now() + make_interval(secs => $2)"),
+        };
+        template
+            .replace("{columns}", columns)
+            .replace("@lease_end", lease_end)
+            .replace("@now_s", now_s)
+            .replace("@now", now)
+    }
+
     /// Records a new running canary, run by `host` and leased to it for
     /// `lease`; `None` when one runs already.
     async fn start(
@@ -294,52 +311,24 @@ impl Canaries {
         host: &str,
         lease: Duration,
     ) -> Result<Option<CanaryRecord>, sqlx::Error> {
-        let percent = share.percent.map(i64::from);
-        let items = share.items.map(i64::from);
-        let lease = lease_seconds(lease);
-        let inserted = match &self.db {
-            Db::Sqlite(pool) => {
-                let sql = format!(
-                    "INSERT INTO keeper_plugin_canaries
-                         (name, version, hash, file_name, percent, items, active_hash, state, started_by, lease_expires_at)
-                     VALUES (?1, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, {SQLITE_LEASE_END}) RETURNING {SQLITE_COLUMNS}"
-                );
-                sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(&info.name)
-                    .bind(lease)
-                    .bind(&info.version)
-                    .bind(&info.hash)
-                    .bind(file_name)
-                    .bind(percent)
-                    .bind(items)
-                    .bind(active_hash)
-                    .bind(host)
-                    .fetch_one(pool)
-                    .await
-            }
-            Db::Postgres(pool) => {
-                let sql = format!(
-                    "INSERT INTO keeper_plugin_canaries
-                         (name, version, hash, file_name, percent, items, active_hash, state, started_by, lease_expires_at)
-                     VALUES ($1, $3, $4, $5, $6, $7, $8, 'running', $9, now() + make_interval(secs => $2))
-                     RETURNING {POSTGRES_COLUMNS}"
-                );
-                sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(&info.name)
-                    .bind(lease)
-                    .bind(&info.version)
-                    .bind(&info.hash)
-                    .bind(file_name)
-                    .bind(percent)
-                    .bind(items)
-                    .bind(active_hash)
-                    .bind(host)
-                    .fetch_one(pool)
-                    .await
-            }
-        };
-        match inserted {
-            Ok(record) => Ok(Some(record)),
+        let sql = self.sql(
+            "INSERT INTO keeper_plugin_canaries
+                 (name, version, hash, file_name, percent, items, active_hash, state, started_by, lease_expires_at)
+             VALUES ($1, $3, $4, $5, $6, $7, $8, 'running', $9, @lease_end) RETURNING {columns}",
+        );
+        let params = [
+            Param::Text(&info.name),
+            Param::Int(lease_seconds(lease)),
+            Param::Text(&info.version),
+            Param::Text(&info.hash),
+            Param::Text(file_name),
+            Param::OptInt(share.percent.map(i64::from)),
+            Param::OptInt(share.items.map(i64::from)),
+            Param::Text(active_hash),
+            Param::Text(host),
+        ];
+        match self.db.fetch_optional(&sql, &params).await {
+            Ok(record) => Ok(record),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
             Err(e) => Err(e),
         }
@@ -347,148 +336,65 @@ impl Canaries {
 
     /// The newest canary, whatever its state.
     pub async fn latest(&self) -> Result<Option<CanaryRecord>, sqlx::Error> {
-        self.newest_where("1 = 1", None).await
+        self.newest_where("true", &[]).await
     }
 
     /// The canary that runs, if one does.
     pub async fn running(&self) -> Result<Option<CanaryRecord>, sqlx::Error> {
-        self.newest_where("state = 'running'", None).await
+        self.newest_where("state = 'running'", &[]).await
     }
 
     /// The newest canary of the version `hash`.
     pub async fn of_version(&self, hash: &str) -> Result<Option<CanaryRecord>, sqlx::Error> {
-        self.newest_where("hash = $1", Some(hash)).await
+        self.newest_where("hash = $1", &[Param::Text(hash)]).await
     }
 
-    /// `filter` names its one parameter `$1` and the database's clock
-    /// `@now` (either driver reads it).
-    async fn newest_where(&self, filter: &str, hash: Option<&str>) -> Result<Option<CanaryRecord>, sqlx::Error> {
-        match &self.db {
-            Db::Sqlite(pool) => {
-                let sql = format!(
-                    "SELECT {SQLITE_COLUMNS} FROM keeper_plugin_canaries WHERE {} ORDER BY id DESC LIMIT 1",
-                    filter
-                        .replace("$1", "?1")
-                        .replace("@now", "strftime('%Y-%m-%d %H:%M:%f', 'now')")
-                );
-                let query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-                match hash {
-                    Some(h) => query.bind(h),
-                    None => query,
-                }
-                .fetch_optional(pool)
-                .await
-            }
-            Db::Postgres(pool) => {
-                let sql = format!(
-                    "SELECT {POSTGRES_COLUMNS} FROM keeper_plugin_canaries WHERE {} ORDER BY id DESC LIMIT 1",
-                    filter.replace("@now", "now()")
-                );
-                let query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-                match hash {
-                    Some(h) => query.bind(h),
-                    None => query,
-                }
-                .fetch_optional(pool)
-                .await
-            }
-        }
+    /// The newest canary matching `filter` (written as for [`Canaries::sql`]).
+    async fn newest_where(&self, filter: &str, params: &[Param<'_>]) -> Result<Option<CanaryRecord>, sqlx::Error> {
+        let sql = self.sql(&format!(
+            "SELECT {{columns}} FROM keeper_plugin_canaries WHERE {filter} ORDER BY id DESC LIMIT 1"
+        ));
+        self.db.fetch_optional(&sql, params).await
     }
 
     /// Adds one batch's tally to the running canary `id`; its counts after
     /// that, or `None` when it no longer runs.
     async fn count(&self, id: i64, tally: Tally) -> Result<Option<CanaryRecord>, sqlx::Error> {
-        let set = "canary_items = canary_items + $2, canary_failed = canary_failed + $3,
-                   active_items = active_items + $4, active_failed = active_failed + $5";
-        match &self.db {
-            Db::Sqlite(pool) => {
-                let sql = format!(
-                    "UPDATE keeper_plugin_canaries SET {} WHERE id = ?1 AND state = 'running' RETURNING {SQLITE_COLUMNS}",
-                    set.replace('$', "?")
-                );
-                sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(id)
-                    .bind(tally.canary_items)
-                    .bind(tally.canary_failed)
-                    .bind(tally.active_items)
-                    .bind(tally.active_failed)
-                    .fetch_optional(pool)
-                    .await
-            }
-            Db::Postgres(pool) => {
-                let sql = format!(
-                    "UPDATE keeper_plugin_canaries SET {set} WHERE id = $1 AND state = 'running'
-                     RETURNING {POSTGRES_COLUMNS}"
-                );
-                sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(id)
-                    .bind(tally.canary_items)
-                    .bind(tally.canary_failed)
-                    .bind(tally.active_items)
-                    .bind(tally.active_failed)
-                    .fetch_optional(pool)
-                    .await
-            }
-        }
+        let sql = self.sql(
+            "UPDATE keeper_plugin_canaries
+             SET canary_items = canary_items + $2, canary_failed = canary_failed + $3,
+                 active_items = active_items + $4, active_failed = active_failed + $5
+             WHERE id = $1 AND state = 'running' RETURNING {columns}",
+        );
+        let params = [
+            Param::Int(id),
+            Param::Int(tally.canary_items),
+            Param::Int(tally.canary_failed),
+            Param::Int(tally.active_items),
+            Param::Int(tally.active_failed),
+        ];
+        self.db.fetch_optional(&sql, &params).await
     }
 
     /// Ends the canary `id` if it still runs; whether it did.
     async fn finish(&self, id: i64, state: CanaryState, reason: &str) -> Result<bool, sqlx::Error> {
-        let done = match &self.db {
-            Db::Sqlite(pool) => sqlx::query(
-                "UPDATE keeper_plugin_canaries SET state = ?2, reason = ?3, ended_at = datetime('now')
-                     WHERE id = ?1 AND state = 'running'",
-            )
-            .bind(id)
-            .bind(state)
-            .bind(reason)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-            Db::Postgres(pool) => sqlx::query(
-                "UPDATE keeper_plugin_canaries SET state = $2, reason = $3, ended_at = now()
-                     WHERE id = $1 AND state = 'running'",
-            )
-            .bind(id)
-            .bind(state)
-            .bind(reason)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-        };
-        Ok(done > 0)
+        let sql = self.sql(
+            "UPDATE keeper_plugin_canaries SET state = $2, reason = $3, ended_at = @now_s
+             WHERE id = $1 AND state = 'running'",
+        );
+        let params = [Param::Int(id), Param::Text(state.as_str()), Param::Text(reason)];
+        Ok(self.db.execute(&sql, &params).await? > 0)
     }
 
     /// Extends the lease of the running canary `id`, held by `host`, by
     /// `lease`; whether it still runs there.
     async fn renew(&self, id: i64, host: &str, lease: Duration) -> Result<bool, sqlx::Error> {
-        let lease = lease_seconds(lease);
-        let done = match &self.db {
-            Db::Sqlite(pool) => {
-                let sql = format!(
-                    "UPDATE keeper_plugin_canaries SET lease_expires_at = {SQLITE_LEASE_END}
-                     WHERE id = ?1 AND state = 'running' AND started_by = ?3"
-                );
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(id)
-                    .bind(lease)
-                    .bind(host)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-            }
-            Db::Postgres(pool) => sqlx::query(
-                "UPDATE keeper_plugin_canaries SET lease_expires_at = now() + make_interval(secs => $2)
-                 WHERE id = $1 AND state = 'running' AND started_by = $3",
-            )
-            .bind(id)
-            .bind(lease)
-            .bind(host)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-        };
-        Ok(done > 0)
+        let sql = self.sql(
+            "UPDATE keeper_plugin_canaries SET lease_expires_at = @lease_end
+             WHERE id = $1 AND state = 'running' AND started_by = $3",
+        );
+        let params = [Param::Int(id), Param::Int(lease_seconds(lease)), Param::Text(host)];
+        Ok(self.db.execute(&sql, &params).await? > 0)
     }
 
     /// The running canary if its host is gone: started by `host` (a
@@ -500,7 +406,7 @@ impl Canaries {
             .newest_where(
                 "state = 'running' AND (started_by = $1 OR started_by IS NULL OR lease_expires_at IS NULL
                      OR lease_expires_at <= @now)",
-                Some(host),
+                &[Param::Text(host)],
             )
             .await?;
         Ok(found.map(|record| {
