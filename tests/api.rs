@@ -631,14 +631,10 @@ async fn counts_of_an_adopted_keeper_db_come_from_its_rows() {
     let env = Env::new();
     std::fs::copy(KEEPER_LEGACY, &env.keeper).unwrap();
     set_writable(&env.keeper);
+    exec(&env.keeper, OLD_BOT_SYNC_QUEUE).await;
     exec(
         &env.keeper,
-        "CREATE TABLE sync_queue (
-            id INTEGER PRIMARY KEY, discovery_id INTEGER NOT NULL, sync_status TEXT DEFAULT 'pending',
-            sync_attempts INTEGER DEFAULT 0, max_attempts INTEGER DEFAULT 10, last_sync_attempt DATETIME,
-            next_retry_after DATETIME, sync_error TEXT, haven_discovery_id INTEGER,
-            created_at DATETIME DEFAULT CURRENT_TIMESTAMP, synced_at DATETIME, metadata TEXT);
-         INSERT INTO sync_queue (discovery_id, sync_status, sync_error, synced_at) VALUES
+        "INSERT INTO sync_queue (discovery_id, sync_status, sync_error, synced_at) VALUES
             (1, 'synced', NULL, '2025-11-13 20:30:00'), (2, 'synced', NULL, '2025-11-13 20:31:00'),
             (3, 'max_retries_exceeded', 'VH-Database not accessible: [Errno 2]', NULL),
             (4, NULL, NULL, NULL), (5, 'failed', 'a state keeper never had', NULL);

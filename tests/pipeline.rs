@@ -555,14 +555,10 @@ async fn adopting_a_legacy_keeper_db_leaves_its_rows_untouched() {
 async fn the_rebuilt_queue_keeps_the_old_files_columns_indexes_triggers_and_rows() {
     let env = Env::new();
     legacy_keeper_with_reports(&env).await;
+    exec(&env.keeper, OLD_BOT_SYNC_QUEUE).await;
     exec(
         &env.keeper,
-        "CREATE TABLE sync_queue (
-            id INTEGER PRIMARY KEY, discovery_id INTEGER NOT NULL, sync_status TEXT DEFAULT 'pending',
-            sync_attempts INTEGER DEFAULT 0, max_attempts INTEGER DEFAULT 10, last_sync_attempt DATETIME,
-            next_retry_after DATETIME, sync_error TEXT, haven_discovery_id INTEGER,
-            created_at DATETIME DEFAULT CURRENT_TIMESTAMP, synced_at DATETIME, metadata TEXT,
-            \"operator's note\" TEXT);
+        "ALTER TABLE sync_queue ADD COLUMN \"operator's note\" TEXT;
          CREATE INDEX idx_sync_queue_note ON sync_queue (\"operator's note\");
          CREATE TABLE queue_audit (queue_id INTEGER, status TEXT);
          CREATE TRIGGER sync_queue_audit AFTER UPDATE OF sync_status ON sync_queue

@@ -188,6 +188,41 @@ macro_rules! text_column {
 }
 pub(crate) use text_column;
 
+#[cfg(test)]
+/// Each scenario (an `async fn(Store)` of the calling module) once per
+/// driver, as `sqlite::NAME` and `postgres::NAME` there: on a keeper.db in
+/// a temp folder and on a fresh PostgreSQL database.
+macro_rules! on_both_drivers {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let dir = tempfile::tempdir().expect("temp dir");
+                    let store = crate::store::Store::open(&dir.path().join("keeper.db"), crate::store::Access::Create)
+                        .await
+                        .expect("open keeper.db");
+                    super::$scenario(store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let url = crate::db::test_postgres::fresh_database().await;
+                    let store = crate::store::Store::open_postgres(&url, crate::store::Access::Create)
+                        .await
+                        .expect("open the PostgreSQL store");
+                    super::$scenario(store).await;
+                }
+            )*
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use on_both_drivers;
+
 /// PostgreSQL for the unit tests: a new empty database per test on the
 /// server that `KEEPER_TEST_POSTGRES_URL` names (a superuser URL; `.ci/run`
 /// starts a throwaway cluster with `.ci/postgres` and sets it). The

@@ -289,6 +289,22 @@ pub struct QueueCounts {
     pub failed: i64,
 }
 
+impl QueueCounts {
+    /// Queue depth from (state, items) rows, as both drivers count them.
+    pub fn from_rows(rows: impl IntoIterator<Item = (SyncStatus, i64)>) -> QueueCounts {
+        let mut counts = QueueCounts::default();
+        for (status, n) in rows {
+            match status {
+                SyncStatus::Pending => counts.pending += n,
+                SyncStatus::Syncing => counts.syncing += n,
+                SyncStatus::Synced => counts.synced += n,
+                SyncStatus::MaxRetriesExceeded => counts.failed += n,
+            }
+        }
+        counts
+    }
+}
+
 /// Pending items waiting out a retry's backoff (their next attempt is in
 /// the future). The four states alone show them as plain `pending`, which
 /// hides that they failed and when they will be tried again.

@@ -1298,15 +1298,9 @@ async fn rebuild_sync_queue(conn: &mut SqliteConnection) -> Result<(), StoreErro
     for statement in kept.into_iter().chain(queue::sqlite::counter_triggers()) {
         sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut *conn).await?;
     }
-    sqlx::query("DELETE FROM keeper_sync_counters WHERE counter = 'depth'")
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "INSERT INTO keeper_sync_counters (counter, label, value)
-         SELECT 'depth', sync_status, COUNT(*) FROM sync_queue GROUP BY sync_status",
-    )
-    .execute(&mut *conn)
-    .await?;
+    for statement in queue::sqlite::DEPTH_FROM_ROWS {
+        sqlx::query(statement).execute(&mut *conn).await?;
+    }
     tracing::info!(
         items = copied,
         "keeper.db: sync_queue rebuilt with its states and attempts NOT NULL"

@@ -22,6 +22,14 @@ pub const VH_SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtu
 /// A keeper.db made by the Python bot (no sync_queue yet).
 pub const KEEPER_LEGACY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/keeper.legacy.db");
 
+/// The `sync_queue` table as the Python bot creates it (its fixture has
+/// none): states and attempts may be NULL, no column of keeper's own.
+pub const OLD_BOT_SYNC_QUEUE: &str = "CREATE TABLE sync_queue (
+    id INTEGER PRIMARY KEY, discovery_id INTEGER NOT NULL, sync_status TEXT DEFAULT 'pending',
+    sync_attempts INTEGER DEFAULT 0, max_attempts INTEGER DEFAULT 10, last_sync_attempt DATETIME,
+    next_retry_after DATETIME, sync_error TEXT, haven_discovery_id INTEGER,
+    created_at DATETIME DEFAULT CURRENT_TIMESTAMP, synced_at DATETIME, metadata TEXT)";
+
 /// Every variable the binary reads, cleared so the caller's shell cannot leak in.
 const KEEPER_VARS: &[&str] = &[
     "KEEPER_DB_PATH",

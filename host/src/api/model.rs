@@ -254,8 +254,9 @@ pub struct RetriedAll {
 /// `max_retries_exceeded`) and error class.
 #[derive(Debug, Clone, Object)]
 pub struct ErrorClassCount {
-    // No doc comment: on a field of an enum type, poem-openapi writes it as
-    // `allOf`, which client generators refuse.
+    // No doc comment: on a required field of an enum type, poem-openapi
+    // writes `allOf` of the enum and the comment, which
+    // openapi-python-client refuses (nullable ones are written differently).
     pub sync_status: SyncStatus,
     /// `unavailable`, `locked`, `schema`, `mapping`, `timeout`, `source`, or
     /// `unknown` for an error recorded by the old bot.

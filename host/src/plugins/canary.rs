@@ -957,21 +957,5 @@ mod tests {
         assert_eq!(book.running().await.expect("running"), None);
     }
 
-    #[tokio::test]
-    async fn a_canary_is_orphaned_only_by_its_own_restart_or_a_lapsed_lease_on_sqlite() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = crate::store::Store::open(&dir.path().join("keeper.db"), crate::store::Access::Create)
-            .await
-            .expect("open keeper.db");
-        a_canary_is_orphaned_only_by_its_own_restart_or_a_lapsed_lease(store).await;
-    }
-
-    #[tokio::test]
-    async fn a_canary_is_orphaned_only_by_its_own_restart_or_a_lapsed_lease_on_postgres() {
-        let url = crate::db::test_postgres::fresh_database().await;
-        let store = crate::store::Store::open_postgres(&url, crate::store::Access::Create)
-            .await
-            .expect("open the PostgreSQL store");
-        a_canary_is_orphaned_only_by_its_own_restart_or_a_lapsed_lease(store).await;
-    }
+    crate::db::on_both_drivers!(a_canary_is_orphaned_only_by_its_own_restart_or_a_lapsed_lease);
 }

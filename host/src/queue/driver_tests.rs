@@ -12,36 +12,7 @@ use super::*;
 use crate::report::Report;
 use crate::store::{Access, IntakeError, IntakeKey, Store};
 
-/// Each scenario once per driver: `driver_tests::sqlite::NAME` and
-/// `driver_tests::postgres::NAME`.
-macro_rules! on_both_drivers {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    let dir = tempfile::tempdir().expect("temp dir");
-                    let store = crate::store::Store::open(&dir.path().join("keeper.db"), crate::store::Access::Create)
-                        .await
-                        .expect("open keeper.db");
-                    super::$scenario(store).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    let url = crate::db::test_postgres::fresh_database().await;
-                    let store = crate::store::Store::open_postgres(&url, crate::store::Access::Create)
-                        .await
-                        .expect("open the PostgreSQL store");
-                    super::$scenario(store).await;
-                }
-            )*
-        }
-    };
-}
+use crate::db::on_both_drivers;
 
 on_both_drivers!(
     claims_are_leased_disjoint_and_complete_once,

@@ -182,16 +182,7 @@ impl PgQueue {
             sqlx::query_as("SELECT sync_status, COUNT(*) FROM sync_queue GROUP BY sync_status")
                 .fetch_all(&self.pool)
                 .await?;
-        let mut counts = QueueCounts::default();
-        for (status, n) in rows {
-            match status {
-                SyncStatus::Pending => counts.pending += n,
-                SyncStatus::Syncing => counts.syncing += n,
-                SyncStatus::Synced => counts.synced += n,
-                SyncStatus::MaxRetriesExceeded => counts.failed += n,
-            }
-        }
-        Ok(counts)
+        Ok(QueueCounts::from_rows(rows))
     }
 
     pub(super) async fn waiting(&self) -> Result<Vec<(Option<ErrorClass>, i64, Option<String>)>, sqlx::Error> {

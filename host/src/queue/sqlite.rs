@@ -51,14 +51,8 @@ pub(crate) fn counter_schema() -> Vec<String> {
             .to_owned(),
     ];
     schema.extend(counter_triggers());
-    // An adopted keeper.db: start from the rows already there. States are
-    // NOT NULL only from migration 19 on, so the old bot's NULL is counted
-    // as what it meant here.
-    schema.push(
-        "INSERT OR REPLACE INTO keeper_sync_counters (counter, label, value)
-             SELECT 'depth', sync_status, COUNT(*) FROM sync_queue GROUP BY 2"
-            .to_owned(),
-    );
+    // An adopted keeper.db: start from the rows already there.
+    schema.extend(DEPTH_FROM_ROWS.map(str::to_owned));
     schema.push(
         "INSERT OR REPLACE INTO keeper_sync_counters (counter, label, value)
              SELECT 'synced_total', '', COUNT(*) FROM sync_queue WHERE sync_status = 'synced'"
@@ -121,6 +115,16 @@ pub(crate) fn counter_triggers() -> Vec<String> {
         ),
     ]
 }
+
+/// The queue depth counted afresh from the rows: by migration 6 for an
+/// adopted keeper.db, and by migration 19 for the table it rebuilt. States
+/// are NOT NULL only from migration 19 on, so the old bot's NULL counts as
+/// what it meant, pending.
+pub(crate) const DEPTH_FROM_ROWS: [&str; 2] = [
+    "DELETE FROM keeper_sync_counters WHERE counter = 'depth'",
+    "INSERT INTO keeper_sync_counters (counter, label, value)
+         SELECT 'depth', IFNULL(sync_status, 'pending'), COUNT(*) FROM sync_queue GROUP BY 2",
+];
 
 /// What every counting trigger's name starts with.
 pub(crate) const COUNTER_TRIGGER_PREFIX: &str = "keeper_sync_count_";
@@ -264,21 +268,13 @@ impl SqliteQueue {
     /// From the trigger-maintained counters: a few rows read whatever the
     /// queue's size.
     pub(super) async fn counts(&self) -> Result<QueueCounts, sqlx::Error> {
-        let rows: Vec<(String, i64)> =
+        // The labels are states: the triggers count the checked, NOT NULL
+        // column, and migration 19 counted the depth afresh.
+        let rows: Vec<(SyncStatus, i64)> =
             sqlx::query_as("SELECT label, value FROM keeper_sync_counters WHERE counter = 'depth'")
                 .fetch_all(&self.pool)
                 .await?;
-        let mut counts = QueueCounts::default();
-        for (status, n) in rows {
-            match SyncStatus::parse(&status) {
-                Some(SyncStatus::Pending) => counts.pending += n,
-                Some(SyncStatus::Syncing) => counts.syncing += n,
-                Some(SyncStatus::Synced) => counts.synced += n,
-                // A legacy bot's other states count as failed, as before.
-                Some(SyncStatus::MaxRetriesExceeded) | None => counts.failed += n,
-            }
-        }
-        Ok(counts)
+        Ok(QueueCounts::from_rows(rows))
     }
 
     /// (class, count, first next_retry_after) of the pending items whose
