@@ -1327,3 +1327,22 @@ async fn add_column_if_missing(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_migration_without_a_step_is_refused_not_skipped() {
+        let mut conn = SqliteConnection::connect("sqlite::memory:")
+            .await
+            .expect("in-memory SQLite");
+        let unlisted = latest_version() + 1;
+        match apply(&mut conn, unlisted).await {
+            Err(StoreError::MigrationMissing(version)) => assert_eq!(version, unlisted),
+            other => panic!("expected MigrationMissing({unlisted}), got {other:?}"),
+        }
+    }
+}
