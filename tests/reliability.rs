@@ -34,37 +34,11 @@ fn submit_round(env: &Env, round: &str, n: usize) {
     assert!(out.status.success(), "submit {round}: {}", stderr(&out));
 }
 
-/// The WAL files beside a database file.
-fn wal_files(db: &Path) -> [PathBuf; 2] {
-    ["-wal", "-shm"].map(|suffix| {
-        let mut name = db.as_os_str().to_owned();
-        name.push(suffix);
-        PathBuf::from(name)
-    })
-}
-
-/// A backup of a stopped keeper.db: the file and its WAL, if any (a process
-/// that did not close its connections leaves the last commits there).
+/// A backup of a stopped keeper.db, beside it.
 fn backup(keeper: &Path) -> PathBuf {
     let copy = keeper.with_extension("backup");
-    std::fs::copy(keeper, &copy).expect("back up keeper.db");
-    let [wal, _] = wal_files(keeper);
-    if wal.exists() {
-        std::fs::copy(&wal, &wal_files(&copy)[0]).expect("back up keeper.db-wal");
-    }
+    copy_stopped_db(keeper, &copy);
     copy
-}
-
-/// Puts a backup back in place of keeper.db (the process is stopped).
-fn restore(copy: &Path, keeper: &Path) {
-    std::fs::copy(copy, keeper).expect("restore keeper.db");
-    for file in wal_files(keeper) {
-        let _ = std::fs::remove_file(file);
-    }
-    let [wal, _] = wal_files(copy);
-    if wal.exists() {
-        std::fs::copy(&wal, &wal_files(keeper)[0]).expect("restore keeper.db-wal");
-    }
 }
 
 /// Every description in VH-Database with how many rows carry it.
@@ -133,7 +107,7 @@ async fn a_restored_keeper_db_never_hides_new_reports() {
     let copy = backup(&env.keeper);
     submit_round(&env, "second", 10);
     assert!(env.ok(&["sync", "--once"]).contains("synced 10, failed 0"));
-    restore(&copy, &env.keeper);
+    copy_stopped_db(&copy, &env.keeper);
     // The restored file hands out ids 11..20 again, to other reports.
     submit_round(&env, "third", 10);
     let out = env.run(&["sync", "--once"]);
@@ -351,7 +325,7 @@ async fn a_restored_bot_host_keeper_db_never_hides_new_reports_from_pull() {
     submit_round(&bot, "second", 10);
     assert!(pull_once(&control_room, port, KEY).contains("pulled 10, failed 0"));
     drop(run);
-    restore(&copy, &bot.keeper);
+    copy_stopped_db(&copy, &bot.keeper);
 
     let (_run, port) = start(&bot);
     submit_round(&bot, "third", 10);

@@ -149,37 +149,54 @@ fn sigkill(child: &mut Child) {
 }
 
 /// Waits up to `limit` for `check`; panics naming `what` when it never held.
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
+async fn wait_until<F, Fut>(what: &str, limit: Duration, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(completes_within(limit, check).await, "waited {limit:?} for {what}");
+}
+
+/// Polls `check` every 50 ms for up to `limit`; whether it came to hold.
+async fn completes_within<F, Fut>(limit: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let deadline = Instant::now() + limit;
     while !check().await {
-        assert!(Instant::now() < deadline, "waited {limit:?} for {what}");
+        if Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    true
 }
 
 /// Sum of every item's finished attempts: grows with each batch completed,
 /// synced or failed: the sign that a worker is at work.
 async fn attempts(keeper: &Path) -> i64 {
     let mut conn = connect(keeper).await;
-    sqlx::query_scalar("SELECT COALESCE(SUM(sync_attempts), 0) FROM sync_queue")
+    let sum = sqlx::query_scalar("SELECT COALESCE(SUM(sync_attempts), 0) FROM sync_queue")
         .fetch_one(&mut conn)
         .await
-        .unwrap_or(0)
+        .unwrap_or(0);
+    close(conn).await;
+    sum
 }
 
 /// Queue rows by state.
 async fn states(keeper: &Path) -> HashMap<String, i64> {
     let mut conn = connect(keeper).await;
-    sqlx::query_as::<_, (String, i64)>("SELECT sync_status, COUNT(*) FROM sync_queue GROUP BY sync_status")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .collect()
+    let states =
+        sqlx::query_as::<_, (String, i64)>("SELECT sync_status, COUNT(*) FROM sync_queue GROUP BY sync_status")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+    close(conn).await;
+    states
 }
 
 /// Nothing pending or syncing.
@@ -324,22 +341,6 @@ impl Undo {
     }
 }
 
-/// Copies keeper.db and its WAL (the process is dead) to `to`, or back.
-fn copy_keeper_db(from: &Path, to: &Path) {
-    let with = |p: &Path, suffix: &str| {
-        let mut name = p.as_os_str().to_owned();
-        name.push(suffix);
-        PathBuf::from(name)
-    };
-    std::fs::copy(from, to).expect("copy keeper.db");
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(with(to, suffix));
-    }
-    if with(from, "-wal").exists() {
-        std::fs::copy(with(from, "-wal"), with(to, "-wal")).expect("copy keeper.db-wal");
-    }
-}
-
 /// The verdict after an operator restored a backup of keeper.db midway:
 /// the reports acknowledged after the backup and before the restore are
 /// gone from keeper.db (the operator's doing), but every report keeper.db
@@ -404,13 +405,13 @@ async fn sync_kills_with(plan: Plan, rng: &mut StdRng, restore: Option<(usize, u
     let mut tried: HashMap<Fault, usize> = HashMap::new();
     for round in 0..plan.sync_kills {
         if restore.is_some_and(|(at, _)| at == round) {
-            copy_keeper_db(&env.keeper, &backup);
+            copy_stopped_db(&env.keeper, &backup);
         }
         if restore.is_some_and(|(_, at)| at == round) {
             // Everything since the backup delivered first, so that the
             // restored file hands their ids out again to new reports.
             drain(&env).await;
-            copy_keeper_db(&backup, &env.keeper);
+            copy_stopped_db(&backup, &env.keeper);
         }
         // Fresh work every round, so that every kill finds a worker at work.
         acknowledged.extend(submit_all(
@@ -424,20 +425,39 @@ async fn sync_kills_with(plan: Plan, rng: &mut StdRng, restore: Option<(usize, u
         let fault = if undo.is_none() { Fault::None } else { fault };
         *tried.entry(fault).or_default() += 1;
         let before = attempts(&env.keeper).await;
+        // The worker's log, kept to say what it was doing if it stalls.
+        let log_path = env.dir.path().join(format!("sync-round-{round}.log"));
+        let log = std::fs::File::create(&log_path).expect("create the worker's log");
         let mut worker = env
             .command(&["sync"])
+            .env("KEEPER_LOG", "info,keeper=debug")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("spawn keeper sync");
         // Killed while at work: after it finished at least one batch, at a
         // random moment of the batches that follow.
-        wait_until(
-            &format!("round {round}: keeper sync to complete a batch"),
-            Duration::from_secs(120),
-            || async { attempts(&env.keeper).await > before },
-        )
-        .await;
+        let what = format!("round {round} ({fault:?} on VH-Database): keeper sync to complete a batch");
+        if !completes_within(Duration::from_secs(120), || async {
+            attempts(&env.keeper).await > before
+        })
+        .await
+        {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            panic!(
+                "waited 120s for {what}; queue states {:?}; the worker's last log lines:\n{}",
+                states(&env.keeper).await,
+                tail.join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..150))).await;
         sigkill(&mut worker);
         if let Some(undo) = undo {

@@ -222,29 +222,69 @@ pub async fn connect(path: &Path) -> SqliteConnection {
     SqliteConnection::connect_with(&options).await.expect("connect")
 }
 
+/// Closes a connection and waits until SQLite has let go of the file.
+/// A dropped sqlx connection is closed later, on its own thread; the last
+/// connection to close checkpoints the WAL into the main file and deletes
+/// it, so a late close can write over a keeper.db a test has just replaced.
+pub async fn close(conn: SqliteConnection) {
+    conn.close().await.expect("close the connection");
+}
+
 pub async fn scalar_i64(path: &Path, sql: &'static str) -> i64 {
     let mut conn = connect(path).await;
-    sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect(sql)
+    let value = sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect(sql);
+    close(conn).await;
+    value
 }
 
 pub async fn rows(path: &Path, sql: &'static str) -> Vec<SqliteRow> {
     let mut conn = connect(path).await;
-    sqlx::query(sql).fetch_all(&mut conn).await.expect(sql)
+    let rows = sqlx::query(sql).fetch_all(&mut conn).await.expect(sql);
+    close(conn).await;
+    rows
 }
 
 pub async fn exec(path: &Path, sql: &'static str) {
     let mut conn = connect(path).await;
     sqlx::raw_sql(sql).execute(&mut conn).await.expect(sql);
+    close(conn).await;
 }
 
 /// The queue row of a discovery as (status, attempts, error).
 pub async fn queue_state(keeper: &Path, discovery_id: i64) -> (String, i64, Option<String>) {
     let mut conn = connect(keeper).await;
-    sqlx::query_as("SELECT sync_status, sync_attempts, sync_error FROM sync_queue WHERE discovery_id = ?1")
+    let state = sqlx::query_as("SELECT sync_status, sync_attempts, sync_error FROM sync_queue WHERE discovery_id = ?1")
         .bind(discovery_id)
         .fetch_one(&mut conn)
         .await
-        .expect("queue row")
+        .expect("queue row");
+    close(conn).await;
+    state
+}
+
+/// The WAL and shared-memory files beside a SQLite database file.
+pub fn wal_files(db: &Path) -> [PathBuf; 2] {
+    ["-wal", "-shm"].map(|suffix| {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    })
+}
+
+/// Copies the database file of a stopped process, and its WAL if any (a
+/// process that did not close its connections leaves its last commits
+/// there), over `to`, as an operator backs keeper.db up or puts a backup
+/// back. `to`'s own WAL and shared memory go first: they belong to the file
+/// replaced. Every test connection to `to` must have been [`close`]d.
+pub fn copy_stopped_db(from: &Path, to: &Path) {
+    for file in wal_files(to) {
+        let _ = std::fs::remove_file(file);
+    }
+    std::fs::copy(from, to).expect("copy the database file");
+    let [wal, _] = wal_files(from);
+    if wal.exists() {
+        std::fs::copy(&wal, &wal_files(to)[0]).expect("copy the database's WAL");
+    }
 }
 
 /// Starts `keeper run` (API on a free port); returns the process, the port
