@@ -46,6 +46,7 @@ pub enum Param<'a> {
     Int(i64),
     OptInt(Option<i64>),
     Text(&'a str),
+    Bytes(&'a [u8]),
 }
 
 /// Binds `params` in order to a query of either driver (`Query` or
@@ -58,6 +59,7 @@ macro_rules! bind_params {
                 Param::Int(v) => query.bind(v),
                 Param::OptInt(v) => query.bind(v),
                 Param::Text(v) => query.bind(v),
+                Param::Bytes(v) => query.bind(v),
             };
         }
         query

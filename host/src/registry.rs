@@ -16,7 +16,7 @@
 
 use serde::Serialize;
 
-use crate::db::Db;
+use crate::db::{Db, Param};
 use crate::mapper::{Limits, PluginInfo};
 
 /// Where the built-in plugin comes from, in `source`.
@@ -281,87 +281,51 @@ impl Registry {
     /// Whether the version with `hash` was ever active on this store (a
     /// plugin file holding it is not new).
     pub async fn was_active(&self, hash: &str) -> Result<bool, sqlx::Error> {
-        match &self.db {
-            Db::Sqlite(pool) => {
-                sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM keeper_plugins WHERE hash = ?1 AND status IN ('active', 'retired'))",
-                )
-                .bind(hash)
-                .fetch_one(pool)
-                .await
-            }
-            Db::Postgres(pool) => {
-                sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM keeper_plugins WHERE hash = $1 AND status IN ('active', 'retired'))",
-                )
-                .bind(hash)
-                .fetch_one(pool)
-                .await
-            }
-        }
+        let row: Option<(bool,)> = self
+            .db
+            .fetch_optional(
+                "SELECT EXISTS (SELECT 1 FROM keeper_plugins WHERE hash = $1 AND status IN ('active', 'retired'))",
+                &[Param::Text(hash)],
+            )
+            .await?;
+        Ok(row.is_some_and(|(was,)| was))
     }
 
     /// Keeps the bytes of the version with `hash`, unless they are kept
     /// already. The caller has checked that `bytes` hash to `hash`.
     pub async fn keep_artifact(&self, hash: &str, bytes: &[u8]) -> Result<(), sqlx::Error> {
-        match &self.db {
-            Db::Sqlite(pool) => {
-                sqlx::query(
-                    "INSERT INTO keeper_plugin_artifacts (hash, bytes) VALUES (?1, ?2) ON CONFLICT (hash) DO NOTHING",
-                )
-                .bind(hash)
-                .bind(bytes)
-                .execute(pool)
-                .await?;
-            }
-            Db::Postgres(pool) => {
-                sqlx::query(
-                    "INSERT INTO keeper_plugin_artifacts (hash, bytes) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING",
-                )
-                .bind(hash)
-                .bind(bytes)
-                .execute(pool)
-                .await?;
-            }
-        }
+        self.db
+            .execute(
+                "INSERT INTO keeper_plugin_artifacts (hash, bytes) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING",
+                &[Param::Text(hash), Param::Bytes(bytes)],
+            )
+            .await?;
         Ok(())
     }
 
     /// Whether the bytes of the version with `hash` are kept.
     pub async fn has_artifact(&self, hash: &str) -> Result<bool, sqlx::Error> {
-        match &self.db {
-            Db::Sqlite(pool) => {
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM keeper_plugin_artifacts WHERE hash = ?1)")
-                    .bind(hash)
-                    .fetch_one(pool)
-                    .await
-            }
-            Db::Postgres(pool) => {
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM keeper_plugin_artifacts WHERE hash = $1)")
-                    .bind(hash)
-                    .fetch_one(pool)
-                    .await
-            }
-        }
+        let row: Option<(bool,)> = self
+            .db
+            .fetch_optional(
+                "SELECT EXISTS (SELECT 1 FROM keeper_plugin_artifacts WHERE hash = $1)",
+                &[Param::Text(hash)],
+            )
+            .await?;
+        Ok(row.is_some_and(|(kept,)| kept))
     }
 
     /// The kept bytes of the version with `hash`, as stored: the caller
     /// verifies them against the hash before loading them.
     pub async fn artifact(&self, hash: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
-        match &self.db {
-            Db::Sqlite(pool) => {
-                sqlx::query_scalar("SELECT bytes FROM keeper_plugin_artifacts WHERE hash = ?1")
-                    .bind(hash)
-                    .fetch_optional(pool)
-                    .await
-            }
-            Db::Postgres(pool) => {
-                sqlx::query_scalar("SELECT bytes FROM keeper_plugin_artifacts WHERE hash = $1")
-                    .bind(hash)
-                    .fetch_optional(pool)
-                    .await
-            }
-        }
+        let row: Option<(Vec<u8>,)> = self
+            .db
+            .fetch_optional(
+                "SELECT bytes FROM keeper_plugin_artifacts WHERE hash = $1",
+                &[Param::Text(hash)],
+            )
+            .await?;
+        Ok(row.map(|(bytes,)| bytes))
     }
 
     /// Records a plugin that was refused; the active one stays. The same
