@@ -54,7 +54,7 @@ pub async fn deliver(
     sink: &Sink,
     plugin: &Arc<Plugin>,
     source_id: &str,
-    items: &[Input],
+    items: Vec<Input>,
 ) -> Result<Vec<Outcome>, SinkError> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; items.len()];
     let failed = |class: ErrorClass, message: String| Some(Outcome::Failed { class, message });
@@ -62,18 +62,21 @@ pub async fn deliver(
     let mut haven = sink.open().await?;
     let lookup = haven.shared_lookup().await?;
 
-    // Indexes of the items whose row could be read, and those rows.
+    // Indexes of the items whose row could be read, and those rows (moved
+    // to the mapper's thread, not copied).
     let mut mappable: Vec<usize> = Vec::with_capacity(items.len());
     let mut rows: Vec<Row> = Vec::with_capacity(items.len());
     let mut fingerprints: Vec<String> = vec![String::new(); items.len()];
-    for (i, item) in items.iter().enumerate() {
-        match &item.row {
+    let mut keys: Vec<(i64, bool)> = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        keys.push((item.discovery_id, item.backfill));
+        match item.row {
             Ok(row) => {
                 mappable.push(i);
-                fingerprints[i] = fingerprint(row);
-                rows.push(row.clone());
+                fingerprints[i] = fingerprint(&row);
+                rows.push(row);
             }
-            Err(message) => outcomes[i] = failed(ErrorClass::Source, message.clone()),
+            Err(message) => outcomes[i] = failed(ErrorClass::Source, message),
         }
     }
 
@@ -100,10 +103,10 @@ pub async fn deliver(
         let deliveries: Vec<Delivery> = accepted
             .iter()
             .map(|(i, m)| Delivery {
-                keeper_discovery_id: items[*i].discovery_id,
+                keeper_discovery_id: keys[*i].0,
                 fingerprint: &fingerprints[*i],
                 row: &m.row,
-                backfill: items[*i].backfill,
+                backfill: keys[*i].1,
             })
             .collect();
         let info = plugin.info();
@@ -111,8 +114,9 @@ pub async fn deliver(
         // and the write, which may wait on VH-Database's lock, starts now.
         tracing::debug!(rows = deliveries.len(), plugin = %info.name, version = %info.version, "batch mapped; writing it to VH-Database");
         let written = haven.write(source_id, info, &deliveries).await?;
+        let plugin_metadata = json!(info);
         for ((i, m), w) in accepted.iter().zip(written) {
-            let mut metadata = json!({"plugin": info});
+            let mut metadata = json!({"plugin": plugin_metadata.clone()});
             if !m.warnings.is_empty() {
                 metadata["warnings"] = json!(m.warnings);
             }

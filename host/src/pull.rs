@@ -349,7 +349,7 @@ impl Puller {
     async fn page(&self, page: &ExportPage) -> Result<Pulled, PullError> {
         let inputs: Vec<Input> = page.items.iter().map(input).collect();
         let plugin = self.plugins.current();
-        let outcomes = delivery::deliver(&self.sink, &plugin, &page.source_id, &inputs).await?;
+        let outcomes = delivery::deliver(&self.sink, &plugin, &page.source_id, inputs).await?;
         let mut acks = Vec::new();
         let mut failures = Vec::new();
         for (item, outcome) in page.items.iter().zip(outcomes) {

@@ -348,7 +348,7 @@ impl Worker {
                 message: other.to_string(),
             },
         })?;
-        let inputs: Vec<Input> = items
+        let mut inputs: Vec<Input> = items
             .iter()
             .map(|item| Input {
                 discovery_id: item.discovery_id,
@@ -369,21 +369,18 @@ impl Worker {
             canary: None,
         };
         let mut tally = Tally::default();
+        let on_active = inputs.split_off(on_canary);
         if let Some(run) = &run
             && on_canary > 0
         {
-            self.deliver_on(
-                &run.plugin,
-                &items[..on_canary],
-                &inputs[..on_canary],
-                &mut done,
-                |class| tally.count(true, class),
-            )
+            self.deliver_on(&run.plugin, &items[..on_canary], inputs, &mut done, |class| {
+                tally.count(true, class)
+            })
             .await;
         }
         if on_canary < items.len() {
             let active = self.plugins.current();
-            self.deliver_on(&active, &items[on_canary..], &inputs[on_canary..], &mut done, |class| {
+            self.deliver_on(&active, &items[on_canary..], on_active, &mut done, |class| {
                 tally.count(false, class)
             })
             .await;
@@ -399,7 +396,7 @@ impl Worker {
         &self,
         plugin: &Arc<Plugin>,
         items: &[ClaimedItem],
-        inputs: &[Input],
+        inputs: Vec<Input>,
         done: &mut Delivery,
         mut outcome: impl FnMut(Option<ErrorClass>),
     ) {
