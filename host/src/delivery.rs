@@ -230,7 +230,7 @@ impl std::io::Write for HashWriter {
 async fn map_rows(plugin: &Arc<Plugin>, lookup: Arc<Lookup>, rows: Vec<Row>) -> Vec<Result<Mapped, MapError>> {
     let plugin = plugin.clone();
     let count = rows.len();
-    match tokio::task::spawn_blocking(move || plugin.map_all(lookup, &rows)).await {
+    match tokio::task::spawn_blocking(move || plugin.map_owned(lookup, rows)).await {
         Ok(results) => results,
         Err(join) => {
             let message = format!("mapper thread failed: {join}");

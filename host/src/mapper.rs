@@ -697,14 +697,29 @@ impl Plugin {
     /// most the deadline and never affects another row. Blocking: run it on
     /// a blocking thread (WASI must not run on an async worker thread).
     pub fn map_all(&self, lookup: Arc<Lookup>, rows: &[Row]) -> Vec<Result<Mapped, MapError>> {
+        self.map_each(lookup, rows.iter().map(|row| to_wit_row(row.0.iter().cloned())))
+    }
+
+    /// [`Plugin::map_all`] on rows the caller is done with (the worker's
+    /// and the puller's batches): their names and texts move into the
+    /// sandbox's input instead of being copied, item by item.
+    pub fn map_owned(&self, lookup: Arc<Lookup>, rows: Vec<Row>) -> Vec<Result<Mapped, MapError>> {
+        self.map_each(lookup, rows.into_iter().map(|row| to_wit_row(row.0)))
+    }
+
+    fn map_each(
+        &self,
+        lookup: Arc<Lookup>,
+        inputs: impl Iterator<Item = Vec<wit::Column>>,
+    ) -> Vec<Result<Mapped, MapError>> {
         let mut current: Option<Instance> = None;
-        rows.iter()
-            .map(|row| {
+        inputs
+            .map(|input| {
                 let mut instance = match current.take() {
                     Some(i) => i,
                     None => self.instantiate(lookup.clone())?,
                 };
-                let result = instance.map(row);
+                let result = instance.map(&input);
                 if result.is_ok() || matches!(result, Err(MapError::Rejected { .. } | MapError::OutputTooLarge { .. }))
                 {
                     current = Some(instance);
@@ -713,6 +728,17 @@ impl Plugin {
             })
             .collect()
     }
+}
+
+/// A row as the plugin's `map` takes it.
+fn to_wit_row(columns: impl IntoIterator<Item = (String, Value)>) -> Vec<wit::Column> {
+    columns
+        .into_iter()
+        .map(|(name, value)| wit::Column {
+            name,
+            value: to_wit(value),
+        })
+        .collect()
 }
 
 /// The WASI a std guest needs to start, granting nothing: no preopened
@@ -845,19 +871,12 @@ impl Instance {
         })
     }
 
-    fn map(&mut self, row: &Row) -> Result<Mapped, MapError> {
-        let input: Vec<wit::Column> = row
-            .0
-            .iter()
-            .map(|(name, value)| wit::Column {
-                name: name.clone(),
-                value: to_wit(value),
-            })
-            .collect();
+    #[allow(clippy::ptr_arg)] // the bindings take `&Vec`
+    fn map(&mut self, input: &Vec<wit::Column>) -> Result<Mapped, MapError> {
         self.store.data_mut().crash = None;
         arm_deadline(&mut self.store, self.limits.deadline);
         let result = match &self.bindings {
-            Some(b) => b.call_map(&mut self.store, &input),
+            Some(b) => b.call_map(&mut self.store, input),
             None => return Err(Self::not_initialised()),
         };
         let output = result.map_err(|e| self.classify(e))?;
@@ -909,12 +928,12 @@ impl Instance {
     }
 }
 
-fn to_wit(value: &Value) -> wit::Value {
+fn to_wit(value: Value) -> wit::Value {
     match value {
         Value::Null => wit::Value::Null,
-        Value::Integer(i) => wit::Value::Integer(*i),
-        Value::Real(r) => wit::Value::Real(*r),
-        Value::Text(s) => wit::Value::Text(s.clone()),
+        Value::Integer(i) => wit::Value::Integer(i),
+        Value::Real(r) => wit::Value::Real(r),
+        Value::Text(s) => wit::Value::Text(s),
     }
 }
 
