@@ -871,7 +871,6 @@ impl Instance {
         })
     }
 
-    #[allow(clippy::ptr_arg)] // the bindings take `&Vec`
     fn map(&mut self, input: &Vec<wit::Column>) -> Result<Mapped, MapError> {
         self.store.data_mut().crash = None;
         arm_deadline(&mut self.store, self.limits.deadline);
