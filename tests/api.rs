@@ -1083,6 +1083,26 @@ async fn health_says_when_keeper_db_cannot_be_written_or_read() {
     std::fs::rename(&aside, &env.keeper).unwrap();
     let (status, health) = server.wait_for_problem("keeper_db_unreadable", false);
     assert_eq!((status, health["status"].as_str()), (200, Some("healthy")), "{health}");
+
+    // Another file put in its place while keeper runs (a backup restored by
+    // a move): keeper.db reads fine at its path, but the process still holds
+    // the file it opened, so what it stored from then on would be lost.
+    // Unhealthy, saying so, though the file there is a keeper.db.
+    let restored = env.dir.path().join("keeper.db.restored");
+    std::fs::copy(&env.keeper, &restored).unwrap();
+    std::fs::rename(&restored, &env.keeper).unwrap();
+    let (status, health) = server.wait_for_problem("keeper_db_unreadable", true);
+    assert_eq!(
+        (status, health["status"].as_str()),
+        (503, Some("unhealthy")),
+        "{health}"
+    );
+    let message = problem(&health, "keeper_db_unreadable")["message"].as_str().unwrap();
+    assert!(
+        message.contains("was replaced by another file while keeper ran"),
+        "{message}"
+    );
+    assert!(message.contains(&env.keeper.display().to_string()), "{message}");
 }
 
 #[tokio::test]

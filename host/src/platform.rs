@@ -1,5 +1,5 @@
 //! What keeper asks of the operating system beyond std: the machine's name,
-//! a thread's CPU time, and fewer malloc arenas.
+//! a thread's CPU time, a file's identity, and fewer malloc arenas.
 //!
 //! Where keeper links libc (`cfg(keeper_libc)`: Linux, Android, macOS, iOS,
 //! FreeBSD; the list lives in host/build.rs) these are system calls;
@@ -44,6 +44,23 @@ pub fn thread_cpu_time() -> Option<Duration> {
     }
     #[cfg(not(keeper_libc))]
     None
+}
+
+/// Which file is at `path` now, as the file system tells files apart
+/// (device and inode), where it can say so (Unix); `None` elsewhere or when
+/// the path cannot be read. Two equal identities are the same file, even
+/// under another name.
+pub fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 /// With glibc's malloc (Linux), at most two arenas, unless the operator

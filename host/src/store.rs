@@ -252,6 +252,11 @@ pub struct Store {
     /// The group committer of single submissions on keeper.db
     /// (`store/intake.rs`), started by the first one.
     intake: Arc<OnceLock<Committer>>,
+    /// The file keeper.db was when this store opened it
+    /// ([`crate::platform::file_identity`]): a file put in its place while
+    /// keeper runs (a backup restored by a move) is another file, which the
+    /// pool's open connections never see while new ones would open it.
+    opened_file: Option<(u64, u64)>,
 }
 
 /// Why one discovery row could not be given to the mapper. The row fails
@@ -476,6 +481,7 @@ impl Store {
             plugin_cache_key: plugin_cache_key.into(),
             write_turn: WriteTurn::default(),
             intake: Arc::default(),
+            opened_file: crate::platform::file_identity(path),
         })
     }
 
@@ -496,6 +502,7 @@ impl Store {
             plugin_cache_key: plugin_cache_key.into(),
             write_turn: WriteTurn::default(),
             intake: Arc::default(),
+            opened_file: None,
         })
     }
 
@@ -532,6 +539,17 @@ impl Store {
         }
         let unreadable =
             |why: String| Probe::Unreadable(format!("keeper.db at {} cannot be read: {why}", self.path.display()));
+        let now_there = crate::platform::file_identity(&self.path);
+        if let (Some(opened), Some(now)) = (self.opened_file, now_there)
+            && opened != now
+        {
+            return Probe::Unreadable(format!(
+                "keeper.db at {} was replaced by another file while keeper ran (a backup put in its place?): \
+                 this process still has the file it opened, which is no longer at that path, and what it stores \
+                 now would be lost; stop keeper, check which file should be keeper.db, and start keeper again",
+                self.path.display()
+            ));
+        }
         let options = match SqliteConnectOptions::from_str("sqlite:") {
             Ok(o) => o
                 .filename(&self.path)
