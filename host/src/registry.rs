@@ -281,14 +281,20 @@ impl Registry {
     /// Whether the version with `hash` was ever active on this store (a
     /// plugin file holding it is not new).
     pub async fn was_active(&self, hash: &str) -> Result<bool, sqlx::Error> {
+        self.exists(
+            "SELECT 1 FROM keeper_plugins WHERE hash = $1 AND status IN ('active', 'retired')",
+            hash,
+        )
+        .await
+    }
+
+    /// Whether `query`, with `$1` bound to `hash`, finds a row.
+    async fn exists(&self, query: &str, hash: &str) -> Result<bool, sqlx::Error> {
         let row: Option<(bool,)> = self
             .db
-            .fetch_optional(
-                "SELECT EXISTS (SELECT 1 FROM keeper_plugins WHERE hash = $1 AND status IN ('active', 'retired'))",
-                &[Param::Text(hash)],
-            )
+            .fetch_optional(&format!("SELECT EXISTS ({query})"), &[Param::Text(hash)])
             .await?;
-        Ok(row.is_some_and(|(was,)| was))
+        Ok(row.is_some_and(|(found,)| found))
     }
 
     /// Keeps the bytes of the version with `hash`, unless they are kept
@@ -305,14 +311,8 @@ impl Registry {
 
     /// Whether the bytes of the version with `hash` are kept.
     pub async fn has_artifact(&self, hash: &str) -> Result<bool, sqlx::Error> {
-        let row: Option<(bool,)> = self
-            .db
-            .fetch_optional(
-                "SELECT EXISTS (SELECT 1 FROM keeper_plugin_artifacts WHERE hash = $1)",
-                &[Param::Text(hash)],
-            )
-            .await?;
-        Ok(row.is_some_and(|(kept,)| kept))
+        self.exists("SELECT 1 FROM keeper_plugin_artifacts WHERE hash = $1", hash)
+            .await
     }
 
     /// The kept bytes of the version with `hash`, as stored: the caller
