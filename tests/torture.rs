@@ -444,14 +444,8 @@ async fn sync_kills_with(plan: Plan, rng: &mut StdRng, restore: Option<(usize, u
         .await
         {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let tail: Vec<&str> = log
-                .lines()
-                .rev()
-                .take(40)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
             panic!(
                 "waited 120s for {what}; queue states {:?}; the worker's last log lines:\n{}",
                 states(&env.keeper).await,

@@ -230,11 +230,9 @@ pub async fn close(conn: SqliteConnection) {
     conn.close().await.expect("close the connection");
 }
 
+/// One integer from `sql`, a statement written in the test.
 pub async fn scalar_i64(path: &Path, sql: &'static str) -> i64 {
-    let mut conn = connect(path).await;
-    let value = sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect(sql);
-    close(conn).await;
-    value
+    query_i64(path, sql).await
 }
 
 pub async fn rows(path: &Path, sql: &'static str) -> Vec<SqliteRow> {
@@ -263,7 +261,7 @@ pub async fn queue_state(keeper: &Path, discovery_id: i64) -> (String, i64, Opti
 }
 
 /// The WAL and shared-memory files beside a SQLite database file.
-pub fn wal_files(db: &Path) -> [PathBuf; 2] {
+fn wal_files(db: &Path) -> [PathBuf; 2] {
     ["-wal", "-shm"].map(|suffix| {
         let mut name = db.as_os_str().to_owned();
         name.push(suffix);
@@ -491,10 +489,12 @@ pub async fn wait_for_value(path: &Path, sql: &str, want: i64, timeout: Duration
 /// One integer from `sql` (built at run time; tests only).
 pub async fn query_i64(path: &Path, sql: &str) -> i64 {
     let mut conn = connect(path).await;
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+    let value = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
         .fetch_one(&mut conn)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    close(conn).await;
+    value
 }
 
 /// An HTTP client for keeper's API: every status is an answer to read (not
