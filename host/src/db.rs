@@ -190,6 +190,70 @@ macro_rules! text_column {
 }
 pub(crate) use text_column;
 
+/// A struct read from a result row of either driver, field by field from
+/// the column of the same name: the struct as written, plus `sqlx::FromRow`
+/// for keeper.db's and PostgreSQL's rows. A field may say where it comes
+/// from after its type: `= "id"` reads another column, `as i64` reads the
+/// column as that type and converts it (an out-of-range value is a decode
+/// error naming the column).
+///
+/// Written out instead of sqlx's derive: the derive's proc macro builds a
+/// second copy of sqlx and both database drivers (SQLite's C code included)
+/// for the compiler, in every build folder, for fourteen structs.
+macro_rules! from_row {
+    (
+        $(#[$attr:meta])*
+        $vis:vis struct $name:ident {
+            $(
+                $(#[$field_attr:meta])*
+                $field_vis:vis $field:ident : $field_ty:ty $(= $column:literal)? $(as $stored:ty)?
+            ),* $(,)?
+        }
+    ) => {
+        $(#[$attr])*
+        $vis struct $name {
+            $(
+                $(#[$field_attr])*
+                $field_vis $field: $field_ty,
+            )*
+        }
+        $crate::db::from_row!(@impl sqlx::sqlite::SqliteRow, $name { $($field $(= $column)? $(as $stored)?),* });
+        $crate::db::from_row!(@impl sqlx::postgres::PgRow, $name { $($field $(= $column)? $(as $stored)?),* });
+    };
+    (@impl $row_ty:ty, $name:ident { $($field:ident $(= $column:literal)? $(as $stored:ty)?),* }) => {
+        impl<'r> sqlx::FromRow<'r, $row_ty> for $name {
+            fn from_row(row: &'r $row_ty) -> Result<Self, sqlx::Error> {
+                Ok($name {
+                    $(
+                        $field: $crate::db::from_row!(
+                            @get row, $crate::db::from_row!(@column $field $($column)?) $(, $stored)?
+                        ),
+                    )*
+                })
+            }
+        }
+    };
+    (@column $field:ident) => { stringify!($field) };
+    (@column $field:ident $column:literal) => { $column };
+    (@get $row:ident, $column:expr) => { sqlx::Row::try_get($row, $column)? };
+    (@get $row:ident, $column:expr, $stored:ty) => {
+        $crate::db::converted(sqlx::Row::try_get::<$stored, _>($row, $column)?, $column)?
+    };
+}
+pub(crate) use from_row;
+
+/// A column value read as `S`, converted to the field's type `T`.
+pub(crate) fn converted<S, T>(stored: S, column: &str) -> Result<T, sqlx::Error>
+where
+    T: TryFrom<S>,
+    T::Error: std::error::Error + Send + Sync + 'static,
+{
+    T::try_from(stored).map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: Box::new(e),
+    })
+}
+
 #[cfg(test)]
 /// Each scenario (an `async fn(Store)` of the calling module) once per
 /// driver, as `sqlite::NAME` and `postgres::NAME` there: on a keeper.db in
@@ -285,5 +349,42 @@ mod tests {
             super::sqlite_params("SELECT $1, $12 FROM t WHERE a = '$' AND b = $2"),
             "SELECT ?1, ?12 FROM t WHERE a = '$' AND b = ?2"
         );
+    }
+
+    #[tokio::test]
+    async fn a_row_struct_reads_its_columns_renamed_and_converted_and_refuses_what_does_not_fit() {
+        use sqlx::Connection as _;
+
+        use crate::queue::ClaimedItem;
+
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .expect("memory db");
+        let item: ClaimedItem = sqlx::query_as("SELECT 7 AS id, 8 AS discovery_id, 2 AS attempts, 1 AS backfill")
+            .fetch_one(&mut conn)
+            .await
+            .expect("a row that fits");
+        assert_eq!(
+            (item.queue_id, item.discovery_id, item.attempts, item.backfill),
+            (7, 8, 2, true)
+        );
+
+        // Attempts are a u32 stored as an integer: a negative count is a
+        // decode error naming the column, not a wrapped number.
+        let negative =
+            sqlx::query_as::<_, ClaimedItem>("SELECT 7 AS id, 8 AS discovery_id, -1 AS attempts, 0 AS backfill")
+                .fetch_one(&mut conn)
+                .await
+                .expect_err("-1 attempts do not fit a u32");
+        assert!(negative.to_string().contains("attempts"), "{negative}");
+
+        // `queue_id` is read from the column `id`, and only from it.
+        let unnamed =
+            sqlx::query_as::<_, ClaimedItem>("SELECT 7 AS queue_id, 8 AS discovery_id, 2 AS attempts, 0 AS backfill")
+                .fetch_one(&mut conn)
+                .await
+                .expect_err("no column id");
+        assert!(unnamed.to_string().ends_with("name: id"), "{unnamed}");
+        conn.close().await.expect("close");
     }
 }

@@ -234,18 +234,18 @@ impl std::fmt::Display for ErrorClass {
     }
 }
 
-/// An item handed to a worker by [`Queue::claim`]. Read by column name
-/// (`FromRow`): each driver's claim returns these columns.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ClaimedItem {
-    #[sqlx(rename = "id")]
-    pub queue_id: i64,
-    pub discovery_id: i64,
-    /// Attempts that had finished before this one.
-    #[sqlx(try_from = "i64")]
-    pub attempts: u32,
-    /// Enqueued by `keeper backfill`: may already be in VH-Database from the old bot.
-    pub backfill: bool,
+crate::db::from_row! {
+    /// An item handed to a worker by [`Queue::claim`]. Read by column name
+    /// (`FromRow`): each driver's claim returns these columns.
+    #[derive(Debug, Clone)]
+    pub struct ClaimedItem {
+        pub queue_id: i64 = "id",
+        pub discovery_id: i64,
+        /// Attempts that had finished before this one.
+        pub attempts: u32 as i64,
+        /// Enqueued by `keeper backfill`: may already be in VH-Database from the old bot.
+        pub backfill: bool,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -318,35 +318,38 @@ pub struct Waiting {
     pub last_error_classes: Vec<(Option<ErrorClass>, i64)>,
 }
 
-/// A `max_retries_exceeded` item with what an operator needs to judge it
-/// (the guide's `failed_items` entry).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct FailedItem {
-    pub queue_id: i64,
-    pub discovery_id: i64,
-    pub sync_attempts: i64,
-    pub sync_error: Option<String>,
-    pub system_name: Option<String>,
-    pub location: Option<String>,
-    pub discovery_type: Option<String>,
-    pub username: Option<String>,
+crate::db::from_row! {
+    /// A `max_retries_exceeded` item with what an operator needs to judge it
+    /// (the guide's `failed_items` entry).
+    #[derive(Debug, Clone, Serialize)]
+    pub struct FailedItem {
+        pub queue_id: i64,
+        pub discovery_id: i64,
+        pub sync_attempts: i64,
+        pub sync_error: Option<String>,
+        pub system_name: Option<String>,
+        pub location: Option<String>,
+        pub discovery_type: Option<String>,
+        pub username: Option<String>,
+    }
 }
 
-/// An item a moderator should look at: out of attempts, or waiting out a
-/// retry's backoff after a failure (what `/sync-status` lists).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct TroubledItem {
-    #[sqlx(rename = "id")]
-    pub queue_id: i64,
-    pub discovery_id: i64,
-    /// Out of attempts (`max_retries_exceeded`); else waiting to retry.
-    pub failed: bool,
-    pub attempts: i64,
-    /// The last failure's class; `None` when unknown (a legacy row).
-    pub class: Option<ErrorClass>,
-    pub error: Option<String>,
-    /// When a waiting item is tried again (SQLite's UTC text).
-    pub next_retry_after: Option<String>,
+crate::db::from_row! {
+    /// An item a moderator should look at: out of attempts, or waiting out a
+    /// retry's backoff after a failure (what `/sync-status` lists).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct TroubledItem {
+        pub queue_id: i64 = "id",
+        pub discovery_id: i64,
+        /// Out of attempts (`max_retries_exceeded`); else waiting to retry.
+        pub failed: bool,
+        pub attempts: i64,
+        /// The last failure's class; `None` when unknown (a legacy row).
+        pub class: Option<ErrorClass>,
+        pub error: Option<String>,
+        /// When a waiting item is tried again (SQLite's UTC text).
+        pub next_retry_after: Option<String>,
+    }
 }
 
 /// The items that need a look ([`TroubledItem`]): the first `limit` of each
@@ -363,22 +366,24 @@ pub struct Troubles {
     pub total: i64,
 }
 
-/// The failed and waiting items of one error class, for the console's
-/// failures page.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct FailureClass {
-    /// `None`: no class recorded (an error written by the old bot).
-    pub class: Option<ErrorClass>,
-    /// Out of attempts (`max_retries_exceeded`).
-    pub failed: i64,
-    /// Pending again after a failure, waiting out their backoff or due.
-    pub waiting: i64,
-    /// The item that has waited longest, and when it was submitted (UTC text).
-    pub oldest_queue_id: i64,
-    pub oldest_created_at: Option<String>,
-    /// The most recent failure of the class, and its error.
-    pub latest_queue_id: i64,
-    pub latest_error: Option<String>,
+crate::db::from_row! {
+    /// The failed and waiting items of one error class, for the console's
+    /// failures page.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct FailureClass {
+        /// `None`: no class recorded (an error written by the old bot).
+        pub class: Option<ErrorClass>,
+        /// Out of attempts (`max_retries_exceeded`).
+        pub failed: i64,
+        /// Pending again after a failure, waiting out their backoff or due.
+        pub waiting: i64,
+        /// The item that has waited longest, and when it was submitted (UTC text).
+        pub oldest_queue_id: i64,
+        pub oldest_created_at: Option<String>,
+        /// The most recent failure of the class, and its error.
+        pub latest_queue_id: i64,
+        pub latest_error: Option<String>,
+    }
 }
 
 /// What [`Queue::list_items`] looks for; `None` fields match everything.
@@ -408,63 +413,67 @@ impl ItemFilter {
     }
 }
 
-/// One line of the item list: the queue row and what its report is about.
-/// Times are UTC text, as keeper.db stores them.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ListedItem {
-    #[sqlx(rename = "id")]
-    pub queue_id: i64,
-    pub discovery_id: i64,
-    pub sync_status: SyncStatus,
-    pub sync_attempts: i64,
-    pub error_class: Option<ErrorClass>,
-    pub sync_error: Option<String>,
-    pub created_at: Option<String>,
-    pub synced_at: Option<String>,
-    pub haven_discovery_id: Option<i64>,
-    /// The host that claimed it last (see [`Queue::named`]).
-    pub claimed_by: Option<String>,
-    pub system_name: Option<String>,
-    pub location: Option<String>,
-    pub discovery_type: Option<String>,
-    pub username: Option<String>,
+crate::db::from_row! {
+    /// One line of the item list: the queue row and what its report is about.
+    /// Times are UTC text, as keeper.db stores them.
+    #[derive(Debug, Clone)]
+    pub struct ListedItem {
+        pub queue_id: i64 = "id",
+        pub discovery_id: i64,
+        pub sync_status: SyncStatus,
+        pub sync_attempts: i64,
+        pub error_class: Option<ErrorClass>,
+        pub sync_error: Option<String>,
+        pub created_at: Option<String>,
+        pub synced_at: Option<String>,
+        pub haven_discovery_id: Option<i64>,
+        /// The host that claimed it last (see [`Queue::named`]).
+        pub claimed_by: Option<String>,
+        pub system_name: Option<String>,
+        pub location: Option<String>,
+        pub discovery_type: Option<String>,
+        pub username: Option<String>,
+    }
 }
 
-/// One queue row as stored, for `GET /sync/items/{queue_id}`. Times are
-/// UTC text, as keeper.db stores them.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct QueueItem {
-    #[sqlx(rename = "id")]
-    pub queue_id: i64,
-    pub discovery_id: i64,
-    pub sync_status: SyncStatus,
-    pub sync_attempts: i64,
-    pub max_attempts: Option<i64>,
-    pub last_sync_attempt: Option<String>,
-    pub next_retry_after: Option<String>,
-    pub sync_error: Option<String>,
-    pub error_class: Option<ErrorClass>,
-    pub haven_discovery_id: Option<i64>,
-    pub created_at: Option<String>,
-    pub synced_at: Option<String>,
-    /// The `metadata` column: JSON text (provenance under `plugin`), or
-    /// whatever a legacy bot stored there.
-    pub metadata: Option<String>,
-    /// The host that claimed it last (see [`Queue::named`]); `None` if
-    /// never claimed since migration 15.
-    pub claimed_by: Option<String>,
+crate::db::from_row! {
+    /// One queue row as stored, for `GET /sync/items/{queue_id}`. Times are
+    /// UTC text, as keeper.db stores them.
+    #[derive(Debug, Clone)]
+    pub struct QueueItem {
+        pub queue_id: i64 = "id",
+        pub discovery_id: i64,
+        pub sync_status: SyncStatus,
+        pub sync_attempts: i64,
+        pub max_attempts: Option<i64>,
+        pub last_sync_attempt: Option<String>,
+        pub next_retry_after: Option<String>,
+        pub sync_error: Option<String>,
+        pub error_class: Option<ErrorClass>,
+        pub haven_discovery_id: Option<i64>,
+        pub created_at: Option<String>,
+        pub synced_at: Option<String>,
+        /// The `metadata` column: JSON text (provenance under `plugin`), or
+        /// whatever a legacy bot stored there.
+        pub metadata: Option<String>,
+        /// The host that claimed it last (see [`Queue::named`]); `None` if
+        /// never claimed since migration 15.
+        pub claimed_by: Option<String>,
+    }
 }
 
-/// A pending item offered to a remote puller.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ExportedItem {
-    pub queue_id: i64,
-    pub discovery_id: i64,
-    pub sync_attempts: i64,
-    pub created_at: Option<String>,
-    /// Enqueued by `keeper backfill`: the puller links a copy the old bot
-    /// already wrote instead of inserting it again.
-    pub backfill: bool,
+crate::db::from_row! {
+    /// A pending item offered to a remote puller.
+    #[derive(Debug, Clone)]
+    pub struct ExportedItem {
+        pub queue_id: i64,
+        pub discovery_id: i64,
+        pub sync_attempts: i64,
+        pub created_at: Option<String>,
+        /// Enqueued by `keeper backfill`: the puller links a copy the old bot
+        /// already wrote instead of inserting it again.
+        pub backfill: bool,
+    }
 }
 
 /// A remote puller's report that it wrote an item to its VH-Database.
@@ -511,13 +520,15 @@ pub struct AckOutcome {
     pub unknown: Vec<i64>,
 }
 
-/// Counts by (state, error class) for items that are not synced.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct ClassCount {
-    pub sync_status: SyncStatus,
-    /// `None`: the failure has no class recorded (a legacy row).
-    pub error_class: Option<ErrorClass>,
-    pub count: i64,
+crate::db::from_row! {
+    /// Counts by (state, error class) for items that are not synced.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ClassCount {
+        pub sync_status: SyncStatus,
+        /// `None`: the failure has no class recorded (a legacy row).
+        pub error_class: Option<ErrorClass>,
+        pub count: i64,
+    }
 }
 
 /// Figures for `GET /sync/statistics` that need more than the counters.
@@ -535,14 +546,16 @@ pub struct QueueStatistics {
     pub latency_last_day: LatencySummary,
 }
 
-/// Seconds from submission (`created_at`) to `synced_at`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, sqlx::FromRow)]
-pub struct LatencySummary {
-    pub count: i64,
-    pub average: Option<f64>,
-    pub p50: Option<f64>,
-    pub p95: Option<f64>,
-    pub max: Option<f64>,
+crate::db::from_row! {
+    /// Seconds from submission (`created_at`) to `synced_at`.
+    #[derive(Debug, Clone, Copy, Default, PartialEq)]
+    pub struct LatencySummary {
+        pub count: i64,
+        pub average: Option<f64>,
+        pub p50: Option<f64>,
+        pub p95: Option<f64>,
+        pub max: Option<f64>,
+    }
 }
 
 /// Monotonic totals and the latency histogram, maintained by triggers on

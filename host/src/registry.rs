@@ -133,33 +133,35 @@ impl std::fmt::Display for PluginStatus {
     }
 }
 
-/// One registry row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct PluginRecord {
-    /// Empty for a file that never reported a name (not a plugin at all).
-    pub name: String,
-    pub version: String,
-    /// SHA-256 of the file, hex.
-    pub hash: String,
-    /// `built-in` or the path of the `.wasm` file.
-    pub source: String,
-    pub status: PluginStatus,
-    /// Why a plugin was rejected.
-    pub reason: Option<String>,
-    /// When this row was written (UTC, `YYYY-MM-DD HH:MM:SS`).
-    pub recorded_at: String,
-    /// When an active plugin was replaced.
-    pub retired_at: Option<String>,
-    /// Memory one instance may use, in MiB, as granted when it was last
-    /// made active (what it declared, or the ceiling `KEEPER_PLUGIN_MEMORY_MIB`).
-    /// None for a rejected plugin, and for one recorded by an older keeper.
-    pub memory_mib: Option<i64>,
-    /// Time one call may take, in milliseconds, as granted (what it
-    /// declared, or the ceiling `KEEPER_PLUGIN_TIMEOUT_MS`); None as above.
-    pub timeout_ms: Option<i64>,
-    /// How it became active; None for a rejected plugin and for one
-    /// recorded by a keeper older than this column.
-    pub activated_by: Option<Activation>,
+crate::db::from_row! {
+    /// One registry row.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+    pub struct PluginRecord {
+        /// Empty for a file that never reported a name (not a plugin at all).
+        pub name: String,
+        pub version: String,
+        /// SHA-256 of the file, hex.
+        pub hash: String,
+        /// `built-in` or the path of the `.wasm` file.
+        pub source: String,
+        pub status: PluginStatus,
+        /// Why a plugin was rejected.
+        pub reason: Option<String>,
+        /// When this row was written (UTC, `YYYY-MM-DD HH:MM:SS`).
+        pub recorded_at: String,
+        /// When an active plugin was replaced.
+        pub retired_at: Option<String>,
+        /// Memory one instance may use, in MiB, as granted when it was last
+        /// made active (what it declared, or the ceiling `KEEPER_PLUGIN_MEMORY_MIB`).
+        /// None for a rejected plugin, and for one recorded by an older keeper.
+        pub memory_mib: Option<i64>,
+        /// Time one call may take, in milliseconds, as granted (what it
+        /// declared, or the ceiling `KEEPER_PLUGIN_TIMEOUT_MS`); None as above.
+        pub timeout_ms: Option<i64>,
+        /// How it became active; None for a rejected plugin and for one
+        /// recorded by a keeper older than this column.
+        pub activated_by: Option<Activation>,
+    }
 }
 
 /// Active, earlier and refused plugins, newest first.

@@ -8,8 +8,6 @@
 //! therefore claimed before it is said ([`claim_news`]): the host whose
 //! update or delete changes the row says it; the others find it done.
 
-use sqlx::FromRow;
-
 use super::notices::{Notice, Tell};
 use crate::db::Db;
 use crate::queue::SyncStatus;
@@ -41,14 +39,16 @@ macro_rules! bind_notice {
     };
 }
 
-/// One open form's row.
-#[derive(Debug, FromRow)]
-pub struct FormRow {
-    pub user_id: String,
-    /// The command's options, as JSON (forms.rs `StoredOptions`).
-    pub options: String,
-    /// Unix seconds.
-    pub expires_at: i64,
+crate::db::from_row! {
+    /// One open form's row.
+    #[derive(Debug)]
+    pub struct FormRow {
+        pub user_id: String,
+        /// The command's options, as JSON (forms.rs `StoredOptions`).
+        pub options: String,
+        /// Unix seconds.
+        pub expires_at: i64,
+    }
 }
 
 /// Writes (or replaces) the form `nonce`, and drops the rows of forms that
@@ -166,24 +166,26 @@ pub async fn remember_notice(db: &Db, notice: &Notice, now: i64) -> Result<(), s
     Ok(())
 }
 
-/// A notice row read beside its report's queue row.
-#[derive(Debug, FromRow)]
-pub struct NewsRow {
-    pub discovery_id: i64,
-    pub token: String,
-    pub channel_id: Option<String>,
-    pub user_id: String,
-    pub confirmation: String,
-    pub placed: bool,
-    /// Unix seconds.
-    pub created_at: i64,
-    pub told_waiting: bool,
-    pub told_failed: bool,
-    pub sync_status: SyncStatus,
-    pub haven_discovery_id: Option<i64>,
-    pub sync_attempts: i64,
-    pub error_class: Option<String>,
-    pub sync_error: Option<String>,
+crate::db::from_row! {
+    /// A notice row read beside its report's queue row.
+    #[derive(Debug)]
+    pub struct NewsRow {
+        pub discovery_id: i64,
+        pub token: String,
+        pub channel_id: Option<String>,
+        pub user_id: String,
+        pub confirmation: String,
+        pub placed: bool,
+        /// Unix seconds.
+        pub created_at: i64,
+        pub told_waiting: bool,
+        pub told_failed: bool,
+        pub sync_status: SyncStatus,
+        pub haven_discovery_id: Option<i64>,
+        pub sync_attempts: i64,
+        pub error_class: Option<String>,
+        pub sync_error: Option<String>,
+    }
 }
 
 /// [`news`]'s query, the same on both drivers.

@@ -210,33 +210,35 @@ impl CanaryState {
 
 crate::db::text_column!(CanaryState);
 
-/// One canary, as the store records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct CanaryRecord {
-    pub id: i64,
-    pub name: String,
-    pub version: String,
-    pub hash: String,
-    /// The file it is installed as in the plugins folder once promoted,
-    /// without `.wasm`.
-    pub file_name: String,
-    pub percent: Option<i64>,
-    pub items: Option<i64>,
-    /// The plugin that was active when it started: what it is compared with.
-    pub active_hash: String,
-    pub state: CanaryState,
-    /// Why it ended.
-    pub reason: Option<String>,
-    pub canary_items: i64,
-    pub canary_failed: i64,
-    pub active_items: i64,
-    pub active_failed: i64,
-    /// UTC, `YYYY-MM-DD HH:MM:SS`.
-    pub started_at: String,
-    pub ended_at: Option<String>,
-    /// The host whose `keeper run` runs it (`KEEPER_HOST_NAME`); `None`
-    /// for a canary recorded before keeper.db migration 18.
-    pub started_by: Option<String>,
+crate::db::from_row! {
+    /// One canary, as the store records it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+    pub struct CanaryRecord {
+        pub id: i64,
+        pub name: String,
+        pub version: String,
+        pub hash: String,
+        /// The file it is installed as in the plugins folder once promoted,
+        /// without `.wasm`.
+        pub file_name: String,
+        pub percent: Option<i64>,
+        pub items: Option<i64>,
+        /// The plugin that was active when it started: what it is compared with.
+        pub active_hash: String,
+        pub state: CanaryState,
+        /// Why it ended.
+        pub reason: Option<String>,
+        pub canary_items: i64,
+        pub canary_failed: i64,
+        pub active_items: i64,
+        pub active_failed: i64,
+        /// UTC, `YYYY-MM-DD HH:MM:SS`.
+        pub started_at: String,
+        pub ended_at: Option<String>,
+        /// The host whose `keeper run` runs it (`KEEPER_HOST_NAME`); `None`
+        /// for a canary recorded before keeper.db migration 18.
+        pub started_by: Option<String>,
+    }
 }
 
 /// What one batch brought each version.
