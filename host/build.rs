@@ -41,7 +41,20 @@ fn main() {
     ensure_target(&rustc);
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target_dir = out_dir.join("guest-target");
+    // Where the plugin is built: this build's own folder, or one that
+    // several builds of keeper share (`KEEPER_GUEST_TARGET_DIR`; .ci/run's
+    // test build, lint check and Windows check each run this script, and
+    // the plugin they build is the same). A lock taken around the build and
+    // the copy keeps a second build from replacing the file being copied.
+    println!("cargo:rerun-if-env-changed=KEEPER_GUEST_TARGET_DIR");
+    let target_dir = std::env::var_os("KEEPER_GUEST_TARGET_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| out_dir.join("guest-target"), PathBuf::from);
+    std::fs::create_dir_all(&target_dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", target_dir.display()));
+    let lock_path = target_dir.join("keeper-build.lock");
+    let lock = std::fs::File::create(&lock_path).unwrap_or_else(|e| panic!("cannot create {}: {e}", lock_path.display()));
+    lock.lock()
+        .unwrap_or_else(|e| panic!("cannot lock {}: {e}", lock_path.display()));
     let mut build = Command::new(&cargo);
     build
         .current_dir(&root)
@@ -80,6 +93,7 @@ fn main() {
     let wasm = target_dir.join(TARGET).join("release").join("mapper_guest.wasm");
     std::fs::copy(&wasm, out_dir.join("default_mapper.wasm"))
         .unwrap_or_else(|e| panic!("cannot copy {}: {e}", wasm.display()));
+    drop(lock);
 }
 
 /// Installs the wasm target's standard library if this toolchain lacks it
