@@ -52,7 +52,8 @@ fn main() {
         .map_or_else(|| out_dir.join("guest-target"), PathBuf::from);
     std::fs::create_dir_all(&target_dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", target_dir.display()));
     let lock_path = target_dir.join("keeper-build.lock");
-    let lock = std::fs::File::create(&lock_path).unwrap_or_else(|e| panic!("cannot create {}: {e}", lock_path.display()));
+    let lock =
+        std::fs::File::create(&lock_path).unwrap_or_else(|e| panic!("cannot create {}: {e}", lock_path.display()));
     lock.lock()
         .unwrap_or_else(|e| panic!("cannot lock {}: {e}", lock_path.display()));
     let mut build = Command::new(&cargo);
