@@ -239,15 +239,20 @@ impl Running {
 
     /// Waits until the log holds a line containing every one of `parts`.
     fn wait_for_line(&self, parts: &[&str], timeout: Duration) {
+        self.wait_for_lines(parts, 1, timeout);
+    }
+
+    /// Waits until `count` log lines hold every one of `parts`.
+    fn wait_for_lines(&self, parts: &[&str], count: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
             let log = self.log();
-            if log.lines().any(|l| parts.iter().all(|p| l.contains(p))) {
+            if log.lines().filter(|l| parts.iter().all(|p| l.contains(p))).count() >= count {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for a log line with {parts:?}:\n{log}"
+                "timed out after {timeout:?} waiting for {count} log lines with {parts:?}:\n{log}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -495,24 +500,24 @@ async fn hot_swap_during_sync_loses_nothing_and_records_who_wrote_each_row() {
         .var("SYNC_BATCH_MAX", BATCH)
         .var("HAVEN_BUSY_TIMEOUT_MS", 300_000)
         .var("KEEPER_PLUGIN_TIMEOUT_MS", BENIGN_DEADLINE_MS)
-        // The worker's "batch mapped" line says when the first batch has
-        // been mapped and waits on the lock.
+        // The worker's "batch mapped" lines say when the batches in flight
+        // have been mapped.
         .var("KEEPER_LOG", "info,keeper::delivery=debug");
     submit_many(&env, FIRST, "Early");
 
     // Another program holds VH-Database's write lock: the first batch is
-    // claimed and mapped by the default plugin, then waits to be written.
-    // The swap happens while it is in flight, with a backlog behind it.
+    // claimed and mapped by the default plugin, then waits to be written,
+    // and the worker maps the second behind it (and no more: it maps one
+    // batch ahead). The swap happens while both are in flight, with a
+    // backlog behind them.
     let mut holder = connect(&env.haven).await;
     sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
     let run = Running::start(&env);
     run.wait_for_line(
-        &[
-            "batch mapped; writing it to VH-Database",
-            "plugin=keeper-default-mapper",
-        ],
+        &["writing a mapped batch to VH-Database", "plugin=keeper-default-mapper"],
         RELOAD_TIMEOUT,
     );
+    run.wait_for_lines(&["batch mapped", "plugin=keeper-default-mapper"], 2, RELOAD_TIMEOUT);
     install("upper", &dir);
     wait_for_active(&env.keeper, "test-upper").await;
     let (_, version, upper_hash) = active_plugin(&env.keeper).await;
@@ -579,9 +584,9 @@ async fn hot_swap_during_sync_loses_nothing_and_records_who_wrote_each_row() {
             other => panic!("row {description} written by {other}"),
         }
     }
-    // The batch in flight finished on the version it started with; every
-    // later batch ran on the new one.
-    assert_eq!((by_default, by_upper), (BATCH, FIRST + SECOND - BATCH));
+    // The batches in flight finished on the version they started with;
+    // every later batch ran on the new one.
+    assert_eq!((by_default, by_upper), (2 * BATCH, FIRST + SECOND - 2 * BATCH));
 
     // The queue's provenance agrees with the ledger's, item by item.
     let queue = rows(&env.keeper, "SELECT haven_discovery_id, metadata FROM sync_queue").await;

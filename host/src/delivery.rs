@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::mapper::{Lookup, MapError, Mapped, Plugin};
 use crate::queue::ErrorClass;
 use crate::row::Row;
-use crate::sink::{Delivery, Sink, SinkError};
+use crate::sink::{Delivery, Haven, Sink, SinkError, TargetSchema};
 
 /// One discovery to deliver.
 #[derive(Debug, Clone)]
@@ -44,7 +44,8 @@ pub enum Outcome {
 
 /// Maps `items` with `plugin`, checks every row against the VH-Database
 /// table, and writes the accepted ones in one transaction with their ledger
-/// rows keyed by `source_id` (the keeper.db the discovery ids belong to).
+/// rows keyed by `source_id` (the keeper.db the discovery ids belong to):
+/// [`prepare`], then [`write`], on the sink's connection.
 ///
 /// Errors when VH-Database itself cannot be used (missing, locked, no
 /// `discoveries` table, the write failed): nothing was written and every item
@@ -56,11 +57,44 @@ pub async fn deliver(
     source_id: &str,
     items: Vec<Input>,
 ) -> Result<Vec<Outcome>, SinkError> {
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; items.len()];
-    let failed = |class: ErrorClass, message: String| Some(Outcome::Failed { class, message });
-
     let mut haven = sink.open().await?;
     let lookup = haven.shared_lookup().await?;
+    let prepared = prepare(plugin, lookup, haven.schema(), items).await;
+    let outcomes = write(&mut haven, source_id, prepared).await?;
+    // The batch went through: its connection serves the next one.
+    sink.keep(haven);
+    Ok(outcomes)
+}
+
+/// A batch mapped and checked, waiting for its [`write`]: the outcomes of
+/// the items that failed already, and the rows of the others.
+pub struct Prepared {
+    plugin: Arc<Plugin>,
+    /// Discovery id and backfill flag of every item, in input order.
+    keys: Vec<(i64, bool)>,
+    fingerprints: Vec<String>,
+    outcomes: Vec<Option<Outcome>>,
+    /// Items whose row the plugin mapped and the table accepts.
+    accepted: Vec<(usize, Mapped)>,
+}
+
+impl Prepared {
+    /// How many items the batch holds.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Maps `items` with `plugin` against the `lookup` snapshot and checks each
+/// mapped row against `schema` (VH-Database's `discoveries` table). Touches
+/// no database: a worker maps its next batch while the last one is written.
+pub async fn prepare(plugin: &Arc<Plugin>, lookup: Arc<Lookup>, schema: &TargetSchema, items: Vec<Input>) -> Prepared {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; items.len()];
+    let failed = |class: ErrorClass, message: String| Some(Outcome::Failed { class, message });
 
     // Indexes of the items whose row could be read, and those rows (moved
     // to the mapper's thread, not copied).
@@ -84,7 +118,7 @@ pub async fn deliver(
     let mut accepted: Vec<(usize, Mapped)> = Vec::with_capacity(mapped.len());
     for (&i, result) in mappable.iter().zip(mapped) {
         match result {
-            Ok(m) => match haven.schema().check(&m.row) {
+            Ok(m) => match schema.check(&m.row) {
                 Ok(()) => accepted.push((i, m)),
                 Err(e) => outcomes[i] = failed(e.class(), e.to_string()),
             },
@@ -98,7 +132,29 @@ pub async fn deliver(
             }
         }
     }
+    let info = plugin.info();
+    tracing::debug!(rows = keys.len(), plugin = %info.name, version = %info.version, "batch mapped");
+    Prepared {
+        plugin: plugin.clone(),
+        keys,
+        fingerprints,
+        outcomes,
+        accepted,
+    }
+}
 
+/// Writes a [`prepare`]d batch's accepted rows to VH-Database in one
+/// transaction with their ledger rows keyed by `source_id`; returns every
+/// item's outcome, in input order. Errors, writing nothing, when
+/// VH-Database cannot be used.
+pub async fn write(haven: &mut Haven, source_id: &str, prepared: Prepared) -> Result<Vec<Outcome>, SinkError> {
+    let Prepared {
+        plugin,
+        keys,
+        fingerprints,
+        mut outcomes,
+        accepted,
+    } = prepared;
     if !accepted.is_empty() {
         let deliveries: Vec<Delivery> = accepted
             .iter()
@@ -110,9 +166,9 @@ pub async fn deliver(
             })
             .collect();
         let info = plugin.info();
-        // Observable point for tests: the batch is mapped (by this version)
-        // and the write, which may wait on VH-Database's lock, starts now.
-        tracing::debug!(rows = deliveries.len(), plugin = %info.name, version = %info.version, "batch mapped; writing it to VH-Database");
+        // Observable point for tests: the write of a batch mapped by this
+        // version, which may wait on VH-Database's lock, starts now.
+        tracing::debug!(rows = deliveries.len(), plugin = %info.name, version = %info.version, "writing a mapped batch to VH-Database");
         let written = haven.write(source_id, info, &deliveries).await?;
         let plugin_metadata = json!(info);
         for ((i, m), w) in accepted.iter().zip(written) {
@@ -133,8 +189,6 @@ pub async fn deliver(
             });
         }
     }
-    // The batch went through: its connection serves the next one.
-    sink.keep(haven);
     // Every index got an outcome above; the fallback only guards the invariant.
     Ok(outcomes
         .into_iter()

@@ -219,7 +219,8 @@ pub struct Sink {
 pub struct Haven {
     conn: SqliteConnection,
     path: PathBuf,
-    schema: TargetSchema,
+    /// Shared with the batch mapped while this connection writes another.
+    schema: Arc<TargetSchema>,
     /// The file it was opened as (see [`file_identity`]).
     identity: Option<FileIdentity>,
     /// `PRAGMA schema_version` / `data_version` when last checked.
@@ -293,7 +294,7 @@ impl Sink {
                 .map_err(|e| SinkError::from_sql(path, e))?;
             tracing::info!(path = %path.display(), "created VH-Database with the Control Room schema");
         }
-        let schema = read_schema(&mut conn, path).await?;
+        let schema = Arc::new(read_schema(&mut conn, path).await?);
         let (schema_version, data_version) = versions(&mut conn).await.map_err(|e| SinkError::from_sql(path, e))?;
         Ok(Haven {
             conn,
@@ -451,6 +452,12 @@ impl Haven {
         &self.schema
     }
 
+    /// The table's columns, to check rows mapped while this connection
+    /// writes another batch.
+    pub fn shared_schema(&self) -> Arc<TargetSchema> {
+        self.schema.clone()
+    }
+
     fn sql_err(&self, e: sqlx::Error) -> SinkError {
         SinkError::from_sql(&self.path, e)
     }
@@ -461,7 +468,7 @@ impl Haven {
     async fn refresh(&mut self) -> Result<(), SinkError> {
         let (schema_version, data_version) = versions(&mut self.conn).await.map_err(|e| self.sql_err(e))?;
         if schema_version != self.schema_version {
-            self.schema = read_schema(&mut self.conn, &self.path).await?;
+            self.schema = Arc::new(read_schema(&mut self.conn, &self.path).await?);
             self.ledger_ready = false;
             self.schema_version = schema_version;
         }

@@ -1,13 +1,21 @@
 //! The sync worker: claims due items, maps them with the active plugin and
-//! delivers them to VH-Database, one batch at a time.
+//! delivers them to VH-Database, batch after batch.
 //!
 //! Every stage works on the whole batch: one claim, one read of keeper.db,
-//! one VH-Database transaction, one queue update. A batch runs wholly on the
-//! plugin that was active when it started; while a canary runs, the batch's
-//! canary share is split off and delivered on the canary in its own
-//! VH-Database transaction (plugins/canary.rs). On shutdown the batch in
-//! hand is finished; its lease covers a worker killed outright.
+//! one VH-Database transaction, one queue update. While one batch is
+//! written to VH-Database and completed, the next is claimed, read and
+//! mapped: two databases and the mapper, on threads of their own, so a
+//! backlog drains at the pace of the slower side. One batch ahead at most,
+//! and none while a canary runs (its verdict after each batch decides which
+//! plugin maps the next).
+//!
+//! A batch runs wholly on the plugin that was active when it was mapped;
+//! while a canary runs, the batch's canary share is split off and delivered
+//! on the canary in its own VH-Database transaction (plugins/canary.rs). On
+//! shutdown the batches in hand are finished; their leases cover a worker
+//! killed outright.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,11 +24,11 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 
-use crate::delivery::{self, Input, Outcome};
-use crate::mapper::{Plugin, PluginSlot};
+use crate::delivery::{self, Input, Outcome, Prepared};
+use crate::mapper::{Lookup, Plugin, PluginSlot};
 use crate::plugins::canary::{Canary, Run, Tally};
 use crate::queue::{Claim, ClaimedItem, Delivered, ErrorClass, Failed, Queue};
-use crate::sink::Sink;
+use crate::sink::{Haven, Sink, SinkError, TargetSchema};
 use crate::sqlite_error::{self, Fault};
 use crate::store::{Store, StoreError};
 
@@ -195,14 +203,55 @@ pub struct Worker {
     pub canary: Option<Canary>,
 }
 
-/// What delivering one batch came to.
+/// A claimed batch, read from keeper.db and mapped, waiting for its write.
+/// The worker maps the next batch while the last one is written: keeper.db
+/// and the mapper on one side, VH-Database on the other, on threads of
+/// their own, so a backlog drains at the pace of the slower side instead of
+/// both in turn.
+struct MappedBatch {
+    claim: Claim,
+    /// Renews the claim's lease until the batch is completed.
+    renewer: tokio::task::JoinHandle<()>,
+    /// Each part is written in its own VH-Database transaction: the
+    /// canary's share first while a canary runs, then the rest.
+    parts: Vec<Part>,
+    canary: Option<Arc<Run>>,
+}
+
+/// Some of a batch's items, mapped by one plugin.
+struct Part {
+    /// Which of the claim's items.
+    items: Range<usize>,
+    on_canary: bool,
+    prepared: Result<Prepared, VhUnusable>,
+}
+
+/// Why VH-Database could not take a batch: every item of it fails alike,
+/// and the next pass tries again.
+#[derive(Debug, Clone)]
+struct VhUnusable {
+    class: ErrorClass,
+    message: String,
+}
+
+impl From<&SinkError> for VhUnusable {
+    fn from(error: &SinkError) -> VhUnusable {
+        VhUnusable {
+            class: error.class(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// What a batch is mapped against: VH-Database's lookup tables and columns.
+type MappingView = Result<(Arc<Lookup>, Arc<TargetSchema>), VhUnusable>;
+
+/// What writing one batch came to.
 struct Delivery {
     delivered: Vec<Delivered>,
     failed: Vec<Failed>,
-    /// The batch (or its canary share) could not be delivered at all.
+    /// A part of the batch could not be delivered at all.
     undelivered: bool,
-    /// The canary the batch was split with, and what each version did.
-    canary: Option<(Arc<Run>, Tally)>,
 }
 
 impl Worker {
@@ -213,7 +262,8 @@ impl Worker {
     }
 
     /// [`Worker::drain`], stopping between two batches once `stop` turns
-    /// true: a shutdown waits for the batch in hand, not for the whole queue.
+    /// true: a shutdown waits for the batches in hand, not for the whole
+    /// queue.
     async fn drain_until(&self, stop: Option<&watch::Receiver<bool>>) -> Result<Drained, WorkerError> {
         let drained = self.drain_batches(stop).await;
         // Between passes VH-Database is Control Room's alone (sink.rs).
@@ -222,26 +272,91 @@ impl Worker {
     }
 
     async fn drain_batches(&self, stop: Option<&watch::Receiver<bool>>) -> Result<Drained, WorkerError> {
+        let stopping = || stop.is_some_and(|s| *s.borrow());
         let mut total = Drained::default();
         let started = self.queue.now().await.map_err(|e| self.keeper_error(&e))?;
         let mut size = self.batches.first();
+        let mut in_hand: Option<MappedBatch> = None;
         loop {
-            if stop.is_some_and(|s| *s.borrow()) {
-                return Ok(total);
+            // VH-Database for this round: it takes the batch in hand, and
+            // its lookup tables and columns map the next one.
+            let (mut haven, view) = self.open_vh().await;
+            let batch = match in_hand.take() {
+                Some(batch) => batch,
+                None => {
+                    if stopping() {
+                        return Ok(total);
+                    }
+                    match self.claim_and_map(size, &started, &view).await? {
+                        Some(batch) => {
+                            size = self.batches.next(size, batch.claim.items.len());
+                            batch
+                        }
+                        None => return Ok(total),
+                    }
+                }
+            };
+            // Not ahead of a canary's verdict, which comes after each batch
+            // and decides which plugin maps the next.
+            let ahead = !stopping() && self.canary.as_ref().and_then(Canary::current).is_none();
+            let (written, next) = tokio::join!(self.write_and_complete(&mut haven, batch), async {
+                if ahead {
+                    self.claim_and_map(size, &started, &view).await
+                } else {
+                    Ok(None)
+                }
+            });
+            let next = match written {
+                Ok(done) => {
+                    total.synced += done.synced;
+                    total.failed += done.failed;
+                    total.undelivered_batches += done.undelivered_batches;
+                    if done.undelivered_batches == 0
+                        && let Ok(haven) = haven
+                    {
+                        // The batch went through: its connection serves the next one.
+                        self.sink.keep(haven);
+                    }
+                    next?
+                }
+                Err(error) => {
+                    if let Ok(Some(next)) = next {
+                        self.give_back(next).await;
+                    }
+                    return Err(error);
+                }
+            };
+            match next {
+                Some(next) => {
+                    size = self.batches.next(size, next.claim.items.len());
+                    in_hand = Some(next);
+                }
+                // Mapped ahead and found nothing due: the pass is over.
+                None if ahead => return Ok(total),
+                None => {}
             }
-            let claim = self
-                .queue
-                .claim(size, Some(&started))
-                .await
-                .map_err(|e| self.keeper_error(&e))?;
-            if claim.items.is_empty() {
-                return Ok(total);
+        }
+    }
+
+    /// VH-Database for one round, and what a batch is mapped against; the
+    /// reason when it cannot be used.
+    async fn open_vh(&self) -> (Result<Haven, VhUnusable>, MappingView) {
+        let mut haven = match self.sink.open().await {
+            Ok(haven) => haven,
+            Err(e) => {
+                let unusable = VhUnusable::from(&e);
+                return (Err(unusable.clone()), Err(unusable));
             }
-            size = self.batches.next(size, claim.items.len());
-            let done = self.process(claim).await?;
-            total.synced += done.synced;
-            total.failed += done.failed;
-            total.undelivered_batches += done.undelivered_batches;
+        };
+        match haven.shared_lookup().await {
+            Ok(lookup) => {
+                let schema = haven.shared_schema();
+                (Ok(haven), Ok((lookup, schema)))
+            }
+            Err(e) => {
+                let unusable = VhUnusable::from(&e);
+                (Err(unusable.clone()), Err(unusable))
+            }
         }
     }
 
@@ -267,78 +382,59 @@ impl Worker {
         tracing::info!("sync worker stopped");
     }
 
-    /// One claimed batch, from keeper.db to VH-Database and back.
-    async fn process(&self, claim: Claim) -> Result<Drained, WorkerError> {
+    /// Claims up to `size` due items and maps them; `None` when nothing is
+    /// due. When keeper.db cannot be read, the claim is given back.
+    async fn claim_and_map(
+        &self,
+        size: u32,
+        started: &str,
+        view: &MappingView,
+    ) -> Result<Option<MappedBatch>, WorkerError> {
+        let claim = self
+            .queue
+            .claim(size, Some(started))
+            .await
+            .map_err(|e| self.keeper_error(&e))?;
+        if claim.items.is_empty() {
+            return Ok(None);
+        }
         let renewer = self.spawn_lease_renewal(claim.token.clone());
-        let outcome = self.deliver(&claim.items).await;
-        renewer.abort();
-        let Delivery {
-            delivered,
-            failed,
-            undelivered,
-            canary,
-        } = match outcome {
-            Ok(result) => result,
+        match self.map_batch(&claim.items, view).await {
+            Ok((parts, canary)) => Ok(Some(MappedBatch {
+                claim,
+                renewer,
+                parts,
+                canary,
+            })),
             Err(error) => {
+                renewer.abort();
                 // keeper.db itself failed mid-batch: give the items back.
                 self.queue
                     .release(&claim.token)
                     .await
                     .map_err(|e| self.keeper_error(&e))?;
-                return Err(error);
+                Err(error)
             }
-        };
-        self.queue
-            .complete(&claim.token, &delivered, &failed)
-            .await
-            .map_err(|e| self.keeper_error(&e))?;
-        if let Ok(mut last) = self.status.last_sync_time.lock() {
-            *last = Some(OffsetDateTime::now_utc());
         }
-        tracing::info!(
-            claimed = claim.items.len(),
-            synced = delivered.len(),
-            failed = failed.len(),
-            "sync batch done"
-        );
-        for f in &failed {
-            tracing::warn!(queue_id = f.queue_id, class = f.class.as_str(), error = %f.message, "sync item failed");
-        }
-        if let (Some((run, tally)), Some(handle)) = (canary, &self.canary)
-            && let Err(error) = handle.counted(&run, tally).await
-        {
-            tracing::error!(%error, canary = %run.record.hash, "cannot count the canary's outcomes");
-        }
-        Ok(Drained {
-            synced: delivered.len() as u64,
-            failed: failed.len() as u64,
-            undelivered_batches: u64::from(undelivered),
-        })
     }
 
-    fn keeper_error(&self, error: &sqlx::Error) -> WorkerError {
-        WorkerError::keeper(self.store.path(), error)
+    /// Gives a mapped batch back unwritten (the batch before it failed).
+    async fn give_back(&self, batch: MappedBatch) {
+        batch.renewer.abort();
+        if let Err(error) = self.queue.release(&batch.claim.token).await {
+            // Its lease lapses instead.
+            tracing::warn!(%error, "cannot give back a mapped batch");
+        }
     }
 
-    fn spawn_lease_renewal(&self, token: String) -> tokio::task::JoinHandle<()> {
-        let queue = self.queue.clone();
-        let every = (queue.lease() / 3).max(Duration::from_millis(300));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                if let Err(error) = queue.renew(&token).await {
-                    tracing::warn!(%error, "cannot renew the batch lease");
-                }
-            }
-        })
-    }
-
-    /// Maps and writes a batch; returns each item's outcome, and whether the
-    /// batch could not be delivered at all. Errors only when keeper.db cannot
-    /// be read: a VH-Database problem is an item outcome (and is published in
-    /// [`WorkerStatus`]). While a canary runs, its share of the batch (the
-    /// first items) is delivered on it, the rest on the active plugin.
-    async fn deliver(&self, items: &[ClaimedItem]) -> Result<Delivery, WorkerError> {
+    /// Reads a batch's reports and maps them. While a canary runs, its share
+    /// of the batch (the first items) is mapped on it, the rest on the
+    /// active plugin. Errors only when keeper.db cannot be read.
+    async fn map_batch(
+        &self,
+        items: &[ClaimedItem],
+        view: &MappingView,
+    ) -> Result<(Vec<Part>, Option<Arc<Run>>), WorkerError> {
         let ids: Vec<i64> = items.iter().map(|i| i.discovery_id).collect();
         let mut rows = self.store.discoveries(&ids).await.map_err(|e| match e {
             StoreError::Sql(e) => self.keeper_error(&e),
@@ -362,41 +458,98 @@ impl Worker {
             .collect();
         let run = self.canary.as_ref().and_then(Canary::current);
         let on_canary = run.as_ref().map_or(0, |run| run.take(items.len()));
+        let on_active = inputs.split_off(on_canary);
+        let mut parts = Vec::with_capacity(2);
+        if let Some(run) = &run
+            && on_canary > 0
+        {
+            parts.push(Part {
+                items: 0..on_canary,
+                on_canary: true,
+                prepared: Self::prepare(&run.plugin, view, inputs).await,
+            });
+        }
+        if on_canary < items.len() {
+            parts.push(Part {
+                items: on_canary..items.len(),
+                on_canary: false,
+                prepared: Self::prepare(&self.plugins.current(), view, on_active).await,
+            });
+        }
+        Ok((parts, run))
+    }
+
+    async fn prepare(plugin: &Arc<Plugin>, view: &MappingView, inputs: Vec<Input>) -> Result<Prepared, VhUnusable> {
+        let (lookup, schema) = view.as_ref().map_err(Clone::clone)?;
+        Ok(delivery::prepare(plugin, lookup.clone(), schema, inputs).await)
+    }
+
+    /// Writes a mapped batch to VH-Database and records every item's
+    /// outcome in the queue. Errors only when keeper.db cannot be written:
+    /// a VH-Database problem is an item outcome (and is published in
+    /// [`WorkerStatus`]).
+    async fn write_and_complete(
+        &self,
+        haven: &mut Result<Haven, VhUnusable>,
+        batch: MappedBatch,
+    ) -> Result<Drained, WorkerError> {
+        let MappedBatch {
+            claim,
+            renewer,
+            parts,
+            canary,
+        } = batch;
         let mut done = Delivery {
             delivered: Vec::new(),
             failed: Vec::new(),
             undelivered: false,
-            canary: None,
         };
         let mut tally = Tally::default();
-        let on_active = inputs.split_off(on_canary);
-        if let Some(run) = &run
-            && on_canary > 0
+        for part in parts {
+            let items = &claim.items[part.items];
+            let written = match (part.prepared, haven.as_mut()) {
+                (Ok(prepared), Ok(haven)) => delivery::write(haven, self.store.source_id(), prepared)
+                    .await
+                    .map_err(|e| VhUnusable::from(&e)),
+                (Ok(_), Err(unusable)) => Err(unusable.clone()),
+                (Err(unusable), _) => Err(unusable),
+            };
+            let on_canary = part.on_canary;
+            self.record(items, written, &mut done, |class| tally.count(on_canary, class));
+        }
+        let outcome = self.queue.complete(&claim.token, &done.delivered, &done.failed).await;
+        renewer.abort();
+        outcome.map_err(|e| self.keeper_error(&e))?;
+        if let Ok(mut last) = self.status.last_sync_time.lock() {
+            *last = Some(OffsetDateTime::now_utc());
+        }
+        tracing::info!(
+            claimed = claim.items.len(),
+            synced = done.delivered.len(),
+            failed = done.failed.len(),
+            "sync batch done"
+        );
+        for f in &done.failed {
+            tracing::warn!(queue_id = f.queue_id, class = f.class.as_str(), error = %f.message, "sync item failed");
+        }
+        if let (Some(run), Some(handle)) = (canary, &self.canary)
+            && let Err(error) = handle.counted(&run, tally).await
         {
-            self.deliver_on(&run.plugin, &items[..on_canary], inputs, &mut done, |class| {
-                tally.count(true, class)
-            })
-            .await;
+            tracing::error!(%error, canary = %run.record.hash, "cannot count the canary's outcomes");
         }
-        if on_canary < items.len() {
-            let active = self.plugins.current();
-            self.deliver_on(&active, &items[on_canary..], on_active, &mut done, |class| {
-                tally.count(false, class)
-            })
-            .await;
-        }
-        done.canary = run.map(|run| (run, tally));
-        Ok(done)
+        Ok(Drained {
+            synced: done.delivered.len() as u64,
+            failed: done.failed.len() as u64,
+            undelivered_batches: u64::from(done.undelivered),
+        })
     }
 
-    /// Delivers `items` (with their `inputs`) on `plugin` in one
-    /// VH-Database transaction, adding the outcomes to `done`; `outcome` is
-    /// told of each item's (its error class when it failed).
-    async fn deliver_on(
+    /// Adds the outcomes of `items` to `done`; `outcome` is told of each
+    /// item's (its error class when it failed).
+    fn record(
         &self,
-        plugin: &Arc<Plugin>,
         items: &[ClaimedItem],
-        inputs: Vec<Input>,
+        written: Result<Vec<Outcome>, VhUnusable>,
         done: &mut Delivery,
         mut outcome: impl FnMut(Option<ErrorClass>),
     ) {
@@ -406,16 +559,16 @@ impl Worker {
             class,
             message,
         };
-        let outcomes = match delivery::deliver(&self.sink, plugin, self.store.source_id(), inputs).await {
+        let outcomes = match written {
             Ok(outcomes) => {
                 self.status.vh_reachable();
                 outcomes
             }
-            Err(e) => {
-                self.status.vh_unreachable(e.to_string());
+            Err(unusable) => {
+                self.status.vh_unreachable(unusable.message.clone());
                 for item in items {
-                    outcome(Some(e.class()));
-                    done.failed.push(fail(item, e.class(), e.to_string()));
+                    outcome(Some(unusable.class));
+                    done.failed.push(fail(item, unusable.class, unusable.message.clone()));
                 }
                 done.undelivered = true;
                 return;
@@ -442,6 +595,23 @@ impl Worker {
                 }
             }
         }
+    }
+
+    fn keeper_error(&self, error: &sqlx::Error) -> WorkerError {
+        WorkerError::keeper(self.store.path(), error)
+    }
+
+    fn spawn_lease_renewal(&self, token: String) -> tokio::task::JoinHandle<()> {
+        let queue = self.queue.clone();
+        let every = (queue.lease() / 3).max(Duration::from_millis(300));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(error) = queue.renew(&token).await {
+                    tracing::warn!(%error, "cannot renew the batch lease");
+                }
+            }
+        })
     }
 }
 
