@@ -242,26 +242,9 @@ impl serde::Serialize for Identity<'_> {
         let mut seq = serializer.serialize_seq(Some(IDENTITY_COLUMNS.len()))?;
         for column in IDENTITY_COLUMNS {
             let value = self.0.get(column).unwrap_or(&crate::row::Value::Null);
-            seq.serialize_element(&(column, value.type_name(), IdentityValue(value)))?;
+            seq.serialize_element(&(column, value.type_name(), value.as_json()))?;
         }
         seq.end()
-    }
-}
-
-/// A value as [`crate::row::Value::to_json`] writes it (a real that is not
-/// finite is `null`).
-struct IdentityValue<'v>(&'v crate::row::Value);
-
-impl serde::Serialize for IdentityValue<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use crate::row::Value;
-        match self.0 {
-            Value::Null => serializer.serialize_unit(),
-            Value::Integer(i) => serializer.serialize_i64(*i),
-            Value::Real(r) if r.is_finite() => serializer.serialize_f64(*r),
-            Value::Real(_) => serializer.serialize_unit(),
-            Value::Text(s) => serializer.serialize_str(s),
-        }
     }
 }
 

@@ -45,6 +45,12 @@ impl Value {
         }
     }
 
+    /// This value as [`Value::to_json`] writes it, for serializing straight
+    /// into a writer without building a `serde_json::Value`.
+    pub fn as_json(&self) -> AsJson<'_> {
+        AsJson(self)
+    }
+
     /// The SQLite storage class, for error messages.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -168,6 +174,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rows_serialized_as_json_are_what_to_json_builds() {
+        let row = Row(vec![
+            ("a".into(), Value::Null),
+            ("b".into(), Value::Integer(-3)),
+            ("c".into(), Value::Real(0.5)),
+            ("d".into(), Value::Real(f64::INFINITY)),
+            ("e".into(), Value::Text("\"quoted\" ✓\n\u{1}".into())),
+        ]);
+        let built = serde_json::Value::Array(vec![
+            serde_json::Value::Array(
+                row.0.iter().map(|(_, v)| v.to_json()).collect()
+            );
+            2
+        ])
+        .to_string();
+        assert_eq!(serde_json::to_string(&ValuesAsJson(&[&row, &row])).unwrap(), built);
+    }
+
+    #[test]
     fn json_round_trip_keeps_sqlite_types() {
         let row = Row(vec![
             ("id".into(), Value::Integer(7)),
@@ -187,5 +212,42 @@ mod tests {
         let error = Row::from_json(&serde_json::json!({"tags": ["a"]})).expect_err("refused");
         assert_eq!(error.column, "tags");
         assert!(Row::from_json(&serde_json::json!([1])).is_err());
+    }
+}
+
+/// A [`Value`] serialized as [`Value::to_json`] builds it (a real that is not
+/// finite is `null`).
+pub struct AsJson<'v>(&'v Value);
+
+impl serde::Serialize for AsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => serializer.serialize_unit(),
+            Value::Integer(i) => serializer.serialize_i64(*i),
+            Value::Real(r) if r.is_finite() => serializer.serialize_f64(*r),
+            Value::Real(_) => serializer.serialize_unit(),
+            Value::Text(s) => serializer.serialize_str(s),
+        }
+    }
+}
+
+/// Rows serialized as a JSON array of arrays of their values, in column
+/// order: what the sink's INSERT reads back with `json_each`.
+pub struct ValuesAsJson<'r>(pub &'r [&'r Row]);
+
+impl serde::Serialize for ValuesAsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq as _;
+        struct Values<'r>(&'r Row);
+        impl serde::Serialize for Values<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.0.iter().map(|(_, value)| value.as_json()))
+            }
+        }
+        let mut rows = serializer.serialize_seq(Some(self.0.len()))?;
+        for row in self.0 {
+            rows.serialize_element(&Values(row))?;
+        }
+        rows.end()
     }
 }

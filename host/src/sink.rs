@@ -692,12 +692,11 @@ async fn insert_rows(conn: &mut SqliteConnection, columns: &[&str], rows: &[&Row
         names.join(", "),
         values.join(", ")
     );
-    let payload: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|row| serde_json::Value::Array(row.0.iter().map(|(_, v)| v.to_json()).collect()))
-        .collect();
+    // Written straight into one string: no JSON value built per row.
+    let payload =
+        serde_json::to_string(&crate::row::ValuesAsJson(rows)).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let mut ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(serde_json::Value::Array(payload).to_string())
+        .bind(payload)
         .fetch_all(&mut *conn)
         .await?;
     // Rows are inserted in `key` order inside one write transaction, so
