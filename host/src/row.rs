@@ -169,6 +169,43 @@ pub fn read_row(row: &SqliteRow) -> Result<Row, UnreadableColumn> {
     Ok(Row(out))
 }
 
+/// A [`Value`] serialized as [`Value::to_json`] builds it (a real that is not
+/// finite is `null`).
+pub struct AsJson<'v>(&'v Value);
+
+impl serde::Serialize for AsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => serializer.serialize_unit(),
+            Value::Integer(i) => serializer.serialize_i64(*i),
+            Value::Real(r) if r.is_finite() => serializer.serialize_f64(*r),
+            Value::Real(_) => serializer.serialize_unit(),
+            Value::Text(s) => serializer.serialize_str(s),
+        }
+    }
+}
+
+/// Rows serialized as a JSON array of arrays of their values, in column
+/// order: what the sink's INSERT reads back with `json_each`.
+pub struct ValuesAsJson<'r>(pub &'r [&'r Row]);
+
+impl serde::Serialize for ValuesAsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq as _;
+        struct Values<'r>(&'r Row);
+        impl serde::Serialize for Values<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.0.iter().map(|(_, value)| value.as_json()))
+            }
+        }
+        let mut rows = serializer.serialize_seq(Some(self.0.len()))?;
+        for row in self.0 {
+            rows.serialize_element(&Values(row))?;
+        }
+        rows.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,42 +249,5 @@ mod tests {
         let error = Row::from_json(&serde_json::json!({"tags": ["a"]})).expect_err("refused");
         assert_eq!(error.column, "tags");
         assert!(Row::from_json(&serde_json::json!([1])).is_err());
-    }
-}
-
-/// A [`Value`] serialized as [`Value::to_json`] builds it (a real that is not
-/// finite is `null`).
-pub struct AsJson<'v>(&'v Value);
-
-impl serde::Serialize for AsJson<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Value::Null => serializer.serialize_unit(),
-            Value::Integer(i) => serializer.serialize_i64(*i),
-            Value::Real(r) if r.is_finite() => serializer.serialize_f64(*r),
-            Value::Real(_) => serializer.serialize_unit(),
-            Value::Text(s) => serializer.serialize_str(s),
-        }
-    }
-}
-
-/// Rows serialized as a JSON array of arrays of their values, in column
-/// order: what the sink's INSERT reads back with `json_each`.
-pub struct ValuesAsJson<'r>(pub &'r [&'r Row]);
-
-impl serde::Serialize for ValuesAsJson<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq as _;
-        struct Values<'r>(&'r Row);
-        impl serde::Serialize for Values<'_> {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_seq(self.0.0.iter().map(|(_, value)| value.as_json()))
-            }
-        }
-        let mut rows = serializer.serialize_seq(Some(self.0.len()))?;
-        for row in self.0 {
-            rows.serialize_element(&Values(row))?;
-        }
-        rows.end()
     }
 }
