@@ -396,7 +396,9 @@ async fn killed_worker_loses_nothing_and_duplicates_nothing() {
     std::fs::write(&file, jsonl(LATER).replace("Deposit number", "Later deposit")).unwrap();
     env.ok(&["submit", "--json", file.to_str().unwrap()]);
 
-    // Killed (SIGKILL) with a whole batch `syncing`: mapped, not yet written.
+    // Killed (SIGKILL) with two whole batches `syncing`: one mapped and
+    // waiting on the lock to be written, the next mapped behind it (the
+    // worker maps one batch ahead, and no more while the first waits).
     let holder = hold_vh_lock(&env).await;
     let mut child = env
         .command(&["sync"])
@@ -404,23 +406,26 @@ async fn killed_worker_loses_nothing_and_duplicates_nothing() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_for_value(&env.keeper, SYNCING, BATCH, Duration::from_secs(120)).await;
+    wait_for_value(&env.keeper, SYNCING, 2 * BATCH, Duration::from_secs(120)).await;
     child.kill().unwrap();
     wait_exit(&mut child, EXIT_TIMEOUT, "the killed worker to be reaped");
     release_vh_lock(holder).await;
     assert_eq!(query_i64(&env.keeper, SYNCED).await, FIRST as i64);
     assert_eq!(
         query_i64(&env.keeper, SYNCING).await,
-        BATCH,
-        "the dead worker's batch is held"
+        2 * BATCH,
+        "the dead worker's batches are held"
     );
-    assert_eq!(query_i64(&env.keeper, PENDING).await, N - FIRST as i64 - BATCH);
-    let dead_token: String = rows(
+    assert_eq!(query_i64(&env.keeper, PENDING).await, N - FIRST as i64 - 2 * BATCH);
+    let dead_tokens: Vec<String> = rows(
         &env.keeper,
         "SELECT DISTINCT claim_token FROM sync_queue WHERE sync_status = 'syncing'",
     )
-    .await[0]
-        .get(0);
+    .await
+    .iter()
+    .map(|row| row.get(0))
+    .collect();
+    assert_eq!(dead_tokens.len(), 2, "one claim a batch");
 
     // Its lease runs out (the queue compares it to SQLite's clock); a new
     // worker takes the batch back with everything else.
@@ -435,14 +440,16 @@ async fn killed_worker_loses_nothing_and_duplicates_nothing() {
     let out = env.ok(&["sync", "--once"]);
     assert!(out.contains(&format!("synced {}, failed 0", N - FIRST as i64)), "{out}");
     assert_eq!(query_i64(&env.keeper, SYNCED).await, N);
-    assert_eq!(
-        query_i64(
-            &env.keeper,
-            &format!("SELECT COUNT(*) FROM sync_queue WHERE claim_token = '{dead_token}'")
-        )
-        .await,
-        0
-    );
+    for dead_token in &dead_tokens {
+        assert_eq!(
+            query_i64(
+                &env.keeper,
+                &format!("SELECT COUNT(*) FROM sync_queue WHERE claim_token = '{dead_token}'")
+            )
+            .await,
+            0
+        );
+    }
     assert_eq!(scalar_i64(&env.haven, "SELECT COUNT(*) FROM discoveries").await, N);
     assert_eq!(
         scalar_i64(&env.haven, "SELECT COUNT(DISTINCT description) FROM discoveries").await,
@@ -860,20 +867,23 @@ async fn sigterm_mid_drain_stops_after_the_batch_in_hand() {
     std::fs::write(&file, jsonl(N as usize)).unwrap();
     env.ok(&["submit", "--json", file.to_str().unwrap()]);
 
-    // The first batch is in hand (claimed, waiting to be written) when the
-    // signal comes; it is released only once the worker has logged it.
+    // The first batch is in hand (claimed, waiting to be written) and the
+    // second mapped behind it (claimed too; the worker maps one batch ahead,
+    // and no more while the first waits) when the signal comes; the lock is
+    // released only once the worker has logged it.
     let holder = hold_vh_lock(&env).await;
     let mut cmd = env.command(&["sync"]);
     cmd.env("KEEPER_LOG", "info");
     let (mut child, log) = spawn_logged(cmd);
-    wait_for_value(&env.keeper, SYNCING, BATCH, Duration::from_secs(120)).await;
+    wait_for_value(&env.keeper, SYNCING, 2 * BATCH, Duration::from_secs(120)).await;
     sigterm(&child);
     wait_for_log(&log, "shutting down: finishing the batch in hand", EXIT_TIMEOUT);
     release_vh_lock(holder).await;
     let status = wait_exit(&mut child, EXIT_TIMEOUT, "keeper sync to exit after SIGTERM");
     assert!(status.success(), "{status}\n{}", log.lock().unwrap());
 
-    // Exactly the batch in hand was finished; the rest waits, none held.
+    // Exactly the batch in hand was finished; the one mapped ahead was given
+    // back untouched and waits with the rest, none held.
     assert_eq!(query_i64(&env.keeper, SYNCING).await, 0, "nothing is left syncing");
     assert_eq!(query_i64(&env.keeper, SYNCED).await, BATCH);
     assert_eq!(query_i64(&env.keeper, PENDING).await, N - BATCH);

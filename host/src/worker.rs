@@ -12,8 +12,8 @@
 //! A batch runs wholly on the plugin that was active when it was mapped;
 //! while a canary runs, the batch's canary share is split off and delivered
 //! on the canary in its own VH-Database transaction (plugins/canary.rs). On
-//! shutdown the batches in hand are finished; their leases cover a worker
-//! killed outright.
+//! shutdown the batch being written is finished and the one mapped ahead
+//! given back; leases cover a worker killed outright.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -262,7 +262,7 @@ impl Worker {
     }
 
     /// [`Worker::drain`], stopping between two batches once `stop` turns
-    /// true: a shutdown waits for the batches in hand, not for the whole
+    /// true: a shutdown waits for the batch being written, not for the whole
     /// queue.
     async fn drain_until(&self, stop: Option<&watch::Receiver<bool>>) -> Result<Drained, WorkerError> {
         let drained = self.drain_batches(stop).await;
@@ -282,6 +282,12 @@ impl Worker {
             // its lookup tables and columns map the next one.
             let (mut haven, view) = self.open_vh().await;
             let batch = match in_hand.take() {
+                // Shutting down: the batch mapped ahead goes back untouched;
+                // only the one being written was finished.
+                Some(batch) if stopping() => {
+                    self.give_back(batch).await;
+                    return Ok(total);
+                }
                 Some(batch) => batch,
                 None => {
                     if stopping() {
@@ -418,7 +424,8 @@ impl Worker {
         }
     }
 
-    /// Gives a mapped batch back unwritten (the batch before it failed).
+    /// Gives a mapped batch back unwritten (the batch before it failed, or
+    /// a shutdown).
     async fn give_back(&self, batch: MappedBatch) {
         batch.renewer.abort();
         if let Err(error) = self.queue.release(&batch.claim.token).await {
