@@ -78,17 +78,6 @@ pub struct Prepared {
     accepted: Vec<(usize, Mapped)>,
 }
 
-impl Prepared {
-    /// How many items the batch holds.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-}
-
 /// Maps `items` with `plugin` against the `lookup` snapshot and checks each
 /// mapped row against `schema` (VH-Database's `discoveries` table). Touches
 /// no database: a worker maps its next batch while the last one is written.

@@ -278,29 +278,26 @@ impl Worker {
         let mut size = self.batches.first();
         let mut in_hand: Option<MappedBatch> = None;
         loop {
+            if stopping() {
+                // The batch mapped ahead, if any, goes back untouched; only
+                // the one being written was finished.
+                if let Some(batch) = in_hand.take() {
+                    self.give_back(batch).await;
+                }
+                return Ok(total);
+            }
             // VH-Database for this round: it takes the batch in hand, and
             // its lookup tables and columns map the next one.
             let (mut haven, view) = self.open_vh().await;
             let batch = match in_hand.take() {
-                // Shutting down: the batch mapped ahead goes back untouched;
-                // only the one being written was finished.
-                Some(batch) if stopping() => {
-                    self.give_back(batch).await;
-                    return Ok(total);
-                }
                 Some(batch) => batch,
-                None => {
-                    if stopping() {
-                        return Ok(total);
+                None => match self.claim_and_map(size, &started, &view).await? {
+                    Some(batch) => {
+                        size = self.batches.next(size, batch.claim.items.len());
+                        batch
                     }
-                    match self.claim_and_map(size, &started, &view).await? {
-                        Some(batch) => {
-                            size = self.batches.next(size, batch.claim.items.len());
-                            batch
-                        }
-                        None => return Ok(total),
-                    }
-                }
+                    None => return Ok(total),
+                },
             };
             // Not ahead of a canary's verdict, which comes after each batch
             // and decides which plugin maps the next.
