@@ -35,14 +35,17 @@ pub(crate) mod timestamp;
 mod tls;
 mod wire;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use poem::endpoint::make_sync;
 use poem::http::header::{ALLOW, CONTENT_LENGTH, HOST};
 use poem::http::{HeaderValue, StatusCode};
 use poem::listener::{AcceptorExt as _, BoxAcceptor, TcpAcceptor};
 use poem::middleware::CatchPanic;
+use poem::web::Html;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
 use poem_openapi::OpenApiService;
 use time::OffsetDateTime;
@@ -153,13 +156,12 @@ pub fn document() -> String {
 /// The whole HTTP surface: operations, documentation, body limit, JSON errors.
 pub fn endpoint(state: Arc<ApiState>) -> impl Endpoint {
     let api = service();
-    let allow = Arc::new(AllowedMethods::from_document(&api.spec()));
+    let allow = Arc::new(AllowedMethods::of_api());
     let hosts = Arc::new(HostCheck::for_state(&state));
-    let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
     Route::new()
         .at("/openapi.json", spec)
-        .nest("/docs", docs)
+        .nest("/docs", swagger_ui())
         .nest(console::PATH, console::routes())
         .nest("/", api)
         .with(CatchPanic::new().with_handler(panic_response))
@@ -169,6 +171,19 @@ pub fn endpoint(state: Arc<ApiState>) -> impl Endpoint {
             let hosts = hosts.clone();
             async move { Ok(guard(next.as_ref(), req, &allow, &hosts).await) }
         })
+}
+
+/// Swagger UI, its page built for each request that asks for it.
+///
+/// The page carries Swagger UI's whole script and style (1.6 MB) and the
+/// document. poem-openapi's own endpoint builds it when the server starts
+/// and keeps it: every keeper read those 1.6 MB and held two copies of
+/// them at once, raising an idle keeper's peak memory, whether or not
+/// anyone ever opened `/docs`. Built on demand it costs a few milliseconds
+/// a visit and nothing when unvisited. (The OAuth redirect page that
+/// poem-openapi serves beside it is left out: this API has no OAuth.)
+fn swagger_ui() -> impl Endpoint {
+    Route::new().at("/", make_sync(|_| Html(service().swagger_ui_html())))
 }
 
 /// The `Host` names an open API answers to. Without an API key the API is
@@ -279,22 +294,24 @@ async fn guard<E: Endpoint>(next: &E, mut req: Request, allow: &AllowedMethods, 
 struct AllowedMethods(Vec<(Vec<String>, String)>);
 
 impl AllowedMethods {
-    fn from_document(document: &str) -> AllowedMethods {
-        let parsed: serde_json::Value = serde_json::from_str(document).unwrap_or_default();
+    /// From the operations' own declarations (what the document's `paths`
+    /// are written from), plus the routes outside the OpenAPI service.
+    fn of_api() -> AllowedMethods {
+        let mut paths: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for api in <SyncApi as poem_openapi::OpenApi>::meta() {
+            for path in api.paths {
+                let methods = paths.entry(path.path).or_default();
+                methods.extend(path.operations.iter().map(|o| o.method.as_str().to_owned()));
+            }
+        }
         let mut table: Vec<(Vec<String>, String)> = vec![
             (segments("/openapi.json"), "GET".into()),
             (segments("/docs"), "GET".into()),
             (segments(console::PATH), "GET".into()),
             (segments(&format!("{}/{{file}}", console::PATH)), "GET".into()),
         ];
-        if let Some(paths) = parsed.get("paths").and_then(|p| p.as_object()) {
-            for (template, operations) in paths {
-                let methods: Vec<String> = operations
-                    .as_object()
-                    .map(|o| o.keys().map(|m| m.to_uppercase()).collect())
-                    .unwrap_or_default();
-                table.push((segments(template), methods.join(", ")));
-            }
+        for (template, methods) in paths {
+            table.push((segments(&template), Vec::from_iter(methods).join(", ")));
         }
         AllowedMethods(table)
     }
@@ -404,7 +421,7 @@ impl Listening {
 
 #[cfg(test)]
 mod tests {
-    use super::host_name;
+    use super::{AllowedMethods, document, host_name};
 
     #[test]
     fn host_names_lose_their_port_and_brackets() {
@@ -413,5 +430,29 @@ mod tests {
         assert_eq!(host_name("[::1]:80"), "::1");
         assert_eq!(host_name("[::1]"), "::1");
         assert_eq!(host_name("evil.example:x"), "evil.example:x");
+    }
+
+    /// A 405's `Allow` lists what the document says the path accepts: the
+    /// table is built from the operations' declarations, not by reading
+    /// the document back.
+    #[test]
+    fn every_documented_path_allows_the_documents_methods() {
+        let document: serde_json::Value = serde_json::from_str(&document()).expect("the document is JSON");
+        let paths = document["paths"].as_object().expect("the document has paths");
+        let allowed = AllowedMethods::of_api();
+        for (template, operations) in paths {
+            let mut methods: Vec<String> = operations
+                .as_object()
+                .expect("a path's operations")
+                .keys()
+                .map(|m| m.to_uppercase())
+                .collect();
+            methods.sort();
+            assert_eq!(allowed.of(template), Some(methods.join(", ").as_str()), "{template}");
+        }
+        assert_eq!(allowed.of("/docs"), Some("GET"));
+        assert_eq!(allowed.of("/no/such/path"), None);
+        // The document's paths and the four outside it, nothing else.
+        assert_eq!(allowed.0.len(), paths.len() + 4);
     }
 }
