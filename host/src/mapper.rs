@@ -324,9 +324,8 @@ struct HostState {
     table: ResourceTable,
     limiter: MemoryCap,
     lookup: Arc<Lookup>,
-    /// The running call's deadline in thread CPU time: when it started and
-    /// how long it may take (see [`arm_deadline`]).
-    cpu_budget: Option<(Duration, Duration)>,
+    /// The running call's deadline in thread CPU time (see [`arm_deadline`]).
+    cpu_budget: CpuBudget,
     /// What the plugin said about the crash it is having (`diagnostics`),
     /// reported if the running call then traps.
     crash: Option<String>,
@@ -668,11 +667,12 @@ impl Plugin {
                 hit: memory_hit.clone(),
             },
             lookup,
-            cpu_budget: None,
+            cpu_budget: CpuBudget::Unarmed,
             crash: None,
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limiter);
+        handle_deadlines(&mut store);
         arm_deadline(&mut store, limits.deadline);
         let mut instance = Instance {
             bindings: None,
@@ -780,42 +780,79 @@ impl HostMonotonicClock for FrozenClock {
     }
 }
 
-/// Starts the deadline of the next call into `store`.
+/// A call's deadline in thread CPU time, where the thread has a CPU clock.
 ///
-/// Where the thread has a CPU clock, the deadline is CPU time: the epoch
-/// ticker only makes the call look at that clock every tick, so a machine
-/// busy with other work (which stalls this thread without it using CPU)
-/// never times a call out, and a plugin is judged as on an idle machine. A
-/// plugin that loops still uses CPU time and is stopped. Elsewhere the
-/// deadline is wall-clock time, counted in ticks.
+/// Why CPU time: the epoch ticker only makes the call look at that clock
+/// every tick, so a machine busy with other work (which stalls this thread
+/// without it using CPU) never times a call out, and a plugin is judged as
+/// on an idle machine. A plugin that loops still uses CPU time and is
+/// stopped.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum CpuBudget {
+    /// No call armed yet (or no CPU clock here, where the deadline is
+    /// wall-clock time, counted in ticks).
+    Unarmed,
+    /// A call has started and seen no tick yet: its budget starts counting
+    /// at its first tick.
+    Armed(Duration),
+    /// Counting since `started`, the thread's CPU time at the call's first
+    /// tick.
+    Counting { started: Duration, budget: Duration },
+}
+
+impl CpuBudget {
+    /// What to do at a tick, and the budget from then on. Reading the CPU
+    /// clock is a system call (about 1 µs here, as much as a sixth of a
+    /// whole mapping), so it is read at ticks only, never per call: the
+    /// count starts at the call's first tick, at most one tick (5 ms) after
+    /// the call did, so a call may run up to one tick past its limit and is
+    /// never stopped before it. `now` is `None` where the clock cannot be read.
+    fn at_tick(self, now: Option<Duration>) -> (UpdateDeadline, CpuBudget) {
+        match (self, now) {
+            (CpuBudget::Armed(budget), Some(now)) => (
+                UpdateDeadline::Continue(1),
+                CpuBudget::Counting { started: now, budget },
+            ),
+            (CpuBudget::Counting { started, budget }, Some(now)) if now.saturating_sub(started) < budget => {
+                (UpdateDeadline::Continue(1), self)
+            }
+            _ => (UpdateDeadline::Interrupt, self),
+        }
+    }
+}
+
+/// How `store` meets a call's deadline: in thread CPU time where the thread
+/// has a CPU clock (see [`CpuBudget`]), else in wall-clock ticks. Once per
+/// store; [`arm_deadline`] starts each call's.
+fn handle_deadlines(store: &mut Store<HostState>) {
+    if deadline_is_wall_clock() {
+        store.epoch_deadline_trap();
+    } else {
+        store.epoch_deadline_callback(|mut ctx| {
+            let (update, budget) = ctx.data().cpu_budget.at_tick(crate::platform::thread_cpu_time());
+            ctx.data_mut().cpu_budget = budget;
+            Ok(update)
+        });
+    }
+}
+
+/// Starts the deadline of the next call into `store` (set up by
+/// [`handle_deadlines`]).
 fn arm_deadline(store: &mut Store<HostState>, deadline: Duration) {
-    match crate::platform::thread_cpu_time() {
-        Some(started) => {
-            store.data_mut().cpu_budget = Some((started, deadline));
-            store.set_epoch_deadline(1);
-            store.epoch_deadline_callback(|ctx| {
-                let within = match (ctx.data().cpu_budget, crate::platform::thread_cpu_time()) {
-                    (Some((started, budget)), Some(now)) => now.saturating_sub(started) < budget,
-                    _ => false,
-                };
-                Ok(if within {
-                    UpdateDeadline::Continue(1)
-                } else {
-                    UpdateDeadline::Interrupt
-                })
-            });
-        }
-        None => {
-            store.set_epoch_deadline(deadline_ticks(deadline));
-            store.epoch_deadline_trap();
-        }
+    if deadline_is_wall_clock() {
+        store.set_epoch_deadline(deadline_ticks(deadline));
+    } else {
+        store.data_mut().cpu_budget = CpuBudget::Armed(deadline);
+        store.set_epoch_deadline(1);
     }
 }
 
 /// Whether plugin deadlines are wall-clock time on this platform (see
 /// [`arm_deadline`]), so that a busy machine can make a call time out.
 pub fn deadline_is_wall_clock() -> bool {
-    crate::platform::thread_cpu_time().is_none()
+    // Asked once: whether threads have a CPU clock does not change.
+    static WALL_CLOCK: OnceLock<bool> = OnceLock::new();
+    *WALL_CLOCK.get_or_init(|| crate::platform::thread_cpu_time().is_none())
 }
 
 fn deadline_ticks(deadline: Duration) -> u64 {
@@ -948,6 +985,33 @@ fn from_wit(value: wit::Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call's CPU budget counts from its first tick and stops it only once
+    /// spent; without a readable clock, or never armed, the call stops.
+    #[test]
+    fn a_cpu_budget_starts_at_the_first_tick_and_interrupts_once_spent() {
+        let ms = Duration::from_millis;
+        let interrupts = |update: UpdateDeadline| matches!(update, UpdateDeadline::Interrupt);
+
+        let (update, counting) = CpuBudget::Armed(ms(10)).at_tick(Some(ms(500)));
+        assert!(!interrupts(update));
+        assert_eq!(
+            counting,
+            CpuBudget::Counting {
+                started: ms(500),
+                budget: ms(10)
+            }
+        );
+
+        let (update, still) = counting.at_tick(Some(ms(509)));
+        assert!(!interrupts(update));
+        assert_eq!(still, counting);
+        assert!(interrupts(counting.at_tick(Some(ms(510))).0));
+
+        assert!(interrupts(CpuBudget::Armed(ms(10)).at_tick(None).0));
+        assert!(interrupts(counting.at_tick(None).0));
+        assert!(interrupts(CpuBudget::Unarmed.at_tick(Some(ms(1))).0));
+    }
 
     fn ceilings() -> Limits {
         Limits {
