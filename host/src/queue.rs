@@ -1015,6 +1015,30 @@ impl Queue {
     }
 }
 
+/// Delivered items as each driver's synced transition unpacks them: one
+/// JSON array of `queue_id`, `haven_id` and `meta` (merged into the item's
+/// metadata), written straight into its text. (Built as a
+/// `serde_json::Value` first, a batch of 1,000 held its metadata twice more
+/// while the worker mapped the next batch.)
+pub(crate) fn delivery_payload(delivered: &[Delivered]) -> String {
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        queue_id: i64,
+        haven_id: i64,
+        meta: &'a serde_json::Value,
+    }
+    let entries: Vec<Entry<'_>> = delivered
+        .iter()
+        .map(|d| Entry {
+            queue_id: d.queue_id,
+            haven_id: d.haven_id,
+            meta: &d.metadata,
+        })
+        .collect();
+    // Serializing integers and JSON values into a string cannot fail.
+    serde_json::to_string(&entries).unwrap_or_else(|_| "[]".to_owned())
+}
+
 /// What a failed attempt leads to, decided once for both drivers by the
 /// retry policy: one JSON array, unpacked by each driver's failure
 /// transition (`queue_id`, `status`, `delay` in seconds or null, `class`,

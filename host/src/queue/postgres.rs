@@ -16,7 +16,6 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 
 use super::*;
@@ -492,10 +491,7 @@ async fn mark_synced(
     token: Option<&str>,
     delivered: &[Delivered],
 ) -> Result<Vec<i64>, sqlx::Error> {
-    let payload: Vec<serde_json::Value> = delivered
-        .iter()
-        .map(|d| json!({"queue_id": d.queue_id, "haven_id": d.haven_id, "meta": d.metadata}))
-        .collect();
+    let payload = super::delivery_payload(delivered);
     let mut bucket = String::from("CASE");
     for le in LATENCY_BUCKETS {
         bucket.push_str(&format!(" WHEN {LATENCY} <= {le} THEN '{le}'"));
@@ -529,7 +525,7 @@ async fn mark_synced(
          SELECT id FROM done ORDER BY id"
     );
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(serde_json::Value::Array(payload).to_string())
+        .bind(payload)
         .bind(token)
         .bind(replaced)
         .bind(clock.seconds())

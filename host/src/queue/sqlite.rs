@@ -634,10 +634,7 @@ async fn mark_synced(
     token: Option<&str>,
     delivered: &[Delivered],
 ) -> Result<Vec<i64>, sqlx::Error> {
-    let payload: Vec<serde_json::Value> = delivered
-        .iter()
-        .map(|d| json!({"queue_id": d.queue_id, "haven_id": d.haven_id, "meta": d.metadata}))
-        .collect();
+    let payload = super::delivery_payload(delivered);
     let mut marked: Vec<i64> = sqlx::query_scalar(
         "WITH j AS MATERIALIZED (
              SELECT value ->> 'queue_id' AS queue_id, value ->> 'haven_id' AS haven_id, value -> 'meta' AS meta
@@ -659,7 +656,7 @@ async fn mark_synced(
                     ELSE sync_queue.claim_token = ?2 END
          RETURNING sync_queue.id",
     )
-    .bind(serde_json::Value::Array(payload).to_string())
+    .bind(payload)
     .bind(token)
     .bind(clock.sqlite_modifier())
     .fetch_all(&mut *conn)
