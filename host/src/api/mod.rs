@@ -158,9 +158,8 @@ pub fn endpoint(state: Arc<ApiState>) -> impl Endpoint {
     let api = service();
     let allow = Arc::new(AllowedMethods::of_api());
     let hosts = Arc::new(HostCheck::for_state(&state));
-    let spec = api.spec_endpoint();
     Route::new()
-        .at("/openapi.json", spec)
+        .at("/openapi.json", openapi_json())
         .nest("/docs", swagger_ui())
         .nest(console::PATH, console::routes())
         .nest("/", api)
@@ -184,6 +183,13 @@ pub fn endpoint(state: Arc<ApiState>) -> impl Endpoint {
 /// poem-openapi serves beside it is left out: this API has no OAuth.)
 fn swagger_ui() -> impl Endpoint {
     Route::new().at("/", make_sync(|_| Html(service().swagger_ui_html())))
+}
+
+/// The OpenAPI document, written for each request, for the same reason as
+/// [`swagger_ui`]: poem-openapi's endpoint writes it (150 KB) at start-up
+/// and keeps it, and copies it for every request anyway.
+fn openapi_json() -> impl Endpoint {
+    make_sync(|_| Response::builder().content_type("application/json").body(document()))
 }
 
 /// The `Host` names an open API answers to. Without an API key the API is
