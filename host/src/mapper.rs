@@ -802,8 +802,8 @@ enum CpuBudget {
 
 impl CpuBudget {
     /// What to do at a tick, and the budget from then on. Reading the CPU
-    /// clock is a system call (about 1 µs here, as much as a sixth of a
-    /// whole mapping), so it is read at ticks only, never per call: the
+    /// clock is a system call (0.4–1 µs on the build machine, a tenth of a
+    /// whole mapping or more), so it is read at ticks only, never per call: the
     /// count starts at the call's first tick, at most one tick (5 ms) after
     /// the call did, so a call may run up to one tick past its limit and is
     /// never stopped before it. `now` is `None` where the clock cannot be read.

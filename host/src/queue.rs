@@ -1020,7 +1020,7 @@ impl Queue {
 /// metadata), written straight into its text. (Built as a
 /// `serde_json::Value` first, a batch of 1,000 held its metadata twice more
 /// while the worker mapped the next batch.)
-pub(crate) fn delivery_payload(delivered: &[Delivered]) -> String {
+pub(crate) fn delivery_payload(delivered: &[Delivered]) -> Result<String, sqlx::Error> {
     #[derive(serde::Serialize)]
     struct Entry<'a> {
         queue_id: i64,
@@ -1035,8 +1035,7 @@ pub(crate) fn delivery_payload(delivered: &[Delivered]) -> String {
             meta: &d.metadata,
         })
         .collect();
-    // Serializing integers and JSON values into a string cannot fail.
-    serde_json::to_string(&entries).unwrap_or_else(|_| "[]".to_owned())
+    serde_json::to_string(&entries).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 /// What a failed attempt leads to, decided once for both drivers by the

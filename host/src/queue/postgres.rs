@@ -491,7 +491,7 @@ async fn mark_synced(
     token: Option<&str>,
     delivered: &[Delivered],
 ) -> Result<Vec<i64>, sqlx::Error> {
-    let payload = super::delivery_payload(delivered);
+    let payload = super::delivery_payload(delivered)?;
     let mut bucket = String::from("CASE");
     for le in LATENCY_BUCKETS {
         bucket.push_str(&format!(" WHEN {LATENCY} <= {le} THEN '{le}'"));

@@ -634,7 +634,7 @@ async fn mark_synced(
     token: Option<&str>,
     delivered: &[Delivered],
 ) -> Result<Vec<i64>, sqlx::Error> {
-    let payload = super::delivery_payload(delivered);
+    let payload = super::delivery_payload(delivered)?;
     let mut marked: Vec<i64> = sqlx::query_scalar(
         "WITH j AS MATERIALIZED (
              SELECT value ->> 'queue_id' AS queue_id, value ->> 'haven_id' AS haven_id, value -> 'meta' AS meta
