@@ -29,12 +29,16 @@ const HOSTILE: [(&str, &str); 9] = [
         "schema mismatch: column description holds Text values, the mapped value is integer",
     ),
     ("oversized", "mapper output too large"),
-    ("wrong-world", "not a keeper:mapper/mapper@1.2.0 component"),
+    ("wrong-world", "not a keeper:mapper/mapper@1.3.0 component"),
     ("not-wasm", "not a WebAssembly component"),
     (
         "big-needs",
         "the plugin asks for 64 MiB of memory per instance (requested-limits), above this keeper's ceiling of \
          32 MiB: raise KEEPER_PLUGIN_MEMORY_MIB to at least 64",
+    ),
+    (
+        "by-position-disagrees",
+        "map and map-values disagree on the warnings: map-values gives [",
     ),
 ];
 
@@ -370,11 +374,24 @@ async fn check_rejects_each_hostile_plugin_with_its_reason() {
     // the earlier contracts (keeper:mapper@1.0.0, @1.1.0) too.
     let mut benign = Env::new();
     benign.var("KEEPER_PLUGIN_TIMEOUT_MS", BENIGN_DEADLINE_MS);
-    for name in ["upper", "lenient", "trapdoor", "contract-1-0", "contract-1-1"] {
+    for name in [
+        "upper",
+        "lenient",
+        "trapdoor",
+        "contract-1-0",
+        "contract-1-1",
+        "by-position",
+    ] {
         let report = benign.ok(&["plugin", "check", plugin(name).to_str().unwrap()]);
         assert!(report.contains("verdict  accepted"), "{name}:\n{report}");
         assert!(report.contains("0 failed"), "{name}:\n{report}");
         assert!(report.contains("🦴 maximum lengths"), "{report}");
+        let calls = if name == "by-position" {
+            "calls    map-values"
+        } else {
+            "calls    map,"
+        };
+        assert!(report.contains(calls), "{name}:\n{report}");
     }
     // A check needs no keeper.db and leaves none behind: nothing is recorded.
     assert!(
@@ -739,6 +756,52 @@ async fn sandbox_limits_fail_single_items_and_the_worker_goes_on() {
     let out = env.ok(&["sync", "--once"]);
     assert!(out.contains("synced 4, failed 0"), "{out}");
     assert_eq!(written_by(&env.haven, "test-upper").await, 4);
+}
+
+/// The same limits where the host maps by position (world
+/// mapper-by-position), plus the one failure only that world has: a cell
+/// naming a column the plugin's output-columns does not.
+#[tokio::test]
+async fn a_plugin_mapping_by_position_is_held_to_the_same_limits_and_its_cells_checked() {
+    let (mut env, dir) = plugin_env();
+    env.var("KEEPER_PLUGIN_TIMEOUT_MS", 1000);
+    install("by-position", &dir);
+    let cases = [
+        ("plain one", None),
+        ("[loop] spins", Some(("pending", "mapper timed out after 1000 ms"))),
+        (
+            "[alloc] hoards",
+            Some(("max_retries_exceeded", "mapper exceeded memory limit 32 MiB")),
+        ),
+        ("[panic] panics", Some(("max_retries_exceeded", "mapper trapped: "))),
+        (
+            "[oversized] is huge",
+            Some(("max_retries_exceeded", "mapper output too large")),
+        ),
+        (
+            "[bad-cell] points nowhere",
+            Some((
+                "max_retries_exceeded",
+                "mapper broke the contract: a cell of column 9999, but output-columns names 63 (0 to 62)",
+            )),
+        ),
+        ("plain two", None),
+    ];
+    let ids = sync_cases(&env, &cases, "synced 2, failed 5").await;
+    let (_, _, panic) = queue_state(&env.keeper, ids[3]).await;
+    assert!(panic.unwrap().contains("panics on purpose"));
+    assert_eq!(written_by(&env.haven, "test-by-position").await, 2);
+    // Mapped by position, the rows are the default mapping's, column for
+    // column: the by-position plugin maps through the default mapping.
+    let mut conn = connect(&env.haven).await;
+    let (by, kind, planet): (String, String, Option<i64>) = sqlx::query_as(
+        "SELECT discovered_by, location_type, planet_id FROM discoveries WHERE description = 'plain one'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!((by.as_str(), kind.as_str()), ("Explorer#1234", "planet"));
+    assert!(planet.is_some(), "Erren of Oculi is in the sample VH-Database");
 }
 
 #[tokio::test]

@@ -18,46 +18,49 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use keeper::mapper::{DEFAULT_PLUGIN, Limits, Lookup, Runtime};
-use keeper::row::{Row, Value};
+use keeper::report::Report;
+use keeper::row::{Row, Value, read_row};
+use keeper::store::{Access, Store};
+use sqlx::{Connection, SqliteConnection};
+
+#[path = "common/reports.rs"]
+mod reports;
+use reports::report;
 
 fn env_usize(key: &str, default: usize) -> usize {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// One keeper.db discovery as the worker hands it to a plugin; the four
-/// kinds of report and three kinds of place of the pipeline bench.
-fn row(i: usize) -> Row {
-    let (emoji, field) = [
-        ("🦴", "species_type"),
-        ("💎", "resource_type"),
-        ("🚀", "ship_class"),
-        ("📖", "story_type"),
-    ][i % 4];
-    let location = ["moon:Getre Beta", "planet:Erren", "space:station:Anchor"][i % 3];
-    let text = |s: &str| Value::Text(s.to_owned());
-    let id = i64::try_from(i).unwrap_or(i64::MAX);
-    Row(vec![
-        ("id".to_owned(), Value::Integer(id)),
-        ("discovery_type".to_owned(), text(emoji)),
-        ("system_name".to_owned(), text("Ixiezh HV")),
-        ("location".to_owned(), text(location)),
-        (
-            "description".to_owned(),
-            text(&format!(
-                "Benchmark report {i}: a long enough description to look like a real one."
-            )),
-        ),
-        ("username".to_owned(), text(&format!("Explorer#{:04}", i % 10_000))),
-        ("user_id".to_owned(), text(&format!("{}", 100_000_000_000 + i))),
-        ("guild_id".to_owned(), text("123456789012345678")),
-        ("tags".to_owned(), text(r#"["bench","sync"]"#)),
-        (field.to_owned(), text("Vertebrate")),
-        ("submission_timestamp".to_owned(), text("2026-11-26 12:00:00")),
-    ])
+/// `items` keeper.db discoveries as the worker hands them to a plugin:
+/// the pipeline bench's reports, submitted to a fresh keeper.db and read
+/// back whole (every column of the table, NULL where a report has no
+/// value, the type-specific fields in `metadata`).
+fn rows(items: usize) -> Vec<Row> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("start a tokio runtime");
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("keeper.db");
+        let store = Store::open(&path, Access::Create).await.expect("create keeper.db");
+        let reports: Vec<Report> = (0..items).map(report).collect();
+        store.submit(&reports, 10).await.expect("submit the bench reports");
+        let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("open keeper.db");
+        sqlx::query("SELECT * FROM discoveries ORDER BY id")
+            .fetch_all(&mut conn)
+            .await
+            .expect("read the bench reports")
+            .iter()
+            .map(|row| read_row(row).expect("a readable row"))
+            .collect()
+    })
 }
 
-/// VH-Database's lookup tables for the bench's rows: the system, a planet
-/// and a moon of it.
+/// VH-Database's lookup tables for the bench's rows: the system and a moon
+/// of it (the planet of the `planet:` reports is not there: they warn).
 fn lookup() -> Lookup {
     Lookup::new(
         vec![("sys-1".to_owned(), "Ixiezh HV".to_owned())],
@@ -107,7 +110,7 @@ fn native_columns(row: &Row) -> Vec<(String, mapper_guest::Value)> {
 fn main() {
     let items = env_usize("BENCH_MAPPING_ITEMS", 50_000).max(1);
     let batch = env_usize("BENCH_MAPPING_BATCH", 1_000).max(1);
-    let rows: Vec<Row> = (0..items).map(row).collect();
+    let rows = rows(items);
     let lookup = Arc::new(lookup());
 
     let runtime = Runtime::new(Limits::default()).expect("start the wasm runtime");

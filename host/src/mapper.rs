@@ -17,11 +17,15 @@
 //! of the `mapper-with-limits` world (keeper:mapper@1.2.0) declares what it
 //! needs and is held to exactly that ([`Limits::grant`]), one that asks for
 //! more than a ceiling is refused, and any other is given the ceilings.
+//! A plugin of the `mapper-by-position` world (1.3.0) is called by position
+//! ([`by_position`]): the column names cross the boundary once per
+//! instance, not with every row.
 //!
 //! A trap poisons a wasmtime `Store`, so an instance is discarded after any
 //! error and a fresh one made from the pre-instantiated component (tens of
 //! microseconds).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -34,6 +38,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use crate::row::{Row, Value};
+
+mod by_position;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -162,7 +168,7 @@ pub struct PluginInfo {
 /// The world every plugin must implement, as named in error messages.
 /// Plugins built against an earlier 1.x of it load too (wasmtime matches
 /// semver-compatible import names).
-pub const WORLD: &str = "keeper:mapper/mapper@1.2.0";
+pub const WORLD: &str = "keeper:mapper/mapper@1.3.0";
 
 /// The export by which a `mapper-with-limits` plugin declares its needs.
 const REQUESTED_LIMITS_EXPORT: &str = "requested-limits";
@@ -238,6 +244,10 @@ pub enum MapError {
     OutputTooLarge { bytes: usize, limit: usize },
     #[error("mapper trapped: {0}")]
     Trapped(String),
+    /// It returned what the contract rules out (a cell naming no output
+    /// column); the same input would do it again.
+    #[error("mapper broke the contract: {0}")]
+    BrokeContract(String),
 }
 
 /// A mapped row with the warnings that did not stop it.
@@ -477,17 +487,24 @@ impl Runtime {
             requested: RequestedLimits::default(),
             limits: self.limits,
             refused: None,
+            by_position: None,
         };
         // Loaded under the ceilings; what it declares applies from the
         // next instance on.
         let mut instance = plugin
-            .instantiate(Arc::new(Lookup::default()))
+            .instantiate(Arc::new(Lookup::default()), Call::Named)
             .map_err(|e| PluginError::Start(e.to_string()))?;
         let info = instance.info().map_err(|e| PluginError::Start(e.to_string()))?;
         plugin.info.name = info.name;
         plugin.info.version = info.version;
         if let Some(export) = component.get_export_index(None, REQUESTED_LIMITS_EXPORT) {
             plugin.requested = instance.requested_limits(&export)?;
+        }
+        if let Some(exports) = by_position::Exports::find(component)? {
+            let Some(raw) = instance.raw else {
+                return Err(PluginError::Start(Instance::not_initialised().to_string()));
+            };
+            plugin.by_position = Some(Arc::new(exports.load(&mut instance.store, raw)?));
         }
         match self.limits.grant(plugin.requested) {
             Ok(granted) => plugin.limits = granted,
@@ -627,6 +644,18 @@ pub struct Plugin {
     /// Why what it asked for is not granted; such a plugin fails the
     /// conformance check and never becomes active.
     refused: Option<LimitRefused>,
+    /// Its by-position calls, for a plugin of the `mapper-by-position`
+    /// world: the host then maps by position.
+    by_position: Option<Arc<by_position::ByPosition>>,
+}
+
+/// Which of a plugin's exports maps a row.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// `map-values` where the plugin has it, else `map`.
+    Fastest,
+    /// `map`, always (the conformance check's comparison).
+    Named,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -655,7 +684,13 @@ impl Plugin {
         self.refused.as_ref()
     }
 
-    fn instantiate(&self, lookup: Arc<Lookup>) -> Result<Instance, MapError> {
+    /// Whether the host maps its rows by position (it is of the
+    /// `mapper-by-position` world).
+    pub fn maps_by_position(&self) -> bool {
+        self.by_position.is_some()
+    }
+
+    fn instantiate(&self, lookup: Arc<Lookup>, call: Call) -> Result<Instance, MapError> {
         let limits = self.limits;
         let stderr = MemoryOutputPipe::new(64 << 10);
         let memory_hit = Arc::new(AtomicBool::new(false));
@@ -677,6 +712,7 @@ impl Plugin {
         let mut instance = Instance {
             bindings: None,
             raw: None,
+            by_position: None,
             store,
             stderr,
             memory_hit,
@@ -688,6 +724,10 @@ impl Plugin {
             .instantiate(&mut instance.store)
             .map_err(|e| instance.classify(e))?;
         let bindings = bindings::Mapper::new(&mut instance.store, &raw).map_err(|e| instance.classify(e))?;
+        if let (Some(plugin), Call::Fastest) = (&self.by_position, call) {
+            let calls = by_position::Calls::new(plugin.clone(), &mut instance.store, raw);
+            instance.by_position = Some(calls.map_err(|e| instance.classify(e))?);
+        }
         instance.bindings = Some(bindings);
         instance.raw = Some(raw);
         Ok(instance)
@@ -697,48 +737,60 @@ impl Plugin {
     /// most the deadline and never affects another row. Blocking: run it on
     /// a blocking thread (WASI must not run on an async worker thread).
     pub fn map_all(&self, lookup: Arc<Lookup>, rows: &[Row]) -> Vec<Result<Mapped, MapError>> {
-        self.map_each(lookup, rows.iter().map(|row| to_wit_row(row.0.iter().cloned())))
+        self.map_each(lookup, rows.iter().map(Cow::Borrowed), Call::Fastest)
     }
 
     /// [`Plugin::map_all`] on rows the caller is done with (the worker's
     /// and the puller's batches): their names and texts move into the
     /// sandbox's input instead of being copied, item by item.
     pub fn map_owned(&self, lookup: Arc<Lookup>, rows: Vec<Row>) -> Vec<Result<Mapped, MapError>> {
-        self.map_each(lookup, rows.into_iter().map(|row| to_wit_row(row.0)))
+        self.map_each(lookup, rows.into_iter().map(Cow::Owned), Call::Fastest)
     }
 
-    fn map_each(
+    /// [`Plugin::map_all`] through the plugin's `map` export even where it
+    /// maps by position, for the conformance check to hold the two to the
+    /// same rows.
+    pub fn map_all_by_name(&self, lookup: Arc<Lookup>, rows: &[Row]) -> Vec<Result<Mapped, MapError>> {
+        self.map_each(lookup, rows.iter().map(Cow::Borrowed), Call::Named)
+    }
+
+    fn map_each<'r>(
         &self,
         lookup: Arc<Lookup>,
-        inputs: impl Iterator<Item = Vec<wit::Column>>,
+        rows: impl Iterator<Item = Cow<'r, Row>>,
+        call: Call,
     ) -> Vec<Result<Mapped, MapError>> {
         let mut current: Option<Instance> = None;
-        inputs
-            .map(|input| {
-                let mut instance = match current.take() {
-                    Some(i) => i,
-                    None => self.instantiate(lookup.clone())?,
-                };
-                let result = instance.map(&input);
-                if result.is_ok() || matches!(result, Err(MapError::Rejected { .. } | MapError::OutputTooLarge { .. }))
-                {
-                    current = Some(instance);
-                }
-                result
-            })
-            .collect()
+        rows.map(|row| {
+            let mut instance = match current.take() {
+                Some(i) => i,
+                None => self.instantiate(lookup.clone(), call)?,
+            };
+            let result = instance.map(row);
+            if result.is_ok()
+                || matches!(
+                    result,
+                    Err(MapError::Rejected { .. } | MapError::OutputTooLarge { .. } | MapError::BrokeContract(_))
+                )
+            {
+                current = Some(instance);
+            }
+            result
+        })
+        .collect()
     }
 }
 
 /// A row as the plugin's `map` takes it.
-fn to_wit_row(columns: impl IntoIterator<Item = (String, Value)>) -> Vec<wit::Column> {
-    columns
-        .into_iter()
-        .map(|(name, value)| wit::Column {
-            name,
-            value: to_wit(value),
-        })
-        .collect()
+fn to_wit_row(row: Cow<'_, Row>) -> Vec<wit::Column> {
+    let column = |(name, value)| wit::Column {
+        name,
+        value: to_wit(value),
+    };
+    match row {
+        Cow::Owned(row) => row.0.into_iter().map(column).collect(),
+        Cow::Borrowed(row) => row.0.iter().cloned().map(column).collect(),
+    }
 }
 
 /// The WASI a std guest needs to start, granting nothing: no preopened
@@ -868,6 +920,8 @@ struct Instance {
     /// The component instance itself, for the exports the bindings do not
     /// cover (`requested-limits`, which older plugins lack).
     raw: Option<wasmtime::component::Instance>,
+    /// Where the instance maps by position.
+    by_position: Option<by_position::Calls>,
     store: Store<HostState>,
     stderr: MemoryOutputPipe,
     memory_hit: Arc<AtomicBool>,
@@ -908,30 +962,33 @@ impl Instance {
         })
     }
 
-    fn map(&mut self, input: &Vec<wit::Column>) -> Result<Mapped, MapError> {
+    fn map(&mut self, row: Cow<'_, Row>) -> Result<Mapped, MapError> {
         self.store.data_mut().crash = None;
         arm_deadline(&mut self.store, self.limits.deadline);
-        let result = match &self.bindings {
-            Some(b) => b.call_map(&mut self.store, input),
-            None => return Err(Self::not_initialised()),
+        let mapped = match (&mut self.by_position, &self.bindings) {
+            (Some(calls), _) => calls.map(&mut self.store, row),
+            (None, Some(b)) => b.call_map(&mut self.store, &to_wit_row(row)).map(|output| {
+                output
+                    .map(|mapped| Mapped {
+                        row: Row(mapped.row.into_iter().map(|c| (c.name, from_wit(c.value))).collect()),
+                        warnings: mapped.warnings,
+                    })
+                    .map_err(|e| MapError::Rejected {
+                        field: e.field,
+                        message: e.message,
+                    })
+            }),
+            (None, None) => return Err(Self::not_initialised()),
         };
-        let output = result.map_err(|e| self.classify(e))?;
-        let mapped = output.map_err(|e| MapError::Rejected {
-            field: e.field,
-            message: e.message,
-        })?;
-        let row = Row(mapped.row.into_iter().map(|c| (c.name, from_wit(c.value))).collect());
-        let bytes = row.size() + mapped.warnings.iter().map(String::len).sum::<usize>();
+        let Mapped { row, warnings } = mapped.map_err(|e| self.classify(e))??;
+        let bytes = row.size() + warnings.iter().map(String::len).sum::<usize>();
         if bytes > self.limits.output_bytes {
             return Err(MapError::OutputTooLarge {
                 bytes,
                 limit: self.limits.output_bytes,
             });
         }
-        Ok(Mapped {
-            row,
-            warnings: mapped.warnings,
-        })
+        Ok(Mapped { row, warnings })
     }
 
     /// Turns a wasmtime error into the reason an operator can act on.
@@ -1051,7 +1108,7 @@ mod tests {
             ]
         );
         for (name, version) in sandbox::SANDBOX_IMPORTS {
-            let expected = if name.starts_with("keeper:") { "1.2.0" } else { "0.2.6" };
+            let expected = if name.starts_with("keeper:") { "1.3.0" } else { "0.2.6" };
             assert_eq!(*version, expected, "{name}");
         }
     }

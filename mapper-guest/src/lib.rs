@@ -12,7 +12,7 @@ mod source;
 #[cfg(test)]
 mod tests;
 
-pub use mapping::{TYPE_SPECIFIC_COLUMNS, map_row};
+pub use mapping::{Column, OUTPUT_COLUMNS, TYPE_SPECIFIC_COLUMNS, map_row, map_values};
 pub use model::{Body, Lookup, Mapped, MappingError, Value};
 
 /// The name recorded as the provenance of every row this plugin writes.
@@ -23,12 +23,20 @@ pub const PLUGIN_NAME: &str = "keeper-default-mapper";
 /// library disables the `component` feature and exports its own.
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component {
-    wit_bindgen::generate!({ path: "wit", world: "mapper" });
+    wit_bindgen::generate!({ path: "wit", world: "mapper-by-position" });
+
+    use std::cell::RefCell;
 
     use keeper::mapper::lookup;
     use keeper::mapper::types;
 
     struct DefaultMapper;
+
+    thread_local! {
+        /// The keeper.db columns `map-values` is given values of, in order:
+        /// the last `input-columns`.
+        static INPUT_COLUMNS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
 
     impl Guest for DefaultMapper {
         fn info() -> PluginInfo {
@@ -43,23 +51,55 @@ mod component {
                 .into_iter()
                 .map(|column| (column.name, from_wit(column.value)))
                 .collect();
-            match crate::map_row(&columns, &HostLookup) {
-                Ok(mapped) => Ok(Mapped {
-                    row: mapped
-                        .row
-                        .into_iter()
-                        .map(|(name, value)| types::Column {
-                            name: name.to_owned(),
-                            value: to_wit(value),
-                        })
-                        .collect(),
-                    warnings: mapped.warnings,
-                }),
-                Err(error) => Err(MappingError {
-                    field: error.field,
-                    message: error.message,
-                }),
-            }
+            let mapped = crate::map_row(&columns, &HostLookup).map_err(to_wit_error)?;
+            Ok(Mapped {
+                row: mapped
+                    .row
+                    .into_iter()
+                    .map(|(column, value)| types::Column {
+                        name: column.name().to_owned(),
+                        value: to_wit(value),
+                    })
+                    .collect(),
+                warnings: mapped.warnings,
+            })
+        }
+
+        fn output_columns() -> Vec<String> {
+            crate::OUTPUT_COLUMNS.iter().map(|&name| name.to_owned()).collect()
+        }
+
+        fn input_columns(names: Vec<String>) {
+            INPUT_COLUMNS.with_borrow_mut(|columns| *columns = names);
+        }
+
+        fn map_values(values: Vec<types::Value>) -> Result<MappedCells, MappingError> {
+            let values: Vec<crate::Value> = values.into_iter().map(from_wit).collect();
+            let mapped = INPUT_COLUMNS.with_borrow(|names| {
+                if names.len() == values.len() {
+                    crate::map_values(names, &values, &HostLookup).map_err(to_wit_error)
+                } else {
+                    Err(MappingError {
+                        field: None,
+                        message: format!(
+                            "{} values given for {} input columns: the host must call input-columns first",
+                            values.len(),
+                            names.len()
+                        ),
+                    })
+                }
+            })?;
+            Ok(MappedCells {
+                cells: mapped
+                    .row
+                    .into_iter()
+                    .map(|(column, value)| types::Cell {
+                        column: column.index(),
+                        value: to_wit(value),
+                    })
+                    .collect(),
+                warnings: mapped.warnings,
+            })
         }
     }
 
@@ -95,6 +135,13 @@ mod component {
             types::Value::Integer(number) => crate::Value::Integer(number),
             types::Value::Real(number) => crate::Value::Real(number),
             types::Value::Text(text) => crate::Value::Text(text),
+        }
+    }
+
+    fn to_wit_error(error: crate::MappingError) -> MappingError {
+        MappingError {
+            field: error.field,
+            message: error.message,
         }
     }
 

@@ -50,13 +50,131 @@ pub const TYPE_SPECIFIC_COLUMNS: [&str; 40] = [
     "collaborative_work",
 ];
 
+/// The columns every discovery may have, in VH-Database's column order
+/// (`id` aside, which the database assigns).
+const COMMON_COLUMNS: [&str; 23] = [
+    "discovery_type",
+    "discovery_name",
+    "system_id",
+    "planet_id",
+    "moon_id",
+    "location_type",
+    "location_name",
+    "description",
+    "coordinates",
+    "condition",
+    "time_period",
+    "significance",
+    "photo_url",
+    "evidence_urls",
+    "discovered_by",
+    "discord_user_id",
+    "discord_guild_id",
+    "submission_timestamp",
+    "pattern_matches",
+    "mystery_tier",
+    "analysis_status",
+    "tags",
+    "metadata",
+];
+
+/// Every VH-Database column this mapping can write, each once: the
+/// plugin's `output-columns`, which a [`Column`] indexes.
+pub const OUTPUT_COLUMNS: [&str; COMMON_COLUMNS.len() + TYPE_SPECIFIC_COLUMNS.len()] = {
+    let mut all = [""; COMMON_COLUMNS.len() + TYPE_SPECIFIC_COLUMNS.len()];
+    let mut i = 0;
+    while i < all.len() {
+        all[i] = if i < COMMON_COLUMNS.len() {
+            COMMON_COLUMNS[i]
+        } else {
+            TYPE_SPECIFIC_COLUMNS[i - COMMON_COLUMNS.len()]
+        };
+        i += 1;
+    }
+    all
+};
+
+/// A VH-Database column of [`OUTPUT_COLUMNS`], by position: the mapping
+/// names its output by index, so that a plugin called by position sends no
+/// names at all.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Column(u32);
+
+impl Column {
+    /// The column `name`; evaluated at compile time by [`column!`], where a
+    /// name not in [`OUTPUT_COLUMNS`] fails the build.
+    pub const fn named(name: &str) -> Column {
+        let mut i = 0;
+        while i < OUTPUT_COLUMNS.len() {
+            if const_eq(OUTPUT_COLUMNS[i], name) {
+                return Column(i as u32);
+            }
+            i += 1;
+        }
+        panic!("not a column of OUTPUT_COLUMNS")
+    }
+
+    /// The `i`-th of [`TYPE_SPECIFIC_COLUMNS`].
+    fn type_specific(i: usize) -> Column {
+        Column((COMMON_COLUMNS.len() + i) as u32)
+    }
+
+    /// Its position in [`OUTPUT_COLUMNS`].
+    pub fn index(self) -> u32 {
+        self.0
+    }
+
+    /// Its VH-Database name.
+    pub fn name(self) -> &'static str {
+        OUTPUT_COLUMNS[self.0 as usize]
+    }
+}
+
+impl std::fmt::Debug for Column {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+const fn const_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The [`Column`] named by a literal, found at compile time.
+macro_rules! column {
+    ($name:literal) => {{
+        const COLUMN: Column = Column::named($name);
+        COLUMN
+    }};
+}
+
 /// Maps one row. Columns without a value are left out so that the database
 /// applies its own defaults (`analysis_status` 'pending', counters 0).
 ///
 /// Checks run in a fixed order (required columns, then JSON, then the rest)
 /// so the same input always fails with the same error.
 pub fn map_row(columns: &[(String, Value)], lookup: &dyn Lookup) -> Result<Mapped, MappingError> {
-    let row = SourceRow::new(columns);
+    map_source(&SourceRow::new(columns), lookup)
+}
+
+/// [`map_row`] on a row given by position: `values[i]` is the value of the
+/// column `names[i]`.
+pub fn map_values(names: &[String], values: &[Value], lookup: &dyn Lookup) -> Result<Mapped, MappingError> {
+    map_source(&SourceRow::by_position(names, values), lookup)
+}
+
+fn map_source(row: &SourceRow<'_>, lookup: &dyn Lookup) -> Result<Mapped, MappingError> {
     let mut out = Output::default();
     let mut warnings = Vec::new();
 
@@ -67,10 +185,10 @@ pub fn map_row(columns: &[(String, Value)], lookup: &dyn Lookup) -> Result<Mappe
     let metadata = Metadata::new(metadata_json.as_ref().map(|(_, parsed)| parsed));
 
     let discovery_name = metadata.text("discovery_name")?;
-    let stated_location = location::stated(&row, &metadata)?;
+    let stated_location = location::stated(row, &metadata)?;
     let mut type_specific = Vec::with_capacity(TYPE_SPECIFIC_COLUMNS.len());
-    for column in TYPE_SPECIFIC_COLUMNS {
-        type_specific.push((column, metadata.text(column)?));
+    for (i, name) in TYPE_SPECIFIC_COLUMNS.into_iter().enumerate() {
+        type_specific.push((Column::type_specific(i), metadata.text(name)?));
     }
     let pattern_matches = row.optional_integer("pattern_matches")?;
     let mystery_tier = row.optional_integer("mystery_tier")?;
@@ -91,33 +209,36 @@ pub fn map_row(columns: &[(String, Value)], lookup: &dyn Lookup) -> Result<Mappe
     };
     let location = location::resolve(stated_location, &system, lookup, &mut warnings);
 
-    out.text("discovery_type", Some(discovery_type));
-    out.text("discovery_name", discovery_name);
-    out.text("system_id", system_id);
-    out.integer("planet_id", location.planet_id);
-    out.integer("moon_id", location.moon_id);
-    out.text("location_type", Some(location.kind.as_str().to_owned()));
-    out.text("location_name", location.name);
-    out.text("description", Some(description));
-    out.text("coordinates", row.optional_text("coordinates"));
-    out.text("condition", row.optional_text("condition"));
-    out.text("time_period", row.optional_text("time_period"));
-    out.text("significance", row.optional_text("significance"));
+    out.text(column!("discovery_type"), Some(discovery_type));
+    out.text(column!("discovery_name"), discovery_name);
+    out.text(column!("system_id"), system_id);
+    out.integer(column!("planet_id"), location.planet_id);
+    out.integer(column!("moon_id"), location.moon_id);
+    out.text(column!("location_type"), Some(location.kind.as_str().to_owned()));
+    out.text(column!("location_name"), location.name);
+    out.text(column!("description"), Some(description));
+    out.text(column!("coordinates"), row.optional_text("coordinates"));
+    out.text(column!("condition"), row.optional_text("condition"));
+    out.text(column!("time_period"), row.optional_text("time_period"));
+    out.text(column!("significance"), row.optional_text("significance"));
     // Both: `photo_url` for older readers, `evidence_urls` is the one the
     // Control Room reads.
     let evidence_url = row.optional_text("evidence_url");
-    out.text("photo_url", evidence_url.clone());
-    out.text("evidence_urls", evidence_url);
-    out.text("discovered_by", row.optional_text("username"));
-    out.text("discord_user_id", row.optional_text("user_id"));
-    out.text("discord_guild_id", row.optional_text("guild_id"));
+    out.text(column!("photo_url"), evidence_url.clone());
+    out.text(column!("evidence_urls"), evidence_url);
+    out.text(column!("discovered_by"), row.optional_text("username"));
+    out.text(column!("discord_user_id"), row.optional_text("user_id"));
+    out.text(column!("discord_guild_id"), row.optional_text("guild_id"));
     // The time of the report, not of the sync.
-    out.value("submission_timestamp", row.optional_as_stored("submission_timestamp"));
-    out.integer("pattern_matches", pattern_matches);
-    out.integer("mystery_tier", mystery_tier);
-    out.text("analysis_status", row.optional_text("analysis_status"));
-    out.text("tags", tags_json.map(|(text, _)| text));
-    out.text("metadata", metadata_json.map(|(text, _)| text));
+    out.value(
+        column!("submission_timestamp"),
+        row.optional_as_stored("submission_timestamp"),
+    );
+    out.integer(column!("pattern_matches"), pattern_matches);
+    out.integer(column!("mystery_tier"), mystery_tier);
+    out.text(column!("analysis_status"), row.optional_text("analysis_status"));
+    out.text(column!("tags"), tags_json.map(|(text, _)| text));
+    out.text(column!("metadata"), metadata_json.map(|(text, _)| text));
     for (column, value) in type_specific {
         out.text(column, value);
     }
@@ -131,21 +252,21 @@ pub fn map_row(columns: &[(String, Value)], lookup: &dyn Lookup) -> Result<Mappe
 /// The VH row under construction; absent values are simply not pushed.
 #[derive(Default)]
 struct Output {
-    columns: Vec<(&'static str, Value)>,
+    columns: Vec<(Column, Value)>,
 }
 
 impl Output {
-    fn value(&mut self, column: &'static str, value: Option<Value>) {
+    fn value(&mut self, column: Column, value: Option<Value>) {
         if let Some(value) = value {
             self.columns.push((column, value));
         }
     }
 
-    fn text(&mut self, column: &'static str, value: Option<String>) {
+    fn text(&mut self, column: Column, value: Option<String>) {
         self.value(column, value.map(Value::Text));
     }
 
-    fn integer(&mut self, column: &'static str, value: Option<i64>) {
+    fn integer(&mut self, column: Column, value: Option<i64>) {
         self.value(column, value.map(Value::Integer));
     }
 }

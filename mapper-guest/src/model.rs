@@ -4,6 +4,8 @@
 //! it can be unit tested natively with a fake [`Lookup`], without a wasm
 //! runtime or a host.
 
+use crate::mapping::Column;
+
 /// A SQLite-typed value, as stored in both databases.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -40,10 +42,20 @@ pub trait Lookup {
 /// VH-Database's column order) and warnings that do not stop the item.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapped {
-    /// Column names are `'static` because the mapping only ever emits the
-    /// VH-Database columns it knows, never a name taken from the input.
-    pub row: Vec<(&'static str, Value)>,
+    /// Columns of [`crate::OUTPUT_COLUMNS`]: the mapping only ever emits
+    /// the VH-Database columns it knows, never a name taken from the input.
+    pub row: Vec<(Column, Value)>,
     pub warnings: Vec<String>,
+}
+
+impl Mapped {
+    /// The row with its columns' names.
+    pub fn named_row(&self) -> Vec<(&'static str, Value)> {
+        self.row
+            .iter()
+            .map(|(column, value)| (column.name(), value.clone()))
+            .collect()
+    }
 }
 
 /// Why a row cannot be mapped; the same input always fails the same way.

@@ -8,7 +8,13 @@ use crate::model::{MappingError, Value};
 
 /// A keeper.db `discoveries` row as the host passed it.
 pub struct SourceRow<'a> {
-    columns: &'a [(String, Value)],
+    columns: Columns<'a>,
+}
+
+/// How the host passed the row: named (`map`) or by position (`map-values`).
+enum Columns<'a> {
+    Named(&'a [(String, Value)]),
+    ByPosition { names: &'a [String], values: &'a [Value] },
 }
 
 /// Which JSON shape a JSON-text column must hold.
@@ -20,7 +26,17 @@ pub enum JsonShape {
 
 impl<'a> SourceRow<'a> {
     pub fn new(columns: &'a [(String, Value)]) -> Self {
-        SourceRow { columns }
+        SourceRow {
+            columns: Columns::Named(columns),
+        }
+    }
+
+    /// `values[i]` is the value of column `names[i]`; a name without a
+    /// value reads as NULL.
+    pub fn by_position(names: &'a [String], values: &'a [Value]) -> Self {
+        SourceRow {
+            columns: Columns::ByPosition { names, values },
+        }
     }
 
     /// A missing column reads as NULL, because the host passes the columns
@@ -29,10 +45,17 @@ impl<'a> SourceRow<'a> {
     /// so the result is still deterministic.
     fn get(&self, name: &str) -> &'a Value {
         const NULL: &Value = &Value::Null;
-        self.columns
-            .iter()
-            .find(|(column, _)| column == name)
-            .map_or(NULL, |(_, value)| value)
+        let found = match self.columns {
+            Columns::Named(columns) => columns
+                .iter()
+                .find(|(column, _)| column == name)
+                .map(|(_, value)| value),
+            Columns::ByPosition { names, values } => names
+                .iter()
+                .position(|column| column == name)
+                .and_then(|i| values.get(i)),
+        };
+        found.unwrap_or(NULL)
     }
 
     /// A NOT NULL text column of the target: absent, blank or non-text is a

@@ -3,7 +3,9 @@
 
 use std::cell::RefCell;
 
-use crate::{Body, Lookup, Mapped, MappingError, TYPE_SPECIFIC_COLUMNS, Value, map_row};
+use crate::{
+    Body, Column, Lookup, Mapped, MappingError, OUTPUT_COLUMNS, TYPE_SPECIFIC_COLUMNS, Value, map_row, map_values,
+};
 
 const IXIEZH: &str = "SYS_EUCLID_D148E5FD";
 const LUZHILAR: &str = "SYS_EUCLID_54058A20";
@@ -147,25 +149,68 @@ fn row_with(changes: &[(&str, Value)]) -> Vec<(String, Value)> {
     row
 }
 
+/// Maps `row` both ways, named (`map`) and by position (`map-values`),
+/// which must agree: every test of the mapping checks both.
+fn map_both(row: &[(String, Value)]) -> Result<Mapped, MappingError> {
+    let lookup = FakeLookup::sample();
+    let named = map_row(row, &lookup);
+    let (names, values): (Vec<String>, Vec<Value>) = row.iter().cloned().unzip();
+    let by_position = map_values(&names, &values, &FakeLookup::sample());
+    assert_eq!(named, by_position, "map_row and map_values disagree on {row:?}");
+    named
+}
+
 fn map_ok(row: &[(String, Value)]) -> Mapped {
-    match map_row(row, &FakeLookup::sample()) {
+    match map_both(row) {
         Ok(mapped) => mapped,
         Err(error) => panic!("unexpected mapping error: {error:?}"),
     }
 }
 
 fn map_err(row: &[(String, Value)]) -> MappingError {
-    match map_row(row, &FakeLookup::sample()) {
+    match map_both(row) {
         Ok(mapped) => panic!("expected a mapping error, got {mapped:?}"),
         Err(error) => error,
     }
+}
+
+#[test]
+fn output_columns_are_vh_columns_each_once_in_the_tables_order() {
+    let vh = vh_columns();
+    let positions: Vec<usize> = OUTPUT_COLUMNS
+        .iter()
+        .map(|name| {
+            vh.iter()
+                .position(|column| column == name)
+                .unwrap_or_else(|| panic!("{name} is not a VH column"))
+        })
+        .collect();
+    assert!(positions.windows(2).all(|pair| pair[0] < pair[1]), "{OUTPUT_COLUMNS:?}");
+    assert_eq!(OUTPUT_COLUMNS.len(), vh.len() - 1, "every VH column but id");
+    for (i, name) in OUTPUT_COLUMNS.iter().enumerate() {
+        assert_eq!(Column::named(name).index() as usize, i);
+        assert_eq!(Column::named(name).name(), *name);
+    }
+}
+
+#[test]
+fn by_position_a_name_without_a_value_reads_as_null() {
+    let names = vec![
+        "discovery_type".to_owned(),
+        "description".to_owned(),
+        "coordinates".to_owned(),
+    ];
+    let values = vec![text("🦴"), text("Ancient alien fossil")];
+    let mapped = map_values(&names, &values, &FakeLookup::sample()).expect("maps");
+    assert_eq!(get(&mapped, "coordinates"), None);
+    assert_eq!(get_text(&mapped, "description"), Some("Ancient alien fossil"));
 }
 
 fn get<'a>(mapped: &'a Mapped, column: &str) -> Option<&'a Value> {
     mapped
         .row
         .iter()
-        .find(|(name, _)| *name == column)
+        .find(|(name, _)| name.name() == column)
         .map(|(_, value)| value)
 }
 
@@ -255,7 +300,7 @@ fn full_row_maps_column_by_column() {
         ("preservation_quality", text("Excellent")),
         ("estimated_age", text("200 million years")),
     ];
-    assert_eq!(mapped.row, expected);
+    assert_eq!(mapped.named_row(), expected);
     assert!(mapped.warnings.is_empty(), "{:?}", mapped.warnings);
 }
 
@@ -296,7 +341,7 @@ fn emits_only_vh_columns_never_id_and_each_once() {
         ("some_future_column".to_owned(), text("ignored")),
     ];
     let mapped = map_ok(&row);
-    let names: Vec<&str> = mapped.row.iter().map(|(name, _)| *name).collect();
+    let names: Vec<&str> = mapped.row.iter().map(|(name, _)| name.name()).collect();
     for name in &names {
         assert!(vh.contains(name), "{name} is not a VH column");
     }

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// One cargo feature of tests/guest-plugins per test plugin.
-pub const FEATURES: [&str; 19] = [
+pub const FEATURES: [&str; 21] = [
     "loop",
     "alloc",
     "panic",
@@ -27,6 +27,8 @@ pub const FEATURES: [&str; 19] = [
     "contract-1-1",
     "small-needs",
     "big-needs",
+    "by-position",
+    "by-position-disagrees",
 ];
 
 /// The test plugin `name` (a feature of tests/guest-plugins, or `not-wasm`).

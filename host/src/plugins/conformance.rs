@@ -204,6 +204,13 @@ impl Verdict {
         {
             out.push_str(&format!("limits   {}\n", describe_limits(plugin)));
         }
+        if let Some(plugin) = &self.plugin {
+            out.push_str(if plugin.maps_by_position() {
+                "calls    map-values, rows by position (world mapper-by-position; map gives the same rows)\n"
+            } else {
+                "calls    map, rows with their column names\n"
+            });
+        }
         if self.cached {
             out.push_str("compiled earlier: taken from the compiled-plugin cache\n");
         }
@@ -265,6 +272,7 @@ impl Verdict {
                     "timeout_ms": p.limits().deadline.as_millis(),
                 })),
             })),
+            "by_position": self.plugin.as_ref().map(Plugin::maps_by_position),
             "hash": self.hash,
             "accepted": self.rejection.is_none(),
             "reason": self.rejection.as_ref().map(ToString::to_string),
@@ -347,14 +355,32 @@ pub fn verify(hash: String, loaded: Result<Plugin, PluginError>, schema: &Target
     if crate::mapper::deadline_is_wall_clock() {
         retry_first_timeout(&plugin, &corpus.lookup, &rows, &mut results);
     }
+    // A plugin that maps by position also has `map`, which hosts before
+    // 1.3.0 call: it must give the same rows.
+    let by_name = plugin
+        .maps_by_position()
+        .then(|| plugin.map_all_by_name(corpus.lookup.clone(), &rows));
     let cases: Vec<CaseResult> = corpus
         .cases
         .iter()
         .zip(results)
-        .map(|(case, result)| CaseResult {
-            name: case.name.clone(),
-            mapped: result.as_ref().ok().cloned(),
-            outcome: judge(case.expect, result, schema),
+        .enumerate()
+        .map(|(i, (case, result))| {
+            let disagreement = by_name
+                .as_ref()
+                .and_then(|by_name| by_name.get(i))
+                .and_then(|by_name| disagreement(&result, by_name));
+            let mapped = result.as_ref().ok().cloned();
+            let outcome = match (judge(case.expect, result, schema), disagreement) {
+                (failed @ Outcome::Failed(_), _) => failed,
+                (_, Some(why)) => Outcome::Failed(why),
+                (outcome, None) => outcome,
+            };
+            CaseResult {
+                name: case.name.clone(),
+                mapped,
+                outcome,
+            }
         })
         .collect();
     let mut verdict = Verdict {
@@ -405,6 +431,52 @@ fn retry_first_timeout(
         if again {
             return;
         }
+    }
+}
+
+/// How a by-position plugin's `map-values` and `map` differ on one row, if
+/// they do. Timing out is not a difference: a slow call says nothing of
+/// what the other export returns.
+fn disagreement(
+    by_position: &Result<crate::mapper::Mapped, MapError>,
+    by_name: &Result<crate::mapper::Mapped, MapError>,
+) -> Option<String> {
+    let lead = "map and map-values disagree";
+    match (by_position, by_name) {
+        (Err(MapError::TimedOut(_)), _) | (_, Err(MapError::TimedOut(_))) => None,
+        (Ok(a), Ok(b)) if a.row != b.row => {
+            let column = a
+                .row
+                .0
+                .iter()
+                .zip(&b.row.0)
+                .find(|(a, b)| a != b)
+                .map(|(a, _)| a.0.as_str())
+                .or_else(|| a.row.0.get(b.row.0.len()).map(|c| c.0.as_str()))
+                .or_else(|| b.row.0.get(a.row.0.len()).map(|c| c.0.as_str()))
+                .unwrap_or("?");
+            Some(format!(
+                "{lead} from column {column} on: the two exports must return the same row"
+            ))
+        }
+        (Ok(a), Ok(b)) if a.warnings != b.warnings => Some(format!(
+            "{lead} on the warnings: map-values gives {:?}, map {:?}",
+            a.warnings, b.warnings
+        )),
+        (Ok(_), Ok(_)) => None,
+        (a, b) if a == b => None,
+        (a, b) => Some(format!(
+            "{lead}: map-values {}, map {}",
+            outcome_words(a),
+            outcome_words(b)
+        )),
+    }
+}
+
+fn outcome_words(result: &Result<crate::mapper::Mapped, MapError>) -> String {
+    match result {
+        Ok(_) => "maps the row".to_owned(),
+        Err(e) => format!("fails it ({e})"),
     }
 }
 

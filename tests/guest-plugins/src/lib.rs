@@ -12,9 +12,13 @@ mod mapper {
         feature = "contract-1-0",
         feature = "contract-1-1",
         feature = "small-needs",
-        feature = "big-needs"
+        feature = "big-needs",
+        feature = "by-position",
+        feature = "by-position-disagrees"
     )))]
     wit_bindgen::generate!({ path: "../../mapper-guest/wit", world: "mapper" });
+    #[cfg(any(feature = "by-position", feature = "by-position-disagrees"))]
+    wit_bindgen::generate!({ path: "../../mapper-guest/wit", world: "mapper-by-position" });
     #[cfg(any(feature = "small-needs", feature = "big-needs"))]
     wit_bindgen::generate!({ path: "../../mapper-guest/wit", world: "mapper-with-limits" });
     #[cfg(feature = "contract-1-0")]
@@ -69,6 +73,10 @@ mod mapper {
         "test-small-needs"
     } else if cfg!(feature = "big-needs") {
         "test-big-needs"
+    } else if cfg!(feature = "by-position") {
+        "test-by-position"
+    } else if cfg!(feature = "by-position-disagrees") {
+        "test-by-position-disagrees"
     } else {
         "test-default"
     };
@@ -93,7 +101,13 @@ mod mapper {
         } else {
             None
         };
-        if always.is_some() || !cfg!(any(feature = "trapdoor", feature = "small-needs")) {
+        if always.is_some()
+            || !cfg!(any(
+                feature = "trapdoor",
+                feature = "small-needs",
+                feature = "by-position"
+            ))
+        {
             return always;
         }
         [
@@ -108,6 +122,12 @@ mod mapper {
     }
 
     struct TestPlugin;
+
+    #[cfg(any(feature = "by-position", feature = "by-position-disagrees"))]
+    thread_local! {
+        /// The last `input-columns`.
+        static INPUT_COLUMNS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
 
     impl Guest for TestPlugin {
         fn info() -> PluginInfo {
@@ -133,6 +153,65 @@ mod mapper {
                     timeout_ms: None,
                 }
             }
+        }
+
+        /// By position: the row is put back together from the last input
+        /// columns and mapped by `map`, and its columns found in the default
+        /// mapping's output columns.
+        #[cfg(any(feature = "by-position", feature = "by-position-disagrees"))]
+        fn output_columns() -> Vec<String> {
+            mapper_guest::OUTPUT_COLUMNS
+                .iter()
+                .map(|&name| name.to_owned())
+                .collect()
+        }
+
+        #[cfg(any(feature = "by-position", feature = "by-position-disagrees"))]
+        fn input_columns(names: Vec<String>) {
+            INPUT_COLUMNS.with_borrow_mut(|columns| *columns = names);
+        }
+
+        #[cfg(any(feature = "by-position", feature = "by-position-disagrees"))]
+        fn map_values(values: Vec<types::Value>) -> Result<MappedCells, MappingError> {
+            let row: Row = INPUT_COLUMNS.with_borrow(|names| {
+                names
+                    .iter()
+                    .zip(values)
+                    .map(|(name, value)| types::Column {
+                        name: name.clone(),
+                        value,
+                    })
+                    .collect()
+            });
+            let bad_cell = row.iter().any(|column| {
+                column.name == "description"
+                    && matches!(&column.value, types::Value::Text(text) if text.contains("[bad-cell]"))
+            });
+            let mapped = <TestPlugin as Guest>::map(row)?;
+            let mut cells: Vec<types::Cell> = mapped
+                .row
+                .into_iter()
+                .filter_map(|column| {
+                    let position = mapper_guest::OUTPUT_COLUMNS
+                        .iter()
+                        .position(|&name| name == column.name)?;
+                    Some(types::Cell {
+                        column: u32::try_from(position).ok()?,
+                        value: column.value,
+                    })
+                })
+                .collect();
+            if bad_cell {
+                cells.push(types::Cell {
+                    column: 9_999,
+                    value: types::Value::Null,
+                });
+            }
+            let mut warnings = mapped.warnings;
+            if cfg!(feature = "by-position-disagrees") {
+                warnings.push("only by position".to_owned());
+            }
+            Ok(MappedCells { cells, warnings })
         }
 
         fn map(row: Row) -> Result<Mapped, MappingError> {
@@ -188,7 +267,7 @@ mod mapper {
                 .row
                 .into_iter()
                 .map(|(name, value)| types::Column {
-                    name: name.to_owned(),
+                    name: name.name().to_owned(),
                     value: to_wit(value),
                 })
                 .collect();
