@@ -406,7 +406,7 @@ async fn a_bad_upload_is_refused_with_its_reason_and_changes_nothing() {
         (
             "wrong-world",
             read(&plugin("wrong-world")),
-            "not a keeper:mapper/mapper@1.2.0 component",
+            "not a keeper:mapper/mapper@1.3.0 component",
         ),
         (
             "unknown_column",

@@ -16,7 +16,7 @@ use common::*;
 use sqlx::Row;
 
 /// The hostile plugins and the reason each must be rejected with.
-const HOSTILE: [(&str, &str); 9] = [
+const HOSTILE: [(&str, &str); 10] = [
     ("loop", "mapper timed out after 100 ms"),
     ("alloc", "mapper exceeded memory limit 32 MiB"),
     ("panic", "mapper trapped: "),
