@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use keeper::mapper::{DEFAULT_PLUGIN, Limits, Lookup, Runtime};
 use keeper::report::Report;
-use keeper::row::{Row, Value, read_row};
+use keeper::row::{ColumnNames, Row, Value, read_row_sharing};
 use keeper::store::{Access, Store};
 use sqlx::{Connection, SqliteConnection};
 
@@ -49,12 +49,14 @@ fn rows(items: usize) -> Vec<Row> {
         let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
             .await
             .expect("open keeper.db");
+        // Read as the worker reads a batch: the rows share their names.
+        let mut names = ColumnNames::default();
         sqlx::query("SELECT * FROM discoveries ORDER BY id")
             .fetch_all(&mut conn)
             .await
             .expect("read the bench reports")
             .iter()
-            .map(|row| read_row(row).expect("a readable row"))
+            .map(|row| read_row_sharing(row, &mut names).expect("a readable row"))
             .collect()
     })
 }
@@ -102,7 +104,7 @@ fn native_columns(row: &Row) -> Vec<(String, mapper_guest::Value)> {
                 Value::Real(r) => mapper_guest::Value::Real(*r),
                 Value::Text(t) => mapper_guest::Value::Text(t.clone()),
             };
-            (name.clone(), value)
+            (name.to_string(), value)
         })
         .collect()
 }

@@ -37,7 +37,7 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
-use crate::row::{Row, Value};
+use crate::row::{ColumnName, Row, Value};
 
 mod by_position;
 
@@ -783,8 +783,8 @@ impl Plugin {
 
 /// A row as the plugin's `map` takes it.
 fn to_wit_row(row: Cow<'_, Row>) -> Vec<wit::Column> {
-    let column = |(name, value)| wit::Column {
-        name,
+    let column = |(name, value): (ColumnName, Value)| wit::Column {
+        name: name.to_string(),
         value: to_wit(value),
     };
     match row {
@@ -970,7 +970,13 @@ impl Instance {
             (None, Some(b)) => b.call_map(&mut self.store, &to_wit_row(row)).map(|output| {
                 output
                     .map(|mapped| Mapped {
-                        row: Row(mapped.row.into_iter().map(|c| (c.name, from_wit(c.value))).collect()),
+                        row: Row(
+                            mapped
+                                .row
+                                .into_iter()
+                                .map(|c| (ColumnName::from(c.name), from_wit(c.value)))
+                                .collect(),
+                        ),
                         warnings: mapped.warnings,
                     })
                     .map_err(|e| MapError::Rejected {

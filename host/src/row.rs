@@ -2,6 +2,8 @@
 //! SQLite-typed values. Both databases are read and written through this one
 //! representation, so the host never needs to know the columns a plugin maps.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Column, Row as _, TypeInfo, ValueRef};
@@ -62,13 +64,44 @@ impl Value {
     }
 }
 
+/// A column's name. Shared: the rows of one read hold the same names
+/// ([`ColumnNames`]), and so do the rows a plugin maps by position (its
+/// output columns), so a batch of rows keeps one copy of each name instead
+/// of one per row, and comparing two rows' columns is mostly comparing
+/// pointers.
+pub type ColumnName = Arc<str>;
+
 /// Columns in table order (as read) or in plugin order (as mapped).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Row(pub Vec<(String, Value)>);
+pub struct Row(pub Vec<(ColumnName, Value)>);
+
+/// The column names of rows read one after another: a row whose column
+/// `i` is named as the last one's gets the same [`ColumnName`].
+#[derive(Debug, Default)]
+pub struct ColumnNames(Vec<ColumnName>);
+
+impl ColumnNames {
+    /// The name of column `i`, shared with the rows before if theirs was
+    /// the same.
+    pub fn name(&mut self, i: usize, name: &str) -> ColumnName {
+        match self.0.get_mut(i) {
+            Some(known) if &**known == name => known.clone(),
+            Some(known) => {
+                *known = Arc::from(name);
+                known.clone()
+            }
+            None => {
+                let new: ColumnName = Arc::from(name);
+                self.0.push(new.clone());
+                new
+            }
+        }
+    }
+}
 
 impl Row {
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.0.iter().find(|(n, _)| &**n == name).map(|(_, v)| v)
     }
 
     pub fn text(&self, name: &str) -> Option<&str> {
@@ -85,7 +118,7 @@ impl Row {
     /// The row as a JSON object, column -> value: how the sync API exports
     /// keeper.db rows (`GET /sync/export`, `GET /sync/items/{id}`).
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::Value::Object(self.0.iter().map(|(n, v)| (n.clone(), v.to_json())).collect())
+        serde_json::Value::Object(self.0.iter().map(|(n, v)| (n.to_string(), v.to_json())).collect())
     }
 
     /// The inverse of [`Row::to_json`], for a remote puller: integers stay
@@ -118,7 +151,7 @@ impl Row {
                     });
                 }
             };
-            out.push((name.clone(), value));
+            out.push((Arc::from(name.as_str()), value));
         }
         Ok(Row(out))
     }
@@ -140,11 +173,17 @@ pub struct UnreadableColumn {
 /// Reads every column of a SQLite row with its actual storage class (SQLite
 /// is dynamically typed: the declared type does not say what a legacy row holds).
 pub fn read_row(row: &SqliteRow) -> Result<Row, UnreadableColumn> {
+    read_row_sharing(row, &mut ColumnNames::default())
+}
+
+/// [`read_row`] for one of many rows of a query: its column names are
+/// shared with the rows read before through `names`.
+pub fn read_row_sharing(row: &SqliteRow, names: &mut ColumnNames) -> Result<Row, UnreadableColumn> {
     let mut out = Vec::with_capacity(row.columns().len());
     for (i, column) in row.columns().iter().enumerate() {
-        let name = column.name().to_owned();
+        let name = names.name(i, column.name());
         let unreadable = |reason: String| UnreadableColumn {
-            column: name.clone(),
+            column: name.to_string(),
             reason,
         };
         let raw = row.try_get_raw(i).map_err(|e| unreadable(e.to_string()))?;

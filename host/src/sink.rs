@@ -146,17 +146,17 @@ impl TargetSchema {
     pub fn check(&self, row: &Row) -> Result<(), SinkError> {
         let mut seen = std::collections::HashSet::new();
         for (name, value) in &row.0 {
-            if name == "id" {
+            if &**name == "id" {
                 return Err(SinkError::Schema(
                     "the mapped row sets column id, which VH-Database assigns".into(),
                 ));
             }
-            if !seen.insert(name.as_str()) {
+            if !seen.insert(&**name) {
                 return Err(SinkError::Schema(format!("the mapped row sets column {name} twice")));
             }
             let column = self
                 .columns
-                .get(name)
+                .get(&**name)
                 .ok_or_else(|| SinkError::Schema(format!("column {name} missing in VH-Database table discoveries")))?;
             if matches!(value, Value::Real(r) if !r.is_finite()) {
                 return Err(SinkError::Schema(format!(
@@ -586,7 +586,7 @@ impl Haven {
                 already_there: false,
                 replaced,
             });
-            let columns: Vec<&str> = delivery.row.0.iter().map(|(n, _)| n.as_str()).collect();
+            let columns: Vec<&str> = delivery.row.0.iter().map(|(n, _)| &**n).collect();
             match shapes.iter_mut().find(|(c, _)| *c == columns) {
                 Some((_, members)) => members.push(i),
                 None => shapes.push((columns, vec![i])),

@@ -27,7 +27,7 @@ use sqlx::{Connection as _, Row as _, SqliteConnection, SqlitePool};
 use crate::db::Db;
 use crate::queue;
 use crate::report::Report;
-use crate::row::{Row, UnreadableColumn, read_row};
+use crate::row::{ColumnNames, Row, UnreadableColumn, read_row_sharing};
 use crate::sqlite_error::{self, Fault};
 use intake::{Committer, Keyed, Submission};
 use write_turn::WriteTurn;
@@ -724,9 +724,10 @@ async fn read_discoveries(pool: &SqlitePool, ids: &[i64]) -> Result<HashMap<i64,
         .fetch_all(pool)
         .await?;
     let mut out = HashMap::with_capacity(rows.len());
+    let mut names = ColumnNames::default();
     for row in rows {
         let id: i64 = row.try_get("id")?;
-        out.insert(id, read_row(&row).map_err(RowError::from));
+        out.insert(id, read_row_sharing(&row, &mut names).map_err(RowError::from));
     }
     Ok(out)
 }

@@ -19,7 +19,7 @@ use wasmtime::Store;
 use wasmtime::component::{Component, ComponentExportIndex, TypedFunc};
 
 use super::{HostState, MapError, Mapped, PluginError, from_wit, one_line, to_wit, wit};
-use crate::row::Row;
+use crate::row::{ColumnName, Row};
 
 const OUTPUT_COLUMNS_EXPORT: &str = "output-columns";
 const INPUT_COLUMNS_EXPORT: &str = "input-columns";
@@ -30,8 +30,9 @@ const MAP_VALUES_EXPORT: &str = "map-values";
 pub(super) struct ByPosition {
     input_columns: ComponentExportIndex,
     map_values: ComponentExportIndex,
-    /// Its `output-columns`: the names its cells index.
-    output_columns: Vec<String>,
+    /// Its `output-columns`: the names its cells index, shared by every
+    /// row it maps.
+    output_columns: Vec<ColumnName>,
 }
 
 /// The exports of the world, found in a component.
@@ -96,7 +97,7 @@ impl Exports {
         Ok(ByPosition {
             input_columns: self.input_columns,
             map_values: self.map_values,
-            output_columns,
+            output_columns: output_columns.iter().map(|name| ColumnName::from(name.as_str())).collect(),
         })
     }
 }
@@ -128,7 +129,7 @@ pub(super) struct Calls {
     input_columns: InputColumns,
     map_values: MapValues,
     /// The input columns the instance has: those of the last row it mapped.
-    told: Option<Vec<String>>,
+    told: Option<Vec<ColumnName>>,
 }
 
 /// What a call returned, before the host checks its size.
@@ -152,14 +153,21 @@ impl Calls {
     /// the last row's, then passes its values.
     pub(super) fn map(&mut self, store: &mut Store<HostState>, row: std::borrow::Cow<'_, Row>) -> Outcome {
         let columns = &row.0;
+        // Rows read together share their names (`row::ColumnNames`): the
+        // pointers are compared first, the texts only where they differ.
         let told = self.told.as_ref().is_some_and(|names| {
-            names.len() == columns.len() && names.iter().zip(columns).all(|(told, (name, _))| told == name)
+            names.len() == columns.len()
+                && names
+                    .iter()
+                    .zip(columns)
+                    .all(|(told, (name, _))| ColumnName::ptr_eq(told, name) || told == name)
         });
         if !told {
-            let names: Vec<String> = columns.iter().map(|(name, _)| name.clone()).collect();
+            let names: Vec<ColumnName> = columns.iter().map(|(name, _)| name.clone()).collect();
             // Forgotten first: should the call trap, the instance is gone.
             self.told = None;
-            self.input_columns.call(&mut *store, (names.clone(),))?;
+            let texts = names.iter().map(ToString::to_string).collect();
+            self.input_columns.call(&mut *store, (texts,))?;
             self.told = Some(names);
         }
         let values: Vec<wit::Value> = match row {

@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use serde::Deserialize;
 
 use crate::mapper::{LimitRefused, Lookup, MapError, Plugin, PluginError, PluginInfo};
-use crate::row::{Row, Value};
+use crate::row::{ColumnName, Row, Value};
 use crate::sink::TargetSchema;
 
 const CASES: &str = include_str!("../../conformance/cases.json");
@@ -87,7 +87,7 @@ impl Corpus {
             for (column, value) in case.row {
                 let value: Value = serde_json::from_value(value)
                     .map_err(|e| CorpusError(format!("case {:?}, column {column}: {e}", case.name)))?;
-                row.push((column, value));
+                row.push((ColumnName::from(column), value));
             }
             out.push(Case {
                 name: case.name,
@@ -451,9 +451,9 @@ fn disagreement(
                 .iter()
                 .zip(&b.row.0)
                 .find(|(a, b)| a != b)
-                .map(|(a, _)| a.0.as_str())
-                .or_else(|| a.row.0.get(b.row.0.len()).map(|c| c.0.as_str()))
-                .or_else(|| b.row.0.get(a.row.0.len()).map(|c| c.0.as_str()))
+                .map(|(a, _)| &*a.0)
+                .or_else(|| a.row.0.get(b.row.0.len()).map(|c| &*c.0))
+                .or_else(|| b.row.0.get(a.row.0.len()).map(|c| &*c.0))
                 .unwrap_or("?");
             Some(format!(
                 "{lead} from column {column} on: the two exports must return the same row"

@@ -225,7 +225,7 @@ fn compare(old: &Result<Mapped, MapError>, new: &Result<Mapped, MapError>) -> Ve
 }
 
 fn column_changes(old: &Row, new: &Row) -> Vec<Change> {
-    let new_values: HashMap<&str, &Value> = new.0.iter().map(|(c, v)| (c.as_str(), v)).collect();
+    let new_values: HashMap<&str, &Value> = new.0.iter().map(|(c, v)| (&**c, v)).collect();
     let change = |column: &str, active: Option<&Value>, candidate: Option<&Value>| Change::Column {
         column: column.to_owned(),
         active: active.cloned(),
@@ -233,7 +233,7 @@ fn column_changes(old: &Row, new: &Row) -> Vec<Change> {
     };
     let mut changes = Vec::new();
     for (column, value) in &old.0 {
-        match new_values.get(column.as_str()) {
+        match new_values.get(&**column) {
             Some(v) if *v == value => {}
             other => changes.push(change(column, Some(value), other.copied())),
         }
@@ -266,7 +266,7 @@ mod tests {
     use super::*;
 
     fn row(cols: &[(&str, Value)]) -> Row {
-        Row(cols.iter().map(|(c, v)| (c.to_string(), v.clone())).collect())
+        Row(cols.iter().map(|(c, v)| ((*c).into(), v.clone())).collect())
     }
 
     #[test]

@@ -680,7 +680,7 @@ async fn discovery_rows_reach_the_plugin_alike(store: Store) {
     let ids = submit(&store, 1).await;
     let mut rows = store.discoveries(&ids).await.expect("rows");
     let row = rows.remove(&ids[0]).expect("the row").expect("readable");
-    let names: Vec<&str> = row.0.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = row.0.iter().map(|(n, _)| &**n).collect();
     assert_eq!(
         names,
         [

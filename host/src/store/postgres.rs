@@ -14,7 +14,7 @@ use sqlx::{Column as _, Connection as _, PgConnection, PgPool, Row as _, TypeInf
 
 use super::{Access, INTAKE_KEY_TTL_HOURS, Intake, IntakeError, IntakeKey, RowError, SeenKey, StoreError};
 use crate::report::Report;
-use crate::row::{Row, Value};
+use crate::row::{ColumnNames, Row, Value};
 
 /// One migration: its version, what it is, its statements.
 struct Migration {
@@ -498,16 +498,18 @@ pub(super) async fn discoveries<'c>(
     .fetch_all(conn)
     .await?;
     let mut out = HashMap::with_capacity(rows.len());
+    let mut names = ColumnNames::default();
     for row in rows {
         let id: i64 = row.try_get("id")?;
-        out.insert(id, Ok(read_row(&row)?));
+        out.insert(id, Ok(read_row(&row, &mut names)?));
     }
     Ok(out)
 }
 
 /// A discoveries row as the plugin contract sees it (`row::Value`): the
-/// columns are BIGINT or TEXT, as keeper.db's INTEGER and TEXT.
-fn read_row(row: &PgRow) -> Result<Row, sqlx::Error> {
+/// columns are BIGINT or TEXT, as keeper.db's INTEGER and TEXT. Its column
+/// names are shared with the rows read before through `names`.
+fn read_row(row: &PgRow, names: &mut ColumnNames) -> Result<Row, sqlx::Error> {
     let mut out = Vec::with_capacity(row.len());
     for (i, column) in row.columns().iter().enumerate() {
         let value = match column.type_info().name() {
@@ -515,7 +517,7 @@ fn read_row(row: &PgRow) -> Result<Row, sqlx::Error> {
             "FLOAT8" | "FLOAT4" => row.try_get::<Option<f64>, _>(i)?.map_or(Value::Null, Value::Real),
             _ => row.try_get::<Option<String>, _>(i)?.map_or(Value::Null, Value::Text),
         };
-        out.push((column.name().to_owned(), value));
+        out.push((names.name(i, column.name()), value));
     }
     Ok(Row(out))
 }
