@@ -970,13 +970,11 @@ impl Instance {
             (None, Some(b)) => b.call_map(&mut self.store, &to_wit_row(row)).map(|output| {
                 output
                     .map(|mapped| Mapped {
-                        row: Row(
-                            mapped
-                                .row
-                                .into_iter()
-                                .map(|c| (ColumnName::from(c.name), from_wit(c.value)))
-                                .collect(),
-                        ),
+                        row: Row(mapped
+                            .row
+                            .into_iter()
+                            .map(|c| (ColumnName::from(c.name), from_wit(c.value)))
+                            .collect()),
                         warnings: mapped.warnings,
                     })
                     .map_err(|e| MapError::Rejected {

@@ -186,10 +186,7 @@ fn map_source(row: &SourceRow<'_>, lookup: &dyn Lookup) -> Result<Mapped, Mappin
 
     let discovery_name = metadata.text("discovery_name")?;
     let stated_location = location::stated(row, &metadata)?;
-    let mut type_specific = Vec::with_capacity(TYPE_SPECIFIC_COLUMNS.len());
-    for (i, name) in TYPE_SPECIFIC_COLUMNS.into_iter().enumerate() {
-        type_specific.push((Column::type_specific(i), metadata.text(name)?));
-    }
+    let type_specific = metadata.texts(&TYPE_SPECIFIC_COLUMNS)?;
     let pattern_matches = row.optional_integer("pattern_matches")?;
     let mystery_tier = row.optional_integer("mystery_tier")?;
 
@@ -239,8 +236,8 @@ fn map_source(row: &SourceRow<'_>, lookup: &dyn Lookup) -> Result<Mapped, Mappin
     out.text(column!("analysis_status"), row.optional_text("analysis_status"));
     out.text(column!("tags"), tags_json.map(|(text, _)| text));
     out.text(column!("metadata"), metadata_json.map(|(text, _)| text));
-    for (column, value) in type_specific {
-        out.text(column, value);
+    for (i, value) in type_specific.into_iter().enumerate() {
+        out.text(Column::type_specific(i), value);
     }
 
     Ok(Mapped {

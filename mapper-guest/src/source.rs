@@ -177,19 +177,52 @@ impl<'a> Metadata<'a> {
     /// us as the number 3 and is still the reporter's answer. An object or
     /// array has no faithful text form in a TEXT column: that is an error.
     pub fn text(&self, key: &str) -> Result<Option<String>, MappingError> {
-        let Some(value) = self.object.and_then(|object| object.get(key)) else {
-            return Ok(None);
+        match self.object.and_then(|object| object.get(key)) {
+            Some(value) => text_of(key, value),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Metadata::text`] of each of `keys`, in their order, failing as
+    /// the first key that fails would. The object is walked once rather
+    /// than searched once per key: a report's metadata holds a handful of
+    /// the 40 type-specific keys.
+    pub fn texts(&self, keys: &[&str]) -> Result<Vec<Option<String>>, MappingError> {
+        let mut texts = vec![None; keys.len()];
+        let Some(object) = self.object else {
+            return Ok(texts);
         };
-        match value {
-            serde_json::Value::Null => Ok(None),
-            serde_json::Value::String(text) => Ok(non_blank(text)),
-            serde_json::Value::Number(number) => Ok(Some(number.to_string())),
-            serde_json::Value::Bool(flag) => Ok(Some(flag.to_string())),
-            serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
-                let field = format!("metadata.{key}");
-                let message = format!("{field} must be text, found {}", json_kind(value));
-                Err(MappingError::field(field, message))
+        let mut first_error: Option<(usize, MappingError)> = None;
+        for (key, value) in object {
+            let Some(i) = keys.iter().position(|wanted| wanted == key) else {
+                continue;
+            };
+            match text_of(key, value) {
+                Ok(text) => texts[i] = text,
+                Err(error) if first_error.as_ref().is_none_or(|(earlier, _)| i < *earlier) => {
+                    first_error = Some((i, error));
+                }
+                Err(_) => {}
             }
+        }
+        match first_error {
+            Some((_, error)) => Err(error),
+            None => Ok(texts),
+        }
+    }
+}
+
+/// The text of `metadata.<key>`, as [`Metadata::text`] describes.
+fn text_of(key: &str, value: &serde_json::Value) -> Result<Option<String>, MappingError> {
+    match value {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(text) => Ok(non_blank(text)),
+        serde_json::Value::Number(number) => Ok(Some(number.to_string())),
+        serde_json::Value::Bool(flag) => Ok(Some(flag.to_string())),
+        serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+            let field = format!("metadata.{key}");
+            let message = format!("{field} must be text, found {}", json_kind(value));
+            Err(MappingError::field(field, message))
         }
     }
 }

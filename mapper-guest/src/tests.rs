@@ -649,6 +649,15 @@ fn type_specific_non_string_values() {
     assert_field(&error, "metadata.ship_class");
 }
 
+/// Of two bad type-specific values, the one whose column comes first in
+/// VH-Database is reported, whatever the order of the keys in the object.
+#[test]
+fn the_first_bad_type_specific_value_in_column_order_is_reported() {
+    let metadata = r#"{"hazard_type": {"kind": "heat"}, "species_type": ["a"]}"#;
+    let error = map_err(&row_with(&[("metadata", text(metadata))]));
+    assert_field(&error, "metadata.species_type");
+}
+
 #[test]
 fn every_type_specific_column_comes_from_metadata() {
     let mut metadata = serde_json::Map::new();

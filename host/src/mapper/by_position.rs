@@ -97,7 +97,10 @@ impl Exports {
         Ok(ByPosition {
             input_columns: self.input_columns,
             map_values: self.map_values,
-            output_columns: output_columns.iter().map(|name| ColumnName::from(name.as_str())).collect(),
+            output_columns: output_columns
+                .iter()
+                .map(|name| ColumnName::from(name.as_str()))
+                .collect(),
         })
     }
 }
