@@ -77,7 +77,7 @@ mod component {
             let values: Vec<crate::Value> = values.into_iter().map(from_wit).collect();
             let mapped = INPUT_COLUMNS.with_borrow(|names| {
                 if names.len() == values.len() {
-                    crate::map_values(names, &values, &HostLookup).map_err(to_wit_error)
+                    crate::map_values(names, values, &HostLookup).map_err(to_wit_error)
                 } else {
                     Err(MappingError {
                         field: None,

@@ -170,7 +170,7 @@ pub fn map_row(columns: &[(String, Value)], lookup: &dyn Lookup) -> Result<Mappe
 
 /// [`map_row`] on a row given by position: `values[i]` is the value of the
 /// column `names[i]`.
-pub fn map_values(names: &[String], values: &[Value], lookup: &dyn Lookup) -> Result<Mapped, MappingError> {
+pub fn map_values(names: &[String], values: Vec<Value>, lookup: &dyn Lookup) -> Result<Mapped, MappingError> {
     map_source(&SourceRow::by_position(names, values), lookup)
 }
 

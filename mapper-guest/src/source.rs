@@ -4,6 +4,8 @@
 //! space; an optional value that is empty after trimming is absent) so the
 //! column table in `mapping.rs` never has to repeat them.
 
+use std::cell::RefCell;
+
 use crate::model::{MappingError, Value};
 
 /// A keeper.db `discoveries` row as the host passed it.
@@ -11,10 +13,15 @@ pub struct SourceRow<'a> {
     columns: Columns<'a>,
 }
 
-/// How the host passed the row: named (`map`) or by position (`map-values`).
+/// How the host passed the row: named (`map`, borrowed) or by position
+/// (`map-values`, the values owned, so that a text copied to the output
+/// as it is moves there instead of being copied).
 enum Columns<'a> {
     Named(&'a [(String, Value)]),
-    ByPosition { names: &'a [String], values: &'a [Value] },
+    ByPosition {
+        names: &'a [String],
+        values: RefCell<Vec<Value>>,
+    },
 }
 
 /// Which JSON shape a JSON-text column must hold.
@@ -33,40 +40,68 @@ impl<'a> SourceRow<'a> {
 
     /// `values[i]` is the value of column `names[i]`; a name without a
     /// value reads as NULL.
-    pub fn by_position(names: &'a [String], values: &'a [Value]) -> Self {
+    pub fn by_position(names: &'a [String], values: Vec<Value>) -> Self {
         SourceRow {
-            columns: Columns::ByPosition { names, values },
+            columns: Columns::ByPosition {
+                names,
+                values: RefCell::new(values),
+            },
         }
     }
 
-    /// A missing column reads as NULL, because the host passes the columns
-    /// of whatever keeper.db version it reads, and older rows may lack some.
-    /// Should a name appear twice (the contract forbids it), the first wins,
-    /// so the result is still deterministic.
-    fn get(&self, name: &str) -> &'a Value {
+    /// Where column `name` is, in the row's own order. A missing column
+    /// reads as NULL, because the host passes the columns of whatever
+    /// keeper.db version it reads, and older rows may lack some. Should a
+    /// name appear twice (the contract forbids it), the first wins, so the
+    /// result is still deterministic.
+    fn position(&self, name: &str) -> Option<usize> {
+        match &self.columns {
+            Columns::Named(columns) => columns.iter().position(|(column, _)| column == name),
+            Columns::ByPosition { names, .. } => names.iter().position(|column| column == name),
+        }
+    }
+
+    /// Reads column `name` in place.
+    fn read<R>(&self, name: &str, read: impl FnOnce(&Value) -> R) -> R {
         const NULL: &Value = &Value::Null;
-        let found = match self.columns {
-            Columns::Named(columns) => columns
-                .iter()
-                .find(|(column, _)| column == name)
-                .map(|(_, value)| value),
-            Columns::ByPosition { names, values } => names
-                .iter()
-                .position(|column| column == name)
-                .and_then(|i| values.get(i)),
-        };
-        found.unwrap_or(NULL)
+        let position = self.position(name);
+        match &self.columns {
+            Columns::Named(columns) => read(position.and_then(|i| columns.get(i)).map_or(NULL, |(_, value)| value)),
+            Columns::ByPosition { values, .. } => {
+                let values = values.borrow();
+                read(position.and_then(|i| values.get(i)).unwrap_or(NULL))
+            }
+        }
+    }
+
+    /// Column `name`'s value to keep: moved out of an owned row (each
+    /// column that reaches the output is read once), copied from a
+    /// borrowed one.
+    fn take(&self, name: &str) -> Value {
+        let position = self.position(name);
+        match &self.columns {
+            Columns::Named(columns) => position
+                .and_then(|i| columns.get(i))
+                .map_or(Value::Null, |(_, value)| value.clone()),
+            Columns::ByPosition { values, .. } => position
+                .and_then(|i| {
+                    values
+                        .borrow_mut()
+                        .get_mut(i)
+                        .map(|value| std::mem::replace(value, Value::Null))
+                })
+                .unwrap_or(Value::Null),
+        }
     }
 
     /// A NOT NULL text column of the target: absent, blank or non-text is a
     /// permanent error, because the database would reject the row anyway and
     /// a number in a description is a sign of a corrupt source row.
     pub fn required_text(&self, name: &str) -> Result<String, MappingError> {
-        match self.get(name) {
-            Value::Text(text) => match text.trim() {
-                "" => Err(MappingError::field(name, format!("{name} is required"))),
-                trimmed => Ok(trimmed.to_owned()),
-            },
+        match self.take(name) {
+            Value::Text(text) => {
+                non_blank_owned(text).ok_or_else(|| MappingError::field(name, format!("{name} is required")))
+            }
             Value::Null => Err(MappingError::field(name, format!("{name} is required"))),
             other => Err(MappingError::field(
                 name,
@@ -79,11 +114,11 @@ impl<'a> SourceRow<'a> {
     /// SQLite itself does when it stores a number in a TEXT column: nothing
     /// is lost, and IDs (Discord snowflakes) are often numbers.
     pub fn optional_text(&self, name: &str) -> Option<String> {
-        match self.get(name) {
+        match self.take(name) {
             Value::Null => None,
             Value::Integer(number) => Some(number.to_string()),
             Value::Real(number) => Some(format!("{number:?}")),
-            Value::Text(text) => non_blank(text),
+            Value::Text(text) => non_blank_owned(text),
         }
     }
 
@@ -91,7 +126,7 @@ impl<'a> SourceRow<'a> {
     /// converted. Anything that is not a whole number is an error rather than
     /// a silent 0, because the target column could not hold it faithfully.
     pub fn optional_integer(&self, name: &str) -> Result<Option<i64>, MappingError> {
-        match self.get(name) {
+        self.read(name, |value| match value {
             Value::Null => Ok(None),
             Value::Integer(number) => Ok(Some(*number)),
             Value::Real(number) => real_to_integer(*number)
@@ -103,16 +138,16 @@ impl<'a> SourceRow<'a> {
                     MappingError::field(name, format!("{name} must be an integer, found the text '{trimmed}'"))
                 }),
             },
-        }
+        })
     }
 
     /// A column copied with its SQL type unchanged (a DATETIME may be text,
     /// a Unix time or a Julian day); only text gets the text rules.
     pub fn optional_as_stored(&self, name: &str) -> Option<Value> {
-        match self.get(name) {
+        match self.take(name) {
             Value::Null => None,
-            Value::Text(text) => non_blank(text).map(Value::Text),
-            other => Some(other.clone()),
+            Value::Text(text) => non_blank_owned(text).map(Value::Text),
+            other => Some(other),
         }
     }
 
@@ -125,9 +160,9 @@ impl<'a> SourceRow<'a> {
         name: &str,
         shape: JsonShape,
     ) -> Result<Option<(String, serde_json::Value)>, MappingError> {
-        let text = match self.get(name) {
+        let text = match self.take(name) {
             Value::Null => return Ok(None),
-            Value::Text(text) => match non_blank(text) {
+            Value::Text(text) => match non_blank_owned(text) {
                 Some(text) => text,
                 None => return Ok(None),
             },
@@ -224,6 +259,19 @@ fn text_of(key: &str, value: &serde_json::Value) -> Result<Option<String>, Mappi
             let message = format!("{field} must be text, found {}", json_kind(value));
             Err(MappingError::field(field, message))
         }
+    }
+}
+
+/// [`non_blank`] of a text the caller owns: kept as it is unless it has
+/// white space to trim.
+fn non_blank_owned(text: String) -> Option<String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        None
+    } else if trimmed.len() == text.len() {
+        Some(text)
+    } else {
+        Some(trimmed.to_owned())
     }
 }
 

@@ -155,7 +155,7 @@ fn map_both(row: &[(String, Value)]) -> Result<Mapped, MappingError> {
     let lookup = FakeLookup::sample();
     let named = map_row(row, &lookup);
     let (names, values): (Vec<String>, Vec<Value>) = row.iter().cloned().unzip();
-    let by_position = map_values(&names, &values, &FakeLookup::sample());
+    let by_position = map_values(&names, values, &FakeLookup::sample());
     assert_eq!(named, by_position, "map_row and map_values disagree on {row:?}");
     named
 }
@@ -201,7 +201,7 @@ fn by_position_a_name_without_a_value_reads_as_null() {
         "coordinates".to_owned(),
     ];
     let values = vec![text("🦴"), text("Ancient alien fossil")];
-    let mapped = map_values(&names, &values, &FakeLookup::sample()).expect("maps");
+    let mapped = map_values(&names, values, &FakeLookup::sample()).expect("maps");
     assert_eq!(get(&mapped, "coordinates"), None);
     assert_eq!(get_text(&mapped, "description"), Some("Ancient alien fossil"));
 }
