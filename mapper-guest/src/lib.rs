@@ -4,16 +4,19 @@
 //! component model, so it can be unit tested natively; `component` only
 //! converts between the WIT types and those modules.
 
+mod names;
+#[macro_use]
+mod source;
 mod location;
 mod mapping;
 mod model;
-mod source;
 
 #[cfg(test)]
 mod tests;
 
 pub use mapping::{Column, OUTPUT_COLUMNS, TYPE_SPECIFIC_COLUMNS, map_row, map_values};
 pub use model::{Body, Lookup, Mapped, MappingError, Value};
+pub use source::InputPositions;
 
 /// The name recorded as the provenance of every row this plugin writes.
 pub const PLUGIN_NAME: &str = "keeper-default-mapper";
@@ -33,9 +36,10 @@ mod component {
     struct DefaultMapper;
 
     thread_local! {
-        /// The keeper.db columns `map-values` is given values of, in order:
-        /// the last `input-columns`.
-        static INPUT_COLUMNS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+        /// The keeper.db columns `map-values` is given values of (the last
+        /// `input-columns`): how many, and where the mapping finds the
+        /// ones it reads.
+        static INPUT_COLUMNS: RefCell<(usize, crate::InputPositions)> = RefCell::default();
     }
 
     impl Guest for DefaultMapper {
@@ -70,21 +74,21 @@ mod component {
         }
 
         fn input_columns(names: Vec<String>) {
-            INPUT_COLUMNS.with_borrow_mut(|columns| *columns = names);
+            let positions = crate::InputPositions::of(names.iter().map(String::as_str));
+            INPUT_COLUMNS.with_borrow_mut(|columns| *columns = (names.len(), positions));
         }
 
         fn map_values(values: Vec<types::Value>) -> Result<MappedCells, MappingError> {
             let values: Vec<crate::Value> = values.into_iter().map(from_wit).collect();
-            let mapped = INPUT_COLUMNS.with_borrow(|names| {
-                if names.len() == values.len() {
-                    crate::map_values(names, values, &HostLookup).map_err(to_wit_error)
+            let mapped = INPUT_COLUMNS.with_borrow(|(count, positions)| {
+                if *count == values.len() {
+                    crate::map_values(positions, values, &HostLookup).map_err(to_wit_error)
                 } else {
                     Err(MappingError {
                         field: None,
                         message: format!(
-                            "{} values given for {} input columns: the host must call input-columns first",
+                            "{} values given for {count} input columns: the host must call input-columns first",
                             values.len(),
-                            names.len()
                         ),
                     })
                 }

@@ -82,8 +82,8 @@ pub fn stated(row: &SourceRow<'_>, metadata: &Metadata<'_>) -> Result<StatedLoca
         })?),
     };
     let meta_name = metadata.text("location_name")?;
-    let planet_name = row.optional_text("planet_name");
-    let (location_kind, location_name) = match row.optional_text("location") {
+    let planet_name = row.optional_text(input!("planet_name"));
+    let (location_kind, location_name) = match row.optional_text(input!("location")) {
         Some(location) => split_kind_prefix(&location),
         None => (None, None),
     };

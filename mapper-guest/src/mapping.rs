@@ -3,7 +3,7 @@
 
 use crate::location::{self, SystemRef};
 use crate::model::{Lookup, Mapped, MappingError, Value};
-use crate::source::{JsonShape, Metadata, SourceRow};
+use crate::source::{InputPositions, JsonShape, Metadata, SourceRow};
 
 /// The 40 type-specific columns (DISCOVERY_TYPES.md), in VH-Database's column
 /// order. keeper.db keeps them in `metadata` under the same names.
@@ -104,14 +104,7 @@ impl Column {
     /// The column `name`; evaluated at compile time by [`column!`], where a
     /// name not in [`OUTPUT_COLUMNS`] fails the build.
     pub const fn named(name: &str) -> Column {
-        let mut i = 0;
-        while i < OUTPUT_COLUMNS.len() {
-            if const_eq(OUTPUT_COLUMNS[i], name) {
-                return Column(i as u32);
-            }
-            i += 1;
-        }
-        panic!("not a column of OUTPUT_COLUMNS")
+        Column(crate::names::index_of(&OUTPUT_COLUMNS, name) as u32)
     }
 
     /// The `i`-th of [`TYPE_SPECIFIC_COLUMNS`].
@@ -136,21 +129,6 @@ impl std::fmt::Debug for Column {
     }
 }
 
-const fn const_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
 /// The [`Column`] named by a literal, found at compile time.
 macro_rules! column {
     ($name:literal) => {{
@@ -168,30 +146,30 @@ pub fn map_row(columns: &[(String, Value)], lookup: &dyn Lookup) -> Result<Mappe
     map_source(&SourceRow::new(columns), lookup)
 }
 
-/// [`map_row`] on a row given by position: `values[i]` is the value of the
-/// column `names[i]`.
-pub fn map_values(names: &[String], values: Vec<Value>, lookup: &dyn Lookup) -> Result<Mapped, MappingError> {
-    map_source(&SourceRow::by_position(names, values), lookup)
+/// [`map_row`] on a row given by position: `values` in the order of the
+/// column names `positions` were found for ([`InputPositions::of`]).
+pub fn map_values(positions: &InputPositions, values: Vec<Value>, lookup: &dyn Lookup) -> Result<Mapped, MappingError> {
+    map_source(&SourceRow::by_position(positions, values), lookup)
 }
 
 fn map_source(row: &SourceRow<'_>, lookup: &dyn Lookup) -> Result<Mapped, MappingError> {
     let mut out = Output::default();
     let mut warnings = Vec::new();
 
-    let discovery_type = row.required_text("discovery_type")?;
-    let description = row.required_text("description")?;
-    let metadata_json = row.optional_json("metadata", JsonShape::Object)?;
-    let tags_json = row.optional_json("tags", JsonShape::Array)?;
+    let discovery_type = row.required_text(input!("discovery_type"))?;
+    let description = row.required_text(input!("description"))?;
+    let metadata_json = row.optional_json(input!("metadata"), JsonShape::Object)?;
+    let tags_json = row.optional_json(input!("tags"), JsonShape::Array)?;
     let metadata = Metadata::new(metadata_json.as_ref().map(|(_, parsed)| parsed));
 
     let discovery_name = metadata.text("discovery_name")?;
     let stated_location = location::stated(row, &metadata)?;
     let type_specific = metadata.texts(&TYPE_SPECIFIC_COLUMNS)?;
-    let pattern_matches = row.optional_integer("pattern_matches")?;
-    let mystery_tier = row.optional_integer("mystery_tier")?;
+    let pattern_matches = row.optional_integer(input!("pattern_matches"))?;
+    let mystery_tier = row.optional_integer(input!("mystery_tier"))?;
 
     // Every check that can fail has passed: only lookups (which warn) remain.
-    let system_name = row.optional_text("system_name");
+    let system_name = row.optional_text(input!("system_name"));
     let system_id = system_name.as_deref().and_then(|name| lookup.find_system(name));
     let system = match (&system_name, &system_id) {
         (Some(name), Some(id)) => SystemRef::Found { id, name },
@@ -214,30 +192,30 @@ fn map_source(row: &SourceRow<'_>, lookup: &dyn Lookup) -> Result<Mapped, Mappin
     out.text(column!("location_type"), Some(location.kind.as_str().to_owned()));
     out.text(column!("location_name"), location.name);
     out.text(column!("description"), Some(description));
-    out.text(column!("coordinates"), row.optional_text("coordinates"));
-    out.text(column!("condition"), row.optional_text("condition"));
-    out.text(column!("time_period"), row.optional_text("time_period"));
-    out.text(column!("significance"), row.optional_text("significance"));
+    out.text(column!("coordinates"), row.optional_text(input!("coordinates")));
+    out.text(column!("condition"), row.optional_text(input!("condition")));
+    out.text(column!("time_period"), row.optional_text(input!("time_period")));
+    out.text(column!("significance"), row.optional_text(input!("significance")));
     // Both: `photo_url` for older readers, `evidence_urls` is the one the
     // Control Room reads.
-    let evidence_url = row.optional_text("evidence_url");
+    let evidence_url = row.optional_text(input!("evidence_url"));
     out.text(column!("photo_url"), evidence_url.clone());
     out.text(column!("evidence_urls"), evidence_url);
-    out.text(column!("discovered_by"), row.optional_text("username"));
-    out.text(column!("discord_user_id"), row.optional_text("user_id"));
-    out.text(column!("discord_guild_id"), row.optional_text("guild_id"));
+    out.text(column!("discovered_by"), row.optional_text(input!("username")));
+    out.text(column!("discord_user_id"), row.optional_text(input!("user_id")));
+    out.text(column!("discord_guild_id"), row.optional_text(input!("guild_id")));
     // The time of the report, not of the sync.
     out.value(
         column!("submission_timestamp"),
-        row.optional_as_stored("submission_timestamp"),
+        row.optional_as_stored(input!("submission_timestamp")),
     );
     out.integer(column!("pattern_matches"), pattern_matches);
     out.integer(column!("mystery_tier"), mystery_tier);
-    out.text(column!("analysis_status"), row.optional_text("analysis_status"));
+    out.text(column!("analysis_status"), row.optional_text(input!("analysis_status")));
     out.text(column!("tags"), tags_json.map(|(text, _)| text));
     out.text(column!("metadata"), metadata_json.map(|(text, _)| text));
-    for (i, value) in type_specific.into_iter().enumerate() {
-        out.text(Column::type_specific(i), value);
+    for (i, value) in type_specific {
+        out.text(Column::type_specific(i), Some(value));
     }
 
     Ok(Mapped {

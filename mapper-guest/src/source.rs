@@ -4,24 +4,93 @@
 //! space; an optional value that is empty after trimming is absent) so the
 //! column table in `mapping.rs` never has to repeat them.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use crate::model::{MappingError, Value};
 
+/// The keeper.db columns the mapping reads; an [`Input`] indexes it.
+pub const INPUT_COLUMNS: [&str; 19] = [
+    "discovery_type",
+    "description",
+    "metadata",
+    "tags",
+    "location",
+    "planet_name",
+    "system_name",
+    "coordinates",
+    "condition",
+    "time_period",
+    "significance",
+    "evidence_url",
+    "username",
+    "user_id",
+    "guild_id",
+    "submission_timestamp",
+    "pattern_matches",
+    "mystery_tier",
+    "analysis_status",
+];
+
+/// A keeper.db column the mapping reads, by its place in [`INPUT_COLUMNS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Input(usize);
+
+impl Input {
+    /// The column `name`; evaluated at compile time by [`input!`], where a
+    /// name not in [`INPUT_COLUMNS`] fails the build.
+    pub const fn named(name: &str) -> Input {
+        Input(crate::names::index_of(&INPUT_COLUMNS, name))
+    }
+
+    /// Its keeper.db name, for error messages.
+    pub fn name(self) -> &'static str {
+        INPUT_COLUMNS[self.0]
+    }
+}
+
+/// The [`Input`] named by a literal, found at compile time.
+macro_rules! input {
+    ($name:literal) => {{
+        const INPUT: $crate::source::Input = $crate::source::Input::named($name);
+        INPUT
+    }};
+}
+
+/// Where each of [`INPUT_COLUMNS`] is in rows with given column names
+/// (`None`: the row has no such column, and it reads as NULL). Found once
+/// per set of names: by position, once for all the rows of an instance.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InputPositions([Option<usize>; INPUT_COLUMNS.len()]);
+
+impl InputPositions {
+    /// Should a name appear twice (the contract forbids it), the first
+    /// wins, so the result is still deterministic.
+    pub fn of<'n>(names: impl Iterator<Item = &'n str> + Clone) -> InputPositions {
+        let mut positions = [None; INPUT_COLUMNS.len()];
+        for (position, wanted) in positions.iter_mut().zip(INPUT_COLUMNS) {
+            *position = names.clone().position(|name| name == wanted);
+        }
+        InputPositions(positions)
+    }
+
+    fn position(&self, input: Input) -> Option<usize> {
+        self.0[input.0]
+    }
+}
+
 /// A keeper.db `discoveries` row as the host passed it.
 pub struct SourceRow<'a> {
-    columns: Columns<'a>,
+    positions: Cow<'a, InputPositions>,
+    values: Values<'a>,
 }
 
 /// How the host passed the row: named (`map`, borrowed) or by position
 /// (`map-values`, the values owned, so that a text copied to the output
 /// as it is moves there instead of being copied).
-enum Columns<'a> {
+enum Values<'a> {
     Named(&'a [(String, Value)]),
-    ByPosition {
-        names: &'a [String],
-        values: RefCell<Vec<Value>>,
-    },
+    ByPosition(RefCell<Vec<Value>>),
 }
 
 /// Which JSON shape a JSON-text column must hold.
@@ -34,56 +103,45 @@ pub enum JsonShape {
 impl<'a> SourceRow<'a> {
     pub fn new(columns: &'a [(String, Value)]) -> Self {
         SourceRow {
-            columns: Columns::Named(columns),
+            positions: Cow::Owned(InputPositions::of(columns.iter().map(|(name, _)| name.as_str()))),
+            values: Values::Named(columns),
         }
     }
 
-    /// `values[i]` is the value of column `names[i]`; a name without a
-    /// value reads as NULL.
-    pub fn by_position(names: &'a [String], values: Vec<Value>) -> Self {
+    /// A row of `values` in the order `positions` were found for; a
+    /// column past the values reads as NULL.
+    pub fn by_position(positions: &'a InputPositions, values: Vec<Value>) -> Self {
         SourceRow {
-            columns: Columns::ByPosition {
-                names,
-                values: RefCell::new(values),
-            },
+            positions: Cow::Borrowed(positions),
+            values: Values::ByPosition(RefCell::new(values)),
         }
     }
 
-    /// Where column `name` is, in the row's own order. A missing column
-    /// reads as NULL, because the host passes the columns of whatever
-    /// keeper.db version it reads, and older rows may lack some. Should a
-    /// name appear twice (the contract forbids it), the first wins, so the
-    /// result is still deterministic.
-    fn position(&self, name: &str) -> Option<usize> {
-        match &self.columns {
-            Columns::Named(columns) => columns.iter().position(|(column, _)| column == name),
-            Columns::ByPosition { names, .. } => names.iter().position(|column| column == name),
-        }
-    }
-
-    /// Reads column `name` in place.
-    fn read<R>(&self, name: &str, read: impl FnOnce(&Value) -> R) -> R {
+    /// Reads column `input` in place. A missing column reads as NULL,
+    /// because the host passes the columns of whatever keeper.db version it
+    /// reads, and older rows may lack some.
+    fn read<R>(&self, input: Input, read: impl FnOnce(&Value) -> R) -> R {
         const NULL: &Value = &Value::Null;
-        let position = self.position(name);
-        match &self.columns {
-            Columns::Named(columns) => read(position.and_then(|i| columns.get(i)).map_or(NULL, |(_, value)| value)),
-            Columns::ByPosition { values, .. } => {
+        let position = self.positions.position(input);
+        match &self.values {
+            Values::Named(columns) => read(position.and_then(|i| columns.get(i)).map_or(NULL, |(_, value)| value)),
+            Values::ByPosition(values) => {
                 let values = values.borrow();
                 read(position.and_then(|i| values.get(i)).unwrap_or(NULL))
             }
         }
     }
 
-    /// Column `name`'s value to keep: moved out of an owned row (each
+    /// Column `input`'s value to keep: moved out of an owned row (each
     /// column that reaches the output is read once), copied from a
     /// borrowed one.
-    fn take(&self, name: &str) -> Value {
-        let position = self.position(name);
-        match &self.columns {
-            Columns::Named(columns) => position
+    fn take(&self, input: Input) -> Value {
+        let position = self.positions.position(input);
+        match &self.values {
+            Values::Named(columns) => position
                 .and_then(|i| columns.get(i))
                 .map_or(Value::Null, |(_, value)| value.clone()),
-            Columns::ByPosition { values, .. } => position
+            Values::ByPosition(values) => position
                 .and_then(|i| {
                     values
                         .borrow_mut()
@@ -97,8 +155,9 @@ impl<'a> SourceRow<'a> {
     /// A NOT NULL text column of the target: absent, blank or non-text is a
     /// permanent error, because the database would reject the row anyway and
     /// a number in a description is a sign of a corrupt source row.
-    pub fn required_text(&self, name: &str) -> Result<String, MappingError> {
-        match self.take(name) {
+    pub fn required_text(&self, input: Input) -> Result<String, MappingError> {
+        let name = input.name();
+        match self.take(input) {
             Value::Text(text) => {
                 non_blank_owned(text).ok_or_else(|| MappingError::field(name, format!("{name} is required")))
             }
@@ -113,8 +172,8 @@ impl<'a> SourceRow<'a> {
     /// An optional text column. A number is written as its decimal text, as
     /// SQLite itself does when it stores a number in a TEXT column: nothing
     /// is lost, and IDs (Discord snowflakes) are often numbers.
-    pub fn optional_text(&self, name: &str) -> Option<String> {
-        match self.take(name) {
+    pub fn optional_text(&self, input: Input) -> Option<String> {
+        match self.take(input) {
             Value::Null => None,
             Value::Integer(number) => Some(number.to_string()),
             Value::Real(number) => Some(format!("{number:?}")),
@@ -125,8 +184,9 @@ impl<'a> SourceRow<'a> {
     /// An INTEGER column. Legacy rows may hold the digits as text; those are
     /// converted. Anything that is not a whole number is an error rather than
     /// a silent 0, because the target column could not hold it faithfully.
-    pub fn optional_integer(&self, name: &str) -> Result<Option<i64>, MappingError> {
-        self.read(name, |value| match value {
+    pub fn optional_integer(&self, input: Input) -> Result<Option<i64>, MappingError> {
+        let name = input.name();
+        self.read(input, |value| match value {
             Value::Null => Ok(None),
             Value::Integer(number) => Ok(Some(*number)),
             Value::Real(number) => real_to_integer(*number)
@@ -143,8 +203,8 @@ impl<'a> SourceRow<'a> {
 
     /// A column copied with its SQL type unchanged (a DATETIME may be text,
     /// a Unix time or a Julian day); only text gets the text rules.
-    pub fn optional_as_stored(&self, name: &str) -> Option<Value> {
-        match self.take(name) {
+    pub fn optional_as_stored(&self, input: Input) -> Option<Value> {
+        match self.take(input) {
             Value::Null => None,
             Value::Text(text) => non_blank_owned(text).map(Value::Text),
             other => Some(other),
@@ -157,10 +217,11 @@ impl<'a> SourceRow<'a> {
     /// message, never a panic.
     pub fn optional_json(
         &self,
-        name: &str,
+        input: Input,
         shape: JsonShape,
     ) -> Result<Option<(String, serde_json::Value)>, MappingError> {
-        let text = match self.take(name) {
+        let name = input.name();
+        let text = match self.take(input) {
             Value::Null => return Ok(None),
             Value::Text(text) => match non_blank_owned(text) {
                 Some(text) => text,
@@ -218,12 +279,12 @@ impl<'a> Metadata<'a> {
         }
     }
 
-    /// [`Metadata::text`] of each of `keys`, in their order, failing as
-    /// the first key that fails would. The object is walked once rather
-    /// than searched once per key: a report's metadata holds a handful of
-    /// the 40 type-specific keys.
-    pub fn texts(&self, keys: &[&str]) -> Result<Vec<Option<String>>, MappingError> {
-        let mut texts = vec![None; keys.len()];
+    /// [`Metadata::text`] of each of `keys` that has a text: `(i, text)`
+    /// for `keys[i]`, in the keys' order, failing as the first key that
+    /// fails would. The object is walked once rather than searched once per
+    /// key: a report's metadata holds a handful of the 40 type-specific keys.
+    pub fn texts(&self, keys: &[&str]) -> Result<Vec<(usize, String)>, MappingError> {
+        let mut texts = Vec::new();
         let Some(object) = self.object else {
             return Ok(texts);
         };
@@ -233,7 +294,8 @@ impl<'a> Metadata<'a> {
                 continue;
             };
             match text_of(key, value) {
-                Ok(text) => texts[i] = text,
+                Ok(Some(text)) => texts.push((i, text)),
+                Ok(None) => {}
                 Err(error) if first_error.as_ref().is_none_or(|(earlier, _)| i < *earlier) => {
                     first_error = Some((i, error));
                 }
@@ -242,7 +304,10 @@ impl<'a> Metadata<'a> {
         }
         match first_error {
             Some((_, error)) => Err(error),
-            None => Ok(texts),
+            None => {
+                texts.sort_unstable_by_key(|(i, _)| *i);
+                Ok(texts)
+            }
         }
     }
 }

@@ -4,7 +4,8 @@
 use std::cell::RefCell;
 
 use crate::{
-    Body, Column, Lookup, Mapped, MappingError, OUTPUT_COLUMNS, TYPE_SPECIFIC_COLUMNS, Value, map_row, map_values,
+    Body, Column, InputPositions, Lookup, Mapped, MappingError, OUTPUT_COLUMNS, TYPE_SPECIFIC_COLUMNS, Value, map_row,
+    map_values,
 };
 
 const IXIEZH: &str = "SYS_EUCLID_D148E5FD";
@@ -155,7 +156,8 @@ fn map_both(row: &[(String, Value)]) -> Result<Mapped, MappingError> {
     let lookup = FakeLookup::sample();
     let named = map_row(row, &lookup);
     let (names, values): (Vec<String>, Vec<Value>) = row.iter().cloned().unzip();
-    let by_position = map_values(&names, values, &FakeLookup::sample());
+    let positions = InputPositions::of(names.iter().map(String::as_str));
+    let by_position = map_values(&positions, values, &FakeLookup::sample());
     assert_eq!(named, by_position, "map_row and map_values disagree on {row:?}");
     named
 }
@@ -201,7 +203,8 @@ fn by_position_a_name_without_a_value_reads_as_null() {
         "coordinates".to_owned(),
     ];
     let values = vec![text("🦴"), text("Ancient alien fossil")];
-    let mapped = map_values(&names, values, &FakeLookup::sample()).expect("maps");
+    let positions = InputPositions::of(names.iter().map(String::as_str));
+    let mapped = map_values(&positions, values, &FakeLookup::sample()).expect("maps");
     assert_eq!(get(&mapped, "coordinates"), None);
     assert_eq!(get_text(&mapped, "description"), Some("Ancient alien fossil"));
 }
