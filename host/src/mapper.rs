@@ -263,15 +263,27 @@ pub struct Mapped {
 pub struct Lookup {
     systems_exact: HashMap<String, String>,
     systems_folded: HashMap<String, String>,
-    /// (system id, name) → planet id
-    planets: Vec<(String, String, i64)>,
-    /// (system id, name, moon id, parent planet id)
-    moons: Vec<(String, String, i64, i64)>,
+    /// Planets by system.
+    planets: Vec<KnownBody>,
+    /// Moons by the system of their planet.
+    moons: Vec<KnownBody>,
 }
 
 /// The case-insensitive, trimmed form names are compared in after an exact miss.
 fn fold(name: &str) -> String {
     name.trim().to_lowercase()
+}
+
+/// A planet or a moon of a system in the snapshot, its name folded once,
+/// when the snapshot is taken, rather than at every lookup that misses.
+#[derive(Debug)]
+struct KnownBody {
+    system_id: String,
+    name: String,
+    folded: String,
+    id: i64,
+    /// The planet itself for a planet; the parent planet for a moon.
+    planet_id: i64,
 }
 
 impl Lookup {
@@ -288,10 +300,24 @@ impl Lookup {
             lookup.systems_exact.insert(name, id);
         }
         let planet_system: HashMap<i64, String> = planets.iter().map(|(id, sys, _)| (*id, sys.clone())).collect();
-        lookup.planets = planets.into_iter().map(|(id, sys, name)| (sys, name, id)).collect();
+        let body = |system_id: String, name: String, id: i64, planet_id: i64| KnownBody {
+            system_id,
+            folded: fold(&name),
+            name,
+            id,
+            planet_id,
+        };
+        lookup.planets = planets
+            .into_iter()
+            .map(|(id, sys, name)| body(sys, name, id, id))
+            .collect();
         lookup.moons = moons
             .into_iter()
-            .filter_map(|(id, planet, name)| planet_system.get(&planet).map(|sys| (sys.clone(), name, id, planet)))
+            .filter_map(|(id, planet, name)| {
+                planet_system
+                    .get(&planet)
+                    .map(|sys| body(sys.clone(), name, id, planet))
+            })
             .collect();
         lookup
     }
@@ -303,28 +329,22 @@ impl Lookup {
             .cloned()
     }
 
-    /// Exact name first, then folded, among `candidates` of one system.
-    fn find_in<'a, T>(
-        candidates: impl Iterator<Item = &'a T> + Clone,
-        name: &str,
-        name_of: impl Fn(&T) -> &str,
-    ) -> Option<&'a T> {
-        let folded = fold(name);
-        candidates
-            .clone()
-            .find(|c| name_of(c) == name)
-            .or_else(|| candidates.into_iter().find(|c| fold(name_of(c)) == folded))
+    /// Exact name first, then folded, among the bodies of one system.
+    fn find_in<'a>(bodies: &'a [KnownBody], system_id: &str, name: &str) -> Option<&'a KnownBody> {
+        let mut in_system = bodies.iter().filter(|b| b.system_id == system_id);
+        in_system.clone().find(|b| b.name == name).or_else(|| {
+            let folded = fold(name);
+            in_system.find(|b| b.folded == folded)
+        })
     }
 
     pub fn find_planet(&self, system_id: &str, name: &str) -> Option<(i64, String)> {
-        let in_system = self.planets.iter().filter(|p| p.0 == system_id);
-        Self::find_in(in_system, name, |p| &p.1).map(|p| (p.2, p.1.clone()))
+        Self::find_in(&self.planets, system_id, name).map(|p| (p.id, p.name.clone()))
     }
 
     /// The moon's id, its parent planet's id and its stored name.
     pub fn find_moon(&self, system_id: &str, name: &str) -> Option<(i64, i64, String)> {
-        let in_system = self.moons.iter().filter(|m| m.0 == system_id);
-        Self::find_in(in_system, name, |m| &m.1).map(|m| (m.2, m.3, m.1.clone()))
+        Self::find_in(&self.moons, system_id, name).map(|m| (m.id, m.planet_id, m.name.clone()))
     }
 }
 
@@ -1072,6 +1092,32 @@ mod tests {
         assert!(interrupts(CpuBudget::Armed(ms(10)).at_tick(None).0));
         assert!(interrupts(counting.at_tick(None).0));
         assert!(interrupts(CpuBudget::Unarmed.at_tick(Some(ms(1))).0));
+    }
+
+    /// Names match exactly first, then folded (case and surrounding white
+    /// space ignored), and only within the system asked about.
+    #[test]
+    fn lookups_match_exactly_then_folded_within_the_system() {
+        let lookup = Lookup::new(
+            vec![("sys-1".into(), "Oculi".into()), ("sys-2".into(), "Other".into())],
+            vec![
+                (11, "sys-1".into(), "Erren".into()),
+                (12, "sys-1".into(), "erren".into()),
+                (21, "sys-2".into(), "Far".into()),
+            ],
+            vec![(31, 11, "Getre Beta".into()), (32, 21, "Far Moon".into())],
+        );
+        assert_eq!(lookup.find_system(" oculi "), Some("sys-1".into()));
+        assert_eq!(lookup.find_planet("sys-1", "erren"), Some((12, "erren".into())));
+        assert_eq!(lookup.find_planet("sys-1", "Erren"), Some((11, "Erren".into())));
+        assert_eq!(lookup.find_planet("sys-1", "  ERREN "), Some((11, "Erren".into())));
+        assert_eq!(lookup.find_planet("sys-1", "Far"), None);
+        assert_eq!(
+            lookup.find_moon("sys-1", "getre beta"),
+            Some((31, 11, "Getre Beta".into()))
+        );
+        assert_eq!(lookup.find_moon("sys-1", "Far Moon"), None);
+        assert_eq!(lookup.find_moon("sys-2", "Far Moon"), Some((32, 21, "Far Moon".into())));
     }
 
     fn ceilings() -> Limits {
