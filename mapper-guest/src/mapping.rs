@@ -3,7 +3,7 @@
 
 use crate::location::{self, SystemRef};
 use crate::model::{Lookup, Mapped, MappingError, Value};
-use crate::source::{InputPositions, JsonShape, Metadata, SourceRow};
+use crate::source::{InputPositions, Metadata, SourceRow};
 
 /// The 40 type-specific columns (DISCOVERY_TYPES.md), in VH-Database's column
 /// order. keeper.db keeps them in `metadata` under the same names.
@@ -158,8 +158,8 @@ fn map_source(row: &SourceRow<'_>, lookup: &dyn Lookup) -> Result<Mapped, Mappin
 
     let discovery_type = row.required_text(input!("discovery_type"))?;
     let description = row.required_text(input!("description"))?;
-    let metadata_json = row.optional_json(input!("metadata"), JsonShape::Object)?;
-    let tags_json = row.optional_json(input!("tags"), JsonShape::Array)?;
+    let metadata_json = row.optional_json_object(input!("metadata"))?;
+    let tags_json = row.optional_json_array(input!("tags"))?;
     let metadata = Metadata::new(metadata_json.as_ref().map(|(_, parsed)| parsed));
 
     let discovery_name = metadata.text("discovery_name")?;
@@ -212,7 +212,7 @@ fn map_source(row: &SourceRow<'_>, lookup: &dyn Lookup) -> Result<Mapped, Mappin
     out.integer(column!("pattern_matches"), pattern_matches);
     out.integer(column!("mystery_tier"), mystery_tier);
     out.text(column!("analysis_status"), row.optional_text(input!("analysis_status")));
-    out.text(column!("tags"), tags_json.map(|(text, _)| text));
+    out.text(column!("tags"), tags_json);
     out.text(column!("metadata"), metadata_json.map(|(text, _)| text));
     for (i, value) in type_specific {
         out.text(Column::type_specific(i), Some(value));

@@ -93,13 +93,6 @@ enum Values<'a> {
     ByPosition(RefCell<Vec<Value>>),
 }
 
-/// Which JSON shape a JSON-text column must hold.
-#[derive(Clone, Copy)]
-pub enum JsonShape {
-    Object,
-    Array,
-}
-
 impl<'a> SourceRow<'a> {
     pub fn new(columns: &'a [(String, Value)]) -> Self {
         SourceRow {
@@ -211,46 +204,115 @@ impl<'a> SourceRow<'a> {
         }
     }
 
-    /// A column holding JSON text. Returns the text as stored (trimmed) and
-    /// the parsed value, so `metadata` is parsed once and both copied and
-    /// read. Invalid JSON is a permanent mapping error carrying the parser's
-    /// message, never a panic.
-    pub fn optional_json(
-        &self,
-        input: Input,
-        shape: JsonShape,
-    ) -> Result<Option<(String, serde_json::Value)>, MappingError> {
-        let name = input.name();
-        let text = match self.take(input) {
-            Value::Null => return Ok(None),
-            Value::Text(text) => match non_blank_owned(text) {
-                Some(text) => text,
-                None => return Ok(None),
-            },
-            other => {
-                return Err(MappingError::field(
-                    name,
-                    format!("{name} must be JSON text, found {}", other.describe()),
-                ));
-            }
+    /// A column holding a JSON object: the text as stored (trimmed) and
+    /// the parsed object, so `metadata` is parsed once and both copied and
+    /// read. Invalid JSON is a permanent mapping error carrying the
+    /// parser's message, never a panic.
+    pub fn optional_json_object(&self, input: Input) -> Result<Option<(String, serde_json::Value)>, MappingError> {
+        let Some(text) = self.json_text(input)? else {
+            return Ok(None);
         };
-        let parsed: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|error| MappingError::field(name, format!("{name} is not valid JSON: {error}")))?;
-        let shape_ok = match shape {
-            JsonShape::Object => parsed.is_object(),
-            JsonShape::Array => parsed.is_array(),
-        };
-        if !shape_ok {
-            let expected = match shape {
-                JsonShape::Object => "a JSON object",
-                JsonShape::Array => "a JSON array",
-            };
-            return Err(MappingError::field(
-                name,
-                format!("{name} must be {expected}, found {}", json_kind(&parsed)),
-            ));
+        let parsed: serde_json::Value = parse_json(input, &text)?;
+        if !parsed.is_object() {
+            return Err(not_shaped(input, "a JSON object", json_kind(&parsed)));
         }
         Ok(Some((text, parsed)))
+    }
+
+    /// A column holding a JSON array, as [`SourceRow::optional_json_object`]
+    /// checks it; only its text is kept, so its elements are checked
+    /// without being built.
+    pub fn optional_json_array(&self, input: Input) -> Result<Option<String>, MappingError> {
+        let Some(text) = self.json_text(input)? else {
+            return Ok(None);
+        };
+        let JsonKind(kind) = parse_json(input, &text)?;
+        if kind != JSON_ARRAY {
+            return Err(not_shaped(input, JSON_ARRAY, kind));
+        }
+        Ok(Some(text))
+    }
+
+    /// The non-blank text of a JSON column.
+    fn json_text(&self, input: Input) -> Result<Option<String>, MappingError> {
+        let name = input.name();
+        match self.take(input) {
+            Value::Null => Ok(None),
+            Value::Text(text) => Ok(non_blank_owned(text)),
+            other => Err(MappingError::field(
+                name,
+                format!("{name} must be JSON text, found {}", other.describe()),
+            )),
+        }
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(input: Input, text: &str) -> Result<T, MappingError> {
+    let name = input.name();
+    serde_json::from_str(text).map_err(|error| MappingError::field(name, format!("{name} is not valid JSON: {error}")))
+}
+
+fn not_shaped(input: Input, expected: &str, found: &str) -> MappingError {
+    let name = input.name();
+    MappingError::field(name, format!("{name} must be {expected}, found {found}"))
+}
+
+const JSON_ARRAY: &str = "a JSON array";
+
+/// What kind of JSON value a text holds ([`json_kind`]'s words), found by
+/// reading it through without keeping any of it.
+struct JsonKind(&'static str);
+
+impl<'de> serde::Deserialize<'de> for JsonKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonKindVisitor)
+    }
+}
+
+struct JsonKindVisitor;
+
+impl<'de> serde::de::Visitor<'de> for JsonKindVisitor {
+    type Value = JsonKind;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<JsonKind, E> {
+        Ok(JsonKind("null"))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<JsonKind, E> {
+        Ok(JsonKind("a boolean"))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<JsonKind, E> {
+        Ok(JsonKind("a number"))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<JsonKind, E> {
+        Ok(JsonKind("a number"))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<JsonKind, E> {
+        Ok(JsonKind("a number"))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<JsonKind, E> {
+        Ok(JsonKind("a string"))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<JsonKind, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(JsonKind(JSON_ARRAY))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JsonKind, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(JsonKind("a JSON object"))
     }
 }
 
