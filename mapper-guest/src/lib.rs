@@ -4,6 +4,7 @@
 //! component model, so it can be unit tested natively; `component` only
 //! converts between the WIT types and those modules.
 
+mod json;
 mod names;
 #[macro_use]
 mod source;

@@ -158,9 +158,9 @@ fn map_source(row: &SourceRow<'_>, lookup: &dyn Lookup) -> Result<Mapped, Mappin
 
     let discovery_type = row.required_text(input!("discovery_type"))?;
     let description = row.required_text(input!("description"))?;
-    let metadata_json = row.optional_json_object(input!("metadata"))?;
+    let metadata_text = row.json_text(input!("metadata"))?;
+    let metadata = Metadata::parse(input!("metadata"), metadata_text.as_deref())?;
     let tags_json = row.optional_json_array(input!("tags"))?;
-    let metadata = Metadata::new(metadata_json.as_ref().map(|(_, parsed)| parsed));
 
     let discovery_name = metadata.text("discovery_name")?;
     let stated_location = location::stated(row, &metadata)?;
@@ -213,7 +213,7 @@ fn map_source(row: &SourceRow<'_>, lookup: &dyn Lookup) -> Result<Mapped, Mappin
     out.integer(column!("mystery_tier"), mystery_tier);
     out.text(column!("analysis_status"), row.optional_text(input!("analysis_status")));
     out.text(column!("tags"), tags_json);
-    out.text(column!("metadata"), metadata_json.map(|(text, _)| text));
+    out.text(column!("metadata"), metadata_text);
     for (i, value) in type_specific {
         out.text(Column::type_specific(i), Some(value));
     }

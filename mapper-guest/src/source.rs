@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 
+use crate::json::{JSON_ARRAY, JSON_OBJECT, JsonKind, MetaValue, TopLevel};
 use crate::model::{MappingError, Value};
 
 /// The keeper.db columns the mapping reads; an [`Input`] indexes it.
@@ -204,24 +205,9 @@ impl<'a> SourceRow<'a> {
         }
     }
 
-    /// A column holding a JSON object: the text as stored (trimmed) and
-    /// the parsed object, so `metadata` is parsed once and both copied and
-    /// read. Invalid JSON is a permanent mapping error carrying the
-    /// parser's message, never a panic.
-    pub fn optional_json_object(&self, input: Input) -> Result<Option<(String, serde_json::Value)>, MappingError> {
-        let Some(text) = self.json_text(input)? else {
-            return Ok(None);
-        };
-        let parsed: serde_json::Value = parse_json(input, &text)?;
-        if !parsed.is_object() {
-            return Err(not_shaped(input, "a JSON object", json_kind(&parsed)));
-        }
-        Ok(Some((text, parsed)))
-    }
-
-    /// A column holding a JSON array, as [`SourceRow::optional_json_object`]
-    /// checks it; only its text is kept, so its elements are checked
-    /// without being built.
+    /// A column holding a JSON array: its text as stored (trimmed). The
+    /// elements are read through without being built. Invalid JSON is a
+    /// permanent mapping error carrying the parser's message, never a panic.
     pub fn optional_json_array(&self, input: Input) -> Result<Option<String>, MappingError> {
         let Some(text) = self.json_text(input)? else {
             return Ok(None);
@@ -233,8 +219,9 @@ impl<'a> SourceRow<'a> {
         Ok(Some(text))
     }
 
-    /// The non-blank text of a JSON column.
-    fn json_text(&self, input: Input) -> Result<Option<String>, MappingError> {
+    /// The non-blank text of a column holding JSON (for `metadata`, read
+    /// by [`Metadata::parse`]).
+    pub fn json_text(&self, input: Input) -> Result<Option<String>, MappingError> {
         let name = input.name();
         match self.take(input) {
             Value::Null => Ok(None),
@@ -247,7 +234,7 @@ impl<'a> SourceRow<'a> {
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(input: Input, text: &str) -> Result<T, MappingError> {
+fn parse_json<'t, T: serde::Deserialize<'t>>(input: Input, text: &'t str) -> Result<T, MappingError> {
     let name = input.name();
     serde_json::from_str(text).map_err(|error| MappingError::field(name, format!("{name} is not valid JSON: {error}")))
 }
@@ -257,76 +244,22 @@ fn not_shaped(input: Input, expected: &str, found: &str) -> MappingError {
     MappingError::field(name, format!("{name} must be {expected}, found {found}"))
 }
 
-const JSON_ARRAY: &str = "a JSON array";
-
-/// What kind of JSON value a text holds ([`json_kind`]'s words), found by
-/// reading it through without keeping any of it.
-struct JsonKind(&'static str);
-
-impl<'de> serde::Deserialize<'de> for JsonKind {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(JsonKindVisitor)
-    }
-}
-
-struct JsonKindVisitor;
-
-impl<'de> serde::de::Visitor<'de> for JsonKindVisitor {
-    type Value = JsonKind;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_unit<E>(self) -> Result<JsonKind, E> {
-        Ok(JsonKind("null"))
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<JsonKind, E> {
-        Ok(JsonKind("a boolean"))
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<JsonKind, E> {
-        Ok(JsonKind("a number"))
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<JsonKind, E> {
-        Ok(JsonKind("a number"))
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<JsonKind, E> {
-        Ok(JsonKind("a number"))
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<JsonKind, E> {
-        Ok(JsonKind("a string"))
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<JsonKind, A::Error> {
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(JsonKind(JSON_ARRAY))
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JsonKind, A::Error> {
-        while map
-            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-            .is_some()
-        {}
-        Ok(JsonKind("a JSON object"))
-    }
-}
-
 /// The `metadata` object of a row, where the bot keeps the type-specific
-/// fields and the reporter's location choice.
-pub struct Metadata<'a> {
-    object: Option<&'a serde_json::Map<String, serde_json::Value>>,
+/// fields and the reporter's location choice; borrowed from its text.
+pub struct Metadata<'t> {
+    entries: Vec<(Cow<'t, str>, MetaValue<'t>)>,
 }
 
-impl<'a> Metadata<'a> {
-    /// `None` (no metadata) behaves as an empty object: every key absent.
-    pub fn new(value: Option<&'a serde_json::Value>) -> Self {
-        Metadata {
-            object: value.and_then(serde_json::Value::as_object),
+impl<'t> Metadata<'t> {
+    /// The object in `text` (no text: an empty object, every key absent).
+    /// Invalid JSON, or JSON that is not an object, fails the row.
+    pub fn parse(input: Input, text: Option<&'t str>) -> Result<Metadata<'t>, MappingError> {
+        let Some(text) = text else {
+            return Ok(Metadata { entries: Vec::new() });
+        };
+        match parse_json(input, text)? {
+            TopLevel::Object(entries) => Ok(Metadata { entries }),
+            TopLevel::Other(kind) => Err(not_shaped(input, JSON_OBJECT, kind)),
         }
     }
 
@@ -335,8 +268,8 @@ impl<'a> Metadata<'a> {
     /// us as the number 3 and is still the reporter's answer. An object or
     /// array has no faithful text form in a TEXT column: that is an error.
     pub fn text(&self, key: &str) -> Result<Option<String>, MappingError> {
-        match self.object.and_then(|object| object.get(key)) {
-            Some(value) => text_of(key, value),
+        match self.entries.iter().find(|(known, _)| known == key) {
+            Some((_, value)) => text_of(key, value),
             None => Ok(None),
         }
     }
@@ -347,11 +280,8 @@ impl<'a> Metadata<'a> {
     /// key: a report's metadata holds a handful of the 40 type-specific keys.
     pub fn texts(&self, keys: &[&str]) -> Result<Vec<(usize, String)>, MappingError> {
         let mut texts = Vec::new();
-        let Some(object) = self.object else {
-            return Ok(texts);
-        };
         let mut first_error: Option<(usize, MappingError)> = None;
-        for (key, value) in object {
+        for (key, value) in &self.entries {
             let Some(i) = keys.iter().position(|wanted| wanted == key) else {
                 continue;
             };
@@ -375,15 +305,14 @@ impl<'a> Metadata<'a> {
 }
 
 /// The text of `metadata.<key>`, as [`Metadata::text`] describes.
-fn text_of(key: &str, value: &serde_json::Value) -> Result<Option<String>, MappingError> {
+fn text_of(key: &str, value: &MetaValue<'_>) -> Result<Option<String>, MappingError> {
     match value {
-        serde_json::Value::Null => Ok(None),
-        serde_json::Value::String(text) => Ok(non_blank(text)),
-        serde_json::Value::Number(number) => Ok(Some(number.to_string())),
-        serde_json::Value::Bool(flag) => Ok(Some(flag.to_string())),
-        serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+        MetaValue::Null => Ok(None),
+        MetaValue::Text(text) => Ok(non_blank(text)),
+        MetaValue::Scalar(text) => Ok(Some(text.clone())),
+        MetaValue::Nested(kind) => {
             let field = format!("metadata.{key}");
-            let message = format!("{field} must be text, found {}", json_kind(value));
+            let message = format!("{field} must be text, found {kind}");
             Err(MappingError::field(field, message))
         }
     }
@@ -419,16 +348,5 @@ fn real_to_integer(number: f64) -> Option<i64> {
         Some(number as i64)
     } else {
         None
-    }
-}
-
-fn json_kind(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "a JSON array",
-        serde_json::Value::Object(_) => "a JSON object",
     }
 }

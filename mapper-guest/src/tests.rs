@@ -652,6 +652,16 @@ fn type_specific_non_string_values() {
     assert_field(&error, "metadata.ship_class");
 }
 
+/// A key given twice keeps its last value, and escapes in keys and values
+/// are read as JSON reads them (serde_json's own `Map` did the same).
+#[test]
+fn metadata_keys_given_twice_keep_the_last_and_escapes_are_read() {
+    let metadata = r#"{"species_type": "first", "species_type": "last", "size_\u0073cale": "caf\u00e9 \"big\""}"#;
+    let mapped = map_ok(&row_with(&[("metadata", text(metadata))]));
+    assert_eq!(get_text(&mapped, "species_type"), Some("last"));
+    assert_eq!(get_text(&mapped, "size_scale"), Some("café \"big\""));
+}
+
 /// Of two bad type-specific values, the one whose column comes first in
 /// VH-Database is reported, whatever the order of the keys in the object.
 #[test]
