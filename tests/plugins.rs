@@ -724,26 +724,31 @@ async fn sync_cases(env: &Env, cases: &[(&str, Option<(&str, &str)>)], summary: 
     ids
 }
 
+/// A trapdoor plugin's reports, under a deadline of 1000 ms: a plain one,
+/// then one per misbehaviour (the panic's is the fourth), with the state
+/// and the error each must end in.
+const TRAPDOOR_CASES: [(&str, Option<(&str, &str)>); 5] = [
+    ("plain one", None),
+    ("[loop] spins", Some(("pending", "mapper timed out after 1000 ms"))),
+    (
+        "[alloc] hoards",
+        Some(("max_retries_exceeded", "mapper exceeded memory limit 32 MiB")),
+    ),
+    ("[panic] panics", Some(("max_retries_exceeded", "mapper trapped: "))),
+    (
+        "[oversized] is huge",
+        Some(("max_retries_exceeded", "mapper output too large")),
+    ),
+];
+
 #[tokio::test]
 async fn sandbox_limits_fail_single_items_and_the_worker_goes_on() {
     let (mut env, dir) = plugin_env();
     // A deadline no scheduling hiccup reaches, so only [loop] times out.
     env.var("KEEPER_PLUGIN_TIMEOUT_MS", 1000);
     install("trapdoor", &dir);
-    let cases = [
-        ("plain one", None),
-        ("[loop] spins", Some(("pending", "mapper timed out after 1000 ms"))),
-        (
-            "[alloc] hoards",
-            Some(("max_retries_exceeded", "mapper exceeded memory limit 32 MiB")),
-        ),
-        ("[panic] panics", Some(("max_retries_exceeded", "mapper trapped: "))),
-        (
-            "[oversized] is huge",
-            Some(("max_retries_exceeded", "mapper output too large")),
-        ),
-        ("plain two", None),
-    ];
+    let mut cases = TRAPDOOR_CASES.to_vec();
+    cases.push(("plain two", None));
     let ids = sync_cases(&env, &cases, "synced 2, failed 4").await;
     let (_, _, panic) = queue_state(&env.keeper, ids[3]).await;
     assert!(panic.unwrap().contains("panics on purpose"));
@@ -766,27 +771,15 @@ async fn a_plugin_mapping_by_position_is_held_to_the_same_limits_and_its_cells_c
     let (mut env, dir) = plugin_env();
     env.var("KEEPER_PLUGIN_TIMEOUT_MS", 1000);
     install("by-position", &dir);
-    let cases = [
-        ("plain one", None),
-        ("[loop] spins", Some(("pending", "mapper timed out after 1000 ms"))),
-        (
-            "[alloc] hoards",
-            Some(("max_retries_exceeded", "mapper exceeded memory limit 32 MiB")),
-        ),
-        ("[panic] panics", Some(("max_retries_exceeded", "mapper trapped: "))),
-        (
-            "[oversized] is huge",
-            Some(("max_retries_exceeded", "mapper output too large")),
-        ),
-        (
-            "[bad-cell] points nowhere",
-            Some((
-                "max_retries_exceeded",
-                "mapper broke the contract: a cell of column 9999, but output-columns names 63 (0 to 62)",
-            )),
-        ),
-        ("plain two", None),
-    ];
+    let mut cases = TRAPDOOR_CASES.to_vec();
+    cases.push((
+        "[bad-cell] points nowhere",
+        Some((
+            "max_retries_exceeded",
+            "mapper broke the contract: a cell of column 9999, but output-columns names 63 (0 to 62)",
+        )),
+    ));
+    cases.push(("plain two", None));
     let ids = sync_cases(&env, &cases, "synced 2, failed 5").await;
     let (_, _, panic) = queue_state(&env.keeper, ids[3]).await;
     assert!(panic.unwrap().contains("panics on purpose"));
