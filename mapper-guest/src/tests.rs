@@ -197,13 +197,9 @@ fn output_columns_are_vh_columns_each_once_in_the_tables_order() {
 
 #[test]
 fn by_position_a_name_without_a_value_reads_as_null() {
-    let names = vec![
-        "discovery_type".to_owned(),
-        "description".to_owned(),
-        "coordinates".to_owned(),
-    ];
+    let names = ["discovery_type", "description", "coordinates"];
     let values = vec![text("🦴"), text("Ancient alien fossil")];
-    let positions = InputPositions::of(names.iter().map(String::as_str));
+    let positions = InputPositions::of(names.into_iter());
     let mapped = map_values(&positions, values, &FakeLookup::sample()).expect("maps");
     assert_eq!(get(&mapped, "coordinates"), None);
     assert_eq!(get_text(&mapped, "description"), Some("Ancient alien fossil"));
