@@ -24,51 +24,79 @@ pub struct JsonKind(pub &'static str);
 
 impl<'de> Deserialize<'de> for JsonKind {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(KindVisitor)
+        match deserializer.deserialize_any(ObjectOrKind(SkipEntries))? {
+            Read::Object(()) => Ok(JsonKind(JSON_OBJECT)),
+            Read::Other(kind) => Ok(JsonKind(kind)),
+        }
     }
 }
 
-struct KindVisitor;
+/// A JSON value read as an object (through `R`) or, being anything else,
+/// as its kind.
+enum Read<T> {
+    Object(T),
+    Other(&'static str),
+}
 
-impl<'de> Visitor<'de> for KindVisitor {
-    type Value = JsonKind;
+/// How [`ObjectOrKind`] reads an object's entries.
+trait ReadEntries<'de> {
+    type Output;
+    fn read<A: MapAccess<'de>>(self, map: A) -> Result<Self::Output, A::Error>;
+}
+
+/// Reads an object's entries through without keeping them.
+struct SkipEntries;
+
+impl<'de> ReadEntries<'de> for SkipEntries {
+    type Output = ();
+
+    fn read<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+}
+
+/// The visitor behind [`Read`]: every value but an object is only named.
+struct ObjectOrKind<R>(R);
+
+impl<'de, R: ReadEntries<'de>> Visitor<'de> for ObjectOrKind<R> {
+    type Value = Read<R::Output>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_unit<E>(self) -> Result<JsonKind, E> {
-        Ok(JsonKind(kind::NULL))
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Read::Other(kind::NULL))
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<JsonKind, E> {
-        Ok(JsonKind(kind::BOOLEAN))
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Read::Other(kind::BOOLEAN))
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<JsonKind, E> {
-        Ok(JsonKind(kind::NUMBER))
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Read::Other(kind::NUMBER))
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<JsonKind, E> {
-        Ok(JsonKind(kind::NUMBER))
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Read::Other(kind::NUMBER))
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<JsonKind, E> {
-        Ok(JsonKind(kind::NUMBER))
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Read::Other(kind::NUMBER))
     }
 
-    fn visit_str<E>(self, _: &str) -> Result<JsonKind, E> {
-        Ok(JsonKind(kind::STRING))
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Read::Other(kind::STRING))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonKind, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(JsonKind(JSON_ARRAY))
+        Ok(Read::Other(JSON_ARRAY))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonKind, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(JsonKind(JSON_OBJECT))
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        self.0.read(map).map(Read::Object)
     }
 }
 
@@ -134,12 +162,13 @@ impl<'de> Visitor<'de> for MetaValueVisitor {
         Ok(MetaValue::Text(Cow::Owned(text)))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<MetaValue<'de>, A::Error> {
-        KindVisitor.visit_seq(seq).map(|JsonKind(kind)| MetaValue::Nested(kind))
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MetaValue<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(MetaValue::Nested(JSON_ARRAY))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MetaValue<'de>, A::Error> {
-        KindVisitor.visit_map(map).map(|JsonKind(kind)| MetaValue::Nested(kind))
+        SkipEntries.read(map).map(|()| MetaValue::Nested(JSON_OBJECT))
     }
 }
 
@@ -183,49 +212,21 @@ pub enum TopLevel<'t> {
 
 impl<'de> Deserialize<'de> for TopLevel<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(TopLevelVisitor)
+        match deserializer.deserialize_any(ObjectOrKind(KeepEntries))? {
+            Read::Object(entries) => Ok(TopLevel::Object(entries)),
+            Read::Other(kind) => Ok(TopLevel::Other(kind)),
+        }
     }
 }
 
-struct TopLevelVisitor;
+/// Keeps an object's entries, a key given twice with its last value.
+struct KeepEntries;
 
-impl<'de> Visitor<'de> for TopLevelVisitor {
-    type Value = TopLevel<'de>;
+impl<'de> ReadEntries<'de> for KeepEntries {
+    type Output = Vec<(Cow<'de, str>, MetaValue<'de>)>;
 
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_unit<E>(self) -> Result<TopLevel<'de>, E> {
-        Ok(TopLevel::Other(kind::NULL))
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<TopLevel<'de>, E> {
-        Ok(TopLevel::Other(kind::BOOLEAN))
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<TopLevel<'de>, E> {
-        Ok(TopLevel::Other(kind::NUMBER))
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<TopLevel<'de>, E> {
-        Ok(TopLevel::Other(kind::NUMBER))
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<TopLevel<'de>, E> {
-        Ok(TopLevel::Other(kind::NUMBER))
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<TopLevel<'de>, E> {
-        Ok(TopLevel::Other(kind::STRING))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<TopLevel<'de>, A::Error> {
-        KindVisitor.visit_seq(seq).map(|JsonKind(kind)| TopLevel::Other(kind))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel<'de>, A::Error> {
-        let mut entries: Vec<(Cow<'de, str>, MetaValue<'de>)> = Vec::new();
+    fn read<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Output, A::Error> {
+        let mut entries: Self::Output = Vec::new();
         while let Some(Key(key)) = map.next_key()? {
             let value: MetaValue<'de> = map.next_value()?;
             match entries.iter_mut().find(|(known, _)| *known == key) {
@@ -233,6 +234,6 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
                 None => entries.push((key, value)),
             }
         }
-        Ok(TopLevel::Object(entries))
+        Ok(entries)
     }
 }
