@@ -250,6 +250,16 @@ pub enum MapError {
     BrokeContract(String),
 }
 
+/// A plugin's own refusal of a row.
+impl From<wit::MappingError> for MapError {
+    fn from(e: wit::MappingError) -> MapError {
+        MapError::Rejected {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
 /// A mapped row with the warnings that did not stop it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapped {
@@ -997,10 +1007,7 @@ impl Instance {
                             .collect()),
                         warnings: mapped.warnings,
                     })
-                    .map_err(|e| MapError::Rejected {
-                        field: e.field,
-                        message: e.message,
-                    })
+                    .map_err(MapError::from)
             }),
             (None, None) => return Err(Self::not_initialised()),
         };
@@ -1118,6 +1125,38 @@ mod tests {
         );
         assert_eq!(lookup.find_moon("sys-1", "Far Moon"), None);
         assert_eq!(lookup.find_moon("sys-2", "Far Moon"), Some((32, 21, "Far Moon".into())));
+    }
+
+    /// By position, an instance is told the input columns again whenever
+    /// a row's differ from the last one's (other columns, another order),
+    /// so every row maps as it does by name.
+    #[test]
+    fn by_position_the_columns_are_told_again_when_a_row_changes_them() {
+        let runtime = Runtime::new(ceilings()).expect("runtime");
+        let plugin = runtime.load(DEFAULT_PLUGIN).expect("the built-in plugin loads");
+        assert!(plugin.maps_by_position());
+        let row = |columns: &[(&str, &str)]| {
+            Row(columns
+                .iter()
+                .map(|(name, text)| (ColumnName::from(*name), Value::Text((*text).to_owned())))
+                .collect())
+        };
+        let rows = [
+            row(&[("discovery_type", "🦴"), ("description", "first")]),
+            row(&[
+                ("description", "second"),
+                ("discovery_type", "💎"),
+                ("coordinates", "0123"),
+            ]),
+            row(&[("discovery_type", "🚀"), ("description", "third")]),
+        ];
+        let lookup = Arc::new(Lookup::default());
+        let by_position = plugin.map_all(lookup.clone(), &rows);
+        assert_eq!(by_position, plugin.map_all_by_name(lookup, &rows));
+        let second = by_position[1].as_ref().expect("the second row maps");
+        assert_eq!(second.row.text("description"), Some("second"));
+        assert_eq!(second.row.text("discovery_type"), Some("💎"));
+        assert_eq!(second.row.text("coordinates"), Some("0123"));
     }
 
     fn ceilings() -> Limits {

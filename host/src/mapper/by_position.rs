@@ -79,15 +79,10 @@ impl Exports {
         // The signatures are checked here too, so that a plugin whose
         // exports have the wrong types is refused when it is loaded, not
         // item by item.
-        instance
-            .get_typed_func::<(Vec<String>,), ()>(&mut *store, self.input_columns)
+        let _: InputColumns = instance
+            .get_typed_func(&mut *store, self.input_columns)
             .map_err(wrong)?;
-        instance
-            .get_typed_func::<(Vec<wit::Value>,), (Result<wit::MappedCells, wit::MappingError>,)>(
-                &mut *store,
-                self.map_values,
-            )
-            .map_err(wrong)?;
+        let _: MapValues = instance.get_typed_func(&mut *store, self.map_values).map_err(wrong)?;
         let (output_columns,) = instance
             .get_typed_func::<(), (Vec<String>,)>(&mut *store, self.output_columns)
             .map_err(wrong)?
@@ -180,10 +175,7 @@ impl Calls {
         let (result,) = self.map_values.call(&mut *store, (values,))?;
         Ok(match result {
             Ok(mapped) => self.named(mapped),
-            Err(e) => Err(MapError::Rejected {
-                field: e.field,
-                message: e.message,
-            }),
+            Err(e) => Err(e.into()),
         })
     }
 
