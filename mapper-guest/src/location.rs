@@ -68,7 +68,7 @@ pub enum SystemRef<'a> {
 /// choice there; otherwise `planet_name`, else `location`, where the old
 /// convention `planet:NAME`, `moon:NAME`, `space:NAME` (`space:station:NAME`)
 /// may carry the kind as a prefix.
-pub fn stated(row: &SourceRow<'_>, metadata: &Metadata<'_>) -> Result<StatedLocation, MappingError> {
+pub fn stated(row: &mut SourceRow<'_>, metadata: &Metadata<'_>) -> Result<StatedLocation, MappingError> {
     let meta_kind = match metadata.text("location_type")? {
         None => None,
         Some(text) => Some(LocationKind::parse(&text).ok_or_else(|| {

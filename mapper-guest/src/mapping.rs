@@ -143,16 +143,16 @@ macro_rules! column {
 /// Checks run in a fixed order (required columns, then JSON, then the rest)
 /// so the same input always fails with the same error.
 pub fn map_row(columns: &[(String, Value)], lookup: &dyn Lookup) -> Result<Mapped, MappingError> {
-    map_source(&SourceRow::new(columns), lookup)
+    map_source(&mut SourceRow::new(columns), lookup)
 }
 
 /// [`map_row`] on a row given by position: `values` in the order of the
 /// column names `positions` were found for ([`InputPositions::of`]).
 pub fn map_values(positions: &InputPositions, values: Vec<Value>, lookup: &dyn Lookup) -> Result<Mapped, MappingError> {
-    map_source(&SourceRow::by_position(positions, values), lookup)
+    map_source(&mut SourceRow::by_position(positions, values), lookup)
 }
 
-fn map_source(row: &SourceRow<'_>, lookup: &dyn Lookup) -> Result<Mapped, MappingError> {
+fn map_source(row: &mut SourceRow<'_>, lookup: &dyn Lookup) -> Result<Mapped, MappingError> {
     let mut out = Output::default();
     let mut warnings = Vec::new();
 

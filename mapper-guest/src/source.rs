@@ -5,7 +5,6 @@
 //! column table in `mapping.rs` never has to repeat them.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 
 use crate::json::{JSON_ARRAY, JSON_OBJECT, JsonKind, MetaValue, TopLevel};
 use crate::model::{MappingError, Value};
@@ -91,7 +90,7 @@ pub struct SourceRow<'a> {
 /// as it is moves there instead of being copied).
 enum Values<'a> {
     Named(&'a [(String, Value)]),
-    ByPosition(RefCell<Vec<Value>>),
+    ByPosition(Vec<Value>),
 }
 
 impl<'a> SourceRow<'a> {
@@ -107,7 +106,7 @@ impl<'a> SourceRow<'a> {
     pub fn by_position(positions: &'a InputPositions, values: Vec<Value>) -> Self {
         SourceRow {
             positions: Cow::Borrowed(positions),
-            values: Values::ByPosition(RefCell::new(values)),
+            values: Values::ByPosition(values),
         }
     }
 
@@ -119,37 +118,29 @@ impl<'a> SourceRow<'a> {
         let position = self.positions.position(input);
         match &self.values {
             Values::Named(columns) => read(position.and_then(|i| columns.get(i)).map_or(NULL, |(_, value)| value)),
-            Values::ByPosition(values) => {
-                let values = values.borrow();
-                read(position.and_then(|i| values.get(i)).unwrap_or(NULL))
-            }
+            Values::ByPosition(values) => read(position.and_then(|i| values.get(i)).unwrap_or(NULL)),
         }
     }
 
     /// Column `input`'s value to keep: moved out of an owned row (each
     /// column that reaches the output is read once), copied from a
     /// borrowed one.
-    fn take(&self, input: Input) -> Value {
+    fn take(&mut self, input: Input) -> Value {
         let position = self.positions.position(input);
-        match &self.values {
+        match &mut self.values {
             Values::Named(columns) => position
                 .and_then(|i| columns.get(i))
                 .map_or(Value::Null, |(_, value)| value.clone()),
             Values::ByPosition(values) => position
-                .and_then(|i| {
-                    values
-                        .borrow_mut()
-                        .get_mut(i)
-                        .map(|value| std::mem::replace(value, Value::Null))
-                })
-                .unwrap_or(Value::Null),
+                .and_then(|i| values.get_mut(i))
+                .map_or(Value::Null, |value| std::mem::replace(value, Value::Null)),
         }
     }
 
     /// A NOT NULL text column of the target: absent, blank or non-text is a
     /// permanent error, because the database would reject the row anyway and
     /// a number in a description is a sign of a corrupt source row.
-    pub fn required_text(&self, input: Input) -> Result<String, MappingError> {
+    pub fn required_text(&mut self, input: Input) -> Result<String, MappingError> {
         let name = input.name();
         match self.take(input) {
             Value::Text(text) => {
@@ -166,7 +157,7 @@ impl<'a> SourceRow<'a> {
     /// An optional text column. A number is written as its decimal text, as
     /// SQLite itself does when it stores a number in a TEXT column: nothing
     /// is lost, and IDs (Discord snowflakes) are often numbers.
-    pub fn optional_text(&self, input: Input) -> Option<String> {
+    pub fn optional_text(&mut self, input: Input) -> Option<String> {
         match self.take(input) {
             Value::Null => None,
             Value::Integer(number) => Some(number.to_string()),
@@ -197,7 +188,7 @@ impl<'a> SourceRow<'a> {
 
     /// A column copied with its SQL type unchanged (a DATETIME may be text,
     /// a Unix time or a Julian day); only text gets the text rules.
-    pub fn optional_as_stored(&self, input: Input) -> Option<Value> {
+    pub fn optional_as_stored(&mut self, input: Input) -> Option<Value> {
         match self.take(input) {
             Value::Null => None,
             Value::Text(text) => non_blank_owned(text).map(Value::Text),
@@ -208,7 +199,7 @@ impl<'a> SourceRow<'a> {
     /// A column holding a JSON array: its text as stored (trimmed). The
     /// elements are read through without being built. Invalid JSON is a
     /// permanent mapping error carrying the parser's message, never a panic.
-    pub fn optional_json_array(&self, input: Input) -> Result<Option<String>, MappingError> {
+    pub fn optional_json_array(&mut self, input: Input) -> Result<Option<String>, MappingError> {
         let Some(text) = self.json_text(input)? else {
             return Ok(None);
         };
@@ -221,7 +212,7 @@ impl<'a> SourceRow<'a> {
 
     /// The non-blank text of a column holding JSON (for `metadata`, read
     /// by [`Metadata::parse`]).
-    pub fn json_text(&self, input: Input) -> Result<Option<String>, MappingError> {
+    pub fn json_text(&mut self, input: Input) -> Result<Option<String>, MappingError> {
         let name = input.name();
         match self.take(input) {
             Value::Null => Ok(None),
