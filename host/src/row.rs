@@ -72,7 +72,7 @@ impl Value {
 pub type ColumnName = Arc<str>;
 
 /// Columns in table order (as read) or in plugin order (as mapped).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Row(pub Vec<(ColumnName, Value)>);
 
 /// The column names of rows read one after another: a row whose column
@@ -248,6 +248,21 @@ impl serde::Serialize for ValuesAsJson<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rows read one after another share each name their columns have in
+    /// common; a column named otherwise, or one more, gets its own.
+    #[test]
+    fn rows_read_together_share_their_column_names() {
+        let mut names = ColumnNames::default();
+        let first = [names.name(0, "id"), names.name(1, "description")];
+        let second = [names.name(0, "id"), names.name(1, "description"), names.name(2, "tags")];
+        assert!(Arc::ptr_eq(&first[0], &second[0]) && Arc::ptr_eq(&first[1], &second[1]));
+        let renamed = names.name(1, "metadata");
+        assert_eq!(&*renamed, "metadata");
+        assert!(!Arc::ptr_eq(&renamed, &first[1]));
+        assert!(Arc::ptr_eq(&renamed, &names.name(1, "metadata")));
+        assert_eq!(&*names.name(2, "tags"), "tags");
+    }
 
     #[test]
     fn rows_serialized_as_json_are_what_to_json_builds() {
