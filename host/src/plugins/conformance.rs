@@ -498,6 +498,44 @@ mod tests {
     use super::*;
     use crate::mapper::{DEFAULT_PLUGIN, Limits, Runtime, content_hash};
 
+    /// What the check says when `map` and `map-values` differ: the first
+    /// column that differs, the warnings, or what each did; a timeout on
+    /// either side is no difference.
+    #[test]
+    fn map_and_map_values_disagreeing_are_told_apart() {
+        let mapped = |columns: &[(&str, &str)], warnings: &[&str]| -> Result<crate::mapper::Mapped, MapError> {
+            Ok(crate::mapper::Mapped {
+                row: Row(columns
+                    .iter()
+                    .map(|(name, text)| (ColumnName::from(*name), Value::Text((*text).to_owned())))
+                    .collect()),
+                warnings: warnings.iter().map(|w| (*w).to_owned()).collect(),
+            })
+        };
+        let base = mapped(&[("discovery_type", "🦴"), ("description", "d")], &[]);
+        assert_eq!(disagreement(&base, &base.clone()), None);
+        let other_text = mapped(&[("discovery_type", "🦴"), ("description", "e")], &[]);
+        let why = disagreement(&base, &other_text).expect("differs");
+        assert!(why.contains("from column description on"), "{why}");
+        let longer = mapped(&[("discovery_type", "🦴"), ("description", "d"), ("tags", "[]")], &[]);
+        let why = disagreement(&base, &longer).expect("differs");
+        assert!(why.contains("from column tags on"), "{why}");
+        let warned = mapped(&[("discovery_type", "🦴"), ("description", "d")], &["w"]);
+        let why = disagreement(&base, &warned).expect("differs");
+        assert!(why.contains("on the warnings"), "{why}");
+        let refused = Err(MapError::Rejected {
+            field: None,
+            message: "no".into(),
+        });
+        let why = disagreement(&base, &refused).expect("differs");
+        assert!(
+            why.contains("map-values maps the row, map fails it (mapping failed: no)"),
+            "{why}"
+        );
+        let timed_out = Err(MapError::TimedOut(std::time::Duration::from_millis(100)));
+        assert_eq!(disagreement(&base, &timed_out), None);
+    }
+
     #[test]
     fn shipped_corpus_covers_what_the_contract_promises() {
         let corpus = Corpus::shipped().expect("corpus parses");
