@@ -73,7 +73,11 @@ impl App {
             queue: self.queue.clone(),
             sink: self.sink(),
             plugins,
-            batches: BatchSizes::new(settings.sync_batch_size, settings.sync_batch_max),
+            batches: BatchSizes::new(
+                settings.sync_batch_size,
+                settings.sync_batch_max,
+                Duration::from_millis(settings.sync_cooldown_ms),
+            ),
             interval: Duration::from_secs(settings.sync_interval.max(1)),
             wake: self.wake.clone(),
             status: Arc::new(WorkerStatus::default()),

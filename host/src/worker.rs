@@ -32,41 +32,84 @@ use crate::sink::{Haven, Sink, SinkError, TargetSchema};
 use crate::sqlite_error::{self, Fault};
 use crate::store::{Store, StoreError};
 
-/// The size of each claim in a pass. A short queue is claimed
-/// `SYNC_BATCH_SIZE` at a time: small VH-Database transactions, so Control
-/// Room waits little for its write lock. With a backlog, every claim that
-/// comes back full doubles the next, up to `SYNC_BATCH_MAX`: each batch has
-/// a fixed cost (claim, keeper.db read, VH transaction, queue update), and
-/// at 10 items a batch it is most of the work, so a backlog after an outage
-/// drains near the rate of large batches with the defaults. Each pass
-/// starts small again.
+/// How big each claim of a pass is, and how soon it comes.
+///
+/// A short queue is claimed `SYNC_BATCH_SIZE` at a time: small VH-Database
+/// transactions, so Control Room waits little for its write lock. With a
+/// backlog, every claim that comes back full doubles the next, up to
+/// `SYNC_BATCH_MAX`: each batch has a fixed cost (claim, keeper.db read, VH
+/// transaction, queue update), and at 10 items a batch it is most of the
+/// work, so a backlog after an outage drains near the rate of large batches
+/// with the defaults. Each pass starts small again.
+///
+/// Under a steady stream of submissions the worker would otherwise chase
+/// it in small batches, one right after the other: with 32 clients
+/// posting, 220 batches a second of 20–30 items took more than half of the
+/// machine and held intake to half its rate. So a claim that was not full
+/// but brought at least `SYNC_BATCH_SIZE` items (the worker is keeping
+/// pace, not catching up) is followed by a cooldown (`SYNC_COOLDOWN_MS`),
+/// like River's fetch cooldown, and then a claim of up to `SYNC_BATCH_MAX`:
+/// what arrived meanwhile goes in one batch. A trickle (claims smaller than
+/// `SYNC_BATCH_SIZE`) never waits, so a lone report still syncs at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchSizes {
     first: u32,
     ceiling: u32,
+    cooldown: Duration,
+}
+
+/// The claim that follows another: how many items, after how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextClaim {
+    pub size: u32,
+    pub after: Duration,
 }
 
 impl BatchSizes {
     /// `first` is the size a pass starts with; `max` the most it grows to
-    /// (a `max` below `first` means every batch is `first`).
-    pub fn new(first: u32, max: u32) -> BatchSizes {
+    /// (a `max` below `first` means every batch is `first`); `cooldown` the
+    /// wait that lets a stream gather (zero: never wait).
+    pub fn new(first: u32, max: u32, cooldown: Duration) -> BatchSizes {
         let first = first.max(1);
         BatchSizes {
             first,
             ceiling: max.max(first),
+            cooldown,
         }
     }
 
-    pub fn first(&self) -> u32 {
-        self.first
+    /// The same sizes without the cooldown: a one-off drain (`keeper sync
+    /// --once`) stops when it has caught up instead of waiting for more.
+    pub fn without_cooldown(self) -> BatchSizes {
+        BatchSizes {
+            cooldown: Duration::ZERO,
+            ..self
+        }
+    }
+
+    /// The first claim of a pass.
+    pub fn first(&self) -> NextClaim {
+        NextClaim {
+            size: self.first,
+            after: Duration::ZERO,
+        }
     }
 
     /// The claim after one of `size` that brought `claimed` items.
-    pub fn next(&self, size: u32, claimed: usize) -> u32 {
-        if u32::try_from(claimed).is_ok_and(|claimed| claimed >= size) {
-            size.saturating_mul(2).min(self.ceiling)
+    pub fn next(&self, size: u32, claimed: usize) -> NextClaim {
+        let claimed = u32::try_from(claimed).unwrap_or(u32::MAX);
+        if claimed >= size {
+            NextClaim {
+                size: size.saturating_mul(2).min(self.ceiling),
+                after: Duration::ZERO,
+            }
+        } else if claimed >= self.first && !self.cooldown.is_zero() {
+            NextClaim {
+                size: self.ceiling,
+                after: self.cooldown,
+            }
         } else {
-            self.first
+            self.first()
         }
     }
 }
@@ -258,24 +301,32 @@ impl Worker {
     /// Processes everything due now, batch after batch, each item at most
     /// once, and returns.
     pub async fn drain(&self) -> Result<Drained, WorkerError> {
-        self.drain_until(None).await
+        self.drain_until(self.batches.without_cooldown(), None).await
     }
 
-    /// [`Worker::drain`], stopping between two batches once `stop` turns
-    /// true: a shutdown waits for the batch being written, not for the whole
-    /// queue.
-    async fn drain_until(&self, stop: Option<&watch::Receiver<bool>>) -> Result<Drained, WorkerError> {
-        let drained = self.drain_batches(stop).await;
+    /// Drains with `batches`, stopping between two batches once `stop`
+    /// turns true: a shutdown waits for the batch being written, not for
+    /// the whole queue.
+    async fn drain_until(
+        &self,
+        batches: BatchSizes,
+        stop: Option<&watch::Receiver<bool>>,
+    ) -> Result<Drained, WorkerError> {
+        let drained = self.drain_batches(batches, stop).await;
         // Between passes VH-Database is Control Room's alone (sink.rs).
         self.sink.release();
         drained
     }
 
-    async fn drain_batches(&self, stop: Option<&watch::Receiver<bool>>) -> Result<Drained, WorkerError> {
+    async fn drain_batches(
+        &self,
+        batches: BatchSizes,
+        stop: Option<&watch::Receiver<bool>>,
+    ) -> Result<Drained, WorkerError> {
         let stopping = || stop.is_some_and(|s| *s.borrow());
         let mut total = Drained::default();
         let started = self.queue.now().await.map_err(|e| self.keeper_error(&e))?;
-        let mut size = self.batches.first();
+        let mut next = batches.first();
         let mut in_hand: Option<MappedBatch> = None;
         loop {
             if stopping() {
@@ -291,25 +342,23 @@ impl Worker {
             let (mut haven, view) = self.open_vh().await;
             let batch = match in_hand.take() {
                 Some(batch) => batch,
-                None => match self.claim_and_map(size, &started, &view).await? {
-                    Some(batch) => {
-                        size = self.batches.next(size, batch.claim.items.len());
-                        batch
-                    }
+                None => match self.claim_and_map(next, stop, &started, &view).await? {
+                    Some(batch) => batch,
                     None => return Ok(total),
                 },
             };
+            next = batches.next(next.size, batch.claim.items.len());
             // Not ahead of a canary's verdict, which comes after each batch
             // and decides which plugin maps the next.
             let ahead = !stopping() && self.canary.as_ref().and_then(Canary::current).is_none();
-            let (written, next) = tokio::join!(self.write_and_complete(&mut haven, batch), async {
+            let (written, claimed_ahead) = tokio::join!(self.write_and_complete(&mut haven, batch), async {
                 if ahead {
-                    self.claim_and_map(size, &started, &view).await
+                    self.claim_and_map(next, stop, &started, &view).await
                 } else {
                     Ok(None)
                 }
             });
-            let next = match written {
+            let claimed_ahead = match written {
                 Ok(done) => {
                     total.synced += done.synced;
                     total.failed += done.failed;
@@ -320,20 +369,17 @@ impl Worker {
                         // The batch went through: its connection serves the next one.
                         self.sink.keep(haven);
                     }
-                    next?
+                    claimed_ahead?
                 }
                 Err(error) => {
-                    if let Ok(Some(next)) = next {
-                        self.give_back(next).await;
+                    if let Ok(Some(batch)) = claimed_ahead {
+                        self.give_back(batch).await;
                     }
                     return Err(error);
                 }
             };
-            match next {
-                Some(next) => {
-                    size = self.batches.next(size, next.claim.items.len());
-                    in_hand = Some(next);
-                }
+            match claimed_ahead {
+                Some(batch) => in_hand = Some(batch),
                 // Mapped ahead and found nothing due: the pass is over.
                 None if ahead => return Ok(total),
                 None => {}
@@ -368,7 +414,7 @@ impl Worker {
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         self.status.running.store(true, Ordering::Relaxed);
         while !*shutdown.borrow() {
-            match self.drain_until(Some(&shutdown)).await {
+            match self.drain_until(self.batches, Some(&shutdown)).await {
                 Ok(drained) => self.status.pass_done(&drained),
                 Err(error) => {
                     tracing::error!(%error, "sync pass failed; trying again next interval");
@@ -385,17 +431,23 @@ impl Worker {
         tracing::info!("sync worker stopped");
     }
 
-    /// Claims up to `size` due items and maps them; `None` when nothing is
-    /// due. When keeper.db cannot be read, the claim is given back.
+    /// Claims up to `next.size` due items, once `next.after` has passed,
+    /// and maps them; `None` when nothing is due, or when `stop` turned
+    /// true during the wait. When keeper.db cannot be read, the claim is
+    /// given back.
     async fn claim_and_map(
         &self,
-        size: u32,
+        next: NextClaim,
+        stop: Option<&watch::Receiver<bool>>,
         started: &str,
         view: &MappingView,
     ) -> Result<Option<MappedBatch>, WorkerError> {
+        if !next.after.is_zero() && !cool_down(next.after, stop).await {
+            return Ok(None);
+        }
         let claim = self
             .queue
-            .claim(size, Some(started))
+            .claim(next.size, Some(started))
             .await
             .map_err(|e| self.keeper_error(&e))?;
         if claim.items.is_empty() {
@@ -619,32 +671,121 @@ impl Worker {
     }
 }
 
+/// Waits `wait`, or less if `stop` turns true meanwhile; whether the
+/// worker is still to go on.
+async fn cool_down(wait: Duration, stop: Option<&watch::Receiver<bool>>) -> bool {
+    let Some(stop) = stop else {
+        tokio::time::sleep(wait).await;
+        return true;
+    };
+    let mut stop = stop.clone();
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => true,
+        // A dropped sender cannot say stop any more: finish the wait.
+        sender_gone = async { stop.wait_for(|stop| *stop).await.is_err() } => {
+            if sender_gone {
+                tokio::time::sleep(wait).await;
+            }
+            sender_gone
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::BatchSizes;
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+
+    use super::{BatchSizes, NextClaim, cool_down};
+
+    const NO_COOLDOWN: Duration = Duration::ZERO;
+    const COOLDOWN: Duration = Duration::from_millis(100);
+
+    fn now(size: u32) -> NextClaim {
+        NextClaim {
+            size,
+            after: Duration::ZERO,
+        }
+    }
 
     #[test]
     fn batches_double_while_claims_come_back_full_and_start_small_again() {
-        let sizes = BatchSizes::new(10, 1000);
-        assert_eq!(sizes.first(), 10);
-        let mut size = sizes.first();
-        let mut grown = vec![size];
-        for _ in 0..8 {
-            size = sizes.next(size, size as usize);
-            grown.push(size);
+        for cooldown in [NO_COOLDOWN, COOLDOWN] {
+            let sizes = BatchSizes::new(10, 1000, cooldown);
+            assert_eq!(sizes.first(), now(10));
+            let mut next = sizes.first();
+            let mut grown = vec![next.size];
+            for _ in 0..8 {
+                next = sizes.next(next.size, next.size as usize);
+                assert_eq!(next.after, Duration::ZERO, "a backlog is claimed without a pause");
+                grown.push(next.size);
+            }
+            assert_eq!(grown, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+            // A trickle (fewer than the first size): back to the start, at once.
+            assert_eq!(sizes.next(40, 3), now(10));
+            assert_eq!(sizes.next(1000, 9), now(10));
         }
-        assert_eq!(grown, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
-        // A claim that was not full: the backlog is gone, back to the start.
-        assert_eq!(sizes.next(1000, 999), 10);
-        assert_eq!(sizes.next(40, 3), 10);
+    }
+
+    #[test]
+    fn a_stream_kept_pace_with_gathers_for_the_cooldown_then_is_claimed_whole() {
+        let sizes = BatchSizes::new(10, 500, COOLDOWN);
+        let gathered = NextClaim {
+            size: 500,
+            after: COOLDOWN,
+        };
+        // Not full, but at least the first size: the worker keeps pace.
+        assert_eq!(sizes.next(20, 10), gathered);
+        assert_eq!(sizes.next(40, 31), gathered);
+        assert_eq!(sizes.next(500, 499), gathered);
+        // What gathered filled the claim: a backlog, claimed without a pause.
+        assert_eq!(sizes.next(500, 500), now(500));
+        // Without a cooldown (a one-off drain, or SYNC_COOLDOWN_MS=0) the
+        // same claims start small again, as before.
+        let once = sizes.without_cooldown();
+        assert_eq!(once.next(40, 31), now(10));
+        assert_eq!(BatchSizes::new(10, 500, NO_COOLDOWN).next(40, 31), now(10));
     }
 
     #[test]
     fn a_ceiling_at_or_below_the_first_size_keeps_every_batch_that_size() {
-        for sizes in [BatchSizes::new(25, 25), BatchSizes::new(2000, 1000)] {
+        for sizes in [BatchSizes::new(25, 25, COOLDOWN), BatchSizes::new(2000, 1000, COOLDOWN)] {
             let first = sizes.first();
-            assert_eq!(sizes.next(first, first as usize), first);
+            assert_eq!(sizes.next(first.size, first.size as usize), first);
+            // Anything less than a full claim is a trickle here: no pause.
+            assert_eq!(sizes.next(first.size, first.size as usize - 1), first);
         }
-        assert_eq!(BatchSizes::new(0, 0).first(), 1, "a claim takes at least one item");
+        assert_eq!(
+            BatchSizes::new(0, 0, COOLDOWN).first().size,
+            1,
+            "a claim takes at least one item"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cooldown_ends_early_when_the_worker_is_told_to_stop() {
+        let (tell, stop) = watch::channel(false);
+        let started = std::time::Instant::now();
+        assert!(
+            cool_down(Duration::from_millis(20), Some(&stop)).await,
+            "no stop: the wait is whole"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(20));
+
+        let stopping = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            tell.send(true).expect("the worker listens");
+            tell
+        });
+        // A wait of an hour, cut short by the stop (or the test fails at
+        // the bound instead of hanging).
+        let stopped = tokio::time::timeout(
+            Duration::from_secs(60),
+            cool_down(Duration::from_secs(3600), Some(&stop)),
+        )
+        .await;
+        assert_eq!(stopped, Ok(false), "the stop ends the wait");
+        drop(stopping.await);
     }
 }

@@ -39,6 +39,7 @@ const KEEPER_VARS: &[&str] = &[
     "SYNC_INTERVAL",
     "SYNC_BATCH_SIZE",
     "SYNC_BATCH_MAX",
+    "SYNC_COOLDOWN_MS",
     "KEEPER_HOST_NAME",
     "SYNC_MAX_ATTEMPTS",
     "SYNC_RETRY_BASE",
