@@ -604,9 +604,9 @@ impl Store {
         let mut ids = Vec::with_capacity(reports.len());
         for chunk in reports.chunks(SUBMIT_CHUNK) {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let new_ids = insert_reports(&mut tx, chunk.iter(), max_attempts).await?;
+            let stored = insert_reports(&mut tx, chunk.iter(), max_attempts).await?;
             tx.commit().await?;
-            ids.extend(new_ids);
+            ids.extend(stored.iter().map(|intake| intake.discovery_id));
         }
         Ok(ids)
     }
@@ -744,19 +744,20 @@ fn seen_again(key: &IntakeKey, request_hash: &str, seen: SeenKey) -> Result<Inta
     Ok(seen.intake)
 }
 
-/// Inserts reports and their queue rows in the caller's transaction; the new
-/// discovery ids in input order.
+/// Inserts reports and their queue rows in the caller's transaction; what
+/// each became, in input order. Two statements, each answering with the
+/// ids it made: under group commit every round trip to keeper.db's thread
+/// is spent inside the write lock, which all intake waits for.
 async fn insert_reports<'r>(
     conn: &mut SqliteConnection,
     reports: impl Iterator<Item = &'r Report>,
     max_attempts: u32,
-) -> Result<Vec<i64>, sqlx::Error> {
+) -> Result<Vec<Intake>, sqlx::Error> {
     let records: Vec<serde_json::Value> = reports.map(report_record).collect();
     let payload = serde_json::Value::Array(records).to_string();
-    let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM discoveries")
-        .fetch_one(&mut *conn)
-        .await?;
-    sqlx::query(
+    // RETURNING gives the rows in no promised order; the ids, given in
+    // insertion order (`ORDER BY key`), ascend with it.
+    let mut discovery_ids: Vec<i64> = sqlx::query_scalar(
         "INSERT INTO discoveries (user_id, username, guild_id, discovery_type, location,
              time_period, condition, description, significance, evidence_url,
              coordinates, planet_name, tags, metadata, system_name)
@@ -765,17 +766,25 @@ async fn insert_reports<'r>(
              value ->> 'condition', value ->> 'description', value ->> 'significance',
              value ->> 'evidence_url', value ->> 'coordinates', value ->> 'planet_name',
              value ->> 'tags', value ->> 'metadata', value ->> 'system_name'
-         FROM json_each(?1) ORDER BY key",
+         FROM json_each(?1) ORDER BY key
+         RETURNING id",
     )
     .bind(payload)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    let new_ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM discoveries WHERE id > ?1 ORDER BY id")
-        .bind(before)
-        .fetch_all(&mut *conn)
-        .await?;
-    queue::sqlite::enqueue_discoveries_after(conn, before, max_attempts).await?;
-    Ok(new_ids)
+    discovery_ids.sort_unstable();
+    let queue_ids = queue::sqlite::enqueue_discoveries(conn, &discovery_ids, max_attempts).await?;
+    discovery_ids
+        .into_iter()
+        .map(|discovery_id| {
+            let queue_id = queue_ids.get(&discovery_id).copied().ok_or(sqlx::Error::RowNotFound)?;
+            Ok(Intake {
+                discovery_id,
+                queue_id,
+                repeated: false,
+            })
+        })
+        .collect()
 }
 
 /// How long an intake key is remembered. A client retries within minutes

@@ -719,22 +719,23 @@ async fn mark_failed(
     .await
 }
 
-/// Queues the discoveries with ids above `after`: called by the submission
-/// transaction that has just inserted them, so both commit together.
-pub(crate) async fn enqueue_discoveries_after(
+/// Queues the discoveries just stored, inside the caller's transaction:
+/// each one's queue id, by discovery id.
+pub(crate) async fn enqueue_discoveries(
     conn: &mut SqliteConnection,
-    after: i64,
+    discovery_ids: &[i64],
     max_attempts: u32,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+) -> Result<std::collections::HashMap<i64, i64>, sqlx::Error> {
+    let pairs: Vec<(i64, i64)> = sqlx::query_as(
         "INSERT INTO sync_queue (discovery_id, max_attempts)
-         SELECT id, ?2 FROM discoveries WHERE id > ?1 ORDER BY id",
+         SELECT value, ?2 FROM json_each(?1) ORDER BY key
+         RETURNING discovery_id, id",
     )
-    .bind(after)
+    .bind(json!(discovery_ids).to_string())
     .bind(max_attempts)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(done.rows_affected())
+    Ok(pairs.into_iter().collect())
 }
 
 /// The queue item of a discovery (its latest, should it have several).
@@ -743,22 +744,6 @@ pub(crate) async fn queue_id_in(conn: &mut SqliteConnection, discovery_id: i64) 
         .bind(discovery_id)
         .fetch_one(&mut *conn)
         .await
-}
-
-/// The queue items of discoveries, inside the caller's transaction (the
-/// intake that just enqueued them), by discovery id.
-pub(crate) async fn queue_ids_in(
-    conn: &mut SqliteConnection,
-    discovery_ids: &[i64],
-) -> Result<std::collections::HashMap<i64, i64>, sqlx::Error> {
-    let pairs: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT discovery_id, MAX(id) FROM sync_queue
-         WHERE discovery_id IN (SELECT value FROM json_each(?1)) GROUP BY discovery_id",
-    )
-    .bind(json!(discovery_ids).to_string())
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(pairs.into_iter().collect())
 }
 
 #[cfg(test)]

@@ -43,7 +43,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::write_turn::WriteTurn;
 use super::{INTAKE_KEY_TTL_HOURS, Intake, IntakeError, IntakeKey, SeenKey, StoreError, insert_reports, seen_again};
-use crate::queue;
 use crate::report::Report;
 
 /// The most submissions one transaction writes: enough that a burst of a
@@ -255,22 +254,12 @@ async fn write_group(conn: &mut SqliteConnection, group: &[Submission]) -> Resul
         }
     }
 
-    let mut discovery_ids = Vec::with_capacity(inserted.len());
+    let mut intakes = Vec::with_capacity(inserted.len());
     // One insert per run of equal `max_attempts` (in practice one: every
     // submission of a keeper has its SYNC_MAX_ATTEMPTS).
     for run in inserted.chunk_by(|a, b| a.max_attempts == b.max_attempts) {
         let max_attempts = run.first().map_or(0, |s| s.max_attempts);
-        discovery_ids.extend(insert_reports(conn, run.iter().map(|s| &s.report), max_attempts).await?);
-    }
-    let queue_ids = queue::sqlite::queue_ids_in(conn, &discovery_ids).await?;
-    let mut intakes = Vec::with_capacity(discovery_ids.len());
-    for discovery_id in discovery_ids {
-        let queue_id = queue_ids.get(&discovery_id).copied().ok_or(sqlx::Error::RowNotFound)?;
-        intakes.push(Intake {
-            discovery_id,
-            queue_id,
-            repeated: false,
-        });
+        intakes.extend(insert_reports(conn, run.iter().map(|s| &s.report), max_attempts).await?);
     }
 
     let new_keys: Vec<serde_json::Value> = inserted
