@@ -703,7 +703,8 @@ impl Queue {
         on_driver!(self, now())
     }
 
-    /// Atomically takes up to `limit` due items: pending ones whose retry
+    /// Takes up to `limit` due items (on keeper.db 100 to a turn at the
+    /// write lock, each turn atomic): pending ones whose retry
     /// time has come, and syncing ones whose lease has expired. With
     /// `not_tried_since`, a pending item last attempted at or after that time
     /// is left for the next pass, so one pass tries each item at most once
@@ -726,8 +727,10 @@ impl Queue {
         on_driver!(self, release(token))
     }
 
-    /// Records the outcome of a batch in one transaction; only items still
-    /// held under `token` change.
+    /// Records the outcome of a batch; only items still held under `token`
+    /// change. On PostgreSQL in one transaction; on keeper.db in one per
+    /// 100 items, each a turn at the write lock that intake shares (an item
+    /// left out by a failure keeps its lease and is delivered again).
     pub async fn complete(&self, token: &str, delivered: &[Delivered], failed: &[Failed]) -> Result<(), sqlx::Error> {
         let failed = failure_payload(self.policy, failed);
         on_driver!(self, complete(token, delivered, &failed))

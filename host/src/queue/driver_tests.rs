@@ -27,6 +27,7 @@ on_both_drivers!(
     the_store_is_migrated_once_and_reopened_read_only,
     moving_the_clock_lapses_leases_ends_backoffs_and_ages_synced_items,
     a_lapsed_lease_is_taken_over_alone_and_the_stale_holders_outcome_changes_nothing,
+    a_batch_larger_than_a_write_turn_is_claimed_and_completed_whole,
 );
 
 /// Time moved by the queue's [`Clock`] instead of waited for: a lease
@@ -283,6 +284,46 @@ fn failed(item: &ClaimedItem, class: ErrorClass) -> Failed {
         class,
         message: format!("{class} went wrong"),
     }
+}
+
+/// keeper.db claims and completes 100 items to a write turn: a batch of
+/// 250 is still one claim of every due item, in order, each once, and its
+/// completion reaches every item and every counter (as on PostgreSQL,
+/// which does each in one statement).
+async fn a_batch_larger_than_a_write_turn_is_claimed_and_completed_whole(store: Store) {
+    let queue = Queue::new(store.db().clone(), policy(30), Duration::from_secs(60));
+    submit(&store, 250).await;
+    let batch = queue.claim(300, None).await.expect("claim");
+    let ids: Vec<i64> = batch.items.iter().map(|i| i.queue_id).collect();
+    assert_eq!(ids.len(), 250, "every due item, none twice");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in queue order: {ids:?}");
+    assert!(queue.claim(300, None).await.expect("claim").items.is_empty());
+
+    // Exactly two turns' worth: the claim stops at its limit.
+    submit(&store, 200).await;
+    let exact = queue.claim(200, None).await.expect("claim");
+    assert_eq!(exact.items.len(), 200);
+    queue.release(&exact.token).await.expect("release");
+
+    let (to_fail, to_sync) = batch.items.split_at(130);
+    let done: Vec<Delivered> = to_sync.iter().map(|i| delivered(i.queue_id, i.queue_id)).collect();
+    let failures: Vec<Failed> = to_fail.iter().map(|i| failed(i, ErrorClass::Locked)).collect();
+    queue.complete(&batch.token, &done, &failures).await.expect("complete");
+    let counts = queue.counts().await.expect("counts");
+    assert_eq!(
+        (counts.synced, counts.pending, counts.syncing),
+        (120, 130 + 200, 0),
+        "every item of the batch completed"
+    );
+    let totals = queue.totals().await.expect("totals");
+    assert_eq!(totals.synced, 120);
+    let last = queue.item(ids[249]).await.expect("item").expect("exists");
+    assert_eq!(last.sync_status, SyncStatus::Synced);
+    let first = queue.item(ids[0]).await.expect("item").expect("exists");
+    assert_eq!(
+        (first.sync_status, first.error_class),
+        (SyncStatus::Pending, Some(ErrorClass::Locked))
+    );
 }
 
 async fn claims_are_leased_disjoint_and_complete_once(store: Store) {
