@@ -3,6 +3,15 @@
 //! in production) and N HTTP clients on 127.0.0.1, each posting reports to
 //! `POST /discoveries` one after another on its own keep-alive connection.
 //!
+//! The clients share the machine with keeper, so what they cost is taken
+//! from keeper. They are therefore what load generators such as `wrk` are:
+//! every connection a task on one thread, each request written as prepared
+//! bytes and its answer read by its `Content-Length` ([`lean`]). The same
+//! phase is also run with a thread and a `ureq` agent per client, as the
+//! bench did before: on 2 cores those clients took about 120 µs of CPU a
+//! request, as much as keeper itself, and the gap between the two lines is
+//! what the clients cost.
+//!
 //! `cargo bench -p keeper --bench intake`; env `BENCH_INTAKE_CLIENTS`
 //! (default 32) and `BENCH_INTAKE_REPORTS` (default 20000, shared among the
 //! clients). Prints reports/s and the p50/p99/max latency of an answer.
@@ -80,6 +89,99 @@ fn post(agent: &ureq::Agent, url: &str, body: &[u8]) -> i64 {
     let status = response.status().as_u16();
     let text = response.body_mut().read_to_string().unwrap_or_default();
     assert_eq!(status, 201, "POST /discoveries: {text}");
+    discovery_id(text.as_bytes())
+}
+
+/// A minimal HTTP/1.1 client for loopback load: one keep-alive connection
+/// a client, `POST /discoveries` only, answers read by `Content-Length`.
+mod lean {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::Sent;
+
+    /// The bytes of one `POST /discoveries` carrying `body`.
+    pub fn request(port: u16, body: &[u8]) -> Vec<u8> {
+        let mut request = format!(
+            "POST /discoveries HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        request
+    }
+
+    /// One client: sends `requests` in turn on one connection, each when
+    /// `due(n)` says (or at once), and records what came back.
+    pub async fn client(port: u16, requests: Vec<(usize, Vec<u8>)>, start: Instant, rate: Option<f64>) -> Vec<Sent> {
+        let mut stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        let mut buffer = Vec::with_capacity(4096);
+        let mut sent = Vec::with_capacity(requests.len());
+        for (n, request) in requests {
+            if let Some(rate) = rate {
+                let due = start + Duration::from_secs_f64(n as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let at = Instant::now();
+            stream.write_all(&request).await.expect("send a request");
+            let (status, body) = answer(&mut stream, &mut buffer).await;
+            assert_eq!(status, 201, "POST /discoveries: {}", String::from_utf8_lossy(&body));
+            sent.push(Sent {
+                discovery_id: super::discovery_id(&body),
+                sent_at: at,
+                latency: at.elapsed(),
+            });
+        }
+        sent
+    }
+
+    /// Reads one answer: its status and body. `buffer` keeps what was read
+    /// past it (nothing, as the client waits for each answer).
+    async fn answer(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> (u16, Vec<u8>) {
+        let head_end = loop {
+            if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            read_more(stream, buffer).await;
+        };
+        let head = std::str::from_utf8(&buffer[..head_end]).expect("an answer's head is text");
+        let status: u16 = head
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {head:?}"));
+        let length: usize = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no content-length in {head:?}"));
+        while buffer.len() < head_end + length {
+            read_more(stream, buffer).await;
+        }
+        let body = buffer[head_end..head_end + length].to_vec();
+        buffer.drain(..head_end + length);
+        (status, body)
+    }
+
+    async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) {
+        let mut chunk = [0u8; 4096];
+        let read = stream.read(&mut chunk).await.expect("read an answer");
+        assert!(read > 0, "keeper closed the connection mid-answer");
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// The discovery id of a 201's body, else a panic naming it.
+fn discovery_id(body: &[u8]) -> i64 {
+    let text = String::from_utf8_lossy(body);
     let answer: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     answer["discovery_id"]
         .as_i64()
@@ -94,32 +196,66 @@ struct Sent {
     latency: Duration,
 }
 
-/// `clients` threads post reports `first..first + count` (client k takes
-/// every k-th), each as fast as its answers come, or at `rate` reports/s in
-/// all when given. Returns every request and the phase's wall time.
+/// `clients` lean clients on one thread post reports `first..first +
+/// count` (client k takes every k-th), each as fast as its answers come, or
+/// at `rate` reports/s in all when given. Returns every request and the
+/// phase's wall time.
 fn post_all(port: u16, clients: usize, first: usize, count: usize, rate: Option<f64>) -> (Vec<Sent>, Duration) {
+    let mut shares: Vec<Vec<(usize, Vec<u8>)>> = (0..clients).map(|_| Vec::new()).collect();
+    for (n, i) in (first..first + count).enumerate() {
+        shares[n % clients].push((n, lean::request(port, record(i).to_string().as_bytes())));
+    }
+    let sent: Vec<Sent> = std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("the clients' runtime");
+                runtime.block_on(async move {
+                    let start = Instant::now();
+                    let clients: Vec<_> = shares
+                        .into_iter()
+                        .map(|share| tokio::spawn(lean::client(port, share, start, rate)))
+                        .collect();
+                    let mut sent = Vec::with_capacity(count);
+                    for client in clients {
+                        sent.extend(client.await.expect("client task"));
+                    }
+                    sent
+                })
+            })
+            .join()
+            .expect("clients' thread")
+    });
+    let wall = wall_time(&sent);
+    (sent, wall)
+}
+
+/// From the first request sent to the last answer received.
+fn wall_time(sent: &[Sent]) -> Duration {
+    let began = sent.iter().map(|s| s.sent_at).min();
+    let ended = sent.iter().map(|s| s.sent_at + s.latency).max();
+    began.zip(ended).map(|(b, e)| e - b).unwrap_or_default()
+}
+
+/// [`post_all`] with a thread and a `ureq` agent per client, as this bench
+/// measured before: the clients' own cost included.
+fn post_all_threads(port: u16, clients: usize, first: usize, count: usize) -> (Vec<Sent>, Duration) {
     let url = format!("http://127.0.0.1:{port}/discoveries");
     let bodies: Vec<Vec<u8>> = (first..first + count)
         .map(|i| record(i).to_string().into_bytes())
         .collect();
     let barrier = std::sync::Barrier::new(clients);
-    let started = std::sync::OnceLock::new();
     let sent: Vec<Sent> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..clients)
             .map(|k| {
-                let (url, bodies, barrier, started) = (&url, &bodies, &barrier, &started);
+                let (url, bodies, barrier) = (&url, &bodies, &barrier);
                 scope.spawn(move || {
                     let agent = agent();
                     barrier.wait();
-                    let start = *started.get_or_init(Instant::now);
                     let mut mine = Vec::new();
-                    for (n, body) in bodies.iter().enumerate().skip(k).step_by(clients) {
-                        if let Some(rate) = rate {
-                            let due = start + Duration::from_secs_f64(n as f64 / rate);
-                            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                                std::thread::sleep(wait);
-                            }
-                        }
+                    for body in bodies.iter().skip(k).step_by(clients) {
                         let at = Instant::now();
                         let discovery_id = post(&agent, url, body);
                         mine.push(Sent {
@@ -137,9 +273,7 @@ fn post_all(port: u16, clients: usize, first: usize, count: usize, rate: Option<
             .flat_map(|w| w.join().expect("client thread"))
             .collect()
     });
-    let began = sent.iter().map(|s| s.sent_at).min();
-    let ended = sent.iter().map(|s| s.sent_at + s.latency).max();
-    let wall = began.zip(ended).map(|(b, e)| e - b).unwrap_or_default();
+    let wall = wall_time(&sent);
     (sent, wall)
 }
 
@@ -208,12 +342,16 @@ async fn main() {
     let ids: std::collections::HashSet<i64> = sent.iter().map(|s| s.discovery_id).collect();
     assert_eq!(ids.len(), sent.len(), "every answer names its own discovery");
 
+    // The same with a thread and a ureq agent per client.
+    let (sent, wall) = post_all_threads(port, clients, alone + reports, reports);
+    latency_line(&format!("{clients} clients, thread each"), &sent, wall);
+
     // The worker under sustained intake: wait for the backlog of the phases
     // above to drain first, so it measures the sustained rate alone.
-    let stored = (alone + reports) as i64;
+    let stored = (alone + 2 * reports) as i64;
     wait_all_synced(&env.keeper, stored).await;
     let sustained = (rate * secs as f64) as usize;
-    let first = alone + reports;
+    let first = alone + 2 * reports;
     let started = Instant::now();
     let watcher = {
         let keeper_db = env.keeper.clone();
