@@ -703,8 +703,8 @@ impl Queue {
         on_driver!(self, now())
     }
 
-    /// Takes up to `limit` due items (on keeper.db 100 to a turn at the
-    /// write lock, each turn atomic): pending ones whose retry
+    /// Takes up to `limit` due items (on keeper.db, the write lock handed to
+    /// a waiting intake group every 100): pending ones whose retry
     /// time has come, and syncing ones whose lease has expired. With
     /// `not_tried_since`, a pending item last attempted at or after that time
     /// is left for the next pass, so one pass tries each item at most once
@@ -728,9 +728,10 @@ impl Queue {
     }
 
     /// Records the outcome of a batch; only items still held under `token`
-    /// change. On PostgreSQL in one transaction; on keeper.db in one per
-    /// 100 items, each a turn at the write lock that intake shares (an item
-    /// left out by a failure keeps its lease and is delivered again).
+    /// change. In one transaction, except on keeper.db while an intake
+    /// group waits for the write lock: then it is handed over every 100
+    /// items (an item left out by a failure keeps its lease and is
+    /// delivered again).
     pub async fn complete(&self, token: &str, delivered: &[Delivered], failed: &[Failed]) -> Result<(), sqlx::Error> {
         let failed = failure_payload(self.policy, failed);
         on_driver!(self, complete(token, delivered, &failed))

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sqlx::{SqliteConnection, SqlitePool};
+use tokio::sync::MutexGuard;
 
 use super::*;
 use crate::clock::Clock;
@@ -136,14 +137,62 @@ fn seconds_modifier(d: Duration) -> String {
     format!("+{} seconds", d.as_secs())
 }
 
-/// The most queue rows one of the worker's write turns claims or completes.
-/// A batch of 500 in one turn held keeper.db's write lock for about 5 ms,
-/// and every intake group waiting behind it took that as latency; in turns
-/// of 100 the groups pass in between. A completion in several transactions
-/// is safe: an item whose transaction did not commit keeps its lease, and
-/// once that lapses is delivered again, which the VH-Database ledger turns
-/// into the same row.
+/// The most queue rows one step of a claim or completion changes. A batch
+/// of 500 in one step held keeper.db's write lock for about 5 ms, and
+/// every intake group waiting behind it took that as latency; between two
+/// steps the worker hands the lock over when a group waits ([`Turns`]).
 const TURN_ROWS: u32 = 100;
+
+/// The worker's hold on keeper.db's write lock during one claim or
+/// completion: one transaction while no other writer of this process
+/// waits, committed and the turn handed over between two steps when one
+/// does. Without intake a drain pays one commit per claim and completion,
+/// as before; under intake each step is a transaction of its own. That is
+/// safe: an item whose step did not commit keeps its lease (or stays
+/// pending), and once the lease lapses it is delivered again, which the
+/// VH-Database ledger turns into the same row.
+struct Turns<'q> {
+    queue: &'q SqliteQueue,
+    held: Option<(MutexGuard<'q, ()>, sqlx::Transaction<'static, sqlx::Sqlite>)>,
+}
+
+impl<'q> Turns<'q> {
+    fn new(queue: &'q SqliteQueue) -> Turns<'q> {
+        Turns { queue, held: None }
+    }
+
+    /// The transaction the next step runs in; takes a turn and begins one
+    /// when none is held.
+    async fn conn(&mut self) -> Result<&mut SqliteConnection, sqlx::Error> {
+        let held = match self.held.take() {
+            Some(held) => held,
+            None => {
+                let turn = self.queue.turn.take().await;
+                (turn, self.queue.pool.begin_with("BEGIN IMMEDIATE").await?)
+            }
+        };
+        let (_, tx) = self.held.insert(held);
+        Ok(&mut **tx)
+    }
+
+    /// Between two steps: commits and hands the turn over if another
+    /// writer waits for it.
+    async fn between_steps(&mut self) -> Result<(), sqlx::Error> {
+        if self.queue.turn.wanted() {
+            self.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Commits what the steps so far wrote and ends the turn.
+    async fn commit(&mut self) -> Result<(), sqlx::Error> {
+        if let Some((turn, tx)) = self.held.take() {
+            tx.commit().await?;
+            drop(turn);
+        }
+        Ok(())
+    }
+}
 
 /// The queue's operations on a keeper.db pool: [`super::Queue`]'s contract.
 #[derive(Clone)]
@@ -174,27 +223,27 @@ impl SqliteQueue {
         not_tried_since: Option<&str>,
         host: &str,
     ) -> Result<Vec<ClaimedItem>, sqlx::Error> {
+        let mut turns = Turns::new(self);
         let mut items: Vec<ClaimedItem> = Vec::new();
         loop {
             let wanted = limit.saturating_sub(u32::try_from(items.len()).unwrap_or(u32::MAX));
             let asked = wanted.min(TURN_ROWS);
-            let taken: Vec<ClaimedItem> = {
-                let _turn = self.turn.take().await;
-                sqlx::query_as(CLAIM)
-                    .bind(token)
-                    .bind(seconds_modifier(self.lease))
-                    .bind(asked)
-                    .bind(not_tried_since)
-                    .bind(host)
-                    .bind(self.clock.sqlite_modifier())
-                    .fetch_all(&self.pool)
-                    .await?
-            };
+            let taken: Vec<ClaimedItem> = sqlx::query_as(CLAIM)
+                .bind(token)
+                .bind(seconds_modifier(self.lease))
+                .bind(asked)
+                .bind(not_tried_since)
+                .bind(host)
+                .bind(self.clock.sqlite_modifier())
+                .fetch_all(turns.conn().await?)
+                .await?;
             let all_due_taken = taken.len() < asked as usize;
             items.extend(taken);
             if all_due_taken || items.len() >= limit as usize {
+                turns.commit().await?;
                 return Ok(items);
             }
+            turns.between_steps().await?;
         }
     }
 
@@ -223,7 +272,7 @@ impl SqliteQueue {
     }
 
     /// Each list arrives as one JSON array, unpacked once in a MATERIALIZED
-    /// CTE (see [`mark_synced`]); [`TURN_ROWS`] items a transaction.
+    /// CTE (see [`mark_synced`]); [`TURN_ROWS`] items a step ([`Turns`]).
     pub(super) async fn complete(
         &self,
         token: &str,
@@ -233,21 +282,20 @@ impl SqliteQueue {
         let failed = failed.as_array().map_or(&[][..], Vec::as_slice);
         let mut delivered = delivered.chunks(TURN_ROWS as usize);
         let mut failed = failed.chunks(TURN_ROWS as usize);
+        let mut turns = Turns::new(self);
         loop {
             let (synced, failed) = (delivered.next(), failed.next());
             if synced.is_none() && failed.is_none() {
-                return Ok(());
+                return turns.commit().await;
             }
-            let _turn = self.turn.take().await;
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             if let Some(synced) = synced {
-                mark_synced(&mut tx, &self.clock, Some(token), synced).await?;
+                mark_synced(turns.conn().await?, &self.clock, Some(token), synced).await?;
             }
             if let Some(failed) = failed {
                 let failed = serde_json::Value::Array(failed.to_vec());
-                mark_failed(&mut tx, &self.clock, Some(token), self.policy, &failed).await?;
+                mark_failed(turns.conn().await?, &self.clock, Some(token), self.policy, &failed).await?;
             }
-            tx.commit().await?;
+            turns.between_steps().await?;
         }
     }
 
@@ -781,6 +829,86 @@ pub(crate) async fn queue_id_in(conn: &mut SqliteConnection, discovery_id: i64) 
 mod tests {
     use super::*;
     use sqlx::Row as _;
+
+    /// A claim of several steps hands keeper.db's write lock over between
+    /// two of them when another writer waits (its first step committed and
+    /// visible), and keeps it when nobody does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_claim_hands_the_write_turn_to_a_waiting_writer_between_steps() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = crate::store::Store::open(&dir.path().join("keeper.db"), crate::store::Access::Create)
+            .await
+            .expect("open keeper.db");
+        let reports: Vec<crate::report::Report> = (0..250)
+            .map(|n| {
+                crate::report::Report::from_json(&json!({
+                    "discovery_type": "🦴", "system_name": "Oculi", "location": "planet:Erren",
+                    "description": format!("report {n}"), "username": "Explorer#1234",
+                }))
+                .expect("a valid report")
+            })
+            .collect();
+        store.submit(&reports, 3).await.expect("submit");
+        let turn = store.write_turn();
+        let policy = RetryPolicy {
+            base: Duration::from_secs(30),
+            max_delay: Duration::from_secs(3600),
+            max_attempts: 3,
+        };
+        let queue = Queue::new(store.db().clone(), policy, Duration::from_secs(60)).sharing_write_turn(turn.clone());
+        let pool = store.db().sqlite().expect("keeper.db").clone();
+        let syncing = move || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'syncing'")
+                    .fetch_one(&pool)
+                    .await
+                    .expect("count")
+            }
+        };
+        let bound = Duration::from_secs(30);
+
+        // Held here: the claim waits in line, then a writer behind it.
+        let held = turn.take().await;
+        let claim = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.claim(250, None).await }
+        });
+        wait_until(|| turn.wanted(), bound).await;
+        let writer = tokio::spawn({
+            let (turn, syncing) = (turn.clone(), syncing.clone());
+            async move {
+                let _mine = turn.take().await;
+                syncing().await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(held);
+        let seen = tokio::time::timeout(bound, writer)
+            .await
+            .expect("the waiting writer got a turn")
+            .expect("writer task");
+        assert_eq!(
+            seen,
+            i64::from(TURN_ROWS),
+            "handed over after the first step, committed"
+        );
+        let claimed = tokio::time::timeout(bound, claim)
+            .await
+            .expect("the claim finished")
+            .expect("claim task")
+            .expect("claim");
+        assert_eq!(claimed.items.len(), 250, "and then took the rest");
+        assert_eq!(syncing().await, 250);
+    }
+
+    async fn wait_until(condition: impl Fn() -> bool, bound: Duration) {
+        let deadline = tokio::time::Instant::now() + bound;
+        while !condition() {
+            assert!(tokio::time::Instant::now() < deadline, "not within {bound:?}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
 
     /// The claim's plan: both partial indexes walked, nothing sorted.
     #[tokio::test]
