@@ -9,15 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
-
 use crate::config::Settings;
 use crate::mapper::PluginSlot;
 use crate::queue::Queue;
 use crate::registry::Registry;
 use crate::sink::Sink;
 use crate::store::{Access, Store, StoreError};
-use crate::worker::{BatchSizes, Worker, WorkerStatus};
+use crate::worker::{BatchSizes, Wake, Worker, WorkerStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -34,7 +32,8 @@ pub struct App {
     pub store: Store,
     pub queue: Queue,
     pub registry: Registry,
-    pub wake: Arc<Notify>,
+    /// Tells the worker of new reports and items due again.
+    pub wake: Arc<Wake>,
 }
 
 impl App {
@@ -56,7 +55,7 @@ impl App {
             store,
             queue,
             registry,
-            wake: Arc::new(Notify::new()),
+            wake: Arc::new(Wake::default()),
         })
     }
 

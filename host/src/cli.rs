@@ -639,7 +639,7 @@ async fn submit(app: &App, args: SubmitArgs) -> Result<(), CliError> {
         }
     };
     let ids = app.store.submit(&reports, app.settings.sync_max_attempts).await?;
-    app.wake.notify_one();
+    app.wake.reports_stored(ids.len() as u64);
     let mut out = String::with_capacity(ids.len() * 8);
     for id in &ids {
         out.push_str(&id.to_string());

@@ -179,13 +179,12 @@ pub struct Settings {
     #[arg(long, global = true, env = "SYNC_BATCH_MAX", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub sync_batch_max: u32,
 
-    /// Milliseconds the worker lets a steady stream of reports gather
-    /// between two batches. After a claim that brought at least
-    /// SYNC_BATCH_SIZE items but fewer than it asked for (the worker keeps
-    /// pace with arrivals, in small batches), it waits this long and then
-    /// claims up to SYNC_BATCH_MAX: fewer, larger batches, leaving the cores
-    /// and keeper.db's write lock to the submissions. A trickle of reports
-    /// is never held back. 0: never wait.
+    /// While reports stream in (at least SYNC_BATCH_SIZE submitted here
+    /// since the worker's last claim), milliseconds between two claims, each
+    /// of up to SYNC_BATCH_MAX: the worker syncs a stream in few large
+    /// batches and leaves the cores and keeper.db's write lock to intake
+    /// during a burst (500 per 100 ms: up to 5,000 reports a second). A
+    /// trickle, and a backlog with no stream, never wait. 0: never wait.
     #[arg(long, global = true, env = "SYNC_COOLDOWN_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub sync_cooldown_ms: u64,
 

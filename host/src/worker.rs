@@ -17,7 +17,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,15 +42,18 @@ use crate::store::{Store, StoreError};
 /// work, so a backlog after an outage drains near the rate of large batches
 /// with the defaults. Each pass starts small again.
 ///
-/// Under a steady stream of submissions the worker would otherwise chase
-/// it in small batches, one right after the other: with 32 clients
-/// posting, 220 batches a second of 20–30 items took more than half of the
-/// machine and held intake to half its rate. So a claim that was not full
-/// but brought at least `SYNC_BATCH_SIZE` items (the worker is keeping
-/// pace, not catching up) is followed by a cooldown (`SYNC_COOLDOWN_MS`),
-/// like River's fetch cooldown, and then a claim of up to `SYNC_BATCH_MAX`:
-/// what arrived meanwhile goes in one batch. A trickle (claims smaller than
-/// `SYNC_BATCH_SIZE`) never waits, so a lone report still syncs at once.
+/// While reports stream in, the worker claims at most once a cooldown
+/// (`SYNC_COOLDOWN_MS`), up to `SYNC_BATCH_MAX` at a time, like River's
+/// fetch cooldown: a stream is at least `SYNC_BATCH_SIZE` reports submitted
+/// in this process since the last claim ([`Wake`]). Chasing a stream in
+/// small batches one right after the other (220 batches a second of 20–30
+/// items under 32 posting clients) took more than half of the machine and
+/// of keeper.db's write lock, and held intake to half its rate; draining
+/// flat out behind a burst did the same. So under a burst intake comes
+/// first, the worker syncs up to 5,000 reports a second by default, and
+/// the backlog left drains at full speed once the burst ends. A trickle
+/// never waits, so a lone report still syncs at once, and neither does a
+/// backlog with no stream (after an outage, `keeper sync --once`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchSizes {
     first: u32,
@@ -95,22 +98,55 @@ impl BatchSizes {
         }
     }
 
-    /// The claim after one of `size` that brought `claimed` items.
-    pub fn next(&self, size: u32, claimed: usize) -> NextClaim {
+    /// The claim after one of `size` that brought `claimed` items, when
+    /// `arrived` reports were submitted here since the one before.
+    pub fn next(&self, size: u32, claimed: usize, arrived: u64) -> NextClaim {
         let claimed = u32::try_from(claimed).unwrap_or(u32::MAX);
-        if claimed >= size {
-            NextClaim {
-                size: size.saturating_mul(2).min(self.ceiling),
-                after: Duration::ZERO,
-            }
-        } else if claimed >= self.first && !self.cooldown.is_zero() {
+        if arrived >= u64::from(self.first) && !self.cooldown.is_zero() {
             NextClaim {
                 size: self.ceiling,
                 after: self.cooldown,
             }
+        } else if claimed >= size {
+            NextClaim {
+                size: size.saturating_mul(2).min(self.ceiling),
+                after: Duration::ZERO,
+            }
         } else {
             self.first()
         }
+    }
+}
+
+/// What wakes the worker: reports stored by this process (counted, so the
+/// worker can tell a stream from a trickle, see [`BatchSizes`]) and items
+/// made due again (retries, a plugin replaced). Shared by the API, the bot
+/// and the plugin manager with the worker.
+#[derive(Debug, Default)]
+pub struct Wake {
+    notify: Notify,
+    reports: AtomicU64,
+}
+
+impl Wake {
+    /// `count` reports were stored and queued: sync them now.
+    pub fn reports_stored(&self, count: u64) {
+        self.reports.fetch_add(count, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    /// Queue items became due without new reports (a retry).
+    pub fn items_due(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Reports stored so far by this process.
+    fn reports(&self) -> u64 {
+        self.reports.load(Ordering::Relaxed)
+    }
+
+    async fn notified(&self) {
+        self.notify.notified().await;
     }
 }
 
@@ -240,7 +276,7 @@ pub struct Worker {
     pub batches: BatchSizes,
     pub interval: Duration,
     /// Notified by in-process submissions so they sync at once.
-    pub wake: Arc<Notify>,
+    pub wake: Arc<Wake>,
     pub status: Arc<WorkerStatus>,
     /// The canary to split batches with, under `keeper run`.
     pub canary: Option<Canary>,
@@ -327,6 +363,7 @@ impl Worker {
         let mut total = Drained::default();
         let started = self.queue.now().await.map_err(|e| self.keeper_error(&e))?;
         let mut next = batches.first();
+        let mut arrived_before = self.wake.reports();
         let mut in_hand: Option<MappedBatch> = None;
         loop {
             if stopping() {
@@ -347,7 +384,13 @@ impl Worker {
                     None => return Ok(total),
                 },
             };
-            next = batches.next(next.size, batch.claim.items.len());
+            let arrived_now = self.wake.reports();
+            next = batches.next(
+                next.size,
+                batch.claim.items.len(),
+                arrived_now.saturating_sub(arrived_before),
+            );
+            arrived_before = arrived_now;
             // Not ahead of a canary's verdict, which comes after each batch
             // and decides which plugin maps the next.
             let ahead = !stopping() && self.canary.as_ref().and_then(Canary::current).is_none();
@@ -697,7 +740,7 @@ mod tests {
 
     use tokio::sync::watch;
 
-    use super::{BatchSizes, NextClaim, cool_down};
+    use super::{BatchSizes, NextClaim, Wake, cool_down};
 
     const NO_COOLDOWN: Duration = Duration::ZERO;
     const COOLDOWN: Duration = Duration::from_millis(100);
@@ -717,50 +760,73 @@ mod tests {
             let mut next = sizes.first();
             let mut grown = vec![next.size];
             for _ in 0..8 {
-                next = sizes.next(next.size, next.size as usize);
+                // A backlog, with nothing (or a trickle) submitted meanwhile.
+                next = sizes.next(next.size, next.size as usize, 9);
                 assert_eq!(next.after, Duration::ZERO, "a backlog is claimed without a pause");
                 grown.push(next.size);
             }
             assert_eq!(grown, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
-            // A trickle (fewer than the first size): back to the start, at once.
-            assert_eq!(sizes.next(40, 3), now(10));
-            assert_eq!(sizes.next(1000, 9), now(10));
+            // The backlog is gone: back to the start, at once.
+            assert_eq!(sizes.next(40, 3, 0), now(10));
+            assert_eq!(sizes.next(1000, 999, 1), now(10));
         }
     }
 
     #[test]
-    fn a_stream_kept_pace_with_gathers_for_the_cooldown_then_is_claimed_whole() {
+    fn while_reports_stream_in_each_claim_waits_the_cooldown_and_takes_up_to_the_ceiling() {
         let sizes = BatchSizes::new(10, 500, COOLDOWN);
         let gathered = NextClaim {
             size: 500,
             after: COOLDOWN,
         };
-        // Not full, but at least the first size: the worker keeps pace.
-        assert_eq!(sizes.next(20, 10), gathered);
-        assert_eq!(sizes.next(40, 31), gathered);
-        assert_eq!(sizes.next(500, 499), gathered);
-        // What gathered filled the claim: a backlog, claimed without a pause.
-        assert_eq!(sizes.next(500, 500), now(500));
-        // Without a cooldown (a one-off drain, or SYNC_COOLDOWN_MS=0) the
-        // same claims start small again, as before.
+        // At least SYNC_BATCH_SIZE reports since the last claim: a stream,
+        // whether the worker keeps pace with it or is behind.
+        assert_eq!(sizes.next(20, 10, 10), gathered);
+        assert_eq!(sizes.next(40, 31, 400), gathered);
+        assert_eq!(sizes.next(500, 500, 2000), gathered, "behind a burst: intake first");
+        // The burst over, what it left drains without a pause.
+        assert_eq!(sizes.next(500, 500, 0), now(500));
+        // Without a cooldown (a one-off drain, or SYNC_COOLDOWN_MS=0) a
+        // stream is chased as before.
         let once = sizes.without_cooldown();
-        assert_eq!(once.next(40, 31), now(10));
-        assert_eq!(BatchSizes::new(10, 500, NO_COOLDOWN).next(40, 31), now(10));
+        assert_eq!(once.next(40, 31, 400), now(10));
+        assert_eq!(once.next(500, 500, 2000), now(500));
+        assert_eq!(BatchSizes::new(10, 500, NO_COOLDOWN).next(40, 31, 400), now(10));
     }
 
     #[test]
     fn a_ceiling_at_or_below_the_first_size_keeps_every_batch_that_size() {
-        for sizes in [BatchSizes::new(25, 25, COOLDOWN), BatchSizes::new(2000, 1000, COOLDOWN)] {
+        for sizes in [
+            BatchSizes::new(25, 25, NO_COOLDOWN),
+            BatchSizes::new(2000, 1000, NO_COOLDOWN),
+        ] {
             let first = sizes.first();
-            assert_eq!(sizes.next(first.size, first.size as usize), first);
-            // Anything less than a full claim is a trickle here: no pause.
-            assert_eq!(sizes.next(first.size, first.size as usize - 1), first);
+            assert_eq!(sizes.next(first.size, first.size as usize, 0), first);
+            assert_eq!(sizes.next(first.size, first.size as usize - 1, 0), first);
         }
+        let streaming = BatchSizes::new(25, 25, COOLDOWN).next(25, 25, 100);
+        assert_eq!(
+            streaming,
+            NextClaim {
+                size: 25,
+                after: COOLDOWN
+            }
+        );
         assert_eq!(
             BatchSizes::new(0, 0, COOLDOWN).first().size,
             1,
             "a claim takes at least one item"
         );
+    }
+
+    #[test]
+    fn only_stored_reports_count_as_arrivals() {
+        let wake = Wake::default();
+        wake.reports_stored(3);
+        wake.items_due();
+        wake.reports_stored(0);
+        wake.reports_stored(2);
+        assert_eq!(wake.reports(), 5);
     }
 
     #[tokio::test]

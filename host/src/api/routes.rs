@@ -347,7 +347,7 @@ impl SyncApi {
         queue_id: Path<i64>,
     ) -> Result<RetryAnswer, RetryItemError> {
         state.app.queue.retry(queue_id.0).await?;
-        state.app.wake.notify_one();
+        state.app.wake.items_due();
         tracing::info!(queue_id = queue_id.0, "sync API: item marked for retry");
         Ok(RetryAnswer::Ok(Json(Message {
             status: OkStatus::Ok,
@@ -388,7 +388,7 @@ impl SyncApi {
                 (n, format!("{n} failed item(s) marked for retry"))
             }
         };
-        state.app.wake.notify_one();
+        state.app.wake.items_due();
         tracing::info!(
             retried,
             class = class.0.map(ErrorClass::as_str),
@@ -674,7 +674,7 @@ impl SyncApi {
                 "sync API: repeated request; first answer given, nothing stored"
             );
         } else {
-            app.wake.notify_one();
+            app.wake.reports_stored(1);
             tracing::info!(discovery_id, queue_id, "sync API: discovery archived and queued");
         }
         Ok(CreatedResponse::Created(Json(Created {

@@ -388,7 +388,7 @@ async fn store(
         .await
     {
         Ok(intake) => {
-            app.wake.notify_one();
+            app.wake.reports_stored(u64::from(!intake.repeated));
             let id = intake.discovery_id;
             tracing::info!(
                 discovery_id = id,

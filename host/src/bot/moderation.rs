@@ -158,7 +158,7 @@ async fn retry_target(app: &App, target: Target, user_id: u64) -> String {
     match target {
         Target::Item(queue_id) => match app.queue.retry(queue_id).await {
             Ok(()) => {
-                app.wake.notify_one();
+                app.wake.items_due();
                 tracing::info!(queue_id, user_id, "sync item marked for retry from Discord");
                 format!("🔁 Queue item {queue_id} will be tried again now.")
             }
@@ -173,7 +173,7 @@ async fn retry_target(app: &App, target: Target, user_id: u64) -> String {
         },
         Target::Class(class) => match app.queue.retry_class(class).await {
             Ok(n) => {
-                app.wake.notify_one();
+                app.wake.items_due();
                 tracing::info!(
                     class = class.as_str(),
                     retried = n,

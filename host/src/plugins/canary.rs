@@ -55,12 +55,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::db::{Db, Driver, Param};
 use crate::mapper::{Plugin, PluginInfo};
 use crate::queue::{ErrorClass, Queue};
 use crate::registry::Activation;
+use crate::worker::Wake;
 
 /// keeper.db's canary table (migration 16).
 pub const SQLITE_TABLE: &str = "CREATE TABLE IF NOT EXISTS keeper_plugin_canaries (
@@ -569,7 +570,7 @@ pub struct Canary {
     book: Canaries,
     judge: Judge,
     queue: Queue,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     /// To the plugin manager: the hash of a canary that reached its count.
     promotions: mpsc::UnboundedSender<String>,
 }
@@ -579,7 +580,7 @@ impl Canary {
         book: Canaries,
         judge: Judge,
         queue: Queue,
-        wake: Arc<Notify>,
+        wake: Arc<Wake>,
         promotions: mpsc::UnboundedSender<String>,
     ) -> Canary {
         Canary {
@@ -653,7 +654,7 @@ impl Canary {
             share,
             split: Mutex::new(Split::default()),
         })));
-        self.wake.notify_one();
+        self.wake.items_due();
         Ok(Some(record))
     }
 
@@ -705,7 +706,7 @@ impl Canary {
             reason,
             "canary rolled back: the active plugin stays, and the items the canary failed are queued again for it"
         );
-        self.wake.notify_one();
+        self.wake.items_due();
         Ok(())
     }
 

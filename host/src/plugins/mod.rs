@@ -52,7 +52,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::sync::{Notify, mpsc, watch as signal};
+use tokio::sync::{mpsc, watch as signal};
 
 use crate::app::App;
 use crate::config::Settings;
@@ -61,6 +61,7 @@ use crate::mapper::{DEFAULT_PLUGIN, Limits, Plugin, PluginError, PluginInfo, Plu
 use crate::queue::Queue;
 use crate::registry::{Activation, BUILT_IN, PluginRecord, Registry};
 use crate::sink::{SinkError, TargetSchema};
+use crate::worker::Wake;
 use cache::Cache;
 use canary::{Canaries, Canary, CanaryRecord, Judge};
 use conformance::Rejection;
@@ -268,7 +269,7 @@ pub struct PluginManager {
     loader: Loader,
     registry: Registry,
     queue: Queue,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     dir: PathBuf,
     slot: PluginSlot,
     active: Source,
@@ -494,7 +495,7 @@ impl PluginManager {
                 self.active = Source::Store(active.source);
                 self.follow_status.set(None);
                 log_active(&info, limits, &self.active, cached, None);
-                self.wake.notify_one();
+                self.wake.items_due();
             }
             Err(FetchError::Refused(reason)) => {
                 self.follow_status.set(Some(refusal(&active, reason, &running)));
@@ -659,7 +660,7 @@ impl PluginManager {
             if healed > 0 {
                 tracing::info!(healed, version = %info.version, "items refused by a mapping plugin are queued again for the new version");
             }
-            self.wake.notify_one();
+            self.wake.items_due();
         }
         Ok(())
     }
