@@ -48,7 +48,7 @@ use crate::store::{Store, StoreError};
 /// in this process since the last claim ([`Wake`]). Chasing a stream in
 /// small batches one right after the other (220 batches a second of 20–30
 /// items under 32 posting clients) took more than half of the machine and
-/// of keeper.db's write lock, and held intake to half its rate; draining
+/// a quarter of keeper.db's write lock, and held intake to half its rate; draining
 /// flat out behind a burst did the same. So under a burst intake comes
 /// first, the worker syncs up to 5,000 reports a second by default, and
 /// the backlog left drains at full speed once the burst ends. A trickle
@@ -275,7 +275,8 @@ pub struct Worker {
     pub plugins: PluginSlot,
     pub batches: BatchSizes,
     pub interval: Duration,
-    /// Notified by in-process submissions so they sync at once.
+    /// Told of in-process submissions (so they sync at once, and so a
+    /// stream is recognised) and of items due again.
     pub wake: Arc<Wake>,
     pub status: Arc<WorkerStatus>,
     /// The canary to split batches with, under `keeper run`.

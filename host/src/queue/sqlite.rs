@@ -178,9 +178,9 @@ impl SqliteQueue {
     ) -> Result<Vec<ClaimedItem>, sqlx::Error> {
         let mut items: Vec<ClaimedItem> = Vec::new();
         loop {
-            let wanted = limit.saturating_sub(u32::try_from(items.len()).unwrap_or(u32::MAX));
+            let remaining = limit.saturating_sub(u32::try_from(items.len()).unwrap_or(u32::MAX));
             let turn = self.turn.take().await;
-            let asked = self.step(wanted as usize) as u32;
+            let asked = self.step(remaining as usize) as u32;
             let taken: Vec<ClaimedItem> = sqlx::query_as(CLAIM)
                 .bind(token)
                 .bind(seconds_modifier(self.lease))

@@ -11,9 +11,10 @@
 //! SQLite's busy timeout as before.
 //!
 //! A long write can ask whether anyone is waiting ([`WriteTurn::wanted`])
-//! and hand its turn over between two steps: the worker's claims and
-//! completions of hundreds of items do, so that intake waits for one step
-//! of theirs, not for all of it.
+//! and then write in steps, a turn each: the worker's claims and
+//! completions of hundreds of items do (100 items a step, see
+//! `queue/sqlite.rs`), so that intake waits for one step of theirs, not
+//! for all of it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
