@@ -261,3 +261,49 @@ async fn every_acknowledged_report_survives_a_sigkill_during_a_burst() {
         );
     }
 }
+
+/// The worker's pacing seen from outside: a burst of posts through the API
+/// (16 clients at once) is a stream, so after a batch or two the worker
+/// waits its cooldown (5 s here) before its next claim, and the reports
+/// that came meanwhile are still pending a second after the last answer;
+/// all of them sync once the cooldown is over. Were the API's reports not
+/// counted as arrivals (or the cooldown not kept), they would all sync
+/// within milliseconds. Only a lower bound is asserted: a slow machine
+/// syncs later, not sooner. (Posts a few milliseconds apart are a trickle
+/// and sync at once: the worker keeps pace with them in passes of one.)
+#[tokio::test]
+async fn a_burst_of_posts_waits_for_the_workers_cooldown_then_all_sync() {
+    const CLIENTS: usize = 16;
+    const EACH: usize = 10;
+    let posts = (CLIENTS * EACH) as i64;
+    let mut env = Env::new();
+    env.var("SYNC_BATCH_SIZE", 2).var("SYNC_COOLDOWN_MS", 5_000);
+    let (mut child, port, log) = spawn_run(&env);
+    let barrier = std::sync::Barrier::new(CLIENTS);
+    std::thread::scope(|scope| {
+        for c in 0..CLIENTS {
+            let barrier = &barrier;
+            scope.spawn(move || {
+                let agent = agent();
+                barrier.wait();
+                for i in 0..EACH {
+                    let description = format!("burst {c}.{i}");
+                    let (status, answer) = post(&agent, port, &fossil_report(&description), None)
+                        .unwrap_or_else(|e| panic!("{description}: {e}"));
+                    assert_eq!(status, 201, "{description}: {answer}");
+                }
+            });
+        }
+    });
+    let answered = Instant::now();
+    let synced = "SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'synced'";
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let early = query_i64(&env.keeper, synced).await;
+    let waited = answered.elapsed();
+    if early == posts && waited < Duration::from_millis(4_500) {
+        let log = log.lock().map(|log| log.clone()).unwrap_or_default();
+        panic!("all {posts} synced within {waited:?} of the last answer: no cooldown\n{log}");
+    }
+    wait_for_value(&env.keeper, synced, posts, Duration::from_secs(60)).await;
+    terminate(&mut child);
+}
