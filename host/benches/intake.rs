@@ -113,8 +113,10 @@ mod lean {
         request
     }
 
-    /// One client: sends `requests` in turn on one connection, each when
-    /// `due(n)` says (or at once), and records what came back.
+    /// One client: sends `requests` (the n-th report of the phase, its
+    /// bytes) in turn on one connection, the n-th at `start + n / rate`
+    /// when a rate is given, else as soon as the last is answered; records
+    /// what came back.
     pub async fn client(port: u16, requests: Vec<(usize, Vec<u8>)>, start: Instant, rate: Option<f64>) -> Vec<Sent> {
         let mut stream = TcpStream::connect(("127.0.0.1", port))
             .await
