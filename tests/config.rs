@@ -454,3 +454,28 @@ fn bad_evidence_settings_stop_the_command_naming_the_variable_and_touch_nothing(
     env.var("SYNC_API_PUBLIC_URL", "").var("KEEPER_EVIDENCE_MAX_BYTES", "");
     env.ok(SUBMIT_FOSSIL);
 }
+
+#[test]
+fn bad_worker_pacing_settings_stop_the_command_naming_the_variable_and_touch_nothing() {
+    let mut env = Env::new();
+    for (var, value, reason) in [
+        ("SYNC_COOLDOWN_MS", "10001", "10001 is not in 0..=10000"),
+        ("SYNC_COOLDOWN_MS", "soon", "invalid digit found in string"),
+        ("SYNC_COOLDOWN_MS", "-1", "invalid digit found in string"),
+        ("SYNC_BATCH_MAX", "0", "0 is not in 1..=100000"),
+    ] {
+        env.var(var, value);
+        let out = env.run(SUBMIT_FOSSIL);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {err}");
+        let expected = format!("error: {var} (in the environment) = \"{value}\": {reason}");
+        assert!(err.contains(&expected), "{expected}\nnot in:\n{err}");
+        assert!(!env.keeper.exists(), "{var}={value}: keeper.db was created");
+        env.vars.retain(|(k, _)| k != var);
+    }
+    // 0 is a setting (never wait), and empty means unset.
+    env.var("SYNC_COOLDOWN_MS", "0");
+    env.ok(SUBMIT_FOSSIL);
+    env.var("SYNC_COOLDOWN_MS", "");
+    env.ok(SUBMIT_FOSSIL);
+}
