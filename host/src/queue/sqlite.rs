@@ -793,11 +793,9 @@ mod tests {
     use super::*;
     use sqlx::Row as _;
 
-    /// A claim of several steps hands keeper.db's write lock over between
-    /// two of them when another writer waits (its first step committed and
-    /// visible), and keeps it when nobody does.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_long_claim_hands_the_write_turn_to_a_waiting_writer_between_steps() {
+    /// 250 due items on a fresh keeper.db, and a queue sharing the store's
+    /// write turn.
+    async fn two_hundred_fifty_due() -> (tempfile::TempDir, crate::store::Store, Queue) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = crate::store::Store::open(&dir.path().join("keeper.db"), crate::store::Access::Create)
             .await
@@ -812,37 +810,43 @@ mod tests {
             })
             .collect();
         store.submit(&reports, 3).await.expect("submit");
-        let turn = store.write_turn();
         let policy = RetryPolicy {
             base: Duration::from_secs(30),
             max_delay: Duration::from_secs(3600),
             max_attempts: 3,
         };
-        let queue = Queue::new(store.db().clone(), policy, Duration::from_secs(60)).sharing_write_turn(turn.clone());
-        let pool = store.db().sqlite().expect("keeper.db").clone();
-        let syncing = move || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sync_queue WHERE sync_status = 'syncing'")
-                    .fetch_one(&pool)
-                    .await
-                    .expect("count")
-            }
-        };
-        let bound = Duration::from_secs(30);
+        let queue =
+            Queue::new(store.db().clone(), policy, Duration::from_secs(60)).sharing_write_turn(store.write_turn());
+        (dir, store, queue)
+    }
 
-        // Held here: the claim waits in line, then a writer behind it.
+    async fn count(pool: &sqlx::SqlitePool, status: &str) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM sync_queue WHERE sync_status = ?1")
+            .bind(status)
+            .fetch_one(pool)
+            .await
+            .expect("count")
+    }
+
+    /// Runs `write` while this test holds the write turn, with another
+    /// writer queued behind it; the count of `status` items that writer
+    /// read once it had its turn, and what `write` came to.
+    async fn with_a_writer_waiting<T: Send + 'static>(
+        store: &crate::store::Store,
+        status: &'static str,
+        write: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> (i64, T) {
+        let bound = Duration::from_secs(30);
+        let turn = store.write_turn();
+        let pool = store.db().sqlite().expect("keeper.db").clone();
         let held = turn.take().await;
-        let claim = tokio::spawn({
-            let queue = queue.clone();
-            async move { queue.claim(250, None).await }
-        });
+        let write = tokio::spawn(write);
         wait_until(|| turn.wanted(), bound).await;
         let writer = tokio::spawn({
-            let (turn, syncing) = (turn.clone(), syncing.clone());
+            let turn = turn.clone();
             async move {
                 let _mine = turn.take().await;
-                syncing().await
+                count(&pool, status).await
             }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -851,14 +855,53 @@ mod tests {
             .await
             .expect("the waiting writer got a turn")
             .expect("writer task");
-        assert_eq!(seen, TURN_ROWS as i64, "handed over after the first step, committed");
-        let claimed = tokio::time::timeout(bound, claim)
+        let written = tokio::time::timeout(bound, write)
             .await
-            .expect("the claim finished")
-            .expect("claim task")
-            .expect("claim");
-        assert_eq!(claimed.items.len(), 250, "and then took the rest");
-        assert_eq!(syncing().await, 250);
+            .expect("the write finished")
+            .expect("write task");
+        (seen, written)
+    }
+
+    /// A claim of several steps hands keeper.db's write lock over between
+    /// two of them when another writer waits (its first step committed and
+    /// visible), and then takes the rest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_claim_hands_the_write_turn_to_a_waiting_writer_between_steps() {
+        let (_dir, store, queue) = two_hundred_fifty_due().await;
+        let claiming = queue.clone();
+        let (seen, claimed) =
+            with_a_writer_waiting(&store, "syncing", async move { claiming.claim(250, None).await }).await;
+        assert_eq!(seen, TURN_ROWS as i64, "handed over after the first step, committed");
+        assert_eq!(claimed.expect("claim").items.len(), 250, "and then took the rest");
+        let pool = store.db().sqlite().expect("keeper.db");
+        assert_eq!(count(pool, "syncing").await, 250);
+    }
+
+    /// The same for a completion: its first 100 items synced and visible
+    /// to the writer that waited, then every one of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_completion_hands_the_write_turn_to_a_waiting_writer_between_steps() {
+        let (_dir, store, queue) = two_hundred_fifty_due().await;
+        let claim = queue.claim(250, None).await.expect("claim");
+        let done: Vec<Delivered> = claim
+            .items
+            .iter()
+            .map(|item| Delivered {
+                queue_id: item.queue_id,
+                haven_id: item.queue_id,
+                metadata: json!({}),
+                keeper_db_replaced: false,
+            })
+            .collect();
+        let completing = queue.clone();
+        let (seen, completed) = with_a_writer_waiting(&store, "synced", async move {
+            completing.complete(&claim.token, &done, &[]).await
+        })
+        .await;
+        completed.expect("complete");
+        assert_eq!(seen, TURN_ROWS as i64, "handed over after the first step, committed");
+        let pool = store.db().sqlite().expect("keeper.db");
+        assert_eq!(count(pool, "synced").await, 250, "and then completed the rest");
     }
 
     async fn wait_until(condition: impl Fn() -> bool, bound: Duration) {
