@@ -15,7 +15,7 @@ use crate::queue::Queue;
 use crate::registry::Registry;
 use crate::sink::Sink;
 use crate::store::{Access, Store, StoreError};
-use crate::worker::{BatchSizes, Wake, Worker, WorkerStatus};
+use crate::worker::{ClaimPacing, Wake, Worker, WorkerStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -72,7 +72,7 @@ impl App {
             queue: self.queue.clone(),
             sink: self.sink(),
             plugins,
-            batches: BatchSizes::new(
+            pacing: ClaimPacing::new(
                 settings.sync_batch_size,
                 settings.sync_batch_max,
                 Duration::from_millis(settings.sync_cooldown_ms),

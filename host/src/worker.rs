@@ -55,7 +55,7 @@ use crate::store::{Store, StoreError};
 /// never waits, so a lone report still syncs at once, and neither does a
 /// backlog with no stream (after an outage, `keeper sync --once`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchSizes {
+pub struct ClaimPacing {
     first: u32,
     ceiling: u32,
     cooldown: Duration,
@@ -68,23 +68,23 @@ pub struct NextClaim {
     pub after: Duration,
 }
 
-impl BatchSizes {
+impl ClaimPacing {
     /// `first` is the size a pass starts with; `max` the most it grows to
     /// (a `max` below `first` means every batch is `first`); `cooldown` the
     /// wait that lets a stream gather (zero: never wait).
-    pub fn new(first: u32, max: u32, cooldown: Duration) -> BatchSizes {
+    pub fn new(first: u32, max: u32, cooldown: Duration) -> ClaimPacing {
         let first = first.max(1);
-        BatchSizes {
+        ClaimPacing {
             first,
             ceiling: max.max(first),
             cooldown,
         }
     }
 
-    /// The same sizes without the cooldown: a one-off drain (`keeper sync
+    /// The same pacing without the cooldown: a one-off drain (`keeper sync
     /// --once`) stops when it has caught up instead of waiting for more.
-    pub fn without_cooldown(self) -> BatchSizes {
-        BatchSizes {
+    pub fn without_cooldown(self) -> ClaimPacing {
+        ClaimPacing {
             cooldown: Duration::ZERO,
             ..self
         }
@@ -119,7 +119,7 @@ impl BatchSizes {
 }
 
 /// What wakes the worker: reports stored by this process (counted, so the
-/// worker can tell a stream from a trickle, see [`BatchSizes`]) and items
+/// worker can tell a stream from a trickle, see [`ClaimPacing`]) and items
 /// made due again (retries, a plugin replaced). Shared by the API, the bot
 /// and the plugin manager with the worker.
 #[derive(Debug, Default)]
@@ -273,7 +273,7 @@ pub struct Worker {
     pub queue: Queue,
     pub sink: Sink,
     pub plugins: PluginSlot,
-    pub batches: BatchSizes,
+    pub pacing: ClaimPacing,
     pub interval: Duration,
     /// Told of in-process submissions (so they sync at once, and so a
     /// stream is recognised) and of items due again.
@@ -338,18 +338,18 @@ impl Worker {
     /// Processes everything due now, batch after batch, each item at most
     /// once, and returns.
     pub async fn drain(&self) -> Result<Drained, WorkerError> {
-        self.drain_until(self.batches.without_cooldown(), None).await
+        self.drain_until(self.pacing.without_cooldown(), None).await
     }
 
-    /// Drains with `batches`, stopping between two batches once `stop`
+    /// Drains paced by `pacing`, stopping between two batches once `stop`
     /// turns true: a shutdown waits for the batch being written, not for
     /// the whole queue.
     async fn drain_until(
         &self,
-        batches: BatchSizes,
+        pacing: ClaimPacing,
         stop: Option<&watch::Receiver<bool>>,
     ) -> Result<Drained, WorkerError> {
-        let drained = self.drain_batches(batches, stop).await;
+        let drained = self.drain_batches(pacing, stop).await;
         // Between passes VH-Database is Control Room's alone (sink.rs).
         self.sink.release();
         drained
@@ -357,13 +357,13 @@ impl Worker {
 
     async fn drain_batches(
         &self,
-        batches: BatchSizes,
+        pacing: ClaimPacing,
         stop: Option<&watch::Receiver<bool>>,
     ) -> Result<Drained, WorkerError> {
         let stopping = || stop.is_some_and(|s| *s.borrow());
         let mut total = Drained::default();
         let started = self.queue.now().await.map_err(|e| self.keeper_error(&e))?;
-        let mut next = batches.first();
+        let mut next = pacing.first();
         let mut arrived_before = self.wake.reports();
         let mut in_hand: Option<MappedBatch> = None;
         loop {
@@ -386,7 +386,7 @@ impl Worker {
                 },
             };
             let arrived_now = self.wake.reports();
-            next = batches.next(
+            next = pacing.next(
                 next.size,
                 batch.claim.items.len(),
                 arrived_now.saturating_sub(arrived_before),
@@ -458,7 +458,7 @@ impl Worker {
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         self.status.running.store(true, Ordering::Relaxed);
         while !*shutdown.borrow() {
-            match self.drain_until(self.batches, Some(&shutdown)).await {
+            match self.drain_until(self.pacing, Some(&shutdown)).await {
                 Ok(drained) => self.status.pass_done(&drained),
                 Err(error) => {
                     tracing::error!(%error, "sync pass failed; trying again next interval");
@@ -741,7 +741,7 @@ mod tests {
 
     use tokio::sync::watch;
 
-    use super::{BatchSizes, NextClaim, Wake, cool_down};
+    use super::{ClaimPacing, NextClaim, Wake, cool_down};
 
     const NO_COOLDOWN: Duration = Duration::ZERO;
     const COOLDOWN: Duration = Duration::from_millis(100);
@@ -756,56 +756,56 @@ mod tests {
     #[test]
     fn batches_double_while_claims_come_back_full_and_start_small_again() {
         for cooldown in [NO_COOLDOWN, COOLDOWN] {
-            let sizes = BatchSizes::new(10, 1000, cooldown);
-            assert_eq!(sizes.first(), now(10));
-            let mut next = sizes.first();
+            let pacing = ClaimPacing::new(10, 1000, cooldown);
+            assert_eq!(pacing.first(), now(10));
+            let mut next = pacing.first();
             let mut grown = vec![next.size];
             for _ in 0..8 {
                 // A backlog, with nothing (or a trickle) submitted meanwhile.
-                next = sizes.next(next.size, next.size as usize, 9);
+                next = pacing.next(next.size, next.size as usize, 9);
                 assert_eq!(next.after, Duration::ZERO, "a backlog is claimed without a pause");
                 grown.push(next.size);
             }
             assert_eq!(grown, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
             // The backlog is gone: back to the start, at once.
-            assert_eq!(sizes.next(40, 3, 0), now(10));
-            assert_eq!(sizes.next(1000, 999, 1), now(10));
+            assert_eq!(pacing.next(40, 3, 0), now(10));
+            assert_eq!(pacing.next(1000, 999, 1), now(10));
         }
     }
 
     #[test]
     fn while_reports_stream_in_each_claim_waits_the_cooldown_and_takes_up_to_the_ceiling() {
-        let sizes = BatchSizes::new(10, 500, COOLDOWN);
+        let pacing = ClaimPacing::new(10, 500, COOLDOWN);
         let gathered = NextClaim {
             size: 500,
             after: COOLDOWN,
         };
         // At least SYNC_BATCH_SIZE reports since the last claim: a stream,
         // whether the worker keeps pace with it or is behind.
-        assert_eq!(sizes.next(20, 10, 10), gathered);
-        assert_eq!(sizes.next(40, 31, 400), gathered);
-        assert_eq!(sizes.next(500, 500, 2000), gathered, "behind a burst: intake first");
+        assert_eq!(pacing.next(20, 10, 10), gathered);
+        assert_eq!(pacing.next(40, 31, 400), gathered);
+        assert_eq!(pacing.next(500, 500, 2000), gathered, "behind a burst: intake first");
         // The burst over, what it left drains without a pause.
-        assert_eq!(sizes.next(500, 500, 0), now(500));
+        assert_eq!(pacing.next(500, 500, 0), now(500));
         // Without a cooldown (a one-off drain, or SYNC_COOLDOWN_MS=0) a
         // stream is chased as before.
-        let once = sizes.without_cooldown();
+        let once = pacing.without_cooldown();
         assert_eq!(once.next(40, 31, 400), now(10));
         assert_eq!(once.next(500, 500, 2000), now(500));
-        assert_eq!(BatchSizes::new(10, 500, NO_COOLDOWN).next(40, 31, 400), now(10));
+        assert_eq!(ClaimPacing::new(10, 500, NO_COOLDOWN).next(40, 31, 400), now(10));
     }
 
     #[test]
     fn a_ceiling_at_or_below_the_first_size_keeps_every_batch_that_size() {
-        for sizes in [
-            BatchSizes::new(25, 25, NO_COOLDOWN),
-            BatchSizes::new(2000, 1000, NO_COOLDOWN),
+        for pacing in [
+            ClaimPacing::new(25, 25, NO_COOLDOWN),
+            ClaimPacing::new(2000, 1000, NO_COOLDOWN),
         ] {
-            let first = sizes.first();
-            assert_eq!(sizes.next(first.size, first.size as usize, 0), first);
-            assert_eq!(sizes.next(first.size, first.size as usize - 1, 0), first);
+            let first = pacing.first();
+            assert_eq!(pacing.next(first.size, first.size as usize, 0), first);
+            assert_eq!(pacing.next(first.size, first.size as usize - 1, 0), first);
         }
-        let streaming = BatchSizes::new(25, 25, COOLDOWN).next(25, 25, 100);
+        let streaming = ClaimPacing::new(25, 25, COOLDOWN).next(25, 25, 100);
         assert_eq!(
             streaming,
             NextClaim {
@@ -814,7 +814,7 @@ mod tests {
             }
         );
         assert_eq!(
-            BatchSizes::new(0, 0, COOLDOWN).first().size,
+            ClaimPacing::new(0, 0, COOLDOWN).first().size,
             1,
             "a claim takes at least one item"
         );
