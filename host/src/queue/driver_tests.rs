@@ -268,7 +268,7 @@ async fn submit(store: &Store, n: usize) -> Vec<i64> {
     store.submit(&reports, 3).await.expect("submit")
 }
 
-fn delivered(queue_id: i64, haven_id: i64) -> Delivered {
+pub(super) fn delivered(queue_id: i64, haven_id: i64) -> Delivered {
     Delivered {
         queue_id,
         haven_id,

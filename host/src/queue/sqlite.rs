@@ -886,12 +886,7 @@ mod tests {
         let done: Vec<Delivered> = claim
             .items
             .iter()
-            .map(|item| Delivered {
-                queue_id: item.queue_id,
-                haven_id: item.queue_id,
-                metadata: json!({}),
-                keeper_db_replaced: false,
-            })
+            .map(|item| super::super::driver_tests::delivered(item.queue_id, item.queue_id))
             .collect();
         let completing = queue.clone();
         let (seen, completed) = with_a_writer_waiting(&store, "synced", async move {
